@@ -1,0 +1,2 @@
+//! SVIDs: the rules of X509-SVIDs and JWT-SVIDs.
+pub mod jwt;
