@@ -1,1 +1,15 @@
-//! Placeholder; filled in by the crate owner.
+//! The operator surface shared by `sigil-server` and `sigil-agent`.
+//!
+//! SPIRE's users type Go-style flags (`-spiffeID`), write Go durations (`1h30m`)
+//! and keep HCL config files; this crate turns those into values the binaries
+//! can use, with errors that name exactly what was wrong. It owns no behaviour
+//! of either program.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod duration;
+pub mod flags;
+
+pub use config::{Block, ConfigError, PluginDecl, Section};
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use flags::normalize_go_flags;

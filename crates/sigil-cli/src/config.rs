@@ -1,0 +1,455 @@
+//! Walking SPIRE-format HCL config files.
+//!
+//! A [`Section`] holds the attributes and blocks of one HCL body. Callers take
+//! the options they understand; [`Section::finish`] then rejects whatever is
+//! left, naming it, so no option is ever silently ignored.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hcl::eval::{Context, Evaluate};
+
+use crate::duration::parse_duration;
+
+/// A config file problem, naming the option and where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file is not valid HCL.
+    #[error("could not parse configuration: {0}")]
+    Syntax(String),
+    /// An option sigil does not know at all.
+    #[error("unknown option {key:?} in {path}")]
+    UnknownOption {
+        /// Where (`server`, `plugins.DataStore "sql".plugin_data`).
+        path: String,
+        /// The option name.
+        key: String,
+    },
+    /// An option SPIRE has that sigil does not support yet.
+    #[error("option {key:?} in {path} is not supported by sigil yet")]
+    Unsupported {
+        /// Where.
+        path: String,
+        /// The option name.
+        key: String,
+    },
+    /// An option with a value of the wrong type or out of range.
+    #[error("invalid value for {key:?} in {path}: {reason}")]
+    InvalidValue {
+        /// Where.
+        path: String,
+        /// The option name.
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A required option is missing.
+    #[error("{key:?} must be set in {path}")]
+    Missing {
+        /// Where.
+        path: String,
+        /// The option name.
+        key: String,
+    },
+    /// A block that may appear only once appeared more than once.
+    #[error("block {key:?} appears more than once in {path}")]
+    Duplicate {
+        /// Where.
+        path: String,
+        /// The block name.
+        key: String,
+    },
+}
+
+/// One HCL body: attributes and blocks not yet taken.
+#[derive(Debug, Clone)]
+pub struct Section {
+    path: String,
+    attrs: BTreeMap<String, hcl::Value>,
+    blocks: Vec<Block>,
+}
+
+/// A block: its identifier, labels and body.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// `server`, `DataStore`, ...
+    pub ident: String,
+    /// `["sql"]` for `DataStore "sql" { }`.
+    pub labels: Vec<String>,
+    /// The body.
+    pub body: Section,
+}
+
+/// A plugin declared in a `plugins { }` block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginDecl {
+    /// The plugin type (`DataStore`, `KeyManager`, `NodeAttestor`, ...).
+    pub kind: String,
+    /// The plugin name (`sql`, `disk`, `join_token`).
+    pub name: String,
+    /// `plugin_data` as JSON (an empty object when absent).
+    pub data: serde_json::Value,
+}
+
+impl Section {
+    /// Parses HCL text into its top-level section.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let body: hcl::Body = hcl::parse(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Section::from_body(String::from("the configuration file"), body)
+    }
+
+    fn from_body(path: String, body: hcl::Body) -> Result<Self, ConfigError> {
+        let ctx = Context::new();
+        let mut attrs = BTreeMap::new();
+        let mut blocks = Vec::new();
+        for structure in body.into_iter() {
+            match structure {
+                hcl::Structure::Attribute(attr) => {
+                    let key = attr.key.to_string();
+                    let value =
+                        attr.expr
+                            .evaluate(&ctx)
+                            .map_err(|e| ConfigError::InvalidValue {
+                                path: path.clone(),
+                                key: key.clone(),
+                                reason: e.to_string(),
+                            })?;
+                    attrs.insert(key, value);
+                }
+                hcl::Structure::Block(block) => {
+                    let ident = block.identifier.to_string();
+                    let labels: Vec<String> = block
+                        .labels
+                        .iter()
+                        .map(|l| match l {
+                            hcl::BlockLabel::String(s) => s.clone(),
+                            hcl::BlockLabel::Identifier(i) => i.to_string(),
+                        })
+                        .collect();
+                    let child_path = if labels.is_empty() {
+                        format!("{path}.{ident}")
+                    } else {
+                        format!("{path}.{ident} \"{}\"", labels.join("\" \""))
+                    };
+                    let child_path = child_path
+                        .trim_start_matches("the configuration file.")
+                        .to_owned();
+                    blocks.push(Block {
+                        ident,
+                        labels,
+                        body: Section::from_body(child_path, block.body)?,
+                    });
+                }
+            }
+        }
+        Ok(Section {
+            path,
+            attrs,
+            blocks,
+        })
+    }
+
+    /// Where this section is, for messages.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Takes an attribute's raw value.
+    pub fn take_value(&mut self, key: &str) -> Option<hcl::Value> {
+        self.attrs.remove(key)
+    }
+
+    fn invalid(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::InvalidValue {
+            path: self.path.clone(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    /// An error for a missing required option of this section.
+    pub fn missing(&self, key: &str) -> ConfigError {
+        ConfigError::Missing {
+            path: self.path.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    /// An error about a value of this section's option, for callers that
+    /// validate further (a SPIFFE ID, a key type).
+    pub fn invalid_value(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        self.invalid(key, reason)
+    }
+
+    /// Takes a string attribute.
+    pub fn take_string(&mut self, key: &str) -> Result<Option<String>, ConfigError> {
+        match self.attrs.remove(key) {
+            None => Ok(None),
+            Some(hcl::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(self.invalid(key, format!("expected a string, found {other}"))),
+        }
+    }
+
+    /// Takes a bool attribute.
+    pub fn take_bool(&mut self, key: &str) -> Result<Option<bool>, ConfigError> {
+        match self.attrs.remove(key) {
+            None => Ok(None),
+            Some(hcl::Value::Bool(b)) => Ok(Some(b)),
+            Some(hcl::Value::String(s)) if s == "true" || s == "false" => Ok(Some(s == "true")),
+            Some(other) => Err(self.invalid(key, format!("expected true or false, found {other}"))),
+        }
+    }
+
+    /// Takes an integer attribute (a quoted number is accepted, as SPIRE does).
+    pub fn take_i64(&mut self, key: &str) -> Result<Option<i64>, ConfigError> {
+        match self.attrs.remove(key) {
+            None => Ok(None),
+            Some(hcl::Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| self.invalid(key, format!("expected an integer, found {n}"))),
+            Some(hcl::Value::String(s)) => s
+                .parse()
+                .map(Some)
+                .map_err(|_| self.invalid(key, format!("expected an integer, found {s:?}"))),
+            Some(other) => Err(self.invalid(key, format!("expected an integer, found {other}"))),
+        }
+    }
+
+    /// Takes a port number.
+    pub fn take_port(&mut self, key: &str) -> Result<Option<u16>, ConfigError> {
+        match self.take_i64(key)? {
+            None => Ok(None),
+            Some(n) => u16::try_from(n)
+                .map(Some)
+                .map_err(|_| self.invalid(key, format!("{n} is not a port number (0-65535)"))),
+        }
+    }
+
+    /// Takes a Go duration string (`"1h"`); a bare integer is read as seconds.
+    pub fn take_duration(&mut self, key: &str) -> Result<Option<Duration>, ConfigError> {
+        match self.attrs.remove(key) {
+            None => Ok(None),
+            Some(hcl::Value::String(s)) => parse_duration(&s)
+                .map(Some)
+                .map_err(|e| self.invalid(key, e.to_string())),
+            Some(hcl::Value::Number(n)) => match n.as_u64() {
+                Some(secs) => Ok(Some(Duration::from_secs(secs))),
+                None => Err(self.invalid(key, format!("{n} is not a duration"))),
+            },
+            Some(other) => Err(self.invalid(key, format!("expected a duration string, found {other}"))),
+        }
+    }
+
+    /// Takes a list of strings.
+    pub fn take_string_list(&mut self, key: &str) -> Result<Option<Vec<String>>, ConfigError> {
+        match self.attrs.remove(key) {
+            None => Ok(None),
+            Some(hcl::Value::Array(items)) => {
+                let mut out = Vec::with_capacity(items.len());
+                for item in items {
+                    match item {
+                        hcl::Value::String(s) => out.push(s),
+                        other => {
+                            return Err(self.invalid(key, format!("expected strings, found {other}")));
+                        }
+                    }
+                }
+                Ok(Some(out))
+            }
+            Some(other) => Err(self.invalid(key, format!("expected a list of strings, found {other}"))),
+        }
+    }
+
+    /// Takes every block with this identifier.
+    pub fn take_blocks(&mut self, ident: &str) -> Vec<Block> {
+        let (taken, kept) = std::mem::take(&mut self.blocks)
+            .into_iter()
+            .partition(|b| b.ident == ident);
+        self.blocks = kept;
+        taken
+    }
+
+    /// Takes the single block with this identifier, if any.
+    pub fn take_block(&mut self, ident: &str) -> Result<Option<Block>, ConfigError> {
+        let mut blocks = self.take_blocks(ident);
+        match blocks.len() {
+            0 => Ok(None),
+            1 => Ok(blocks.pop()),
+            _ => Err(ConfigError::Duplicate {
+                path: self.path.clone(),
+                key: ident.to_owned(),
+            }),
+        }
+    }
+
+    /// Converts what is left of this section to JSON (for `plugin_data`).
+    pub fn into_json(self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for (k, v) in self.attrs {
+            map.insert(k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null));
+        }
+        for b in self.blocks {
+            let mut value = b.body.into_json();
+            for label in b.labels.iter().rev() {
+                let mut m = serde_json::Map::new();
+                m.insert(label.clone(), value);
+                value = serde_json::Value::Object(m);
+            }
+            map.insert(b.ident, value);
+        }
+        serde_json::Value::Object(map)
+    }
+
+    /// Rejects every attribute and block not taken. Names in `unsupported`
+    /// are SPIRE options sigil knows but does not implement yet.
+    pub fn finish(self, unsupported: &[&str]) -> Result<(), ConfigError> {
+        let leftover = self
+            .attrs
+            .keys()
+            .cloned()
+            .chain(self.blocks.iter().map(|b| b.ident.clone()))
+            .next();
+        match leftover {
+            None => Ok(()),
+            Some(key) if unsupported.contains(&key.as_str()) => Err(ConfigError::Unsupported {
+                path: self.path,
+                key,
+            }),
+            Some(key) => Err(ConfigError::UnknownOption {
+                path: self.path,
+                key,
+            }),
+        }
+    }
+}
+
+/// Reads a `plugins { Kind "name" { plugin_data { } } }` block into
+/// declarations. External plugins (`plugin_cmd`) are not supported yet, and
+/// `enabled = false` drops the plugin, as in SPIRE.
+pub fn parse_plugins(mut plugins: Section) -> Result<Vec<PluginDecl>, ConfigError> {
+    let mut out = Vec::new();
+    for block in std::mem::take(&mut plugins.blocks) {
+        let name = match block.labels.as_slice() {
+            [name] => name.clone(),
+            _ => {
+                return Err(ConfigError::InvalidValue {
+                    path: plugins.path.clone(),
+                    key: block.ident.clone(),
+                    reason: "a plugin block needs exactly one label, its name: Kind \"name\" { ... }"
+                        .into(),
+                });
+            }
+        };
+        let mut body = block.body;
+        let enabled = body.take_bool("enabled")?.unwrap_or(true);
+        let data = match (body.take_block("plugin_data")?, body.take_value("plugin_data")) {
+            (Some(b), _) => b.body.into_json(),
+            (None, Some(v)) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            (None, None) => serde_json::Value::Object(Default::default()),
+        };
+        body.finish(&["plugin_cmd", "plugin_checksum", "plugin_args", "plugin_data_file"])?;
+        if enabled {
+            out.push(PluginDecl {
+                kind: block.ident,
+                name,
+                data,
+            });
+        }
+    }
+    plugins.finish(&[])?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+server {
+    bind_address = "127.0.0.1"
+    bind_port = "8081"
+    trust_domain = "example.org"
+    ca_ttl = "24h"
+    admin_ids = ["spiffe://example.org/admin"]
+}
+
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "/tmp/ds.sqlite3"
+        }
+    }
+    KeyManager "memory" {
+        plugin_data = {}
+    }
+    NodeAttestor "x509pop" {
+        enabled = false
+        plugin_data {}
+    }
+}
+"#;
+
+    #[test]
+    fn reads_spire_style_sections_and_plugins() {
+        let mut top = Section::parse(SAMPLE).unwrap();
+        let mut server = top.take_block("server").unwrap().unwrap().body;
+        assert_eq!(server.take_string("bind_address").unwrap().unwrap(), "127.0.0.1");
+        assert_eq!(server.take_port("bind_port").unwrap(), Some(8081));
+        assert_eq!(server.take_duration("ca_ttl").unwrap(), Some(Duration::from_secs(86400)));
+        assert_eq!(
+            server.take_string_list("admin_ids").unwrap().unwrap(),
+            ["spiffe://example.org/admin"]
+        );
+        server.take_string("trust_domain").unwrap();
+        server.finish(&[]).unwrap();
+        let plugins = parse_plugins(top.take_block("plugins").unwrap().unwrap().body).unwrap();
+        assert_eq!(plugins.len(), 2, "disabled plugin dropped");
+        assert_eq!(plugins[0].kind, "DataStore");
+        assert_eq!(plugins[0].name, "sql");
+        assert_eq!(plugins[0].data["database_type"], "sqlite3");
+        assert_eq!(plugins[1].data, serde_json::json!({}));
+        top.finish(&[]).unwrap();
+    }
+
+    #[test]
+    fn leftover_options_are_named() {
+        let mut top = Section::parse("server {\n trust_domain = \"x\"\n bogus = 1\n}\n").unwrap();
+        let mut server = top.take_block("server").unwrap().unwrap().body;
+        server.take_string("trust_domain").unwrap();
+        let err = server.finish(&[]).unwrap_err();
+        assert_eq!(err.to_string(), "unknown option \"bogus\" in server");
+    }
+
+    #[test]
+    fn unsupported_spire_options_say_so() {
+        let mut top = Section::parse("server {\n federation {}\n}\n").unwrap();
+        let server = top.take_block("server").unwrap().unwrap().body;
+        let err = server.finish(&["federation"]).unwrap_err();
+        assert!(matches!(err, ConfigError::Unsupported { ref key, .. } if key == "federation"));
+    }
+
+    #[test]
+    fn wrong_types_are_precise() {
+        let mut top = Section::parse("server {\n bind_port = \"abc\"\n ca_ttl = \"5d\"\n}\n").unwrap();
+        let mut server = top.take_block("server").unwrap().unwrap().body;
+        let err = server.take_port("bind_port").unwrap_err();
+        assert!(err.to_string().contains("bind_port"), "{err}");
+        let err = server.take_duration("ca_ttl").unwrap_err();
+        assert!(err.to_string().contains("unknown unit \"d\""), "{err}");
+    }
+
+    #[test]
+    fn external_plugins_are_rejected_by_name() {
+        let top = Section::parse(
+            "plugins {\n NodeAttestor \"custom\" {\n plugin_cmd = \"/bin/x\"\n }\n}\n",
+        )
+        .unwrap();
+        let mut top = top;
+        let err = parse_plugins(top.take_block("plugins").unwrap().unwrap().body).unwrap_err();
+        assert!(err.to_string().contains("plugin_cmd"), "{err}");
+        assert!(err.to_string().contains("not supported"), "{err}");
+    }
+}
