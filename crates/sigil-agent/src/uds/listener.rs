@@ -1,0 +1,382 @@
+//! The Unix-socket listener the agent's gRPC servers run on.
+//!
+//! [`UdsIncoming`] binds the socket the way workloads need it (stale socket
+//! file removed, parent directories created, mode 0777 so processes of any
+//! user can connect; who gets what is decided by attestation, not by file
+//! permissions) and yields one [`UdsConnection`] per accepted client, with the
+//! peer's credentials taken at accept time and the `:authority` repair in
+//! place. Serve it with `tonic::transport::Server::serve_with_incoming`;
+//! handlers read the caller with `request.extensions().get::<PeerInfo>()`.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
+use tonic::transport::server::Connected;
+
+use super::authority::AuthorityRewrite;
+use super::peer::PeerInfo;
+
+/// Accepted connections on a Unix socket, ready for
+/// `Server::serve_with_incoming`.
+#[derive(Debug)]
+pub struct UdsIncoming {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl UdsIncoming {
+    /// Binds `path`: creates missing parent directories, removes a stale
+    /// socket left by a previous run (refusing to remove anything that is not
+    /// a socket), and makes the socket connectable by every user.
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn bind(path: impl AsRef<Path>) -> io::Result<UdsIncoming> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            fs::create_dir_all(parent)?;
+        }
+        match fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)?,
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} exists and is not a socket; refusing to replace it",
+                        path.display()
+                    ),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let listener = UnixListener::bind(path)?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o777))?;
+        Ok(UdsIncoming {
+            listener,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The socket path this listener is bound to.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts the next connection.
+    pub async fn accept(&self) -> io::Result<UdsConnection> {
+        let (stream, _) = self.listener.accept().await?;
+        UdsConnection::new(stream)
+    }
+}
+
+impl Stream for UdsIncoming {
+    type Item = io::Result<UdsConnection>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.listener.poll_accept(cx) {
+            Poll::Ready(Ok((stream, _))) => Poll::Ready(Some(UdsConnection::new(stream))),
+            // tonic logs accept errors and keeps serving.
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// One accepted workload connection: the stream (with `:authority` repair)
+/// and the credentials of the process that connected.
+#[derive(Debug)]
+pub struct UdsConnection {
+    io: AuthorityRewrite<UnixStream>,
+    peer: PeerInfo,
+}
+
+impl UdsConnection {
+    /// Takes the peer's credentials now (they must be read before anything
+    /// else happens on the connection) and wraps the stream.
+    pub fn new(stream: UnixStream) -> io::Result<UdsConnection> {
+        let peer = PeerInfo::from_stream(&stream)?;
+        Ok(UdsConnection {
+            io: AuthorityRewrite::new(stream),
+            peer,
+        })
+    }
+
+    /// Who connected.
+    pub fn peer(&self) -> &PeerInfo {
+        &self.peer
+    }
+}
+
+impl Connected for UdsConnection {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for UdsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UdsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::uds::authority::tests::{BAD_AUTHORITY, frame};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_stream::wrappers::UnixListenerStream;
+
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// What a raw HTTP/2 client saw for its Health/Check call on stream 1.
+    #[derive(Debug, PartialEq)]
+    enum Outcome {
+        /// Trailers arrived with this grpc-status.
+        GrpcStatus(String),
+        /// The server reset the stream with this HTTP/2 error code.
+        Reset(u32),
+    }
+
+    /// Calls grpc.health.v1.Health/Check over raw HTTP/2 with the given
+    /// `:authority`, as grpc-core does, and reports what came back.
+    async fn raw_health_check(path: &Path, authority: &[u8]) -> Outcome {
+        let mut stream = UnixStream::connect(path).await.expect("connect");
+        let mut enc = loona_hpack::Encoder::new();
+        let headers: [(&[u8], &[u8]); 6] = [
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", b"/grpc.health.v1.Health/Check"),
+            (b":authority", authority),
+            (b"content-type", b"application/grpc"),
+            (b"te", b"trailers"),
+        ];
+        let block = enc.encode(headers);
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(0x4, 0, 0, &[]));
+        out.extend(frame(0x1, 0x4, 1, &block));
+        // Empty HealthCheckRequest: uncompressed flag + zero length.
+        out.extend(frame(0x0, 0x1, 1, &[0, 0, 0, 0, 0]));
+        stream.write_all(&out).await.expect("send request");
+
+        let mut dec = loona_hpack::Decoder::new();
+        loop {
+            let mut head = [0u8; 9];
+            stream.read_exact(&mut head).await.expect("frame header");
+            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+            let (kind, flags) = (head[3], head[4]);
+            let mut payload = vec![0u8; len];
+            stream.read_exact(&mut payload).await.expect("payload");
+            match kind {
+                0x4 if flags & 0x1 == 0 => {
+                    stream.write_all(&frame(0x4, 0x1, 0, &[])).await.expect("ack");
+                }
+                0x1 => {
+                    let fields = dec.decode(&payload).expect("response headers");
+                    if let Some((_, v)) = fields.iter().find(|(n, _)| n == b"grpc-status") {
+                        return Outcome::GrpcStatus(String::from_utf8_lossy(v).into_owned());
+                    }
+                }
+                0x3 => {
+                    let code = u32::from_be_bytes(payload[..4].try_into().expect("4 bytes"));
+                    return Outcome::Reset(code);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    async fn serve_health(incoming: UdsIncoming) -> tokio::task::JoinHandle<()> {
+        let (_reporter, service) = tonic_health::server::health_reporter();
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+                .expect("server");
+        })
+    }
+
+    #[tokio::test]
+    async fn bind_replaces_stale_socket_creates_dirs_and_opens_permissions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("nested/dir/agent.sock");
+        let first = UdsIncoming::bind(&path).expect("bind");
+        drop(first);
+        assert!(path.exists(), "a dropped listener leaves its socket file");
+        let second = UdsIncoming::bind(&path).expect("rebind over stale socket");
+        let mode = fs::metadata(second.path()).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o777);
+
+        let plain = dir.path().join("not-a-socket");
+        fs::write(&plain, b"keep me").expect("write");
+        let err = UdsIncoming::bind(&plain).expect_err("must not replace a file");
+        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&plain).expect("read"), b"keep me");
+    }
+
+    #[tokio::test]
+    async fn accepted_connection_carries_the_callers_credentials() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let incoming = UdsIncoming::bind(dir.path().join("a.sock")).expect("bind");
+        let _client = UnixStream::connect(incoming.path()).await.expect("connect");
+        let conn = incoming.accept().await.expect("accept");
+        let info = conn.connect_info();
+        assert_eq!(info.pid, std::process::id() as i32);
+        assert_eq!(info.uid, rustix::process::geteuid().as_raw());
+        assert_eq!(info.gid, rustix::process::getegid().as_raw());
+        assert!(info.still_alive());
+    }
+
+    #[tokio::test]
+    async fn tonic_resets_a_percent_encoded_authority_without_the_rewrite() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plain.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        let (_reporter, service) = tonic_health::server::health_reporter();
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await;
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(10), raw_health_check(&path, BAD_AUTHORITY))
+            .await
+            .expect("answer in time");
+        // 0x1 = PROTOCOL_ERROR: the hazard this module exists for.
+        assert_eq!(outcome, Outcome::Reset(0x1));
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn tonic_serves_a_percent_encoded_authority_through_uds_incoming() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("agent.sock");
+        let server = serve_health(UdsIncoming::bind(&path).expect("bind")).await;
+        for authority in [BAD_AUTHORITY, b"/run/spire/agent.sock", b"localhost"] {
+            let outcome = tokio::time::timeout(Duration::from_secs(10), raw_health_check(&path, authority))
+                .await
+                .expect("answer in time");
+            assert_eq!(outcome, Outcome::GrpcStatus("0".into()), "{authority:?}");
+        }
+        server.abort();
+    }
+
+    /// The real grpc-core client. Needs a Python with grpcio and
+    /// grpcio-health-checking: `$SIGIL_TEST_PYTHON`, else
+    /// `<workspace>/.venv-test/bin/python`. Skips (with a message) otherwise.
+    #[tokio::test]
+    async fn python_grpcio_health_check_over_unix_socket() {
+        let python = std::env::var_os("SIGIL_TEST_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv-test/bin/python")
+            });
+        let has_grpc = std::process::Command::new(&python)
+            .args(["-c", "import grpc, grpc_health.v1.health_pb2_grpc"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !has_grpc {
+            println!(
+                "SKIP python_grpcio_health_check_over_unix_socket: {} has no grpcio/grpcio-health-checking",
+                python.display()
+            );
+            return;
+        }
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = "import sys, grpc\n\
+            from grpc_health.v1 import health_pb2, health_pb2_grpc\n\
+            ch = grpc.insecure_channel('unix:' + sys.argv[1])\n\
+            try:\n    \
+                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=10)\n    \
+                print('STATUS', r.status)\n\
+            except grpc.RpcError as e:\n    \
+                print('ERROR', e.code().name, e.details())\n    \
+                sys.exit(3)\n";
+        let run = |path: PathBuf| {
+            let python = python.clone();
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(python)
+                    .args(["-c", script])
+                    .arg(path)
+                    .output()
+                    .expect("run python")
+            })
+        };
+
+        // Without the rewrite grpcio's call fails...
+        let plain_path = dir.path().join("plain.sock");
+        let listener = UnixListener::bind(&plain_path).expect("bind");
+        let (_r1, service) = tonic_health::server::health_reporter();
+        let plain = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(UnixListenerStream::new(listener))
+                .await;
+        });
+        let out = run(plain_path).await.expect("join");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("grpcio without rewrite: {}", stdout.trim());
+        assert!(!out.status.success(), "grpcio must fail without the rewrite");
+        assert!(stdout.contains("ERROR"), "{stdout}");
+        plain.abort();
+
+        // ...and through UdsIncoming it succeeds.
+        let path = dir.path().join("agent.sock");
+        let server = serve_health(UdsIncoming::bind(&path).expect("bind")).await;
+        let out = run(path).await.expect("join");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        println!("grpcio through UdsIncoming: {}", stdout.trim());
+        assert!(
+            out.status.success(),
+            "{stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("STATUS 1"), "SERVING is 1: {stdout}");
+        server.abort();
+    }
+}

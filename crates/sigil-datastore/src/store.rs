@@ -1,0 +1,173 @@
+//! The `DataStore` trait: everything the server persists, behind one object-safe
+//! interface so the server holds an `Arc<dyn DataStore>` and tests can hand it
+//! any implementation.
+
+use async_trait::async_trait;
+use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
+
+use crate::error::DataStoreError;
+use crate::model::{
+    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse,
+    ListNodesRequest, NodeMask, RegistrationEntry, StoredBundle,
+};
+
+/// Shorthand for datastore results.
+pub type Result<T, E = DataStoreError> = std::result::Result<T, E>;
+
+/// The server's persistent state.
+///
+/// Every write is one transaction: it either happens completely (including its
+/// change-feed event) or not at all, so a rejected input leaves the store as it
+/// was. Event IDs only grow, and an event becomes visible to readers only after
+/// every event with a smaller ID (writers serialise on the event table), so a
+/// reader that remembers the last ID it saw never misses one.
+#[async_trait]
+pub trait DataStore: Send + Sync {
+    // ---- registration entries ----
+
+    /// Stores a new entry. Generates a UUID v4 `id` when it is empty, sets
+    /// `revision_number` to 0 and `created_at` to now unless the caller set it.
+    /// `AlreadyExists` when the ID is taken or another entry has the same parent
+    /// ID, SPIFFE ID and selector set; `InvalidArgument` when the entry breaks a
+    /// rule (no selectors, duplicate selectors, bad ID, negative TTL, ...).
+    async fn create_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry>;
+
+    /// Replaces the fields of entry `entry.id` chosen by `mask`, bumps its
+    /// revision number and returns the stored result. `NotFound` when no such
+    /// entry; `AlreadyExists` when the change would duplicate another entry.
+    async fn update_entry(
+        &self,
+        entry: RegistrationEntry,
+        mask: &EntryMask,
+    ) -> Result<RegistrationEntry>;
+
+    /// Deletes an entry and returns what it was. `NotFound` when no such entry.
+    async fn delete_entry(&self, id: &str) -> Result<RegistrationEntry>;
+
+    /// Fetches one entry.
+    async fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>>;
+
+    /// Lists entries matching every set filter, ordered by ID, one page at a time.
+    /// `InvalidArgument` for a selector or federates-with filter with an empty set.
+    async fn list_entries(&self, req: &ListEntriesRequest) -> Result<ListEntriesResponse>;
+
+    /// Counts entries matching the filters of `req` (paging fields are ignored).
+    async fn count_entries(&self, req: &ListEntriesRequest) -> Result<u64>;
+
+    /// All entries whose parent ID is one of `parent_ids`, ordered by ID.
+    async fn list_entries_by_parents(
+        &self,
+        parent_ids: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>>;
+
+    /// All entries whose selector set is a subset of `selectors` (used to find
+    /// the node-alias entries a node's selectors satisfy), ordered by ID.
+    async fn list_entries_by_selector_subset(
+        &self,
+        selectors: &[Selector],
+    ) -> Result<Vec<RegistrationEntry>>;
+
+    /// Deletes entries whose `expires_at` is set and strictly before
+    /// `expires_before`, writing an event for each; returns how many went.
+    async fn prune_entries(&self, expires_before: i64) -> Result<u64>;
+
+    // ---- entry change feed ----
+
+    /// `(event ID, entry ID)` of every entry event with an ID above `after_id`,
+    /// in ID order.
+    async fn list_entry_events_since(&self, after_id: i64) -> Result<Vec<(i64, String)>>;
+
+    /// The highest entry event ID, or 0 when there is none.
+    async fn latest_entry_event_id(&self) -> Result<i64>;
+
+    /// Deletes entry events created strictly before `older_than` (unix seconds);
+    /// returns how many went.
+    async fn prune_entry_events(&self, older_than: i64) -> Result<u64>;
+
+    // ---- attested nodes ----
+
+    /// Stores a new attested node with its selectors. `AlreadyExists` when a node
+    /// with that SPIFFE ID exists.
+    async fn create_attested_node(&self, node: AttestedNode) -> Result<AttestedNode>;
+
+    /// Fetches one node, with its selectors.
+    async fn get_attested_node(&self, spiffe_id: &SpiffeId) -> Result<Option<AttestedNode>>;
+
+    /// Replaces the fields chosen by `mask` and returns the stored node.
+    /// `NotFound` when no such node.
+    async fn update_attested_node(
+        &self,
+        node: AttestedNode,
+        mask: &NodeMask,
+    ) -> Result<AttestedNode>;
+
+    /// Deletes a node and its selectors and returns what it was. `NotFound` when
+    /// no such node.
+    async fn delete_attested_node(&self, spiffe_id: &SpiffeId) -> Result<AttestedNode>;
+
+    /// Lists nodes (with selectors) matching every set filter, ordered by SPIFFE
+    /// ID; returns the page and the next page token (empty on the last page).
+    async fn list_attested_nodes(
+        &self,
+        req: &ListNodesRequest,
+    ) -> Result<(Vec<AttestedNode>, String)>;
+
+    /// Counts nodes matching the filters of `req` (paging fields are ignored).
+    async fn count_attested_nodes(&self, req: &ListNodesRequest) -> Result<u64>;
+
+    /// Replaces the selectors recorded for a node (duplicates are dropped). The
+    /// node need not exist yet.
+    async fn set_node_selectors(&self, spiffe_id: &SpiffeId, selectors: Vec<Selector>)
+    -> Result<()>;
+
+    /// The selectors recorded for a node; empty when there are none.
+    async fn get_node_selectors(&self, spiffe_id: &SpiffeId) -> Result<Vec<Selector>>;
+
+    // ---- node change feed ----
+
+    /// `(event ID, node SPIFFE ID)` of every node event above `after_id`, in ID
+    /// order. Node creates, updates, deletes and selector changes write events.
+    async fn list_node_events_since(&self, after_id: i64) -> Result<Vec<(i64, SpiffeId)>>;
+
+    /// The highest node event ID, or 0 when there is none.
+    async fn latest_node_event_id(&self) -> Result<i64>;
+
+    /// Deletes node events created strictly before `older_than` (unix seconds).
+    async fn prune_node_events(&self, older_than: i64) -> Result<u64>;
+
+    // ---- join tokens ----
+
+    /// Stores a join token. `AlreadyExists` when the token value is taken.
+    async fn create_join_token(&self, token: JoinToken) -> Result<()>;
+
+    /// Fetches and deletes a token in one atomic step, so of any number of
+    /// concurrent takes exactly one receives it. Expired tokens are returned
+    /// too; the caller checks `expires_at`.
+    async fn take_join_token(&self, token: &str) -> Result<Option<JoinToken>>;
+
+    /// Deletes tokens expiring strictly before `expires_before`; returns how many.
+    async fn prune_join_tokens(&self, expires_before: i64) -> Result<u64>;
+
+    // ---- bundles ----
+
+    /// Creates or replaces the bundle of `bundle.trust_domain`.
+    async fn set_bundle(&self, bundle: StoredBundle) -> Result<()>;
+
+    /// Fetches one bundle.
+    async fn get_bundle(&self, trust_domain: &TrustDomain) -> Result<Option<StoredBundle>>;
+
+    /// All bundles, ordered by trust domain name.
+    async fn list_bundles(&self) -> Result<Vec<StoredBundle>>;
+
+    /// Deletes a bundle. `NotFound` when there is none for that trust domain.
+    async fn delete_bundle(&self, trust_domain: &TrustDomain) -> Result<()>;
+
+    // ---- health and lifecycle ----
+
+    /// Round-trips to the database; `Unavailable` when it cannot be reached.
+    async fn ping(&self) -> Result<()>;
+
+    /// Closes every connection, waiting for ones in use to be returned. Calls
+    /// made afterwards fail with `Unavailable`.
+    async fn close(&self);
+}

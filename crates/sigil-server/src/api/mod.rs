@@ -1,0 +1,220 @@
+//! The SPIRE server API (`spire.api.server.*.v1`) as sigil serves it.
+//!
+//! Every service reads the caller from the connection (see
+//! [`crate::endpoints::CallerInfo`]) and authorizes each RPC the way SPIRE
+//! does: the local admin socket and `admin_ids` may administer; attested,
+//! unbanned agents presenting their current SVID may fetch what they are
+//! authorized for; anyone may attest or read the bundle. Domain errors become
+//! gRPC statuses in one place per concern ([`ds_status`], [`ca_status`]).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_datastore::{AttestedNode, DataStore, DataStoreError, NodeMask};
+use sigil_plugin::clock::Clock;
+use sigil_spiffe::{SpiffeId, TrustDomain};
+use tokio::sync::watch;
+use tonic::{Request, Status};
+
+use crate::ca::{CaError, CaManager};
+use crate::endpoints::CallerInfo;
+
+pub mod agent;
+pub mod authorized;
+pub mod bundle;
+pub mod convert;
+pub mod entry;
+pub mod svid;
+
+/// What every service needs.
+#[derive(Debug)]
+pub struct ApiState {
+    /// Our trust domain.
+    pub td: TrustDomain,
+    /// `spiffe://<td>/spire/server`.
+    pub server_id: SpiffeId,
+    /// The datastore.
+    pub ds: Arc<dyn DataStore>,
+    /// The CA.
+    pub ca: Arc<CaManager>,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Default X509-SVID lifetime.
+    pub default_x509_svid_ttl: Duration,
+    /// Default JWT-SVID lifetime.
+    pub default_jwt_svid_ttl: Duration,
+    /// Lifetime of agent SVIDs.
+    pub agent_svid_ttl: Duration,
+    /// IDs allowed to administer over mTLS.
+    pub admin_ids: Vec<SpiffeId>,
+    /// Bumped whenever entries or agents change, so agent syncs can wake.
+    pub changes: watch::Sender<u64>,
+}
+
+impl ApiState {
+    /// Signals that entries or agents changed.
+    pub fn notify_changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
+/// Who is calling, after authentication.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The local admin socket.
+    LocalAdmin,
+    /// A TLS client whose SVID names an admin.
+    Admin(SpiffeId),
+    /// An attested agent presenting its current SVID.
+    Agent(AttestedNode),
+    /// A TLS client with an SVID of our trust domain that is neither.
+    Other(SpiffeId),
+    /// A TLS client without a certificate.
+    Anonymous,
+}
+
+impl Caller {
+    /// A short description for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Caller::LocalAdmin => "local admin".into(),
+            Caller::Admin(id) => format!("admin {id}"),
+            Caller::Agent(n) => format!("agent {}", n.spiffe_id),
+            Caller::Other(id) => id.to_string(),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+}
+
+/// Works out who the caller is. Agents are checked against the datastore:
+/// an agent must be attested, not banned, and present the SVID the server
+/// last issued it (or the one before, until it switches).
+pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Caller, Status> {
+    let info = req
+        .extensions()
+        .get::<CallerInfo>()
+        .cloned()
+        .ok_or_else(|| Status::internal("connection carries no caller information"))?;
+    let peer = match info {
+        CallerInfo::Local => return Ok(Caller::LocalAdmin),
+        CallerInfo::Tls { peer: None, .. } => return Ok(Caller::Anonymous),
+        CallerInfo::Tls { peer: Some(p), .. } => p,
+    };
+    let id = peer.spiffe_id;
+    if !id.is_member_of(&state.td) {
+        return Ok(Caller::Other(id));
+    }
+    if state.admin_ids.contains(&id) {
+        return Ok(Caller::Admin(id));
+    }
+    if id.path().starts_with("/spire/agent/") {
+        let node = state
+            .ds
+            .get_attested_node(&id)
+            .await
+            .map_err(ds_status)?
+            .ok_or_else(|| Status::permission_denied("agent is not attested"))?;
+        if node.is_banned() {
+            return Err(Status::permission_denied("agent is banned"));
+        }
+        if peer.serial == node.cert_serial_number {
+            return Ok(Caller::Agent(node));
+        }
+        if !node.new_cert_serial_number.is_empty() && peer.serial == node.new_cert_serial_number {
+            // The agent switched to its renewed SVID: make it the current one.
+            let mut promoted = node.clone();
+            promoted.cert_serial_number = node.new_cert_serial_number.clone();
+            promoted.cert_not_after = node.new_cert_not_after;
+            promoted.new_cert_serial_number = String::new();
+            promoted.new_cert_not_after = 0;
+            let mask = NodeMask {
+                cert_serial_number: true,
+                cert_not_after: true,
+                new_cert_serial_number: true,
+                new_cert_not_after: true,
+                ..NodeMask::default()
+            };
+            let updated = state
+                .ds
+                .update_attested_node(promoted, &mask)
+                .await
+                .map_err(ds_status)?;
+            return Ok(Caller::Agent(updated));
+        }
+        return Err(Status::permission_denied(
+            "agent SVID is not the one the server issued last; the agent must reattest",
+        ));
+    }
+    // An admin entry grants admin rights to workloads holding its SVID.
+    let admin_entries = state
+        .ds
+        .list_entries(&sigil_datastore::ListEntriesRequest {
+            by_spiffe_id: Some(id.clone()),
+            ..Default::default()
+        })
+        .await
+        .map_err(ds_status)?;
+    if admin_entries.entries.iter().any(|e| e.admin) {
+        return Ok(Caller::Admin(id));
+    }
+    Ok(Caller::Other(id))
+}
+
+/// Fails unless the caller may administer.
+pub fn require_admin(caller: &Caller) -> Result<(), Status> {
+    match caller {
+        Caller::LocalAdmin | Caller::Admin(_) => Ok(()),
+        other => Err(Status::permission_denied(format!(
+            "{} is not authorized for this admin operation",
+            other.describe()
+        ))),
+    }
+}
+
+/// Fails unless the caller is an attested agent; returns its record.
+pub fn require_agent(caller: &Caller) -> Result<&AttestedNode, Status> {
+    match caller {
+        Caller::Agent(node) => Ok(node),
+        other => Err(Status::permission_denied(format!(
+            "{} is not an attested agent",
+            other.describe()
+        ))),
+    }
+}
+
+/// Maps a datastore error to a gRPC status.
+pub fn ds_status(e: DataStoreError) -> Status {
+    match e {
+        DataStoreError::NotFound(m) => Status::not_found(m),
+        DataStoreError::AlreadyExists(m) => Status::already_exists(m),
+        DataStoreError::InvalidArgument(m) => Status::invalid_argument(m),
+        DataStoreError::Conflict(m) => Status::aborted(m),
+        DataStoreError::Unavailable(m) => Status::unavailable(format!("datastore unavailable: {m}")),
+        other => Status::internal(format!("datastore: {other}")),
+    }
+}
+
+/// Maps a CA error to a gRPC status.
+pub fn ca_status(e: CaError) -> Status {
+    match e {
+        CaError::NoAuthority(_) => Status::unavailable(e.to_string()),
+        CaError::DataStore(d) => ds_status(d),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// A `spire.api.types.Status` for batch results.
+pub fn status_ok() -> sigil_proto::spire::api::types::Status {
+    sigil_proto::spire::api::types::Status {
+        code: 0,
+        message: "OK".into(),
+    }
+}
+
+/// A `spire.api.types.Status` from a tonic status.
+pub fn status_from(s: &Status) -> sigil_proto::spire::api::types::Status {
+    sigil_proto::spire::api::types::Status {
+        code: s.code() as i32,
+        message: s.message().to_owned(),
+    }
+}

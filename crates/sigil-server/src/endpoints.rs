@@ -1,0 +1,302 @@
+//! The server's two listeners and who is calling on each.
+//!
+//! - TCP with TLS for agents (and downstream servers, admins with SVIDs). The
+//!   server presents its own SVID (`spiffe://<td>/spire/server`); a client
+//!   certificate is optional because an agent attests before it has one.
+//!   The server SVID and the accepted client roots follow the trust bundle.
+//! - A Unix socket for local administration: whoever can open it is an admin,
+//!   as in SPIRE.
+//!
+//! Each accepted connection carries a [`CallerInfo`] that the API services
+//! read from the request extensions to authorize the call.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
+use sigil_plugin::clock::Clock;
+use sigil_spiffe::SpiffeId;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+
+use crate::ca::CaManager;
+
+/// Who is on the other end of a connection.
+#[derive(Debug, Clone)]
+pub enum CallerInfo {
+    /// The local admin socket.
+    Local,
+    /// A TLS client, with its verified certificate if it sent one.
+    Tls {
+        /// Remote address.
+        addr: SocketAddr,
+        /// The verified client certificate, if any.
+        peer: Option<PeerCert>,
+    },
+}
+
+/// A client certificate that verified against the trust bundle.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    /// The SPIFFE ID in its URI SAN.
+    pub spiffe_id: SpiffeId,
+    /// Its serial number, lowercase hex, as stored for attested agents.
+    pub serial: String,
+    /// The leaf certificate.
+    pub leaf_der: Vec<u8>,
+}
+
+/// An accepted TLS connection.
+pub struct TlsConn {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    info: CallerInfo,
+}
+
+impl Connected for TlsConn {
+    type ConnectInfo = CallerInfo;
+    fn connect_info(&self) -> CallerInfo {
+        self.info.clone()
+    }
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// An accepted admin-socket connection.
+pub struct LocalConn(UnixStream);
+
+impl Connected for LocalConn {
+    type ConnectInfo = CallerInfo;
+    fn connect_info(&self) -> CallerInfo {
+        CallerInfo::Local
+    }
+}
+
+impl AsyncRead for LocalConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for LocalConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Binds the admin socket (replacing a stale socket file) and yields its
+/// connections.
+pub fn admin_incoming(
+    path: &Path,
+) -> io::Result<ReceiverStream<Result<LocalConn, io::Error>>> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    let (tx, rx) = mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            match listener.accept().await {
+                Ok((stream, _)) => {
+                    if tx.send(Ok(LocalConn(stream))).await.is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop,
+/// always with the newest server config.
+pub fn tls_incoming(
+    listener: TcpListener,
+    configs: watch::Receiver<Arc<rustls::ServerConfig>>,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    let (tx, rx) = mpsc::channel(128);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, addr) = match listener.accept().await {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent endpoint accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(configs.borrow().clone());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                let stream = match handshake {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%addr, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%addr, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let peer = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|leaf| peer_cert(leaf.as_ref()));
+                let _ = tx
+                    .send(Ok(TlsConn {
+                        inner: stream,
+                        info: CallerInfo::Tls { addr, peer },
+                    }))
+                    .await;
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+fn peer_cert(leaf: &[u8]) -> Option<PeerCert> {
+    let info = sigil_crypto::x509::cert_info(leaf).ok()?;
+    let uri = info.uri_sans.first()?;
+    Some(PeerCert {
+        spiffe_id: SpiffeId::parse(uri).ok()?,
+        serial: info.serial_hex,
+        leaf_der: leaf.to_vec(),
+    })
+}
+
+/// Keeps the server's own SVID fresh and publishes a TLS config built from
+/// it and the current bundle: re-signed at half its lifetime, rebuilt when
+/// the bundle changes.
+pub async fn server_tls_configs(
+    ca: Arc<CaManager>,
+    server_id: SpiffeId,
+    svid_ttl: Duration,
+    clock: Arc<dyn Clock>,
+) -> Result<watch::Receiver<Arc<rustls::ServerConfig>>, crate::ca::CaError> {
+    let (cfg, mut renew_at) = build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await?;
+    let (tx, rx) = watch::channel(cfg);
+    let mut bundles = ca.subscribe_bundle();
+    tokio::spawn(async move {
+        loop {
+            let wait = renew_at
+                .duration_since(clock.now())
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                changed = bundles.changed() => {
+                    if changed.is_err() { return; }
+                }
+            }
+            match build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await {
+                Ok((cfg, next)) => {
+                    renew_at = next;
+                    if tx.send(cfg).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not renew the server SVID; retrying");
+                    renew_at = clock.now() + Duration::from_secs(5);
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+async fn build_server_tls(
+    ca: &CaManager,
+    server_id: &SpiffeId,
+    svid_ttl: Duration,
+    clock: &dyn Clock,
+) -> Result<(Arc<rustls::ServerConfig>, std::time::SystemTime), crate::ca::CaError> {
+    let key = SoftwareKey::generate(KeyType::EcP256)?;
+    let (chain, not_after) = ca
+        .sign_x509_svid(server_id, key.public_key_der(), svid_ttl, &[])
+        .await?;
+    let roots = ca.bundle().x509_authorities.clone();
+    let cfg = sigil_crypto::tls::server_config(
+        chain,
+        key.to_pkcs8_der(),
+        roots,
+        sigil_crypto::tls::ClientAuth::Optional,
+    )?;
+    let now = clock.now();
+    let half = not_after.duration_since(now).unwrap_or_default() / 2;
+    Ok((Arc::new(cfg), now + half))
+}
