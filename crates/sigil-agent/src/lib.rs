@@ -1,1 +1,17 @@
-//! Placeholder.
+//! sigil-agent: the SPIFFE node agent.
+//!
+//! It attests its node to sigil-server (or SPIRE server), keeps the SVIDs of
+//! the registration entries it is authorized for fresh ([`manager`]),
+//! attests the workloads that call it from kernel-verified peer credentials
+//! ([`attestor`], [`uds`]), and serves them the SPIFFE Workload API
+//! ([`workload`]). It never depends on the server crate.
+#![forbid(unsafe_code)]
+
+pub mod attestor;
+pub mod cache;
+pub mod cli;
+pub mod config;
+pub mod manager;
+pub mod run;
+pub mod uds;
+pub mod workload;

@@ -362,6 +362,41 @@ pub fn parse_plugins(mut plugins: Section) -> Result<Vec<PluginDecl>, ConfigErro
     Ok(out)
 }
 
+/// Expands `$VAR` and `${VAR}` from the environment (SPIRE's `-expandEnv`).
+/// Unset variables expand to the empty string, as Go's `os.ExpandEnv` does.
+pub fn expand_env(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c != '$' {
+            out.push(c);
+            continue;
+        }
+        let rest = &text[i + 1..];
+        if let Some(body) = rest.strip_prefix('{') {
+            if let Some(end) = body.find('}') {
+                out.push_str(&std::env::var(&body[..end]).unwrap_or_default());
+                for _ in 0..end + 2 {
+                    chars.next();
+                }
+                continue;
+            }
+        }
+        let name_len = rest
+            .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .unwrap_or(rest.len());
+        if name_len == 0 {
+            out.push('$');
+            continue;
+        }
+        out.push_str(&std::env::var(&rest[..name_len]).unwrap_or_default());
+        for _ in 0..name_len {
+            chars.next();
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,6 +474,14 @@ plugins {
         assert!(err.to_string().contains("bind_port"), "{err}");
         let err = server.take_duration("ca_ttl").unwrap_err();
         assert!(err.to_string().contains("unknown unit \"d\""), "{err}");
+    }
+
+    #[test]
+    fn expand_env_replaces_both_forms() {
+        // PATH is set in every test environment.
+        let path = std::env::var("PATH").unwrap();
+        assert_eq!(expand_env("a=$PATH;b=${PATH};c=$$"), format!("a={path};b={path};c=$$"));
+        assert_eq!(expand_env("x=${SIGIL_SURELY_UNSET_VAR}."), "x=.");
     }
 
     #[test]

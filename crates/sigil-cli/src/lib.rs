@@ -9,7 +9,9 @@
 pub mod config;
 pub mod duration;
 pub mod flags;
+pub mod logging;
 
 pub use config::{Block, ConfigError, PluginDecl, Section};
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use flags::normalize_go_flags;
+pub use logging::init_logging;

@@ -45,7 +45,9 @@ pub enum CryptoError {
         reason: String,
     },
     /// A validity window whose end is not after its start.
-    #[error("invalid validity window: not_after ({not_after}) must be later than not_before ({not_before}) (unix seconds)")]
+    #[error(
+        "invalid validity window: not_after ({not_after}) must be later than not_before ({not_before}) (unix seconds)"
+    )]
     InvalidValidity {
         /// Start, as Unix seconds.
         not_before: i64,

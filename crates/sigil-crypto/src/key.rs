@@ -13,8 +13,8 @@ use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
-    KeyPair, RSA_PKCS1_SHA256,
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+    RSA_PKCS1_SHA256,
 };
 
 use crate::CryptoError;
@@ -348,7 +348,7 @@ pub fn ecdsa_der_to_fixed(sig: &[u8], field_len: usize) -> Result<Vec<u8>, Crypt
 
 /// Converts a fixed-width `r || s` ECDSA signature (JWS) to ASN.1 DER.
 pub fn ecdsa_fixed_to_der(sig: &[u8]) -> Result<Vec<u8>, CryptoError> {
-    if sig.is_empty() || sig.len() % 2 != 0 {
+    if sig.is_empty() || !sig.len().is_multiple_of(2) {
         return Err(CryptoError::MalformedEcdsaSignature {
             reason: format!("fixed-width signature has odd or zero length {}", sig.len()),
         });
@@ -507,8 +507,9 @@ mod tests {
     fn garbage_keys_are_rejected_precisely() {
         let err = SoftwareKey::from_pkcs8_der(b"garbage").unwrap_err();
         assert!(matches!(err, CryptoError::KeyRejected { .. }), "{err}");
-        let err = parse_pem_or_der_key(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-            .unwrap_err();
+        let err =
+            parse_pem_or_der_key(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
+                .unwrap_err();
         assert!(matches!(err, CryptoError::PemBlockMissing { .. }), "{err}");
     }
 

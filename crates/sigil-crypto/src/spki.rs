@@ -37,7 +37,9 @@ impl Curve {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum KeyAlg {
     Ec(Curve),
-    Rsa { bits: usize },
+    Rsa {
+        bits: usize,
+    },
     Ed25519,
     /// Anything else, named by its algorithm OID (and curve OID for EC).
     Other(String),

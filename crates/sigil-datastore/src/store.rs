@@ -7,8 +7,8 @@ use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::error::DataStoreError;
 use crate::model::{
-    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse,
-    ListNodesRequest, NodeMask, RegistrationEntry, StoredBundle,
+    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse, ListNodesRequest,
+    NodeMask, RegistrationEntry, StoredBundle,
 };
 
 /// Shorthand for datastore results.
@@ -117,8 +117,11 @@ pub trait DataStore: Send + Sync {
 
     /// Replaces the selectors recorded for a node (duplicates are dropped). The
     /// node need not exist yet.
-    async fn set_node_selectors(&self, spiffe_id: &SpiffeId, selectors: Vec<Selector>)
-    -> Result<()>;
+    async fn set_node_selectors(
+        &self,
+        spiffe_id: &SpiffeId,
+        selectors: Vec<Selector>,
+    ) -> Result<()>;
 
     /// The selectors recorded for a node; empty when there are none.
     async fn get_node_selectors(&self, spiffe_id: &SpiffeId) -> Result<Vec<Selector>>;

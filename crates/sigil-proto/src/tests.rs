@@ -170,7 +170,10 @@ fn workload_wit_svid_key_is_field_3_and_wit_bundles_are_strings() {
         workload::WitBundlesResponse {
             bundles: [("spiffe://td".to_string(), "{\"keys\":[]}".to_string())].into(),
         },
-        ld(1, &[ld(1, b"spiffe://td"), ld(2, b"{\"keys\":[]}")].concat()),
+        ld(
+            1,
+            &[ld(1, b"spiffe://td"), ld(2, b"{\"keys\":[]}")].concat(),
+        ),
     );
 }
 
@@ -216,12 +219,7 @@ fn types_agent_and_mask_field_numbers() {
             agent_version: "1.0".into(),
             ..Default::default()
         },
-        [
-            ld(1, &spiffe_id_bytes("td", "/a")),
-            vi(6, 1),
-            ld(8, b"1.0"),
-        ]
-        .concat(),
+        [ld(1, &spiffe_id_bytes("td", "/a")), vi(6, 1), ld(8, b"1.0")].concat(),
     );
     assert_wire(
         types::AgentMask {
@@ -456,7 +454,9 @@ fn server_agent_attest_oneof_uses_params_1_and_challenge_2() {
     );
     assert_wire(
         agent::AttestAgentRequest {
-            step: Some(agent::attest_agent_request::Step::ChallengeResponse(vec![3])),
+            step: Some(agent::attest_agent_request::Step::ChallengeResponse(vec![
+                3,
+            ])),
         },
         ld(2, &[3]),
     );
@@ -487,12 +487,7 @@ fn server_agent_requests_field_numbers() {
             token: "t".into(),
             agent_id: Some(spiffe_id("td", "/n")),
         },
-        [
-            vi(1, 600),
-            ld(2, b"t"),
-            ld(3, &spiffe_id_bytes("td", "/n")),
-        ]
-        .concat(),
+        [vi(1, 600), ld(2, b"t"), ld(3, &spiffe_id_bytes("td", "/n"))].concat(),
     );
     assert_wire(
         agent::PostStatusRequest {
@@ -905,8 +900,14 @@ fn generated_service_names_match_grpc_paths_clients_use() {
     use crate::workload::spiffe_workload_api_server;
 
     // No package upstream, so the path is /SpiffeWorkloadAPI/FetchX509SVID.
-    assert_eq!(spiffe_workload_api_server::SERVICE_NAME, "SpiffeWorkloadAPI");
-    assert_eq!(agent_server::SERVICE_NAME, "spire.api.server.agent.v1.Agent");
+    assert_eq!(
+        spiffe_workload_api_server::SERVICE_NAME,
+        "SpiffeWorkloadAPI"
+    );
+    assert_eq!(
+        agent_server::SERVICE_NAME,
+        "spire.api.server.agent.v1.Agent"
+    );
     assert_eq!(
         agent_debug::debug_server::SERVICE_NAME,
         "spire.agent.debug.v1.Debug"

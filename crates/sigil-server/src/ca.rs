@@ -81,6 +81,14 @@ pub struct CaConfig {
     pub journal_path: PathBuf,
 }
 
+impl std::fmt::Debug for CaManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaManager")
+            .field("trust_domain", &self.cfg.trust_domain)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Lifecycle state of a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -136,7 +144,6 @@ struct State {
 }
 
 /// The certificate authority.
-#[derive(Debug)]
 pub struct CaManager {
     cfg: CaConfig,
     km: Arc<dyn KeyManager>,
@@ -201,7 +208,8 @@ impl CaManager {
             st.x509_current = Some(ca);
             journal_dirty = true;
         } else if let Some(cur) = st.x509_current.clone() {
-            if st.x509_next.is_none() && now >= preparation_threshold(cur.issued_at, cur.not_after) {
+            if st.x509_next.is_none() && now >= preparation_threshold(cur.issued_at, cur.not_after)
+            {
                 let next = self.prepare_x509(&other_slot(Some(&cur.slot))).await?;
                 st.x509_next = Some(next);
                 journal_dirty = true;
@@ -295,6 +303,7 @@ impl CaManager {
             dns_names: dns_names.to_vec(),
             not_before: now - BACKDATE,
             not_after,
+            subject: None,
         };
         let leaf = sigil_crypto::x509::sign_x509_svid(&ca.cert_der, ca.signer.as_ref(), &params)?;
         Ok((vec![leaf], not_after))
@@ -386,7 +395,11 @@ impl CaManager {
             expires_at: Some(unix(not_after)),
         };
         self.update_bundle(|b| {
-            if !b.jwt_authorities.iter().any(|a| a.key_id == authority.key_id) {
+            if !b
+                .jwt_authorities
+                .iter()
+                .any(|a| a.key_id == authority.key_id)
+            {
                 b.jwt_authorities.push(authority.clone());
             }
         })
@@ -420,7 +433,9 @@ impl CaManager {
     }
 
     async fn prune_bundle(&self, now: SystemTime) -> Result<(), CaError> {
-        let cutoff = now.checked_sub(BUNDLE_PRUNE_SAFETY).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = now
+            .checked_sub(BUNDLE_PRUNE_SAFETY)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         self.update_bundle(|b| {
             b.x509_authorities.retain(|der| {
                 sigil_crypto::x509::cert_info(der)
@@ -444,7 +459,9 @@ impl CaManager {
             serde_json::from_slice(&bytes).map_err(|e| self.journal_err(e.to_string()))?;
         let mut st = self.state.write().await;
         for e in journal.x509 {
-            let Ok(cert_der) = STANDARD.decode(&e.cert) else { continue };
+            let Ok(cert_der) = STANDARD.decode(&e.cert) else {
+                continue;
+            };
             let Some(signer) = self.km.get_key(&format!("x509-CA-{}", e.slot)).await? else {
                 tracing::warn!(slot = %e.slot, "X509 CA key is gone from the KeyManager; slot dropped");
                 continue;
@@ -474,9 +491,11 @@ impl CaManager {
             let Some(signer) = self.km.get_key(&format!("JWT-Signer-{}", e.slot)).await? else {
                 continue;
             };
-            let in_bundle = self.bundle().jwt_authorities.iter().any(|a| {
-                a.key_id == e.kid && a.public_key_der == signer.public_key_der()
-            });
+            let in_bundle = self
+                .bundle()
+                .jwt_authorities
+                .iter()
+                .any(|a| a.key_id == e.kid && a.public_key_der == signer.public_key_der());
             if !in_bundle {
                 tracing::warn!(slot = %e.slot, "JWT key not in the bundle; slot dropped");
                 continue;
@@ -523,7 +542,8 @@ impl CaManager {
                 })
                 .collect(),
         };
-        let bytes = serde_json::to_vec_pretty(&journal).map_err(|e| self.journal_err(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec_pretty(&journal).map_err(|e| self.journal_err(e.to_string()))?;
         sigil_plugin::keymanager::disk::write_atomic(&self.cfg.journal_path, &bytes)
             .map_err(|e| self.journal_err(e.to_string()))
     }

@@ -99,9 +99,9 @@ impl ServerConfig {
             .take_string("data_dir")?
             .ok_or_else(|| s.missing("data_dir"))?;
         let bind_address = match s.take_string("bind_address")? {
-            Some(a) => a
-                .parse()
-                .map_err(|_| s.invalid_value("bind_address", format!("{a:?} is not an IP address")))?,
+            Some(a) => a.parse().map_err(|_| {
+                s.invalid_value("bind_address", format!("{a:?} is not an IP address"))
+            })?,
             None => IpAddr::from([0, 0, 0, 0]),
         };
         let bind_port = s.take_port("bind_port")?.unwrap_or(8081);
@@ -117,14 +117,18 @@ impl ServerConfig {
                 format!("{log_level:?} is not one of DEBUG, INFO, WARN, ERROR"),
             ));
         }
-        let log_format = s.take_string("log_format")?.unwrap_or_else(|| "text".into());
+        let log_format = s
+            .take_string("log_format")?
+            .unwrap_or_else(|| "text".into());
         if !["text", "json"].contains(&log_format.to_ascii_lowercase().as_str()) {
             return Err(s.invalid_value(
                 "log_format",
                 format!("{log_format:?} is not one of text, json"),
             ));
         }
-        let ca_ttl = s.take_duration("ca_ttl")?.unwrap_or(Duration::from_secs(24 * 3600));
+        let ca_ttl = s
+            .take_duration("ca_ttl")?
+            .unwrap_or(Duration::from_secs(24 * 3600));
         let default_x509_svid_ttl = s
             .take_duration("default_x509_svid_ttl")?
             .unwrap_or(Duration::from_secs(3600));
@@ -217,7 +221,9 @@ pub fn server_id(td: &TrustDomain) -> SpiffeId {
 fn key_type(s: &mut Section, key: &str) -> Result<KeyType, ConfigError> {
     match s.take_string(key)? {
         None => Ok(KeyType::EcP256),
-        Some(v) => v.parse().map_err(|e: sigil_crypto::CryptoError| s.invalid_value(key, e.to_string())),
+        Some(v) => v
+            .parse()
+            .map_err(|e: sigil_crypto::CryptoError| s.invalid_value(key, e.to_string())),
     }
 }
 
@@ -266,7 +272,10 @@ plugins {
         assert_eq!(c.default_jwt_svid_ttl, Duration::from_secs(300));
         assert_eq!(c.ca_key_type, KeyType::EcP256);
         assert_eq!(c.plugins.len(), 3);
-        assert_eq!(c.plugins_of("DataStore")[0].data["database_type"], "sqlite3");
+        assert_eq!(
+            c.plugins_of("DataStore")[0].data["database_type"],
+            "sqlite3"
+        );
         assert_eq!(c.server_id().as_str(), "spiffe://example.org/spire/server");
     }
 
@@ -277,7 +286,10 @@ plugins {
         assert_eq!(e, "unknown option \"log_levle\" in server");
         let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "federation {}");
         let e = ServerConfig::parse(&bad).unwrap_err().to_string();
-        assert_eq!(e, "option \"federation\" in server is not supported by sigil yet");
+        assert_eq!(
+            e,
+            "option \"federation\" in server is not supported by sigil yet"
+        );
     }
 
     #[test]

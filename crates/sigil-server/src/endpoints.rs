@@ -141,9 +141,7 @@ impl AsyncWrite for LocalConn {
 
 /// Binds the admin socket (replacing a stale socket file) and yields its
 /// connections.
-pub fn admin_incoming(
-    path: &Path,
-) -> io::Result<ReceiverStream<Result<LocalConn, io::Error>>> {
+pub fn admin_incoming(path: &Path) -> io::Result<ReceiverStream<Result<LocalConn, io::Error>>> {
     if let Some(dir) = path.parent() {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;

@@ -1,1 +1,15 @@
-//! Placeholder.
+//! sigil-server: the root of trust of a SPIFFE trust domain.
+//!
+//! It owns the CA ([`ca`]), serves SPIRE's server API to agents and admins
+//! ([`api`], [`endpoints`]), keeps registration entries and attested agents in
+//! a datastore, and is configured by SPIRE's `server.conf` ([`config`]).
+//! It never depends on the agent crate.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod ca;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod endpoints;
+pub mod run;

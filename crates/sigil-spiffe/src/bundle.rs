@@ -222,10 +222,11 @@ impl Bundle {
         match doc.get("spiffe_refresh_hint") {
             None | Some(Value::Null) => {}
             Some(v) => {
-                bundle.refresh_hint_seconds = Some(v.as_i64().ok_or(BundleError::InvalidMember {
-                    member: "spiffe_refresh_hint",
-                    expected: "an integer number of seconds",
-                })?);
+                bundle.refresh_hint_seconds =
+                    Some(v.as_i64().ok_or(BundleError::InvalidMember {
+                        member: "spiffe_refresh_hint",
+                        expected: "an integer number of seconds",
+                    })?);
             }
         }
         let keys = match doc.get("keys") {
@@ -480,12 +481,11 @@ fn parse_x509_entry(
         .decode(first)
         .map_err(|_| BundleError::X509InvalidBase64 { index })?;
     let cert_key = {
-        let (rest, cert) = X509Certificate::from_der(&der).map_err(|e| {
-            BundleError::X509InvalidCertificate {
+        let (rest, cert) =
+            X509Certificate::from_der(&der).map_err(|e| BundleError::X509InvalidCertificate {
                 index,
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         if !rest.is_empty() {
             return Err(BundleError::X509InvalidCertificate {
                 index,
@@ -497,8 +497,8 @@ fn parse_x509_entry(
     // Our own output carries no key members for keys without a JWK form (for
     // example ML-DSA); the certificate is what the entry means, so accept it.
     if entry.contains_key("kty") {
-        let jwk_key =
-            JwkPublicKey::from_jwk(entry).map_err(|source| BundleError::InvalidJwk { index, source })?;
+        let jwk_key = JwkPublicKey::from_jwk(entry)
+            .map_err(|source| BundleError::InvalidJwk { index, source })?;
         if cert_key.as_ref() != Ok(&jwk_key) {
             return Err(BundleError::X509KeyMismatch { index });
         }
@@ -511,15 +511,15 @@ fn parse_jwt_entry(
     entry: &Map<String, Value>,
     index: usize,
 ) -> Result<Option<JwtAuthority>, BundleError> {
+    if has_unknown_key_type(entry, index)? {
+        return Ok(None);
+    }
     let kid = match key_str(entry, index, "kid")? {
         Some(kid) if !kid.is_empty() => kid,
         _ => return Err(BundleError::JwtMissingKeyId { index }),
     };
-    if has_unknown_key_type(entry, index)? {
-        return Ok(None);
-    }
-    let key =
-        JwkPublicKey::from_jwk(entry).map_err(|source| BundleError::InvalidJwk { index, source })?;
+    let key = JwkPublicKey::from_jwk(entry)
+        .map_err(|source| BundleError::InvalidJwk { index, source })?;
     Ok(Some(JwtAuthority {
         key_id: kid.to_owned(),
         public_key_der: key.to_spki_der(),
@@ -533,7 +533,10 @@ fn check_certificate(der: &[u8]) -> Result<(), String> {
     if rest.is_empty() {
         Ok(())
     } else {
-        Err(format!("{} trailing bytes after the certificate", rest.len()))
+        Err(format!(
+            "{} trailing bytes after the certificate",
+            rest.len()
+        ))
     }
 }
 

@@ -116,6 +116,9 @@ impl TrustDomain {
     /// Builds an ID in this trust domain from a path (`/ns/web`); the path must
     /// follow the same rules as in [`SpiffeId::parse`].
     pub fn id_with_path(&self, path: &str) -> Result<SpiffeId, IdError> {
+        // Checked on its own first: `ns` glued to `example.org` would read as
+        // the different, valid trust domain `example.orgns`.
+        validate_path(path)?;
         SpiffeId::parse(&format!("{SCHEME_PREFIX}{}{}", self.0, path))
     }
 }
@@ -370,19 +373,37 @@ mod tests {
             ("spiffe://td#f", Err(IdError::FragmentNotAllowed)),
             ("spiffe://td/%41", Err(IdError::PercentEncoded)),
             ("spiffe://t%41d/x", Err(IdError::PercentEncoded)),
-            ("spiffe://Example.org/x", Err(IdError::BadTrustDomainChar('E'))),
-            ("spiffe://exa mple.org", Err(IdError::BadTrustDomainChar(' '))),
+            (
+                "spiffe://Example.org/x",
+                Err(IdError::BadTrustDomainChar('E')),
+            ),
+            (
+                "spiffe://exa mple.org",
+                Err(IdError::BadTrustDomainChar(' ')),
+            ),
             ("spiffe://[::1]/x", Err(IdError::BadTrustDomainChar('['))),
-            ("spiffe://exämple.org", Err(IdError::BadTrustDomainChar('ä'))),
+            (
+                "spiffe://exämple.org",
+                Err(IdError::BadTrustDomainChar('ä')),
+            ),
             ("spiffe://example.org/", Err(IdError::TrailingSlash)),
             ("spiffe://example.org/a/", Err(IdError::TrailingSlash)),
             ("spiffe://example.org//a", Err(IdError::EmptySegment)),
             ("spiffe://example.org/a//b", Err(IdError::EmptySegment)),
             ("spiffe://example.org/./a", Err(IdError::DotSegment)),
             ("spiffe://example.org/a/..", Err(IdError::DotSegment)),
-            ("spiffe://example.org/a b", Err(IdError::BadPathSegmentChar(' '))),
-            ("spiffe://example.org/é", Err(IdError::BadPathSegmentChar('é'))),
-            ("spiffe://example.org/a:b", Err(IdError::BadPathSegmentChar(':'))),
+            (
+                "spiffe://example.org/a b",
+                Err(IdError::BadPathSegmentChar(' ')),
+            ),
+            (
+                "spiffe://example.org/é",
+                Err(IdError::BadPathSegmentChar('é')),
+            ),
+            (
+                "spiffe://example.org/a:b",
+                Err(IdError::BadPathSegmentChar(':')),
+            ),
             (&td_256, Err(IdError::TrustDomainTooLong(256))),
             (&id_2049, Err(IdError::IdTooLong(2049))),
         ];
@@ -414,7 +435,10 @@ mod tests {
             ("example.org:8080", Err(IdError::PortNotAllowed)),
             ("user@example.org", Err(IdError::UserInfoNotAllowed)),
             ("exa%41mple.org", Err(IdError::PercentEncoded)),
-            ("spiffe://Example.org", Err(IdError::BadTrustDomainChar('E'))),
+            (
+                "spiffe://Example.org",
+                Err(IdError::BadTrustDomainChar('E')),
+            ),
             ("spiffe:/example.org", Err(IdError::WrongScheme)),
             ("SPIFFE://example.org", Err(IdError::WrongScheme)),
             ("spiffe://example.org:443", Err(IdError::PortNotAllowed)),
@@ -458,7 +482,10 @@ mod tests {
     #[test]
     fn serde_rejects_invalid_ids() {
         let id: SpiffeId = serde_json::from_str("\"spiffe://example.org/a\"").unwrap();
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"spiffe://example.org/a\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"spiffe://example.org/a\""
+        );
         assert!(serde_json::from_str::<SpiffeId>("\"spiffe://example.org/\"").is_err());
         assert!(serde_json::from_str::<TrustDomain>("\"Example.org\"").is_err());
     }

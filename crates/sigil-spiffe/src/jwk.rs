@@ -223,8 +223,8 @@ impl JwkPublicKey {
     /// Reads a DER SubjectPublicKeyInfo (as in certificates and
     /// `JwtAuthority::public_key_der`).
     pub fn from_spki_der(der: &[u8]) -> Result<Self, JwkError> {
-        let (rest, spki) =
-            SubjectPublicKeyInfo::from_der(der).map_err(|e| JwkError::InvalidSpki(e.to_string()))?;
+        let (rest, spki) = SubjectPublicKeyInfo::from_der(der)
+            .map_err(|e| JwkError::InvalidSpki(e.to_string()))?;
         if !rest.is_empty() {
             return Err(JwkError::InvalidSpki(format!(
                 "{} trailing bytes after the structure",
@@ -489,7 +489,7 @@ mod tests {
     }
 
     fn spki_of(alg: &'static rcgen::SignatureAlgorithm) -> Vec<u8> {
-        rcgen::KeyPair::generate_for(alg).unwrap().public_key_der()
+        rcgen::PublicKeyData::subject_public_key_info(&rcgen::KeyPair::generate_for(alg).unwrap())
     }
 
     #[test]
@@ -546,18 +546,41 @@ mod tests {
         let x31 = URL_SAFE_NO_PAD.encode([7u8; 31]);
         let cases = [
             (json!({"crv": "P-256"}), JwkError::MissingMember("kty")),
-            (json!({"kty": 1}), JwkError::InvalidMember { member: "kty", expected: "a string" }),
-            (json!({"kty": "oct", "k": "AA"}), JwkError::PrivateKeyMaterial("k")),
-            (json!({"kty": "XYZ"}), JwkError::UnsupportedKeyType("XYZ".into())),
-            (json!({"kty": "EC", "x": x32, "y": x32}), JwkError::MissingMember("crv")),
+            (
+                json!({"kty": 1}),
+                JwkError::InvalidMember {
+                    member: "kty",
+                    expected: "a string",
+                },
+            ),
+            (
+                json!({"kty": "oct", "k": "AA"}),
+                JwkError::PrivateKeyMaterial("k"),
+            ),
+            (
+                json!({"kty": "XYZ"}),
+                JwkError::UnsupportedKeyType("XYZ".into()),
+            ),
+            (
+                json!({"kty": "EC", "x": x32, "y": x32}),
+                JwkError::MissingMember("crv"),
+            ),
             (
                 json!({"kty": "EC", "crv": "secp256k1", "x": x32, "y": x32}),
                 JwkError::UnsupportedCurve("secp256k1".into()),
             ),
-            (json!({"kty": "EC", "crv": "P-256", "y": x32}), JwkError::MissingMember("x")),
+            (
+                json!({"kty": "EC", "crv": "P-256", "y": x32}),
+                JwkError::MissingMember("x"),
+            ),
             (
                 json!({"kty": "EC", "crv": "P-256", "x": x31, "y": x32}),
-                JwkError::WrongCoordinateLength { member: "x", curve: "P-256", expected: 32, found: 31 },
+                JwkError::WrongCoordinateLength {
+                    member: "x",
+                    curve: "P-256",
+                    expected: 32,
+                    found: 31,
+                },
             ),
             (
                 json!({"kty": "EC", "crv": "P-256", "x": "a+b/", "y": x32}),
@@ -567,16 +590,29 @@ mod tests {
                 json!({"kty": "EC", "crv": "P-256", "x": x32, "y": x32, "d": x32}),
                 JwkError::PrivateKeyMaterial("d"),
             ),
-            (json!({"kty": "RSA", "e": "AQAB"}), JwkError::MissingMember("n")),
-            (json!({"kty": "RSA", "n": "AAAA", "e": "AQAB"}), JwkError::EmptyRsaParameter("n")),
-            (json!({"kty": "RSA", "n": "AQAB", "e": ""}), JwkError::EmptyRsaParameter("e")),
+            (
+                json!({"kty": "RSA", "e": "AQAB"}),
+                JwkError::MissingMember("n"),
+            ),
+            (
+                json!({"kty": "RSA", "n": "AAAA", "e": "AQAB"}),
+                JwkError::EmptyRsaParameter("n"),
+            ),
+            (
+                json!({"kty": "RSA", "n": "AQAB", "e": ""}),
+                JwkError::EmptyRsaParameter("e"),
+            ),
             (
                 json!({"kty": "OKP", "crv": "X25519", "x": x32}),
                 JwkError::UnsupportedCurve("X25519".into()),
             ),
         ];
         for (jwk, want) in cases {
-            assert_eq!(JwkPublicKey::from_jwk(&as_map(jwk.clone())), Err(want), "{jwk}");
+            assert_eq!(
+                JwkPublicKey::from_jwk(&as_map(jwk.clone())),
+                Err(want),
+                "{jwk}"
+            );
         }
     }
 

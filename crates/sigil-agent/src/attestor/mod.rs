@@ -37,14 +37,18 @@ pub trait WorkloadAttestor: Send + Sync {
 pub enum AttestError {
     /// The kernel gave no PID for the peer (it lives in a PID namespace the
     /// agent cannot see).
-    #[error("the caller's PID is not visible to the agent (pid {pid}); run the agent in the host PID namespace")]
+    #[error(
+        "the caller's PID is not visible to the agent (pid {pid}); run the agent in the host PID namespace"
+    )]
     PidUnknown {
         /// The PID as reported by `SO_PEERCRED`.
         pid: i32,
     },
     /// The process that connected exited before attestation finished, so
     /// what was read may describe a different process that reused its PID.
-    #[error("process {pid} that called the Workload API has exited; its PID may have been reused, so it was not attested")]
+    #[error(
+        "process {pid} that called the Workload API has exited; its PID may have been reused, so it was not attested"
+    )]
     ProcessGone {
         /// The caller's PID.
         pid: i32,

@@ -1,14 +1,16 @@
 //! Repairs the HTTP/2 `:authority` that grpc-core clients send over Unix sockets.
 //!
-//! grpc-core (Python grpcio as used by py-spiffe, grpc C++, and since 1.57 by
-//! default) names a `unix:/run/agent.sock` target `%2Frun%2Fagent.sock` in the
-//! `:authority` pseudo-header; grpc-java over Netty domain sockets sends the
-//! bare path. Neither is a valid authority, and h2 (so hyper and tonic) resets
-//! every such stream with `PROTOCOL_ERROR` before our code sees it. The
-//! Workload API must serve those clients unmodified, so this module sits
-//! between the accepted socket and h2 and rewrites an invalid `:authority` to
-//! `localhost` (what grpc-go and tonic's own clients send on Unix sockets).
-//! Valid authorities are left as they are.
+//! grpc-core clients (Python grpcio as used by py-spiffe, grpc C++) put the
+//! percent-encoded socket path in the `:authority` pseudo-header of a
+//! `unix:` target (grpcio 1.85 sends `tmp%2Fagent.sock` for
+//! `unix:/tmp/agent.sock`; other releases `%2Ftmp%2Fagent.sock`); grpc-java
+//! over Netty domain sockets sends the bare path. None of these is a valid
+//! authority, and h2 (so hyper and tonic) resets every such stream with
+//! `PROTOCOL_ERROR` before our code sees it. The Workload API must serve those
+//! clients unmodified, so this module sits between the accepted socket and h2
+//! and rewrites an invalid `:authority` to `localhost` (what grpc-go and
+//! tonic's own clients send on Unix sockets). Valid authorities are left as
+//! they are.
 //!
 //! What it owns: the client-to-server byte stream of one connection. It checks
 //! for the HTTP/2 client preface; anything else passes through untouched, as do
@@ -532,7 +534,9 @@ const READ_CHUNK: usize = 16 * 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     /// `matched` bytes of the preface seen so far, none passed on yet.
-    Preface { matched: usize },
+    Preface {
+        matched: usize,
+    },
     /// Not HTTP/2 with prior knowledge: hands off.
     Passthrough,
     Frames,
@@ -637,6 +641,9 @@ pub(crate) mod tests {
 
     pub(crate) const BAD_AUTHORITY: &[u8] = b"%2Ftmp%2Fagent.sock";
 
+    /// A decoded header list.
+    type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
     pub(crate) fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
         let len = u32::try_from(payload.len()).expect("test frame fits");
@@ -648,8 +655,8 @@ pub(crate) mod tests {
         out
     }
 
-    fn request_headers(authority: &[u8], extra: &[(&[u8], &[u8])]) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut h: Vec<(Vec<u8>, Vec<u8>)> = vec![
+    fn request_headers(authority: &[u8], extra: &[(&[u8], &[u8])]) -> Fields {
+        let mut h: Fields = vec![
             (b":method".to_vec(), b"POST".to_vec()),
             (b":scheme".to_vec(), b"http".to_vec()),
             (
@@ -697,7 +704,7 @@ pub(crate) mod tests {
     /// Decodes every header block in `frames` the way a server would, with a
     /// decoder whose dynamic table has size 0: any reference into the dynamic
     /// table would fail, proving the output never uses it.
-    fn server_view(frames: &[Frame]) -> Vec<(u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn server_view(frames: &[Frame]) -> Vec<(u32, Fields)> {
         let mut dec = Decoder::new();
         dec.set_max_table_size(0);
         let mut blocks = Vec::new();
@@ -737,29 +744,92 @@ pub(crate) mod tests {
             .map(|(_, v)| v.as_slice())
     }
 
-    /// A client byte stream exercising the interesting cases: the bad
-    /// authority indexed into the client's dynamic table by request 1 and
-    /// referenced from it by request 2; a padded, prioritised HEADERS frame
-    /// split over two CONTINUATIONs; DATA and control frames in between.
-    fn client_stream() -> (Vec<u8>, Vec<Vec<(Vec<u8>, Vec<u8>)>>) {
-        let mut enc = Encoder::new();
+    /// One HPACK field representation, chosen by the test.
+    enum Field<'a> {
+        /// Fully indexed (static or dynamic table).
+        Indexed(usize),
+        /// Literal with incremental indexing, name from the table.
+        IndexedName(usize, &'a [u8]),
+        /// Literal with incremental indexing, literal name.
+        Literal(&'a [u8], &'a [u8]),
+        /// Literal never indexed, literal name.
+        NeverIndexed(&'a [u8], &'a [u8]),
+        /// Dynamic table size update.
+        SizeUpdate(usize),
+    }
+
+    fn hpack(fields: &[Field<'_>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let string = |s: &[u8], out: &mut Vec<u8>| {
+            encode_integer_into(s.len(), 7, 0, out).expect("vec");
+            out.extend_from_slice(s);
+        };
+        for f in fields {
+            match *f {
+                Field::Indexed(i) => encode_integer_into(i, 7, 0x80, &mut out).expect("vec"),
+                Field::IndexedName(i, v) => {
+                    encode_integer_into(i, 6, 0x40, &mut out).expect("vec");
+                    string(v, &mut out);
+                }
+                Field::Literal(n, v) => {
+                    out.push(0x40);
+                    string(n, &mut out);
+                    string(v, &mut out);
+                }
+                Field::NeverIndexed(n, v) => {
+                    out.push(0x10);
+                    string(n, &mut out);
+                    string(v, &mut out);
+                }
+                Field::SizeUpdate(size) => {
+                    encode_integer_into(size, 5, 0x20, &mut out).expect("vec")
+                }
+            }
+        }
+        out
+    }
+
+    /// A client byte stream exercising the interesting cases: request 1
+    /// inserts the bad authority (and everything else) into the client's
+    /// dynamic table; request 2 starts with a table size update and is made
+    /// of nothing but table references, in a padded, prioritised HEADERS
+    /// frame split over two CONTINUATIONs; request 3 has a valid authority
+    /// and a never-indexed field; DATA and control frames sit in between.
+    fn client_stream() -> (Vec<u8>, Vec<Fields>) {
+        const PATH: &[u8] = b"/SpiffeWorkloadAPI/FetchX509SVID";
         let mut bytes = PREFACE.to_vec();
         bytes.extend(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100])); // SETTINGS
 
         let req1 = request_headers(BAD_AUTHORITY, &[(b"x-custom", b"one")]);
-        let block1 = encode(&mut enc, &req1);
+        let block1 = hpack(&[
+            Field::Indexed(3), // :method POST
+            Field::Indexed(6), // :scheme http
+            Field::IndexedName(4, PATH),
+            Field::IndexedName(1, BAD_AUTHORITY),
+            Field::IndexedName(31, b"application/grpc"),
+            Field::Literal(b"te", b"trailers"),
+            Field::Literal(b"workload.spiffe.io", b"true"),
+            Field::Literal(b"x-custom", b"one"),
+        ]);
         bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &block1));
         bytes.extend(frame(0x0, FLAG_END_STREAM, 1, b"\0\0\0\0\0")); // DATA
 
         bytes.extend(frame(0x8, 0, 0, &[0, 0, 1, 0])); // WINDOW_UPDATE
-        let req2 = request_headers(BAD_AUTHORITY, &[(b"x-custom", b"one")]);
-        let block2 = encode(&mut enc, &req2);
-        assert!(
-            block2.len() < 12,
-            "request 2 is all dynamic-table references: {block2:?}"
-        );
+        // Dynamic table now, newest first: x-custom=62 ... :path=67.
+        let req2 = req1.clone();
+        let block2 = hpack(&[
+            Field::SizeUpdate(4096),
+            Field::Indexed(3),
+            Field::Indexed(6),
+            Field::Indexed(67),
+            Field::Indexed(66),
+            Field::Indexed(65),
+            Field::Indexed(64),
+            Field::Indexed(63),
+            Field::Indexed(62),
+        ]);
         // HEADERS: PADDED + PRIORITY + END_STREAM, block split in three.
-        let (a, rest) = block2.split_at(3);
+        let (a, rest) = block2.split_at(4);
         let (b, c) = rest.split_at(2);
         let mut payload = vec![4u8]; // pad length
         payload.extend_from_slice(&[0, 0, 0, 0, 15]); // dependency 0, weight 15
@@ -774,8 +844,18 @@ pub(crate) mod tests {
         bytes.extend(frame(FRAME_CONTINUATION, 0, 3, b));
         bytes.extend(frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 3, c));
 
-        let good = request_headers(b"localhost:8080", &[]);
-        let block3 = encode(&mut enc, &good);
+        let good = request_headers(b"localhost:8080", &[(b"authorization", b"secret")]);
+        let block3 = hpack(&[
+            Field::Indexed(3),
+            Field::Indexed(6),
+            Field::Indexed(67),
+            Field::IndexedName(1, b"localhost:8080"),
+            // The new entry pushed everything down by one.
+            Field::Indexed(66),
+            Field::Indexed(65),
+            Field::Indexed(64),
+            Field::NeverIndexed(b"authorization", b"secret"),
+        ]);
         bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 5, &block3));
         bytes.extend(frame(0x6, 0, 0, b"pingpong")); // PING
         (bytes, vec![req1, req2, good])
@@ -815,9 +895,15 @@ pub(crate) mod tests {
                 }
             }
         }
-        assert_eq!(get(&blocks[2].1, ":authority"), Some(&b"localhost:8080"[..]));
+        assert_eq!(
+            get(&blocks[2].1, ":authority"),
+            Some(&b"localhost:8080"[..])
+        );
 
-        let kinds: Vec<(u8, u8, u32)> = frames.iter().map(|f| (f.kind, f.flags, f.stream_id)).collect();
+        let kinds: Vec<(u8, u8, u32)> = frames
+            .iter()
+            .map(|f| (f.kind, f.flags, f.stream_id))
+            .collect();
         assert_eq!(
             kinds,
             vec![
@@ -863,7 +949,8 @@ pub(crate) mod tests {
             let h = FrameHeader::parse(&bytes[PREFACE.len() + 15..]).expect("header");
             h.length
         };
-        rw.feed(&bytes[..first_headers_end], &mut out).expect("feed");
+        rw.feed(&bytes[..first_headers_end], &mut out)
+            .expect("feed");
         let frames = parse_frames(&out[PREFACE.len()..]);
         assert_eq!(frames.len(), 2);
         assert_eq!(frames[1].kind, FRAME_HEADERS);
@@ -873,7 +960,8 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         let mut stream = PREFACE.to_vec();
         stream.extend(frame(0x0, 0, 1, b"abcdef"));
-        rw.feed(&stream[..stream.len() - 3], &mut out).expect("feed");
+        rw.feed(&stream[..stream.len() - 3], &mut out)
+            .expect("feed");
         assert_eq!(out, &stream[..stream.len() - 3]);
     }
 
@@ -936,11 +1024,19 @@ pub(crate) mod tests {
 
     #[test]
     fn valid_authorities_are_left_alone_and_invalid_ones_match_h2() {
-        for ok in ["localhost", "localhost:1234", "example.org", "[::1]:8081", "a-b.c"] {
+        for ok in [
+            "localhost",
+            "localhost:1234",
+            "example.org",
+            "[::1]:8081",
+            "a-b.c",
+        ] {
             assert!(is_valid_authority(ok.as_bytes()), "{ok}");
         }
         for bad in [
             "%2Ftmp%2Fagent.sock",
+            // What grpcio 1.85 sends for `unix:/tmp/agent.sock`.
+            "tmp%2Fagent.sock",
             "unix:%2Ftmp%2Fagent.sock",
             "/run/spire/sockets/agent.sock",
             "",
@@ -990,7 +1086,12 @@ pub(crate) mod tests {
         // Padding longer than the payload.
         let mut rw = AuthorityRewriter::new();
         let mut bytes = PREFACE.to_vec();
-        bytes.extend(frame(FRAME_HEADERS, FLAG_PADDED | FLAG_END_HEADERS, 1, &[9, 0x82]));
+        bytes.extend(frame(
+            FRAME_HEADERS,
+            FLAG_PADDED | FLAG_END_HEADERS,
+            1,
+            &[9, 0x82],
+        ));
         assert!(matches!(
             rw.feed(&bytes, &mut Vec::new()),
             Err(RewriteError::MalformedHeadersFrame { stream_id: 1 })
@@ -1014,7 +1115,12 @@ pub(crate) mod tests {
         let first = encode(&mut enc, &[(b"x-fat".to_vec(), vec![b'z'; 4000])]);
         let mut bytes = PREFACE.to_vec();
         bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 1, &first));
-        bytes.extend(frame(FRAME_HEADERS, FLAG_END_HEADERS, 3, &vec![0x80 | 62; 16_000]));
+        bytes.extend(frame(
+            FRAME_HEADERS,
+            FLAG_END_HEADERS,
+            3,
+            &vec![0x80 | 62; 16_000],
+        ));
         let mut rw = AuthorityRewriter::new();
         assert!(matches!(
             rw.feed(&bytes, &mut Vec::new()),
@@ -1084,7 +1190,10 @@ pub(crate) mod tests {
         bytes.extend(frame(FRAME_CONTINUATION, FLAG_END_HEADERS, 1, &[0x82]));
         client.write_all(&bytes).await.expect("write");
         let mut sink = Vec::new();
-        let err = wrapped.read_to_end(&mut sink).await.expect_err("protocol error");
+        let err = wrapped
+            .read_to_end(&mut sink)
+            .await
+            .expect_err("protocol error");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert_eq!(sink, PREFACE);
     }

@@ -212,7 +212,10 @@ mod tests {
             stream.read_exact(&mut payload).await.expect("payload");
             match kind {
                 0x4 if flags & 0x1 == 0 => {
-                    stream.write_all(&frame(0x4, 0x1, 0, &[])).await.expect("ack");
+                    stream
+                        .write_all(&frame(0x4, 0x1, 0, &[]))
+                        .await
+                        .expect("ack");
                 }
                 0x1 => {
                     let fields = dec.decode(&payload).expect("response headers");
@@ -248,7 +251,10 @@ mod tests {
         drop(first);
         assert!(path.exists(), "a dropped listener leaves its socket file");
         let second = UdsIncoming::bind(&path).expect("rebind over stale socket");
-        let mode = fs::metadata(second.path()).expect("stat").permissions().mode();
+        let mode = fs::metadata(second.path())
+            .expect("stat")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o777);
 
         let plain = dir.path().join("not-a-socket");
@@ -283,9 +289,12 @@ mod tests {
                 .serve_with_incoming(UnixListenerStream::new(listener))
                 .await;
         });
-        let outcome = tokio::time::timeout(Duration::from_secs(10), raw_health_check(&path, BAD_AUTHORITY))
-            .await
-            .expect("answer in time");
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            raw_health_check(&path, BAD_AUTHORITY),
+        )
+        .await
+        .expect("answer in time");
         // 0x1 = PROTOCOL_ERROR: the hazard this module exists for.
         assert_eq!(outcome, Outcome::Reset(0x1));
         server.abort();
@@ -297,9 +306,10 @@ mod tests {
         let path = dir.path().join("agent.sock");
         let server = serve_health(UdsIncoming::bind(&path).expect("bind")).await;
         for authority in [BAD_AUTHORITY, b"/run/spire/agent.sock", b"localhost"] {
-            let outcome = tokio::time::timeout(Duration::from_secs(10), raw_health_check(&path, authority))
-                .await
-                .expect("answer in time");
+            let outcome =
+                tokio::time::timeout(Duration::from_secs(10), raw_health_check(&path, authority))
+                    .await
+                    .expect("answer in time");
             assert_eq!(outcome, Outcome::GrpcStatus("0".into()), "{authority:?}");
         }
         server.abort();
@@ -361,7 +371,10 @@ mod tests {
         let out = run(plain_path).await.expect("join");
         let stdout = String::from_utf8_lossy(&out.stdout);
         println!("grpcio without rewrite: {}", stdout.trim());
-        assert!(!out.status.success(), "grpcio must fail without the rewrite");
+        assert!(
+            !out.status.success(),
+            "grpcio must fail without the rewrite"
+        );
         assert!(stdout.contains("ERROR"), "{stdout}");
         plain.abort();
 

@@ -109,12 +109,15 @@ fn pidfd_alive(fd: &OwnedFd) -> bool {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    match poll(&mut fds, Some(&zero)) {
-        Ok(0) => true,
-        // Readable, hung up or in error: in every case not a live process we
-        // can vouch for.
-        Ok(_) => false,
-        Err(_) => false,
+    loop {
+        match poll(&mut fds, Some(&zero)) {
+            Ok(0) => return true,
+            // Readable, hung up or in error: in every case not a live process
+            // we can vouch for.
+            Ok(_) => return false,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
     }
 }
 

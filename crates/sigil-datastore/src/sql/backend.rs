@@ -157,8 +157,7 @@ impl Backend for Postgres {
     // Arbitrary constants, unique to this schema's two event tables.
     const LOCK_ENTRY_EVENTS: Option<&'static str> =
         Some("SELECT pg_advisory_xact_lock(5163704501)");
-    const LOCK_NODE_EVENTS: Option<&'static str> =
-        Some("SELECT pg_advisory_xact_lock(5163704502)");
+    const LOCK_NODE_EVENTS: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(5163704502)");
     const UPSERT_BUNDLE: &'static str = "INSERT INTO bundles (trust_domain, data) VALUES (?, ?) \
          ON CONFLICT (trust_domain) DO UPDATE SET data = excluded.data";
     const TAKE_JOIN_TOKEN: &'static str =
@@ -169,7 +168,9 @@ impl Backend for Postgres {
     fn is_unavailable(code: &str) -> bool {
         // Class 08: connection exception; 53: insufficient resources;
         // 57P01..57P03: server shutting down or not yet accepting connections.
-        code.starts_with("08") || code.starts_with("53") || matches!(code, "57P01" | "57P02" | "57P03")
+        code.starts_with("08")
+            || code.starts_with("53")
+            || matches!(code, "57P01" | "57P02" | "57P03")
     }
 
     fn is_conflict(code: &str) -> bool {
@@ -232,9 +233,9 @@ fn map_db_err<DB: Backend>(what: &str, err: &dyn DatabaseError) -> DataStoreErro
     let message = format!("{what}: {}", err.message());
     match err.kind() {
         ErrorKind::UniqueViolation => DataStoreError::AlreadyExists(message),
-        ErrorKind::ForeignKeyViolation | ErrorKind::NotNullViolation | ErrorKind::CheckViolation => {
-            DataStoreError::InvalidArgument(message)
-        }
+        ErrorKind::ForeignKeyViolation
+        | ErrorKind::NotNullViolation
+        | ErrorKind::CheckViolation => DataStoreError::InvalidArgument(message),
         _ => {
             let code = err.code().unwrap_or_default();
             if DB::is_conflict(&code) {

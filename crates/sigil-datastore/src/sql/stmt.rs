@@ -95,7 +95,10 @@ impl Stmt {
     }
 
     /// Appends `(?, ?, ...)` binding each item.
-    pub(crate) fn bind_list<A: Into<Arg>>(&mut self, items: impl IntoIterator<Item = A>) -> &mut Self {
+    pub(crate) fn bind_list<A: Into<Arg>>(
+        &mut self,
+        items: impl IntoIterator<Item = A>,
+    ) -> &mut Self {
         self.push("(");
         for (i, item) in items.into_iter().enumerate() {
             if i > 0 {

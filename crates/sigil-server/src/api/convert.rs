@@ -30,26 +30,36 @@ pub fn id_from_proto(id: Option<&pb::Spiffeid>) -> Result<SpiffeId, String> {
 }
 
 /// A SPIFFE ID that must be a member of `td` with a non-empty path.
-pub fn member_id_from_proto(td: &TrustDomain, id: Option<&pb::Spiffeid>) -> Result<SpiffeId, String> {
+pub fn member_id_from_proto(
+    td: &TrustDomain,
+    id: Option<&pb::Spiffeid>,
+) -> Result<SpiffeId, String> {
     let id = id_from_proto(id)?;
     if !id.is_member_of(td) {
         return Err(format!("\"{id}\" is not a member of trust domain \"{td}\""));
     }
     if id.is_trust_domain_id() {
-        return Err(format!("\"{id}\" is not a member of trust domain \"{td}\"; path is empty"));
+        return Err(format!(
+            "\"{id}\" is not a member of trust domain \"{td}\"; path is empty"
+        ));
     }
     Ok(id)
 }
 
 /// A SPIFFE ID that must name a workload of `td`: a member, outside the
 /// reserved `/spire` namespace.
-pub fn workload_id_from_proto(td: &TrustDomain, id: Option<&pb::Spiffeid>) -> Result<SpiffeId, String> {
+pub fn workload_id_from_proto(
+    td: &TrustDomain,
+    id: Option<&pb::Spiffeid>,
+) -> Result<SpiffeId, String> {
     let id = id_from_proto(id)?;
     if !id.is_member_of(td) {
         return Err(format!("\"{id}\" is not a member of trust domain \"{td}\""));
     }
     if id.is_trust_domain_id() {
-        return Err(format!("\"{id}\" is not a workload in trust domain \"{td}\"; path is empty"));
+        return Err(format!(
+            "\"{id}\" is not a workload in trust domain \"{td}\"; path is empty"
+        ));
     }
     if is_reserved_path(id.path()) {
         return Err(format!(
@@ -111,9 +121,9 @@ pub fn validate_dns_name(name: &str) -> Result<(), String> {
     }
     let body = match name.matches('*').count() {
         0 => name,
-        1 => name
-            .strip_prefix("*.")
-            .ok_or_else(|| format!("invalid DNS name {name:?}: wildcard must be the first label"))?,
+        1 => name.strip_prefix("*.").ok_or_else(|| {
+            format!("invalid DNS name {name:?}: wildcard must be the first label")
+        })?,
         _ => return Err(format!("invalid DNS name {name:?}: too many wildcards")),
     };
     if body.trim().is_empty() {
@@ -149,12 +159,14 @@ pub fn entry_from_proto(
     let m = mask.unwrap_or(&all);
     let placeholder = td.id();
     let parent_id = if m.parent_id {
-        member_id_from_proto(td, e.parent_id.as_ref()).map_err(|e| format!("invalid parent ID: {e}"))?
+        member_id_from_proto(td, e.parent_id.as_ref())
+            .map_err(|e| format!("invalid parent ID: {e}"))?
     } else {
         placeholder.clone()
     };
     let spiffe_id = if m.spiffe_id {
-        workload_id_from_proto(td, e.spiffe_id.as_ref()).map_err(|e| format!("invalid spiffe ID: {e}"))?
+        workload_id_from_proto(td, e.spiffe_id.as_ref())
+            .map_err(|e| format!("invalid spiffe ID: {e}"))?
     } else {
         placeholder
     };
@@ -169,7 +181,8 @@ pub fn entry_from_proto(
     if m.federates_with {
         for t in &e.federates_with {
             federates_with.push(
-                TrustDomain::new(t).map_err(|err| format!("invalid federated trust domain: {err}"))?,
+                TrustDomain::new(t)
+                    .map_err(|err| format!("invalid federated trust domain: {err}"))?,
             );
         }
     }
@@ -182,7 +195,9 @@ pub fn entry_from_proto(
         Vec::new()
     };
     if m.hint && e.hint.len() > HINT_MAX_LEN {
-        return Err(format!("hint is too long, max length is {HINT_MAX_LEN} characters"));
+        return Err(format!(
+            "hint is too long, max length is {HINT_MAX_LEN} characters"
+        ));
     }
     if m.x509_svid_ttl && e.x509_svid_ttl < 0 {
         return Err("invalid X509-SVID TTL: must not be negative".into());
@@ -202,9 +217,17 @@ pub fn entry_from_proto(
         admin: m.admin && e.admin,
         downstream: m.downstream && e.downstream,
         expires_at: if m.expires_at { e.expires_at } else { 0 },
-        hint: if m.hint { e.hint.clone() } else { String::new() },
+        hint: if m.hint {
+            e.hint.clone()
+        } else {
+            String::new()
+        },
         store_svid: m.store_svid && e.store_svid,
-        revision_number: if m.revision_number { e.revision_number } else { 0 },
+        revision_number: if m.revision_number {
+            e.revision_number
+        } else {
+            0
+        },
         created_at: 0,
     })
 }
@@ -218,21 +241,40 @@ pub fn entry_to_proto(e: &RegistrationEntry, mask: Option<&pb::EntryMask>) -> pb
         id: e.id.clone(),
         spiffe_id: m.spiffe_id.then(|| id_to_proto(&e.spiffe_id)),
         parent_id: m.parent_id.then(|| id_to_proto(&e.parent_id)),
-        selectors: if m.selectors { selectors_to_proto(&e.selectors) } else { Vec::new() },
+        selectors: if m.selectors {
+            selectors_to_proto(&e.selectors)
+        } else {
+            Vec::new()
+        },
         x509_svid_ttl: if m.x509_svid_ttl { e.x509_svid_ttl } else { 0 },
         federates_with: if m.federates_with {
-            e.federates_with.iter().map(|t| t.name().to_owned()).collect()
+            e.federates_with
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect()
         } else {
             Vec::new()
         },
         admin: m.admin && e.admin,
         downstream: m.downstream && e.downstream,
         expires_at: if m.expires_at { e.expires_at } else { 0 },
-        dns_names: if m.dns_names { e.dns_names.clone() } else { Vec::new() },
-        revision_number: if m.revision_number { e.revision_number } else { 0 },
+        dns_names: if m.dns_names {
+            e.dns_names.clone()
+        } else {
+            Vec::new()
+        },
+        revision_number: if m.revision_number {
+            e.revision_number
+        } else {
+            0
+        },
         store_svid: m.store_svid && e.store_svid,
         jwt_svid_ttl: if m.jwt_svid_ttl { e.jwt_svid_ttl } else { 0 },
-        hint: if m.hint { e.hint.clone() } else { String::new() },
+        hint: if m.hint {
+            e.hint.clone()
+        } else {
+            String::new()
+        },
         created_at: if m.created_at { e.created_at } else { 0 },
         additional_attributes: None,
     }
@@ -273,14 +315,26 @@ pub fn agent_to_proto(n: &AttestedNode, mask: Option<&pb::AgentMask>) -> pb::Age
     let m = mask.unwrap_or(&all);
     pb::Agent {
         id: Some(id_to_proto(&n.spiffe_id)),
-        attestation_type: if m.attestation_type { n.attestation_data_type.clone() } else { String::new() },
+        attestation_type: if m.attestation_type {
+            n.attestation_data_type.clone()
+        } else {
+            String::new()
+        },
         x509svid_serial_number: if m.x509svid_serial_number {
             serial_to_decimal(&n.cert_serial_number)
         } else {
             String::new()
         },
-        x509svid_expires_at: if m.x509svid_expires_at { n.cert_not_after } else { 0 },
-        selectors: if m.selectors { selectors_to_proto(&n.selectors) } else { Vec::new() },
+        x509svid_expires_at: if m.x509svid_expires_at {
+            n.cert_not_after
+        } else {
+            0
+        },
+        selectors: if m.selectors {
+            selectors_to_proto(&n.selectors)
+        } else {
+            Vec::new()
+        },
         banned: m.banned && n.is_banned(),
         can_reattest: m.can_reattest && n.can_reattest,
         agent_version: String::new(),
@@ -295,7 +349,9 @@ pub fn serial_to_decimal(hex: &str) -> String {
     // Big-number conversion by repeated division on base-10^9 limbs.
     let mut digits: Vec<u32> = Vec::new(); // little-endian base 1e9
     for c in hex.chars() {
-        let Some(v) = c.to_digit(16) else { return hex.to_owned() };
+        let Some(v) = c.to_digit(16) else {
+            return hex.to_owned();
+        };
         let mut carry = u64::from(v);
         for d in digits.iter_mut() {
             let x = u64::from(*d) * 16 + carry;
@@ -395,25 +451,50 @@ mod tests {
         );
         let mut e = entry();
         e.spiffe_id = pid("example.org", "/spire/x");
-        assert!(entry_from_proto(&td(), &e, None).unwrap_err().contains("reserved namespace"));
+        assert!(
+            entry_from_proto(&td(), &e, None)
+                .unwrap_err()
+                .contains("reserved namespace")
+        );
         let mut e = entry();
         e.spiffe_id = pid("example.org", "/a//b");
-        assert!(entry_from_proto(&td(), &e, None).unwrap_err().contains("empty segments"));
+        assert!(
+            entry_from_proto(&td(), &e, None)
+                .unwrap_err()
+                .contains("empty segments")
+        );
         let mut e = entry();
         e.selectors.clear();
-        assert_eq!(entry_from_proto(&td(), &e, None).unwrap_err(), "selector list is empty");
+        assert_eq!(
+            entry_from_proto(&td(), &e, None).unwrap_err(),
+            "selector list is empty"
+        );
         let mut e = entry();
         e.selectors[0].r#type = "un:ix".into();
-        assert_eq!(entry_from_proto(&td(), &e, None).unwrap_err(), "selector type contains ':'");
+        assert_eq!(
+            entry_from_proto(&td(), &e, None).unwrap_err(),
+            "selector type contains ':'"
+        );
         let mut e = entry();
         e.selectors[0].value = String::new();
-        assert_eq!(entry_from_proto(&td(), &e, None).unwrap_err(), "missing selector value");
+        assert_eq!(
+            entry_from_proto(&td(), &e, None).unwrap_err(),
+            "missing selector value"
+        );
         let mut e = entry();
         e.dns_names = vec!["bad_name".into()];
-        assert!(entry_from_proto(&td(), &e, None).unwrap_err().contains("invalid DNS name"));
+        assert!(
+            entry_from_proto(&td(), &e, None)
+                .unwrap_err()
+                .contains("invalid DNS name")
+        );
         let mut e = entry();
         e.hint = "x".repeat(1025);
-        assert!(entry_from_proto(&td(), &e, None).unwrap_err().contains("hint is too long"));
+        assert!(
+            entry_from_proto(&td(), &e, None)
+                .unwrap_err()
+                .contains("hint is too long")
+        );
         let mut e = entry();
         e.parent_id = None;
         assert_eq!(

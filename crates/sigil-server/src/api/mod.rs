@@ -27,7 +27,6 @@ pub mod entry;
 pub mod svid;
 
 /// What every service needs.
-#[derive(Debug)]
 pub struct ApiState {
     /// Our trust domain.
     pub td: TrustDomain,
@@ -49,6 +48,14 @@ pub struct ApiState {
     pub admin_ids: Vec<SpiffeId>,
     /// Bumped whenever entries or agents change, so agent syncs can wake.
     pub changes: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("td", &self.td)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ApiState {
@@ -189,7 +196,9 @@ pub fn ds_status(e: DataStoreError) -> Status {
         DataStoreError::AlreadyExists(m) => Status::already_exists(m),
         DataStoreError::InvalidArgument(m) => Status::invalid_argument(m),
         DataStoreError::Conflict(m) => Status::aborted(m),
-        DataStoreError::Unavailable(m) => Status::unavailable(format!("datastore unavailable: {m}")),
+        DataStoreError::Unavailable(m) => {
+            Status::unavailable(format!("datastore unavailable: {m}"))
+        }
         other => Status::internal(format!("datastore: {other}")),
     }
 }

@@ -1,2 +1,3 @@
 //! SVIDs: the rules of X509-SVIDs and JWT-SVIDs.
 pub mod jwt;
+pub mod x509;

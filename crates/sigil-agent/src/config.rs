@@ -1,0 +1,856 @@
+//! `agent.conf`, in SPIRE's HCL format, plus the `run` flags that override
+//! it. Every option SPIRE documents is either read here or rejected at
+//! startup with an error naming it; nothing is silently ignored.
+//!
+//! Checks that need the file system stay small: whether a join token file
+//! can be read, and whether `data_dir` already holds a trust bundle from a
+//! previous run (which, as in SPIRE, is trusted instead of the bootstrap
+//! bundle).
+//!
+//! One sigil-only knob exists for tests: the environment variable
+//! [`SYNC_INTERVAL_ENV`] (`SIGIL_AGENT_SYNC_INTERVAL`, a Go duration such as
+//! `200ms`) overrides the sync interval when the configuration is read with
+//! [`AgentConfig::load`] or [`AgentConfig::load_with_flags`]. SPIRE's own
+//! spelling, `agent { experimental { sync_interval = "5s" } }`, is read too.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sigil_cli::config::{ConfigError, PluginDecl, Section, parse_plugins};
+use sigil_crypto::key::KeyType;
+use sigil_spiffe::TrustDomain;
+
+use crate::attestor::unix::UnixAttestorConfig;
+
+/// Environment variable overriding the sync interval (a Go duration).
+pub const SYNC_INTERVAL_ENV: &str = "SIGIL_AGENT_SYNC_INTERVAL";
+
+/// Environment variable overriding how long the agent keeps retrying its
+/// first contact with the server before giving up (a Go duration; default
+/// [`DEFAULT_BOOTSTRAP_TIMEOUT`]).
+pub const BOOTSTRAP_TIMEOUT_ENV: &str = "SIGIL_AGENT_BOOTSTRAP_TIMEOUT";
+
+/// SPIRE's default sync interval.
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long the first attestation is retried while the server is
+/// unreachable (SPIRE: one minute).
+pub const DEFAULT_BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// SPIRE's default Workload API socket.
+pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
+
+/// File in `data_dir` holding the trust bundle (concatenated DER), as SPIRE
+/// names it.
+pub const BUNDLE_FILE: &str = "bundle.der";
+
+/// SPIRE `agent` options sigil knows but does not implement yet.
+const UNSUPPORTED_AGENT: &[&str] = &[
+    "admin_socket_path",
+    "allow_unauthenticated_verifiers",
+    "allowed_foreign_jwt_claims",
+    "authorized_delegates",
+    "availability_target",
+    "broker",
+    "disable_sds_api",
+    "disable_workload_api",
+    "jwt_svid_cache_max_size",
+    "log_file",
+    "log_selectors",
+    "log_source_location",
+    "profiling_enabled",
+    "profiling_freq",
+    "profiling_names",
+    "profiling_port",
+    "rebootstrap_delay",
+    "rebootstrap_mode",
+    "retry_bootstrap",
+    "sds",
+    "trust_bundle_spiffe_workload_api",
+    "trust_bundle_unix_socket",
+    "trust_bundle_url",
+    "x509_svid_cache_max_size",
+];
+
+/// SPIRE `agent.experimental` options sigil does not implement yet.
+const UNSUPPORTED_EXPERIMENTAL: &[&str] = &[
+    "named_pipe_name",
+    "admin_named_pipe_name",
+    "use_sync_authorized_entries",
+    "require_pq_kem",
+    "jwt_svid_cache_hit_timeout",
+];
+
+/// SPIRE top-level blocks sigil does not implement yet.
+const UNSUPPORTED_TOP: &[&str] = &["telemetry", "health_checks"];
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentConfigError {
+    /// A syntax, type, unknown- or unsupported-option error.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A combination of options SPIRE also rejects; the message is SPIRE's.
+    #[error("{0}")]
+    Invalid(String),
+    /// The plugin section is wrong (counts, names, options).
+    #[error("{0}")]
+    Plugin(String),
+    /// A file named by the configuration could not be read.
+    #[error("{what} {}: {source}", path.display())]
+    Read {
+        /// What the file is.
+        what: &'static str,
+        /// Its path.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Format of the bootstrap trust bundle file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BundleFormat {
+    /// PEM `CERTIFICATE` blocks.
+    Pem,
+    /// A SPIFFE bundle document (JWKS).
+    Spiffe,
+}
+
+/// Where the agent gets the trust bundle it uses to authenticate the server
+/// before it has one of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustBundleSource {
+    /// `trust_bundle_path` (+ `trust_bundle_format`).
+    Path {
+        /// The file.
+        path: PathBuf,
+        /// Its format.
+        format: BundleFormat,
+    },
+    /// `insecure_bootstrap = true`: the first connection does not verify
+    /// the server's certificate (it only checks the server's SPIFFE ID).
+    InsecureBootstrap,
+    /// Neither was configured, but `data_dir` holds the bundle a previous
+    /// run stored; it is used as is.
+    Stored,
+}
+
+/// The node attestor the agent uses. Only `join_token` exists so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeAttestorConfig {
+    /// `NodeAttestor "join_token"`: the token comes from `join_token`,
+    /// `join_token_file` or `run -joinToken`.
+    JoinToken,
+}
+
+/// The key manager holding the agent's own private key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyManagerConfig {
+    /// `KeyManager "memory"`: the key dies with the process, so a restarted
+    /// agent must attest again.
+    Memory,
+    /// `KeyManager "disk" { plugin_data { directory = "..." } }`.
+    Disk {
+        /// Where the key file lives.
+        directory: PathBuf,
+    },
+}
+
+impl KeyManagerConfig {
+    /// The plugin name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            KeyManagerConfig::Memory => "memory",
+            KeyManagerConfig::Disk { .. } => "disk",
+        }
+    }
+
+    /// The `plugin_data` as JSON, in the shape
+    /// `sigil_plugin::keymanager::build` reads.
+    pub fn plugin_data(&self) -> serde_json::Value {
+        match self {
+            KeyManagerConfig::Memory => serde_json::json!({}),
+            KeyManagerConfig::Disk { directory } => {
+                serde_json::json!({ "directory": directory.to_string_lossy() })
+            }
+        }
+    }
+}
+
+/// `sigil-agent run` flags that override the file, as in SPIRE (flags win).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFlags {
+    /// `-dataDir`.
+    pub data_dir: Option<String>,
+    /// `-joinToken`.
+    pub join_token: Option<String>,
+    /// `-joinTokenFile`.
+    pub join_token_file: Option<String>,
+    /// `-logFormat`.
+    pub log_format: Option<String>,
+    /// `-logLevel`.
+    pub log_level: Option<String>,
+    /// `-serverAddress`.
+    pub server_address: Option<String>,
+    /// `-serverPort`.
+    pub server_port: Option<u16>,
+    /// `-socketPath`.
+    pub socket_path: Option<String>,
+    /// `-trustDomain`.
+    pub trust_domain: Option<String>,
+    /// `-trustBundle`.
+    pub trust_bundle_path: Option<String>,
+    /// `-trustBundleFormat`.
+    pub trust_bundle_format: Option<String>,
+    /// `-insecureBootstrap` (only ever turns it on, like a Go bool flag).
+    pub insecure_bootstrap: bool,
+}
+
+/// The parsed agent configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Host name or IP of the server.
+    pub server_address: String,
+    /// Port of the server's agent endpoint.
+    pub server_port: u16,
+    /// The Workload API socket.
+    pub socket_path: PathBuf,
+    /// The trust domain the agent belongs to.
+    pub trust_domain: TrustDomain,
+    /// Where the agent keeps its SVID, bundle and SVID cache.
+    pub data_dir: PathBuf,
+    /// `DEBUG`, `INFO`, `WARN`, `ERROR` (case-insensitive).
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// How the server is authenticated before the agent has a bundle.
+    pub trust_bundle: TrustBundleSource,
+    /// The join token, if one was given.
+    pub join_token: Option<String>,
+    /// Key type of workload X509-SVIDs (`workload_x509_svid_key_type`).
+    pub workload_key_type: KeyType,
+    /// How often the agent syncs with the server.
+    pub sync_interval: Duration,
+    /// How long the first contact with the server is retried.
+    pub bootstrap_timeout: Duration,
+    /// The node attestor.
+    pub node_attestor: NodeAttestorConfig,
+    /// The key manager.
+    pub key_manager: KeyManagerConfig,
+    /// The `unix` workload attestor's options.
+    pub unix_attestor: UnixAttestorConfig,
+    /// Every declared (enabled) plugin, as written.
+    pub plugins: Vec<PluginDecl>,
+}
+
+impl AgentConfig {
+    /// Parses the text of an `agent.conf`.
+    pub fn parse(text: &str) -> Result<Self, AgentConfigError> {
+        Self::parse_with_flags(text, &RunFlags::default())
+    }
+
+    /// Parses the text of an `agent.conf`, letting `flags` override it.
+    pub fn parse_with_flags(text: &str, flags: &RunFlags) -> Result<Self, AgentConfigError> {
+        let mut top = Section::parse(text)?;
+        let Some(agent) = top.take_block("agent")? else {
+            return Err(AgentConfigError::Invalid(
+                "agent section must be configured".into(),
+            ));
+        };
+        let Some(plugins) = top.take_block("plugins")? else {
+            return Err(AgentConfigError::Invalid(
+                "plugins section must be configured".into(),
+            ));
+        };
+        let plugins = parse_plugins(plugins.body)?;
+        top.finish(UNSUPPORTED_TOP)?;
+
+        let mut s = agent.body;
+        let data_dir = pick(flags.data_dir.clone(), s.take_string("data_dir")?)
+            .unwrap_or_else(|| ".".into());
+        let join_token_file = pick(
+            flags.join_token_file.clone(),
+            s.take_string("join_token_file")?,
+        );
+        let join_token = pick(flags.join_token.clone(), s.take_string("join_token")?);
+        let server_address = pick(
+            flags.server_address.clone(),
+            s.take_string("server_address")?,
+        );
+        let server_port = pick(flags.server_port, s.take_port("server_port")?);
+        let socket_path = pick(flags.socket_path.clone(), s.take_string("socket_path")?)
+            .unwrap_or_else(|| DEFAULT_SOCKET_PATH.into());
+        let trust_domain = pick(flags.trust_domain.clone(), s.take_string("trust_domain")?);
+        let log_level = pick(flags.log_level.clone(), s.take_string("log_level")?)
+            .unwrap_or_else(|| "INFO".into());
+        let log_format = pick(flags.log_format.clone(), s.take_string("log_format")?)
+            .unwrap_or_else(|| "text".into());
+        let trust_bundle_path = pick(
+            flags.trust_bundle_path.clone(),
+            s.take_string("trust_bundle_path")?,
+        );
+        let trust_bundle_format = pick(
+            flags.trust_bundle_format.clone(),
+            s.take_string("trust_bundle_format")?,
+        );
+        let insecure_bootstrap =
+            flags.insecure_bootstrap || s.take_bool("insecure_bootstrap")?.unwrap_or(false);
+        let workload_key_type = match s.take_string("workload_x509_svid_key_type")? {
+            None => KeyType::EcP256,
+            Some(v) => match v.as_str() {
+                "ec-p256" => KeyType::EcP256,
+                "ec-p384" => KeyType::EcP384,
+                "rsa-2048" => KeyType::Rsa2048,
+                _ => {
+                    return Err(s
+                        .invalid_value(
+                            "workload_x509_svid_key_type",
+                            format!("key type {v:?} is unknown; must be one of [rsa-2048, ec-p256, ec-p384]"),
+                        )
+                        .into());
+                }
+            },
+        };
+        let mut sync_interval = DEFAULT_SYNC_INTERVAL;
+        if let Some(block) = s.take_block("experimental")? {
+            let mut exp = block.body;
+            if let Some(d) = exp.take_duration("sync_interval")? {
+                if d.is_zero() {
+                    return Err(exp.invalid_value("sync_interval", "must be greater than 0").into());
+                }
+                sync_interval = d;
+            }
+            exp.finish(UNSUPPORTED_EXPERIMENTAL)?;
+        }
+        s.finish(UNSUPPORTED_AGENT)?;
+
+        check_log_options(&log_level, &log_format)?;
+
+        // SPIRE's validation order and messages.
+        let invalid = |m: &str| AgentConfigError::Invalid(m.to_owned());
+        if join_token.is_some() && join_token_file.is_some() {
+            return Err(invalid(
+                "only one of join_token or join_token_file can be specified, not both",
+            ));
+        }
+        let server_address = server_address
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| invalid("server_address must be configured"))?;
+        let server_port = server_port
+            .filter(|p| *p != 0)
+            .ok_or_else(|| invalid("server_port must be configured"))?;
+        let trust_domain = trust_domain
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid("trust_domain must be configured"))?;
+        let trust_domain = TrustDomain::new(&trust_domain).map_err(|e| {
+            AgentConfigError::Invalid(format!(
+                "could not parse trust_domain {trust_domain:?}: {e}"
+            ))
+        })?;
+        let data_dir = PathBuf::from(data_dir);
+        let trust_bundle_path = trust_bundle_path.filter(|p| !p.is_empty());
+        let format = match trust_bundle_format.as_deref() {
+            None | Some("") | Some("pem") => BundleFormat::Pem,
+            Some("spiffe") => BundleFormat::Spiffe,
+            Some(_) => {
+                return Err(invalid(
+                    "invalid value for trust_bundle_format, expected \"pem\" or \"spiffe\"",
+                ));
+            }
+        };
+        let trust_bundle = match (insecure_bootstrap, trust_bundle_path) {
+            (true, Some(_)) => {
+                return Err(invalid(
+                    "only one of insecure_bootstrap or trust_bundle_path can be specified, not both",
+                ));
+            }
+            (true, None) => TrustBundleSource::InsecureBootstrap,
+            (false, Some(path)) => TrustBundleSource::Path {
+                path: PathBuf::from(path),
+                format,
+            },
+            (false, None) if data_dir.join(BUNDLE_FILE).is_file() => TrustBundleSource::Stored,
+            (false, None) => {
+                return Err(invalid(
+                    "trust_bundle_path must be configured unless insecure_bootstrap is set",
+                ));
+            }
+        };
+
+        let join_token = match join_token_file {
+            Some(path) => {
+                let path = PathBuf::from(path);
+                let text = std::fs::read_to_string(&path).map_err(|source| {
+                    AgentConfigError::Read {
+                        what: "unable to read join token file",
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    return Err(invalid("join token file is empty"));
+                }
+                Some(token)
+            }
+            None => join_token.filter(|t| !t.is_empty()),
+        };
+
+        let (node_attestor, key_manager, unix_attestor) = check_plugins(&plugins)?;
+
+        Ok(AgentConfig {
+            server_address,
+            server_port,
+            socket_path: PathBuf::from(socket_path),
+            trust_domain,
+            data_dir,
+            log_level,
+            log_format,
+            trust_bundle,
+            join_token,
+            workload_key_type,
+            sync_interval,
+            bootstrap_timeout: DEFAULT_BOOTSTRAP_TIMEOUT,
+            node_attestor,
+            key_manager,
+            unix_attestor,
+            plugins,
+        })
+    }
+
+    /// Reads and parses a config file, then applies the environment
+    /// overrides ([`SYNC_INTERVAL_ENV`], [`BOOTSTRAP_TIMEOUT_ENV`]).
+    pub fn load(path: &Path) -> Result<Self, AgentConfigError> {
+        Self::load_with_flags(path, &RunFlags::default(), false)
+    }
+
+    /// Like [`AgentConfig::load`], with `run` flags and SPIRE's
+    /// `-expandEnv` (substitute `$VAR` / `${VAR}` before parsing).
+    pub fn load_with_flags(
+        path: &Path,
+        flags: &RunFlags,
+        expand_env: bool,
+    ) -> Result<Self, AgentConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AgentConfigError::Read {
+            what: "could not read config file",
+            path: path.to_owned(),
+            source,
+        })?;
+        let text = if expand_env {
+            sigil_cli::config::expand_env(&text)
+        } else {
+            text
+        };
+        let mut cfg = Self::parse_with_flags(&text, flags)?;
+        cfg.apply_env_overrides(
+            std::env::var(SYNC_INTERVAL_ENV).ok().as_deref(),
+            std::env::var(BOOTSTRAP_TIMEOUT_ENV).ok().as_deref(),
+        )?;
+        Ok(cfg)
+    }
+
+    /// Applies the values of [`SYNC_INTERVAL_ENV`] and
+    /// [`BOOTSTRAP_TIMEOUT_ENV`] (passed in, so tests need not touch the
+    /// process environment).
+    pub fn apply_env_overrides(
+        &mut self,
+        sync_interval: Option<&str>,
+        bootstrap_timeout: Option<&str>,
+    ) -> Result<(), AgentConfigError> {
+        if let Some(v) = sync_interval.filter(|v| !v.is_empty()) {
+            self.sync_interval = env_duration(SYNC_INTERVAL_ENV, v)?;
+        }
+        if let Some(v) = bootstrap_timeout.filter(|v| !v.is_empty()) {
+            self.bootstrap_timeout = env_duration(BOOTSTRAP_TIMEOUT_ENV, v)?;
+        }
+        Ok(())
+    }
+
+    /// The server's SPIFFE ID, `spiffe://<td>/spire/server`.
+    pub fn server_id(&self) -> sigil_spiffe::SpiffeId {
+        server_id(&self.trust_domain)
+    }
+}
+
+/// `spiffe://<td>/spire/server`.
+pub fn server_id(td: &TrustDomain) -> sigil_spiffe::SpiffeId {
+    td.id_with_path("/spire/server")
+        .expect("a fixed valid path under a valid trust domain is a valid SPIFFE ID")
+}
+
+fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
+    flag.or(file)
+}
+
+fn env_duration(var: &str, v: &str) -> Result<Duration, AgentConfigError> {
+    let d = sigil_cli::parse_duration(v)
+        .map_err(|e| AgentConfigError::Invalid(format!("{var}={v:?}: {e}")))?;
+    if d.is_zero() {
+        return Err(AgentConfigError::Invalid(format!(
+            "{var}={v:?}: must be greater than 0"
+        )));
+    }
+    Ok(d)
+}
+
+fn check_log_options(level: &str, format: &str) -> Result<(), AgentConfigError> {
+    if !["DEBUG", "INFO", "WARN", "WARNING", "ERROR", "TRACE"]
+        .contains(&level.to_ascii_uppercase().as_str())
+    {
+        return Err(AgentConfigError::Invalid(format!(
+            "invalid value for log_level: {level:?} is not one of DEBUG, INFO, WARN, ERROR"
+        )));
+    }
+    if !["text", "json"].contains(&format.to_ascii_lowercase().as_str()) {
+        return Err(AgentConfigError::Invalid(format!(
+            "invalid value for log_format: {format:?} is not one of text, json"
+        )));
+    }
+    Ok(())
+}
+
+fn check_plugins(
+    plugins: &[PluginDecl],
+) -> Result<(NodeAttestorConfig, KeyManagerConfig, UnixAttestorConfig), AgentConfigError> {
+    use sigil_plugin::catalog::{CountRule, check_counts};
+    const RULES: &[CountRule] = &[
+        CountRule { kind: "NodeAttestor", min: 1, max: 1 },
+        CountRule { kind: "KeyManager", min: 1, max: 1 },
+        CountRule { kind: "WorkloadAttestor", min: 1, max: usize::MAX },
+        CountRule { kind: "SVIDStore", min: 0, max: 0 },
+    ];
+    let kinds: Vec<&str> = plugins.iter().map(|p| p.kind.as_str()).collect();
+    check_counts(&kinds, RULES).map_err(|e| {
+        AgentConfigError::Plugin(if e.contains("at most 0") {
+            format!("{e}: this plugin type is not supported by sigil yet")
+        } else {
+            e
+        })
+    })?;
+    let of = |kind: &str| plugins.iter().filter(move |p| p.kind == kind);
+    let has_options = |p: &PluginDecl| p.data.as_object().is_some_and(|o| !o.is_empty());
+
+    let mut node_attestor = None;
+    for p in of("NodeAttestor") {
+        if p.name != "join_token" {
+            return Err(AgentConfigError::Plugin(format!(
+                "NodeAttestor {:?} is not supported by sigil yet (supported: join_token)",
+                p.name
+            )));
+        }
+        if has_options(p) {
+            return Err(AgentConfigError::Plugin(
+                "NodeAttestor \"join_token\" takes no plugin_data options".into(),
+            ));
+        }
+        node_attestor = Some(NodeAttestorConfig::JoinToken);
+    }
+
+    let mut key_manager = None;
+    for p in of("KeyManager") {
+        key_manager = Some(match p.name.as_str() {
+            "memory" => {
+                if has_options(p) {
+                    return Err(AgentConfigError::Plugin(
+                        "KeyManager \"memory\" takes no plugin_data options".into(),
+                    ));
+                }
+                KeyManagerConfig::Memory
+            }
+            "disk" => {
+                let obj = p.data.as_object().cloned().unwrap_or_default();
+                if let Some(k) = obj.keys().find(|k| k.as_str() != "directory") {
+                    return Err(AgentConfigError::Plugin(format!(
+                        "KeyManager \"disk\": unknown option {k:?} in plugin_data (supported: directory)"
+                    )));
+                }
+                let directory = obj
+                    .get("directory")
+                    .and_then(|v| v.as_str())
+                    .filter(|d| !d.is_empty())
+                    .ok_or_else(|| {
+                        AgentConfigError::Plugin(
+                            "KeyManager \"disk\": \"directory\" must be set in plugin_data".into(),
+                        )
+                    })?;
+                KeyManagerConfig::Disk {
+                    directory: PathBuf::from(directory),
+                }
+            }
+            other => {
+                return Err(AgentConfigError::Plugin(format!(
+                    "KeyManager {other:?} is not supported by sigil yet (supported: memory, disk)"
+                )));
+            }
+        });
+    }
+
+    let mut unix = None;
+    for p in of("WorkloadAttestor") {
+        if p.name != "unix" {
+            return Err(AgentConfigError::Plugin(format!(
+                "WorkloadAttestor {:?} is not supported by sigil yet (supported: unix)",
+                p.name
+            )));
+        }
+        if unix.is_some() {
+            return Err(AgentConfigError::Plugin(
+                "WorkloadAttestor \"unix\" is declared more than once".into(),
+            ));
+        }
+        unix = Some(
+            UnixAttestorConfig::from_plugin_data(&p.data)
+                .map_err(|e| AgentConfigError::Plugin(e.to_string()))?,
+        );
+    }
+
+    match (node_attestor, key_manager, unix) {
+        (Some(n), Some(k), Some(u)) => Ok((n, k, u)),
+        // check_counts guarantees one of each.
+        _ => Err(AgentConfigError::Plugin(
+            "NodeAttestor, KeyManager and WorkloadAttestor plugins must be configured".into(),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SPIRE's `conf/agent/agent.conf`, as shipped.
+    const SPIRE_EXAMPLE: &str = r#"
+agent {
+    data_dir = "./.data"
+    log_level = "DEBUG"
+    server_address = "127.0.0.1"
+    server_port = "8081"
+    socket_path ="/tmp/spire-agent/public/api.sock"
+    trust_bundle_path = "./conf/agent/dummy_root_ca.crt"
+    trust_domain = "example.org"
+}
+
+plugins {
+    NodeAttestor "join_token" {
+        plugin_data {
+        }
+    }
+    KeyManager "disk" {
+        plugin_data {
+            directory = "./.data"
+        }
+    }
+    WorkloadAttestor "unix" {
+        plugin_data {
+        }
+    }
+}
+"#;
+
+    fn err(text: &str) -> String {
+        AgentConfig::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn spire_example_agent_conf_loads() {
+        let c = AgentConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert_eq!(c.server_address, "127.0.0.1");
+        assert_eq!(c.server_port, 8081);
+        assert_eq!(c.socket_path, PathBuf::from(DEFAULT_SOCKET_PATH));
+        assert_eq!(c.trust_domain.name(), "example.org");
+        assert_eq!(c.data_dir, PathBuf::from("./.data"));
+        assert_eq!(c.log_level, "DEBUG");
+        assert_eq!(c.log_format, "text");
+        assert_eq!(
+            c.trust_bundle,
+            TrustBundleSource::Path {
+                path: PathBuf::from("./conf/agent/dummy_root_ca.crt"),
+                format: BundleFormat::Pem
+            }
+        );
+        assert_eq!(c.join_token, None);
+        assert_eq!(c.node_attestor, NodeAttestorConfig::JoinToken);
+        assert_eq!(
+            c.key_manager,
+            KeyManagerConfig::Disk {
+                directory: PathBuf::from("./.data")
+            }
+        );
+        assert_eq!(c.unix_attestor, UnixAttestorConfig::default());
+        assert_eq!(c.sync_interval, DEFAULT_SYNC_INTERVAL);
+        assert_eq!(c.workload_key_type, KeyType::EcP256);
+        assert_eq!(c.server_id().as_str(), "spiffe://example.org/spire/server");
+    }
+
+    #[test]
+    fn unknown_options_are_named() {
+        let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "log_levle = \"DEBUG\"");
+        assert_eq!(err(&bad), "unknown option \"log_levle\" in agent");
+        let bad = SPIRE_EXAMPLE.replace("directory = \"./.data\"", "dir = \"./.data\"");
+        let e = err(&bad);
+        assert!(e.contains("\"dir\"") && e.contains("KeyManager \"disk\""), "{e}");
+        let bad = SPIRE_EXAMPLE.replace(
+            "WorkloadAttestor \"unix\" {\n        plugin_data {\n",
+            "WorkloadAttestor \"unix\" {\n        plugin_data {\n discover_workload_paht = true\n",
+        );
+        let e = err(&bad);
+        assert!(e.contains("discover_workload_paht"), "{e}");
+    }
+
+    #[test]
+    fn unsupported_spire_options_say_so() {
+        for (key, line) in [
+            ("admin_socket_path", "admin_socket_path = \"/tmp/admin.sock\""),
+            ("sds", "sds {\n default_svid_name = \"x\"\n}"),
+            ("trust_bundle_url", "trust_bundle_url = \"https://x\""),
+        ] {
+            let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", line);
+            assert_eq!(
+                err(&bad),
+                format!("option {key:?} in agent is not supported by sigil yet")
+            );
+        }
+        let bad = format!("{SPIRE_EXAMPLE}\ntelemetry {{\n}}\n");
+        assert!(err(&bad).contains("\"telemetry\""), "{}", err(&bad));
+        let bad = SPIRE_EXAMPLE.replace("NodeAttestor \"join_token\"", "NodeAttestor \"aws_iid\"");
+        assert_eq!(
+            err(&bad),
+            "NodeAttestor \"aws_iid\" is not supported by sigil yet (supported: join_token)"
+        );
+        let bad = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"k8s\"");
+        assert!(err(&bad).contains("\"k8s\" is not supported"), "{}", err(&bad));
+    }
+
+    #[test]
+    fn missing_trust_bundle_is_spires_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = SPIRE_EXAMPLE
+            .replace("    trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"\n", "")
+            .replace("./.data", dir.path().to_str().unwrap());
+        assert_eq!(
+            err(&text),
+            "trust_bundle_path must be configured unless insecure_bootstrap is set"
+        );
+        // A bundle stored by a previous run is enough.
+        std::fs::write(dir.path().join(BUNDLE_FILE), b"x").unwrap();
+        let c = AgentConfig::parse(&text).unwrap();
+        assert_eq!(c.trust_bundle, TrustBundleSource::Stored);
+    }
+
+    #[test]
+    fn insecure_bootstrap_excludes_trust_bundle_path() {
+        let both = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "log_level = \"DEBUG\"\n insecure_bootstrap = true",
+        );
+        assert_eq!(
+            err(&both),
+            "only one of insecure_bootstrap or trust_bundle_path can be specified, not both"
+        );
+        let insecure =
+            both.replace("    trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"\n", "");
+        let c = AgentConfig::parse(&insecure).unwrap();
+        assert_eq!(c.trust_bundle, TrustBundleSource::InsecureBootstrap);
+    }
+
+    #[test]
+    fn required_options_use_spires_messages() {
+        let no_addr = SPIRE_EXAMPLE.replace("server_address = \"127.0.0.1\"", "");
+        assert_eq!(err(&no_addr), "server_address must be configured");
+        let no_port = SPIRE_EXAMPLE.replace("server_port = \"8081\"", "");
+        assert_eq!(err(&no_port), "server_port must be configured");
+        let no_td = SPIRE_EXAMPLE.replace("trust_domain = \"example.org\"", "");
+        assert_eq!(err(&no_td), "trust_domain must be configured");
+        let no_plugins = &SPIRE_EXAMPLE[..SPIRE_EXAMPLE.find("plugins").unwrap()];
+        assert_eq!(err(no_plugins), "plugins section must be configured");
+        let bad_format = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "trust_bundle_format = \"der\"",
+        );
+        assert_eq!(
+            err(&bad_format),
+            "invalid value for trust_bundle_format, expected \"pem\" or \"spiffe\""
+        );
+    }
+
+    #[test]
+    fn plugin_counts_are_checked() {
+        let two_km = SPIRE_EXAMPLE.replace(
+            "WorkloadAttestor \"unix\"",
+            "KeyManager \"memory\" {}\n WorkloadAttestor \"unix\"",
+        );
+        assert!(err(&two_km).contains("at most 1 KeyManager"), "{}", err(&two_km));
+        let no_wa = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "Unused \"x\"");
+        assert!(err(&no_wa).contains("unknown plugin type \"Unused\""), "{}", err(&no_wa));
+        let svid_store = SPIRE_EXAMPLE.replace(
+            "WorkloadAttestor \"unix\"",
+            "SVIDStore \"aws\" {}\n WorkloadAttestor \"unix\"",
+        );
+        assert!(err(&svid_store).contains("not supported by sigil yet"));
+    }
+
+    #[test]
+    fn flags_override_the_file_and_join_token_is_read() {
+        let flags = RunFlags {
+            join_token: Some("tok".into()),
+            server_port: Some(9999),
+            data_dir: Some("/var/lib/sigil".into()),
+            ..RunFlags::default()
+        };
+        let c = AgentConfig::parse_with_flags(SPIRE_EXAMPLE, &flags).unwrap();
+        assert_eq!(c.join_token.as_deref(), Some("tok"));
+        assert_eq!(c.server_port, 9999);
+        assert_eq!(c.data_dir, PathBuf::from("/var/lib/sigil"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let token_file = dir.path().join("token");
+        std::fs::write(&token_file, "  abc-123\n").unwrap();
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            &format!("join_token_file = {:?}", token_file.to_str().unwrap()),
+        );
+        let c = AgentConfig::parse(&text).unwrap();
+        assert_eq!(c.join_token.as_deref(), Some("abc-123"));
+        let both = text.replace("data_dir", "join_token = \"x\"\n data_dir");
+        assert_eq!(
+            err(&both),
+            "only one of join_token or join_token_file can be specified, not both"
+        );
+    }
+
+    #[test]
+    fn sync_interval_comes_from_experimental_block_or_env() {
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "experimental {\n sync_interval = \"250ms\"\n}",
+        );
+        let mut c = AgentConfig::parse(&text).unwrap();
+        assert_eq!(c.sync_interval, Duration::from_millis(250));
+        c.apply_env_overrides(Some("100ms"), Some("2s")).unwrap();
+        assert_eq!(c.sync_interval, Duration::from_millis(100));
+        assert_eq!(c.bootstrap_timeout, Duration::from_secs(2));
+        let e = c.apply_env_overrides(Some("fast"), None).unwrap_err();
+        assert!(e.to_string().contains(SYNC_INTERVAL_ENV), "{e}");
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "experimental {\n use_sync_authorized_entries = true\n}",
+        );
+        assert_eq!(
+            err(&text),
+            "option \"use_sync_authorized_entries\" in agent.experimental is not supported by sigil yet"
+        );
+    }
+
+    #[test]
+    fn workload_key_type_accepts_spires_names() {
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "workload_x509_svid_key_type = \"rsa-2048\"",
+        );
+        assert_eq!(AgentConfig::parse(&text).unwrap().workload_key_type, KeyType::Rsa2048);
+        let bad = text.replace("rsa-2048", "ed25519");
+        assert!(err(&bad).contains("must be one of [rsa-2048, ec-p256, ec-p384]"));
+    }
+}

@@ -1,0 +1,575 @@
+//! The manager: the agent's side of the conversation with the server.
+//!
+//! It owns the agent's identity (node attestation, reuse of a stored agent
+//! SVID, rotation at half life: [`attest`]), the connection to the server
+//! ([`client`]), the periodic sync that keeps workload X509-SVIDs fresh
+//! ([`sync`]), JWT-SVID minting with a cache ([`jwt`]) and what survives a
+//! restart ([`store`]). It produces the [`Snapshot`]s the Workload API
+//! serves, through the `watch` channel in [`CacheHandle`], and publishes
+//! only when something changed.
+//!
+//! The manager never decides which workload gets what: it only keeps the
+//! SVIDs of the entries the server authorized, with their selectors. While
+//! the server is unreachable it keeps serving what it has, dropping SVIDs
+//! as they expire.
+
+pub mod api;
+pub mod attest;
+pub mod client;
+pub mod jwt;
+pub mod store;
+pub mod sync;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sigil_crypto::key::KeyType;
+use sigil_plugin::clock::Clock;
+use sigil_plugin::keymanager::{KeyManager, KeyManagerError};
+use sigil_spiffe::{Bundle, SpiffeId, TrustDomain};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+use self::api::{AgentIdentity, ServerApi, ServerTrust};
+use self::attest::{AgentSvid, Retry, retry_transient};
+use self::jwt::CachingJwtMinter;
+use self::store::{DataDir, StoreError};
+use self::sync::{SyncState, should_rotate};
+use crate::cache::{CacheHandle, JwtMinter, Snapshot};
+use crate::config::{AgentConfig, BundleFormat, TrustBundleSource};
+
+/// How long the first sync after start may hold up [`Manager::start`] when
+/// the agent has no cached SVIDs to serve yet.
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(5);
+
+/// Longest wait between sync attempts while they fail.
+const MAX_SYNC_BACKOFF: Duration = Duration::from_secs(60);
+
+/// What the manager needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ManagerConfig {
+    /// Our trust domain.
+    pub trust_domain: TrustDomain,
+    /// `host:port` of the server, for messages.
+    pub server: String,
+    /// Where `agent_svid.der`, `bundle.der` and `svid_cache.json` live.
+    pub data_dir: PathBuf,
+    /// How the server is authenticated before the agent has a bundle.
+    pub trust_bundle: TrustBundleSource,
+    /// The join token, for node attestation.
+    pub join_token: Option<String>,
+    /// Key type of workload X509-SVIDs.
+    pub workload_key_type: KeyType,
+    /// Time between syncs.
+    pub sync_interval: Duration,
+    /// How long the first contact with the server is retried.
+    pub bootstrap_timeout: Duration,
+}
+
+impl ManagerConfig {
+    /// The manager's part of an agent configuration.
+    pub fn from_agent_config(cfg: &AgentConfig) -> Self {
+        ManagerConfig {
+            trust_domain: cfg.trust_domain.clone(),
+            server: format!("{}:{}", cfg.server_address, cfg.server_port),
+            data_dir: cfg.data_dir.clone(),
+            trust_bundle: cfg.trust_bundle.clone(),
+            join_token: cfg.join_token.clone(),
+            workload_key_type: cfg.workload_key_type,
+            sync_interval: cfg.sync_interval,
+            bootstrap_timeout: cfg.bootstrap_timeout,
+        }
+    }
+}
+
+/// Why the manager could not start (or an operation failed).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ManagerError {
+    /// The bootstrap trust bundle is unusable.
+    #[error("load bundle: {0}")]
+    Bundle(String),
+    /// A file in `data_dir` could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The KeyManager failed.
+    #[error("KeyManager: {0}")]
+    KeyManager(#[from] KeyManagerError),
+    /// Building a CSR or TLS configuration failed.
+    #[error(transparent)]
+    Crypto(#[from] sigil_crypto::CryptoError),
+    /// The agent must attest but has no join token.
+    #[error(
+        "no usable agent SVID in {} and no join token: set join_token in agent.conf or pass -joinToken",
+        data_dir.display()
+    )]
+    NoJoinToken {
+        /// The data directory looked in.
+        data_dir: PathBuf,
+    },
+    /// The server refused node attestation.
+    #[error("node attestation failed: the server refused: {message} (code {code:?})")]
+    AttestationRefused {
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+    /// The server could not be reached in time.
+    #[error("{what} failed: server {server} unreachable for {elapsed:.0?}: {last}")]
+    ServerUnreachable {
+        /// `host:port`.
+        server: String,
+        /// What was being attempted.
+        what: String,
+        /// How long it was tried.
+        elapsed: Duration,
+        /// The last error.
+        last: String,
+    },
+    /// The server answered a bootstrap call with an error.
+    #[error("{what} failed: the server refused: {message} (code {code:?})")]
+    ServerRefused {
+        /// What was being attempted.
+        what: String,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+    /// The server issued an agent SVID the agent cannot use.
+    #[error("the server returned an unusable agent SVID: {0}")]
+    BadAgentSvid(String),
+    /// The agent SVID does not chain to the bundle the server sent.
+    #[error("the agent SVID does not chain to the server's trust bundle: {0}")]
+    SvidNotTrusted(String),
+    /// A sync with the server failed (the last snapshot stays in use).
+    #[error("sync with server {server} failed: {message} (code {code:?})")]
+    SyncFailed {
+        /// `host:port`.
+        server: String,
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The error.
+        message: String,
+    },
+    /// Renewing the agent SVID failed.
+    #[error("agent SVID rotation failed: {message} (code {code:?})")]
+    Rotation {
+        /// The gRPC code.
+        code: tonic::Code,
+        /// The server's message.
+        message: String,
+    },
+}
+
+/// A running manager. Dropping it stops its background work.
+#[derive(Debug)]
+pub struct Manager {
+    shared: Arc<Shared>,
+    jwt: Arc<CachingJwtMinter>,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    cfg: ManagerConfig,
+    api: Arc<dyn ServerApi>,
+    km: Arc<dyn KeyManager>,
+    clock: Arc<dyn Clock>,
+    data: DataDir,
+    jwt: Arc<CachingJwtMinter>,
+    notify: Notify,
+    snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    /// The agent SVID and the roots the server is verified against.
+    creds: Mutex<Creds>,
+    state: tokio::sync::Mutex<SyncState>,
+}
+
+#[derive(Debug, Clone)]
+struct Creds {
+    agent: AgentSvid,
+    roots: Vec<Vec<u8>>,
+}
+
+impl Manager {
+    /// Establishes the agent's identity and starts syncing.
+    ///
+    /// Reuses the stored agent SVID when it is valid and its key is in the
+    /// KeyManager; otherwise attests with the join token (retrying while the
+    /// server is unreachable, for up to `bootstrap_timeout`). Loads the
+    /// persisted SVID cache so workloads are served at once. Returns when a
+    /// first snapshot is published.
+    pub async fn start(
+        cfg: ManagerConfig,
+        api: Arc<dyn ServerApi>,
+        key_manager: Arc<dyn KeyManager>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Manager, ManagerError> {
+        let data = DataDir::new(&cfg.data_dir);
+        let td = cfg.trust_domain.clone();
+
+        let stored_roots = data.load_bundle()?;
+        let (bootstrap_trust, mut bundle) = match &stored_roots {
+            Some(roots) => {
+                tracing::info!(trust_domain = %td, "Bundle loaded");
+                let mut b = Bundle::new(td.clone());
+                b.x509_authorities = roots.clone();
+                (ServerTrust::Bundle(roots.clone()), Some(b))
+            }
+            None => match &cfg.trust_bundle {
+                TrustBundleSource::Path { path, format } => {
+                    let b = load_bootstrap_bundle(path, *format, &td)?;
+                    (ServerTrust::Bundle(b.x509_authorities.clone()), None)
+                }
+                TrustBundleSource::InsecureBootstrap => {
+                    tracing::warn!("Insecure bootstrap enabled: the server's identity is not verified until the agent has a trust bundle");
+                    (ServerTrust::InsecureBootstrap, None)
+                }
+                TrustBundleSource::Stored => {
+                    return Err(ManagerError::Bundle(format!(
+                        "no trust bundle stored in {} and none configured: trust_bundle_path must be configured unless insecure_bootstrap is set",
+                        cfg.data_dir.display()
+                    )));
+                }
+            },
+        };
+
+        let agent = match attest::load_stored(&data, key_manager.as_ref(), &td, clock.as_ref()).await? {
+            Some(agent) => agent,
+            None => {
+                let token = cfg.join_token.clone().ok_or_else(|| ManagerError::NoJoinToken {
+                    data_dir: cfg.data_dir.clone(),
+                })?;
+                api.set_credentials(bootstrap_trust.clone(), None)?;
+                let agent = attest::attest_join_token(
+                    api.as_ref(),
+                    key_manager.as_ref(),
+                    &td,
+                    &token,
+                    &cfg.server,
+                    cfg.bootstrap_timeout,
+                )
+                .await?;
+                data.store_agent_svid(&agent.chain)?;
+                agent
+            }
+        };
+        api.set_credentials(
+            bootstrap_trust.clone(),
+            Some(AgentIdentity {
+                chain: agent.chain.clone(),
+                key: agent.key.clone(),
+            }),
+        )?;
+
+        if bundle.is_none() {
+            // First contact: take the server's bundle, and make sure our own
+            // SVID chains to it before trusting it.
+            let fetched = retry_transient(&cfg.server, "fetching the trust bundle", cfg.bootstrap_timeout, || {
+                api.get_bundle()
+            })
+            .await
+            .map_err(|e| match e {
+                Retry::GaveUp(e) => e,
+                Retry::Refused(s) => ManagerError::ServerRefused {
+                    what: "fetching the trust bundle".into(),
+                    code: s.code(),
+                    message: s.message().to_owned(),
+                },
+            })?;
+            sigil_crypto::x509::verify_chain(&agent.chain, &fetched.x509_authorities, clock.now())
+                .map_err(|e| ManagerError::SvidNotTrusted(e.to_string()))?;
+            data.store_bundle(&fetched.x509_authorities)?;
+            bundle = Some(fetched);
+        }
+        let mut bundle = bundle.expect("the bundle was loaded or fetched above");
+        let roots = bundle.x509_authorities.clone();
+        api.set_credentials(
+            ServerTrust::Bundle(roots.clone()),
+            Some(AgentIdentity {
+                chain: agent.chain.clone(),
+                key: agent.key.clone(),
+            }),
+        )?;
+
+        let cached = match data.load_svid_cache(&td, clock.unix_now()) {
+            Ok((stored_bundle, svids)) => {
+                // The stored full bundle carries JWT authorities too; prefer it
+                // while its X.509 authorities agree with bundle.der.
+                if let Some(b) = stored_bundle
+                    && b.x509_authorities == bundle.x509_authorities
+                {
+                    bundle = b;
+                }
+                if !svids.is_empty() {
+                    tracing::info!(count = svids.len(), "Loaded cached X509-SVIDs");
+                }
+                svids
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Ignoring the stored SVID cache");
+                Vec::new()
+            }
+        };
+        let has_cached = !cached.is_empty();
+        let state = SyncState::new(td.clone(), bundle, cached);
+        let (snapshots, _) = watch::channel(Some(Arc::new(state.snapshot())));
+        let jwt = Arc::new(CachingJwtMinter::new(api.clone(), clock.clone()));
+
+        let shared = Arc::new(Shared {
+            cfg,
+            api,
+            km: key_manager,
+            clock,
+            data,
+            jwt: jwt.clone(),
+            notify: Notify::new(),
+            snapshots,
+            creds: Mutex::new(Creds { agent, roots }),
+            state: tokio::sync::Mutex::new(state),
+        });
+
+        // With cached SVIDs, serve them now and sync in the background.
+        let first_ok = if has_cached {
+            false
+        } else {
+            match tokio::time::timeout(FIRST_SYNC_WAIT, shared.tick()).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "First sync failed; will retry");
+                    false
+                }
+                Err(_) => {
+                    tracing::warn!("First sync is taking long; continuing in the background");
+                    false
+                }
+            }
+        };
+        let task = tokio::spawn(run_loop(shared.clone(), !first_ok));
+        Ok(Manager {
+            shared,
+            jwt,
+            task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// What the Workload API serves from.
+    pub fn cache_handle(&self) -> CacheHandle {
+        CacheHandle {
+            snapshots: self.shared.snapshots.subscribe(),
+            jwt: self.jwt.clone() as Arc<dyn JwtMinter>,
+        }
+    }
+
+    /// Asks for a sync now (the hook for server push). Several pokes while
+    /// a sync runs cause one more sync.
+    pub fn trigger_sync(&self) {
+        self.shared.notify.notify_one();
+    }
+
+    /// The agent's SPIFFE ID.
+    pub fn agent_id(&self) -> SpiffeId {
+        self.shared.creds().agent.spiffe_id
+    }
+
+    /// The agent SVID's expiry, unix seconds.
+    pub fn agent_svid_expires_at(&self) -> i64 {
+        self.shared.creds().agent.not_after
+    }
+
+    /// The current snapshot.
+    pub fn snapshot(&self) -> Option<Arc<Snapshot>> {
+        self.shared.snapshots.borrow().clone()
+    }
+
+    /// Runs one sync (agent SVID rotation if due, then bundle, entries and
+    /// SVIDs) and waits for it.
+    pub async fn sync_now(&self) -> Result<(), ManagerError> {
+        self.shared.tick().await
+    }
+
+    /// Stops background work. The last snapshot stays readable.
+    pub fn shutdown(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Manager {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+impl Shared {
+    fn creds(&self) -> Creds {
+        self.creds.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set_creds(&self, creds: Creds) -> Result<(), ManagerError> {
+        self.api.set_credentials(
+            ServerTrust::Bundle(creds.roots.clone()),
+            Some(AgentIdentity {
+                chain: creds.agent.chain.clone(),
+                key: creds.agent.key.clone(),
+            }),
+        )?;
+        *self.creds.lock().unwrap_or_else(|p| p.into_inner()) = creds;
+        Ok(())
+    }
+
+    /// Rotates the agent SVID if due, then syncs; publishes and persists
+    /// whatever changed, even when a step failed.
+    async fn tick(&self) -> Result<(), ManagerError> {
+        let rotation = self.rotate_agent_if_due().await;
+        if let Err(e) = &rotation {
+            tracing::error!(error = %e, "Could not rotate the agent SVID; will retry");
+        }
+
+        let mut state = self.state.lock().await;
+        let result = state
+            .sync(self.api.as_ref(), self.clock.as_ref(), self.cfg.workload_key_type)
+            .await;
+        state.prune_expired(self.clock.unix_now());
+
+        let roots = &state.bundle.x509_authorities;
+        let creds = self.creds();
+        if *roots != creds.roots && !roots.is_empty() {
+            if let Err(e) = self.data.store_bundle(roots) {
+                tracing::warn!(error = %e, "Could not store the trust bundle");
+            }
+            self.set_creds(Creds {
+                agent: creds.agent,
+                roots: roots.clone(),
+            })?;
+        }
+
+        self.publish(&state).await;
+        if result.is_ok()
+            && let Some(entries) = &state.entries
+        {
+            self.jwt
+                .retain_entries(&entries.keys().map(String::as_str).collect::<BTreeSet<_>>());
+        }
+        drop(state);
+
+        match result {
+            Ok(outcome) => {
+                if outcome.issued + outcome.dropped > 0 {
+                    tracing::debug!(?outcome, "Sync finished");
+                }
+                rotation
+            }
+            Err(status) => Err(ManagerError::SyncFailed {
+                server: self.cfg.server.clone(),
+                code: status.code(),
+                message: status.message().to_owned(),
+            }),
+        }
+    }
+
+    async fn rotate_agent_if_due(&self) -> Result<(), ManagerError> {
+        let creds = self.creds();
+        let now = self.clock.unix_now();
+        if !should_rotate(now, creds.agent.not_before, creds.agent.not_after) {
+            return Ok(());
+        }
+        let renewed = attest::renew(
+            self.api.as_ref(),
+            self.km.as_ref(),
+            &creds.agent,
+            &self.cfg.trust_domain,
+        )
+        .await?;
+        self.data.store_agent_svid(&renewed.chain)?;
+        self.set_creds(Creds {
+            agent: renewed,
+            roots: creds.roots,
+        })
+    }
+
+    async fn publish(&self, state: &SyncState) {
+        let snapshot = state.snapshot();
+        let changed = self.snapshots.send_if_modified(|current| {
+            if current.as_deref() == Some(&snapshot) {
+                false
+            } else {
+                *current = Some(Arc::new(snapshot.clone()));
+                true
+            }
+        });
+        if !changed {
+            return;
+        }
+        let data = self.data.clone();
+        let td = state.td.clone();
+        let bundle = state.bundle.clone();
+        let svids: Vec<_> = state.svids.values().cloned().collect();
+        let written = tokio::task::spawn_blocking(move || {
+            data.store_svid_cache(&td, Some(&bundle), &svids.iter().collect::<Vec<_>>())
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Could not store the SVID cache"),
+            Err(e) => tracing::warn!(error = %e, "Could not store the SVID cache"),
+        }
+    }
+}
+
+/// Syncs every `sync_interval` and whenever poked, backing off while syncs
+/// fail (doubling up to 48 intervals, at most [`MAX_SYNC_BACKOFF`]).
+async fn run_loop(shared: Arc<Shared>, sync_first: bool) {
+    let interval = shared.cfg.sync_interval;
+    let max_backoff = (interval * 48).min(MAX_SYNC_BACKOFF).max(interval);
+    let mut delay = if sync_first { Duration::ZERO } else { interval };
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = shared.notify.notified() => {}
+        }
+        match shared.tick().await {
+            Ok(()) => delay = interval,
+            Err(e) => {
+                delay = if delay < interval { interval } else { (delay * 2).min(max_backoff) };
+                tracing::warn!(error = %e, retry_in = ?delay, "Synchronize failed");
+            }
+        }
+    }
+}
+
+/// Reads the bootstrap bundle file (`trust_bundle_path`).
+pub fn load_bootstrap_bundle(
+    path: &std::path::Path,
+    format: BundleFormat,
+    td: &TrustDomain,
+) -> Result<Bundle, ManagerError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ManagerError::Bundle(format!(
+            "unable to read trust bundle {}: {e}",
+            path.display()
+        ))
+    })?;
+    let bundle = match format {
+        BundleFormat::Pem => Bundle::from_pem_certs(td, &bytes),
+        BundleFormat::Spiffe => Bundle::parse_jwks(td, &bytes),
+    }
+    .map_err(|e| ManagerError::Bundle(format!("unable to parse trust bundle {}: {e}", path.display())))?;
+    if bundle.x509_authorities.is_empty() {
+        return Err(ManagerError::Bundle(format!(
+            "no certs in bundle {}",
+            path.display()
+        )));
+    }
+    Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,358 @@
+//! What the agent keeps in `data_dir` between runs.
+//!
+//! - `agent_svid.der`: the agent SVID chain, concatenated DER (SPIRE's name
+//!   and format).
+//! - `bundle.der`: the trust domain's X.509 authorities, concatenated DER
+//!   (SPIRE's name and format).
+//! - `svid_cache.json` (mode 0600, sigil's own): the workload X509-SVIDs
+//!   with their private keys and the full bundle (JWT authorities too), so a
+//!   restarted agent serves at once, even while the server is down.
+//!
+//! Every write is atomic (temporary file, fsync, rename). A corrupt
+//! `svid_cache.json` is only a lost cache: it is reported and ignored. The
+//! agent's private key is never written here; it lives in the KeyManager.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use serde::{Deserialize, Serialize};
+use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::cache::X509SvidRecord;
+
+/// The agent SVID file.
+pub const AGENT_SVID_FILE: &str = "agent_svid.der";
+/// The bundle file.
+pub const BUNDLE_FILE: &str = crate::config::BUNDLE_FILE;
+/// The workload SVID cache file.
+pub const SVID_CACHE_FILE: &str = "svid_cache.json";
+
+const CACHE_VERSION: u32 = 1;
+
+/// Why a stored file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Reading or writing failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file exists but its content is unusable.
+    #[error("{}: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// A workload SVID with what the manager needs to decide when to renew it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedSvid {
+    /// What workloads get.
+    pub record: X509SvidRecord,
+    /// Leaf `notBefore`, unix seconds.
+    pub issued_at: i64,
+    /// Revision of the entry it was issued for.
+    pub revision_number: i64,
+    /// DNS names of the entry it was issued for.
+    pub dns_names: Vec<String>,
+    /// X509-SVID TTL of the entry it was issued for.
+    pub x509_svid_ttl: i32,
+}
+
+/// The `data_dir` files of one agent.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    dir: PathBuf,
+}
+
+impl DataDir {
+    /// Files under `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        DataDir { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The stored agent SVID chain, if any.
+    pub fn load_agent_svid(&self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        read_der_certs(&self.dir.join(AGENT_SVID_FILE))
+    }
+
+    /// Stores the agent SVID chain.
+    pub fn store_agent_svid(&self, chain: &[Vec<u8>]) -> Result<(), StoreError> {
+        write(&self.dir.join(AGENT_SVID_FILE), &chain.concat())
+    }
+
+    /// The stored X.509 authorities, if any.
+    pub fn load_bundle(&self) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+        read_der_certs(&self.dir.join(BUNDLE_FILE))
+    }
+
+    /// Stores the X.509 authorities.
+    pub fn store_bundle(&self, authorities: &[Vec<u8>]) -> Result<(), StoreError> {
+        write(&self.dir.join(BUNDLE_FILE), &authorities.concat())
+    }
+
+    /// Loads the workload SVID cache for `td`: the full bundle (if stored)
+    /// and the SVIDs not yet expired at `now`.
+    pub fn load_svid_cache(
+        &self,
+        td: &TrustDomain,
+        now: i64,
+    ) -> Result<(Option<Bundle>, Vec<CachedSvid>), StoreError> {
+        let path = self.dir.join(SVID_CACHE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let corrupt = |reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            reason,
+        };
+        let file: CacheFile =
+            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not an SVID cache: {e}")))?;
+        if file.version != CACHE_VERSION {
+            return Err(corrupt(format!("unknown version {}", file.version)));
+        }
+        if file.trust_domain != td.name() {
+            return Err(corrupt(format!(
+                "cache is for trust domain {:?}, the agent is in {:?}",
+                file.trust_domain,
+                td.name()
+            )));
+        }
+        let bundle = match file.bundle {
+            Some(jwks) => Some(
+                Bundle::parse_jwks(td, jwks.as_bytes())
+                    .map_err(|e| corrupt(format!("bundle: {e}")))?,
+            ),
+            None => None,
+        };
+        let mut svids = Vec::with_capacity(file.svids.len());
+        for s in file.svids {
+            let entry_id = s.entry_id.clone();
+            let svid = s
+                .into_cached()
+                .map_err(|e| corrupt(format!("entry {entry_id:?}: {e}")))?;
+            if svid.record.expires_at > now {
+                svids.push(svid);
+            }
+        }
+        Ok((bundle, svids))
+    }
+
+    /// Stores the workload SVID cache (mode 0600).
+    pub fn store_svid_cache(
+        &self,
+        td: &TrustDomain,
+        bundle: Option<&Bundle>,
+        svids: &[&CachedSvid],
+    ) -> Result<(), StoreError> {
+        let file = CacheFile {
+            version: CACHE_VERSION,
+            trust_domain: td.name().to_owned(),
+            bundle: bundle.map(|b| String::from_utf8_lossy(&b.to_jwks()).into_owned()),
+            svids: svids.iter().map(|s| StoredSvid::from_cached(s)).collect(),
+        };
+        let path = self.dir.join(SVID_CACHE_FILE);
+        let bytes = serde_json::to_vec(&file).map_err(|e| StoreError::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write(&path, &bytes)
+    }
+}
+
+/// Splits concatenated DER certificates.
+pub fn split_der_certs(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let (after, _) = X509Certificate::from_der(rest)
+            .map_err(|e| format!("certificate #{}: {e}", out.len()))?;
+        let len = rest.len() - after.len();
+        out.push(rest[..len].to_vec());
+        rest = after;
+    }
+    Ok(out)
+}
+
+fn read_der_certs(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(StoreError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    };
+    let certs = split_der_certs(&bytes).map_err(|reason| StoreError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    })?;
+    if certs.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(certs))
+}
+
+fn write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    sigil_plugin::keymanager::disk::write_atomic(path, bytes).map_err(|source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheFile {
+    version: u32,
+    trust_domain: String,
+    /// The bundle as a SPIFFE bundle document.
+    #[serde(default)]
+    bundle: Option<String>,
+    svids: Vec<StoredSvid>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSvid {
+    entry_id: String,
+    spiffe_id: String,
+    selectors: Vec<String>,
+    #[serde(default)]
+    hint: String,
+    /// Base64 DER, leaf first.
+    chain: Vec<String>,
+    /// Base64 PKCS#8.
+    key_pkcs8: String,
+    expires_at: i64,
+    issued_at: i64,
+    revision_number: i64,
+    #[serde(default)]
+    dns_names: Vec<String>,
+    #[serde(default)]
+    x509_svid_ttl: i32,
+}
+
+impl StoredSvid {
+    fn from_cached(s: &CachedSvid) -> Self {
+        StoredSvid {
+            entry_id: s.record.entry_id.clone(),
+            spiffe_id: s.record.spiffe_id.to_string(),
+            selectors: s.record.selectors.iter().map(ToString::to_string).collect(),
+            hint: s.record.hint.clone(),
+            chain: s.record.chain.iter().map(|c| STANDARD.encode(c)).collect(),
+            key_pkcs8: STANDARD.encode(&s.record.key_pkcs8),
+            expires_at: s.record.expires_at,
+            issued_at: s.issued_at,
+            revision_number: s.revision_number,
+            dns_names: s.dns_names.clone(),
+            x509_svid_ttl: s.x509_svid_ttl,
+        }
+    }
+
+    fn into_cached(self) -> Result<CachedSvid, String> {
+        let spiffe_id = SpiffeId::parse(&self.spiffe_id).map_err(|e| e.to_string())?;
+        let selectors = self
+            .selectors
+            .iter()
+            .map(|s| Selector::parse(s).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let chain = self
+            .chain
+            .iter()
+            .map(|c| STANDARD.decode(c).map_err(|e| format!("chain: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let leaf = chain.first().ok_or("empty chain")?;
+        let leaf_id = sigil_crypto::x509::leaf_spiffe_id(leaf).map_err(|e| e.to_string())?;
+        if leaf_id != spiffe_id {
+            return Err(format!("certificate is for {leaf_id}, not {spiffe_id}"));
+        }
+        let key_pkcs8 = STANDARD
+            .decode(&self.key_pkcs8)
+            .map_err(|e| format!("key: {e}"))?;
+        Ok(CachedSvid {
+            record: X509SvidRecord {
+                entry_id: self.entry_id,
+                spiffe_id,
+                selectors,
+                hint: self.hint,
+                chain,
+                key_pkcs8,
+                expires_at: self.expires_at,
+            },
+            issued_at: self.issued_at,
+            revision_number: self.revision_number,
+            dns_names: self.dns_names,
+            x509_svid_ttl: self.x509_svid_ttl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::testing::TestCa;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn der_files_round_trip_and_split() {
+        let ca = TestCa::new("example.org");
+        let dir = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(dir.path());
+        assert_eq!(dd.load_bundle().unwrap(), None);
+        let (leaf, _) = ca.leaf("/a", 0, 3600);
+        let chain = vec![leaf, ca.cert.clone()];
+        dd.store_agent_svid(&chain).unwrap();
+        dd.store_bundle(std::slice::from_ref(&ca.cert)).unwrap();
+        assert_eq!(dd.load_agent_svid().unwrap(), Some(chain));
+        assert_eq!(dd.load_bundle().unwrap(), Some(vec![ca.cert.clone()]));
+        std::fs::write(dir.path().join(BUNDLE_FILE), b"\x30\x03\x02").unwrap();
+        assert!(matches!(dd.load_bundle(), Err(StoreError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn svid_cache_round_trips_with_mode_0600_and_drops_expired() {
+        let ca = TestCa::new("example.org");
+        let td = TrustDomain::new("example.org").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dd = DataDir::new(dir.path());
+        let now = sigil_plugin::clock::unix(std::time::SystemTime::now());
+        let live = ca.cached_svid("e1", "/web", now - 10, now + 3600);
+        let dead = ca.cached_svid("e2", "/old", now - 7200, now - 3600);
+        let mut bundle = Bundle::new(td.clone());
+        bundle.x509_authorities.push(ca.cert.clone());
+        dd.store_svid_cache(&td, Some(&bundle), &[&live, &dead]).unwrap();
+        let mode = std::fs::metadata(dir.path().join(SVID_CACHE_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let (b, svids) = dd.load_svid_cache(&td, now).unwrap();
+        assert_eq!(b.unwrap().x509_authorities, vec![ca.cert.clone()]);
+        assert_eq!(svids, vec![live]);
+
+        let other = TrustDomain::new("other.org").unwrap();
+        assert!(matches!(
+            dd.load_svid_cache(&other, now),
+            Err(StoreError::Corrupt { .. })
+        ));
+        std::fs::write(dir.path().join(SVID_CACHE_FILE), b"{").unwrap();
+        assert!(dd.load_svid_cache(&td, now).is_err());
+    }
+}

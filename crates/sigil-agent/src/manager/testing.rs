@@ -1,0 +1,354 @@
+//! Test doubles: a CA and an in-memory [`ServerApi`] that behaves like
+//! sigil-server for the calls the manager makes (single-use join tokens,
+//! authorized entries, batch issuance, refusals, outages).
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use sigil_crypto::CryptoError;
+use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
+use sigil_crypto::x509::{CaSubject, X509SvidParams, self_signed_ca, sign_x509_svid};
+use sigil_plugin::clock::{self, Clock, ManualClock};
+use sigil_spiffe::bundle::JwtAuthority;
+use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
+use tonic::Status;
+
+use super::api::{AgentIdentity, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust};
+use super::store::CachedSvid;
+use crate::cache::X509SvidRecord;
+
+/// A throwaway CA.
+pub struct TestCa {
+    pub td: TrustDomain,
+    pub cert: Vec<u8>,
+    pub key: SoftwareKey,
+}
+
+impl TestCa {
+    pub fn new(td: &str) -> Self {
+        let td = TrustDomain::new(td).unwrap();
+        let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+        let now = SystemTime::now();
+        let day = Duration::from_secs(86400);
+        let cert = self_signed_ca(&key, &td, &CaSubject::default(), now - day, now + day * 3650)
+            .unwrap();
+        TestCa { td, cert, key }
+    }
+
+    pub fn sign(&self, id: &SpiffeId, spki: &[u8], not_before: i64, not_after: i64) -> Vec<u8> {
+        sign_x509_svid(
+            &self.cert,
+            &self.key,
+            &X509SvidParams::new(
+                id.clone(),
+                spki.to_vec(),
+                clock::from_unix(not_before),
+                clock::from_unix(not_after),
+            ),
+        )
+        .unwrap()
+    }
+
+    /// A leaf valid from `nb` to `na` seconds relative to now.
+    pub fn leaf(&self, path: &str, nb: i64, na: i64) -> (Vec<u8>, SoftwareKey) {
+        let now = clock::unix(SystemTime::now());
+        let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+        let id = self.td.id_with_path(path).unwrap();
+        (self.sign(&id, key.public_key_der(), now + nb, now + na), key)
+    }
+
+    pub fn cached_svid(&self, entry_id: &str, path: &str, nb: i64, na: i64) -> CachedSvid {
+        let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+        let id = self.td.id_with_path(path).unwrap();
+        let cert = self.sign(&id, key.public_key_der(), nb, na);
+        CachedSvid {
+            record: X509SvidRecord {
+                entry_id: entry_id.into(),
+                spiffe_id: id,
+                selectors: vec![Selector::parse("unix:uid:1").unwrap()],
+                hint: String::new(),
+                chain: vec![cert],
+                key_pkcs8: key.to_pkcs8_der(),
+                expires_at: na,
+            },
+            issued_at: nb,
+            revision_number: 0,
+            dns_names: Vec::new(),
+            x509_svid_ttl: 0,
+        }
+    }
+}
+
+/// An entry for `spiffe://example.org<path>`.
+pub fn entry(id: &str, path: &str, selectors: &[&str]) -> AuthorizedEntry {
+    AuthorizedEntry {
+        id: id.into(),
+        spiffe_id: SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap(),
+        selectors: selectors.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+        dns_names: Vec::new(),
+        hint: String::new(),
+        revision_number: 0,
+        x509_svid_ttl: 0,
+        jwt_svid_ttl: 0,
+        store_svid: false,
+    }
+}
+
+/// What `set_credentials` was last given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenCredentials {
+    pub insecure: bool,
+    pub roots: Vec<Vec<u8>>,
+    pub leaf: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+pub struct FakeServer {
+    ca_cert: Vec<u8>,
+    ca_key: SoftwareKey,
+    td: TrustDomain,
+    clock: Arc<ManualClock>,
+    reachable: AtomicBool,
+    entries: Mutex<Vec<AuthorizedEntry>>,
+    refused: Mutex<HashSet<String>>,
+    tokens: Mutex<HashSet<String>>,
+    bundle: Mutex<Bundle>,
+    agent_id: Mutex<Option<SpiffeId>>,
+    creds: Mutex<Vec<SeenCredentials>>,
+    batch_sizes: Mutex<Vec<usize>>,
+    x509_issued: AtomicUsize,
+    jwt_issued: AtomicUsize,
+    renewals: AtomicUsize,
+    attestations: AtomicUsize,
+    agent_ttl: AtomicUsize,
+}
+
+impl FakeServer {
+    pub fn new(td: &str) -> Self {
+        Self::with_clock(td, Arc::new(ManualClock::new(SystemTime::now())))
+    }
+
+    pub fn with_clock(td: &str, clock: Arc<ManualClock>) -> Self {
+        let ca = TestCa::new(td);
+        let mut bundle = Bundle::new(ca.td.clone());
+        bundle.x509_authorities.push(ca.cert.clone());
+        FakeServer {
+            ca_cert: ca.cert,
+            ca_key: ca.key,
+            td: ca.td,
+            clock,
+            reachable: AtomicBool::new(true),
+            entries: Mutex::new(Vec::new()),
+            refused: Mutex::new(HashSet::new()),
+            tokens: Mutex::new(HashSet::new()),
+            bundle: Mutex::new(bundle),
+            agent_id: Mutex::new(None),
+            creds: Mutex::new(Vec::new()),
+            batch_sizes: Mutex::new(Vec::new()),
+            x509_issued: AtomicUsize::new(0),
+            jwt_issued: AtomicUsize::new(0),
+            renewals: AtomicUsize::new(0),
+            attestations: AtomicUsize::new(0),
+            agent_ttl: AtomicUsize::new(3600),
+        }
+    }
+
+    pub fn td(&self) -> TrustDomain {
+        self.td.clone()
+    }
+    pub fn clock(&self) -> Arc<ManualClock> {
+        self.clock.clone()
+    }
+    pub fn ca_cert(&self) -> Vec<u8> {
+        self.ca_cert.clone()
+    }
+    pub fn bundle(&self) -> Bundle {
+        self.bundle.lock().unwrap().clone()
+    }
+    pub fn x509_ttl(&self) -> u64 {
+        3600
+    }
+    pub fn jwt_ttl(&self) -> u64 {
+        300
+    }
+    pub fn agent_ttl(&self) -> u64 {
+        self.agent_ttl.load(Ordering::SeqCst) as u64
+    }
+    pub fn set_agent_ttl(&self, secs: usize) {
+        self.agent_ttl.store(secs, Ordering::SeqCst);
+    }
+    pub fn set_entries(&self, entries: Vec<AuthorizedEntry>) {
+        *self.entries.lock().unwrap() = entries;
+    }
+    pub fn refuse_entry(&self, id: &str) {
+        self.refused.lock().unwrap().insert(id.into());
+    }
+    pub fn set_reachable(&self, up: bool) {
+        self.reachable.store(up, Ordering::SeqCst);
+    }
+    pub fn add_token(&self, token: &str) {
+        self.tokens.lock().unwrap().insert(token.into());
+    }
+    pub fn add_jwt_authority(&self, kid: &str) {
+        self.bundle.lock().unwrap().jwt_authorities.push(JwtAuthority {
+            key_id: kid.into(),
+            public_key_der: self.ca_key.public_key_der().to_vec(),
+            expires_at: None,
+        });
+    }
+    pub fn x509_issued(&self) -> usize {
+        self.x509_issued.load(Ordering::SeqCst)
+    }
+    pub fn jwt_issued(&self) -> usize {
+        self.jwt_issued.load(Ordering::SeqCst)
+    }
+    pub fn renewals(&self) -> usize {
+        self.renewals.load(Ordering::SeqCst)
+    }
+    pub fn attestations(&self) -> usize {
+        self.attestations.load(Ordering::SeqCst)
+    }
+    pub fn batch_sizes(&self) -> Vec<usize> {
+        self.batch_sizes.lock().unwrap().clone()
+    }
+    pub fn last_credentials(&self) -> Option<SeenCredentials> {
+        self.creds.lock().unwrap().last().cloned()
+    }
+
+    fn up(&self) -> Result<(), Status> {
+        if self.reachable.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(Status::unavailable("connection refused"))
+        }
+    }
+
+    fn issue(&self, id: &SpiffeId, csr: &[u8], ttl: u64) -> Result<Vec<Vec<u8>>, Status> {
+        let csr = sigil_crypto::csr::parse_and_verify_csr(csr)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let now = self.clock.unix_now();
+        let cert = sign_x509_svid(
+            &self.ca_cert,
+            &self.ca_key,
+            &X509SvidParams::new(
+                id.clone(),
+                csr.public_key_der,
+                clock::from_unix(now),
+                clock::from_unix(now + ttl as i64),
+            ),
+        )
+        .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(vec![cert])
+    }
+}
+
+#[async_trait]
+impl ServerApi for FakeServer {
+    fn set_credentials(
+        &self,
+        trust: ServerTrust,
+        identity: Option<AgentIdentity>,
+    ) -> Result<(), CryptoError> {
+        let (insecure, roots) = match trust {
+            ServerTrust::Bundle(r) => (false, r),
+            ServerTrust::InsecureBootstrap => (true, Vec::new()),
+        };
+        self.creds.lock().unwrap().push(SeenCredentials {
+            insecure,
+            roots,
+            leaf: identity.map(|i| i.chain[0].clone()),
+        });
+        Ok(())
+    }
+
+    async fn attest_agent(
+        &self,
+        attestation_type: &str,
+        payload: Vec<u8>,
+        csr: Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, Status> {
+        self.up()?;
+        assert_eq!(attestation_type, "join_token");
+        let token = String::from_utf8(payload).unwrap();
+        if !self.tokens.lock().unwrap().remove(&token) {
+            return Err(Status::invalid_argument(
+                "failed to attest: join token does not exist or has already been used",
+            ));
+        }
+        self.attestations.fetch_add(1, Ordering::SeqCst);
+        let id = self
+            .td
+            .id_with_path(&format!("/spire/agent/join_token/{token}"))
+            .unwrap();
+        *self.agent_id.lock().unwrap() = Some(id.clone());
+        self.issue(&id, &csr, self.agent_ttl())
+    }
+
+    async fn renew_agent(&self, csr: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
+        self.up()?;
+        let id = self
+            .agent_id
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| Status::permission_denied("agent is not attested"))?;
+        self.renewals.fetch_add(1, Ordering::SeqCst);
+        self.issue(&id, &csr, self.agent_ttl())
+    }
+
+    async fn get_bundle(&self) -> Result<Bundle, Status> {
+        self.up()?;
+        Ok(self.bundle())
+    }
+
+    async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {
+        self.up()?;
+        Ok(self.entries.lock().unwrap().clone())
+    }
+
+    async fn batch_new_x509_svid(
+        &self,
+        csrs: Vec<(String, Vec<u8>)>,
+    ) -> Result<Vec<Result<IssuedX509, Status>>, Status> {
+        self.up()?;
+        self.batch_sizes.lock().unwrap().push(csrs.len());
+        let entries = self.entries.lock().unwrap().clone();
+        Ok(csrs
+            .into_iter()
+            .map(|(id, csr)| {
+                if self.refused.lock().unwrap().contains(&id) {
+                    return Err(Status::not_found("entry not found or not authorized"));
+                }
+                let entry = entries
+                    .iter()
+                    .find(|e| e.id == id)
+                    .ok_or_else(|| Status::not_found("entry not found or not authorized"))?;
+                let chain = self.issue(&entry.spiffe_id, &csr, self.x509_ttl())?;
+                self.x509_issued.fetch_add(1, Ordering::SeqCst);
+                Ok(IssuedX509 {
+                    chain,
+                    expires_at: self.clock.unix_now() + self.x509_ttl() as i64,
+                })
+            })
+            .collect())
+    }
+
+    async fn new_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<IssuedJwt, Status> {
+        self.up()?;
+        if self.refused.lock().unwrap().contains(entry_id) {
+            return Err(Status::not_found("entry not found or not authorized"));
+        }
+        let n = self.jwt_issued.fetch_add(1, Ordering::SeqCst);
+        let now = self.clock.unix_now();
+        Ok(IssuedJwt {
+            token: format!("jwt-{n}-{}", audience.join(",")),
+            spiffe_id: self.td.id_with_path(&format!("/{entry_id}")).unwrap(),
+            issued_at: now,
+            expires_at: now + self.jwt_ttl() as i64,
+            hint: String::new(),
+        })
+    }
+}

@@ -1,0 +1,270 @@
+//! Manager lifecycle against the in-memory fake server: attestation,
+//! restarts, rotation, outages, persistence, sync triggers.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_plugin::clock::Clock;
+use sigil_plugin::keymanager::{DiskKeyManager, KeyManager, MemoryKeyManager};
+
+use super::testing::{FakeServer, entry};
+use super::*;
+
+fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerConfig {
+    ManagerConfig {
+        trust_domain: server.td(),
+        server: "127.0.0.1:8081".into(),
+        data_dir: dir.to_owned(),
+        trust_bundle: trust,
+        join_token: Some("tok".into()),
+        workload_key_type: KeyType::EcP256,
+        // Long: tests drive syncs themselves unless they trigger one.
+        sync_interval: Duration::from_secs(3600),
+        bootstrap_timeout: Duration::from_secs(1),
+    }
+}
+
+fn bundle_file(server: &FakeServer, dir: &Path) -> TrustBundleSource {
+    let path = dir.join("bootstrap.pem");
+    std::fs::write(&path, sigil_crypto::x509::pem_encode_certs(&[server.ca_cert()])).unwrap();
+    TrustBundleSource::Path {
+        path,
+        format: BundleFormat::Pem,
+    }
+}
+
+fn disk_km(dir: &Path) -> Arc<dyn KeyManager> {
+    Arc::new(DiskKeyManager::open(dir.join("keys.json")).unwrap())
+}
+
+async fn start(
+    server: &Arc<FakeServer>,
+    cfg: ManagerConfig,
+    km: Arc<dyn KeyManager>,
+) -> Result<Manager, ManagerError> {
+    Manager::start(cfg, server.clone(), km, server.clock()).await
+}
+
+#[tokio::test]
+async fn fresh_agent_attests_persists_and_serves_entries() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let m = start(&server, config(&server, dir.path(), trust), disk_km(dir.path()))
+        .await
+        .unwrap();
+    assert_eq!(m.agent_id().as_str(), "spiffe://example.org/spire/agent/join_token/tok");
+    assert!(dir.path().join(store::AGENT_SVID_FILE).is_file());
+    assert!(dir.path().join(store::BUNDLE_FILE).is_file());
+    assert!(dir.path().join(store::SVID_CACHE_FILE).is_file());
+    let snap = m.snapshot().unwrap();
+    assert_eq!(snap.svids.len(), 1, "first sync ran before start returned");
+    assert_eq!(snap.bundle.x509_authorities, vec![server.ca_cert()]);
+    // Calls are made with the agent SVID, verifying the server by bundle.
+    let creds = server.last_credentials().unwrap();
+    assert!(!creds.insecure);
+    assert_eq!(creds.roots, vec![server.ca_cert()]);
+    assert!(creds.leaf.is_some());
+}
+
+#[tokio::test]
+async fn restart_with_disk_key_manager_reuses_the_agent_svid() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let first = start(&server, config(&server, dir.path(), trust.clone()), disk_km(dir.path()))
+        .await
+        .unwrap();
+    let id = first.agent_id();
+    drop(first);
+    // The token is spent; a restart must not need it.
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.join_token = None;
+    let second = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    assert_eq!(second.agent_id(), id);
+    assert_eq!(server.attestations(), 1);
+}
+
+#[tokio::test]
+async fn restart_with_memory_key_manager_reattests_and_reports_a_used_token() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let km = || Arc::new(MemoryKeyManager::default()) as Arc<dyn KeyManager>;
+    drop(start(&server, config(&server, dir.path(), trust.clone()), km()).await.unwrap());
+    let err = start(&server, config(&server, dir.path(), trust), km())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ManagerError::AttestationRefused { code: tonic::Code::InvalidArgument, .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("join token does not exist or has already been used"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn missing_join_token_is_a_precise_error() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    cfg.join_token = None;
+    let err = start(&server, cfg, disk_km(dir.path())).await.unwrap_err();
+    assert!(matches!(err, ManagerError::NoJoinToken { .. }), "{err}");
+    assert!(err.to_string().contains("-joinToken"), "{err}");
+}
+
+#[tokio::test]
+async fn unreachable_server_at_first_attestation_gives_up_after_the_timeout() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_reachable(false);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let err = start(&server, cfg, disk_km(dir.path())).await.unwrap_err();
+    assert!(matches!(err, ManagerError::ServerUnreachable { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("127.0.0.1:8081") && msg.contains("connection refused"), "{msg}");
+}
+
+#[tokio::test]
+async fn insecure_bootstrap_only_for_the_first_contact() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), TrustBundleSource::InsecureBootstrap);
+    let _m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let creds = server.last_credentials().unwrap();
+    assert!(!creds.insecure);
+    assert_eq!(creds.roots, vec![server.ca_cert()]);
+}
+
+#[tokio::test]
+async fn agent_svid_rotates_at_half_life_into_the_other_key_slot() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let km = disk_km(dir.path());
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let m = start(&server, cfg, km.clone()).await.unwrap();
+    let before = m.agent_svid_expires_at();
+    let stored_before = std::fs::read(dir.path().join(store::AGENT_SVID_FILE)).unwrap();
+    server.clock().advance(Duration::from_secs(server.agent_ttl() / 2 - 10));
+    m.sync_now().await.unwrap();
+    assert_eq!(server.renewals(), 0);
+    server.clock().advance(Duration::from_secs(20));
+    m.sync_now().await.unwrap();
+    assert_eq!(server.renewals(), 1);
+    assert!(m.agent_svid_expires_at() > before);
+    assert_eq!(m.shared.creds().agent.key_id, attest::KEY_B);
+    let stored_after = std::fs::read(dir.path().join(store::AGENT_SVID_FILE)).unwrap();
+    assert_ne!(stored_before, stored_after);
+    // The connection now presents the new SVID.
+    let leaf = server.last_credentials().unwrap().leaf.unwrap();
+    assert_eq!(leaf, m.shared.creds().agent.chain[0]);
+    assert!(km.get_key(attest::KEY_B).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn restarted_agent_serves_persisted_svids_with_the_server_down() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    server.add_jwt_authority("kid-1");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let first = start(&server, config(&server, dir.path(), trust.clone()), disk_km(dir.path()))
+        .await
+        .unwrap();
+    let served = first.snapshot().unwrap();
+    drop(first);
+
+    server.set_reachable(false);
+    let second = start(&server, config(&server, dir.path(), trust), disk_km(dir.path()))
+        .await
+        .unwrap();
+    let snap = second.snapshot().unwrap();
+    assert_eq!(snap.svids, served.svids);
+    assert!(snap.bundle.find_jwt_authority("kid-1").is_some(), "full bundle restored");
+    // A failing sync keeps everything.
+    assert!(second.sync_now().await.is_err());
+    assert_eq!(second.snapshot().unwrap().svids, served.svids);
+    // Until it expires.
+    server.clock().advance(Duration::from_secs(server.x509_ttl() + 1));
+    assert!(second.sync_now().await.is_err());
+    assert!(second.snapshot().unwrap().svids.is_empty());
+}
+
+#[tokio::test]
+async fn trigger_sync_publishes_new_entries_without_waiting_for_the_interval() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let mut handle = m.cache_handle();
+    assert!(handle.snapshots.borrow_and_update().as_ref().unwrap().svids.is_empty());
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    m.trigger_sync();
+    tokio::time::timeout(Duration::from_secs(10), handle.snapshots.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(handle.snapshots.borrow().as_ref().unwrap().svids.len(), 1);
+}
+
+#[tokio::test]
+async fn unchanged_syncs_publish_nothing() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let mut handle = m.cache_handle();
+    handle.snapshots.borrow_and_update();
+    m.sync_now().await.unwrap();
+    assert!(!handle.snapshots.has_changed().unwrap());
+    server.clock().advance(Duration::from_secs(server.x509_ttl() / 2 + 1));
+    m.sync_now().await.unwrap();
+    assert!(handle.snapshots.has_changed().unwrap(), "rotation publishes");
+    let _ = server.clock().now();
+}
+
+#[tokio::test]
+async fn jwt_minter_is_reachable_through_the_cache_handle() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let handle = m.cache_handle();
+    let a = handle.jwt.jwt_svid("e1", &["aud".into()]).await.unwrap();
+    let b = handle.jwt.jwt_svid("e1", &["aud".into()]).await.unwrap();
+    assert_eq!(a, b);
+    assert_eq!(server.jwt_issued(), 1);
+}
+
+#[test]
+fn bootstrap_bundle_files_are_read_in_both_formats() {
+    let server = FakeServer::new("example.org");
+    let td = server.td();
+    let dir = tempfile::tempdir().unwrap();
+    let pem = dir.path().join("b.pem");
+    std::fs::write(&pem, sigil_crypto::x509::pem_encode_certs(&[server.ca_cert()])).unwrap();
+    let b = load_bootstrap_bundle(&pem, BundleFormat::Pem, &td).unwrap();
+    assert_eq!(b.x509_authorities, vec![server.ca_cert()]);
+    let jwks = dir.path().join("b.json");
+    std::fs::write(&jwks, b.to_jwks()).unwrap();
+    let b2 = load_bootstrap_bundle(&jwks, BundleFormat::Spiffe, &td).unwrap();
+    assert_eq!(b2.x509_authorities, b.x509_authorities);
+    let err = load_bootstrap_bundle(&jwks, BundleFormat::Pem, &td).unwrap_err();
+    assert!(err.to_string().contains("b.json"), "{err}");
+    let err = load_bootstrap_bundle(&dir.path().join("missing"), BundleFormat::Pem, &td).unwrap_err();
+    assert!(err.to_string().contains("unable to read trust bundle"), "{err}");
+}

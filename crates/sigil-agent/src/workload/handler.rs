@@ -1,0 +1,348 @@
+//! [`WorkloadApi`]: the `SpiffeWorkloadAPI` gRPC service.
+//!
+//! Every call checks the security header, then attests the caller once from
+//! the [`PeerInfo`] taken at accept time. Streams hold that attestation for
+//! their lifetime (as SPIRE does) and re-send the complete current state
+//! each time the manager publishes a snapshot that changes what this caller
+//! would receive.
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use futures::{Stream, StreamExt as _, stream};
+use sigil_proto::workload::spiffe_workload_api_server::{
+    SpiffeWorkloadApi, SpiffeWorkloadApiServer,
+};
+use sigil_proto::workload::{
+    JwtBundlesRequest, JwtBundlesResponse, Jwtsvid, JwtsvidRequest, JwtsvidResponse,
+    ValidateJwtsvidRequest, ValidateJwtsvidResponse, WitBundlesRequest, WitBundlesResponse,
+    WitsvidRequest, WitsvidResponse, X509BundlesRequest, X509BundlesResponse, X509svidRequest,
+    X509svidResponse,
+};
+use sigil_spiffe::{JwtSvid, Selector, SpiffeId};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use super::WorkloadError;
+use super::compose;
+use crate::attestor::WorkloadAttestor;
+use crate::cache::{CacheHandle, Snapshot};
+use crate::uds::PeerInfo;
+
+/// The metadata key every Workload API request must carry with value `true`.
+pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+
+/// A server-streaming response.
+pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// The SPIFFE Workload API over a [`CacheHandle`] and a workload attestor.
+///
+/// Serve it with [`WorkloadApi::into_service`] on a server whose connections
+/// carry [`PeerInfo`] (see [`crate::uds::UdsIncoming`]).
+#[derive(Clone)]
+pub struct WorkloadApi {
+    cache: CacheHandle,
+    attestor: Arc<dyn WorkloadAttestor>,
+    allowed_foreign_jwt_claims: Arc<BTreeSet<String>>,
+    allow_unauthenticated_verifiers: bool,
+}
+
+impl WorkloadApi {
+    /// A Workload API serving what `cache` holds to callers `attestor`
+    /// describes.
+    pub fn new(cache: CacheHandle, attestor: Arc<dyn WorkloadAttestor>) -> WorkloadApi {
+        WorkloadApi {
+            cache,
+            attestor,
+            allowed_foreign_jwt_claims: Arc::new(BTreeSet::new()),
+            allow_unauthenticated_verifiers: false,
+        }
+    }
+
+    /// Claims besides `sub`, `exp` and `aud` that `ValidateJWTSVID` returns
+    /// for tokens of federated trust domains (SPIRE's
+    /// `allowed_foreign_jwt_claims`).
+    pub fn with_allowed_foreign_jwt_claims(
+        mut self,
+        claims: impl IntoIterator<Item = String>,
+    ) -> WorkloadApi {
+        self.allowed_foreign_jwt_claims = Arc::new(claims.into_iter().collect());
+        self
+    }
+
+    /// Lets callers without an identity fetch our own trust domain's bundles
+    /// (SPIRE's `allow_unauthenticated_verifiers`).
+    pub fn with_allow_unauthenticated_verifiers(mut self, allow: bool) -> WorkloadApi {
+        self.allow_unauthenticated_verifiers = allow;
+        self
+    }
+
+    /// The tonic service to add to a server.
+    pub fn into_service(self) -> SpiffeWorkloadApiServer<WorkloadApi> {
+        SpiffeWorkloadApiServer::new(self)
+    }
+
+    /// Header check and attestation, the start of every call.
+    async fn caller<T>(&self, request: &Request<T>) -> Result<Vec<Selector>, WorkloadError> {
+        check_security_header(request)?;
+        let peer = request
+            .extensions()
+            .get::<PeerInfo>()
+            .ok_or(WorkloadError::NoPeerCredentials)?;
+        match self.attestor.attest(peer).await {
+            Ok(selectors) => Ok(selectors),
+            Err(e) => {
+                tracing::warn!(
+                    pid = peer.pid,
+                    uid = peer.uid,
+                    error = %e,
+                    "workload attestation failed"
+                );
+                Err(WorkloadError::Attestation(e))
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Result<Arc<Snapshot>, WorkloadError> {
+        self.cache
+            .snapshots
+            .borrow()
+            .clone()
+            .ok_or(WorkloadError::NotReady)
+    }
+
+    /// The first message now, then a new one whenever a snapshot changes it.
+    fn updates<T, F>(&self, compose: F) -> Result<ResponseStream<T>, WorkloadError>
+    where
+        T: Clone + PartialEq + Send + 'static,
+        F: Fn(&Snapshot) -> Result<T, WorkloadError> + Send + 'static,
+    {
+        let mut snapshots = self.cache.snapshots.clone();
+        let first = {
+            let current = snapshots.borrow_and_update().clone();
+            compose(current.as_deref().ok_or(WorkloadError::NotReady)?)?
+        };
+        Ok(Box::pin(
+            stream::once(std::future::ready(Ok(first.clone()))).chain(stream::unfold(
+                Some(Updates {
+                    snapshots,
+                    last: first,
+                    compose,
+                }),
+                Updates::next,
+            )),
+        ))
+    }
+}
+
+impl std::fmt::Debug for WorkloadApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkloadApi")
+            .field("attestor", &self.attestor.name())
+            .field(
+                "allowed_foreign_jwt_claims",
+                &self.allowed_foreign_jwt_claims,
+            )
+            .field(
+                "allow_unauthenticated_verifiers",
+                &self.allow_unauthenticated_verifiers,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+#[tonic::async_trait]
+impl SpiffeWorkloadApi for WorkloadApi {
+    type FetchX509SVIDStream = ResponseStream<X509svidResponse>;
+    type FetchX509BundlesStream = ResponseStream<X509BundlesResponse>;
+    type FetchJWTBundlesStream = ResponseStream<JwtBundlesResponse>;
+    type FetchWITSVIDStream = ResponseStream<WitsvidResponse>;
+    type FetchWITBundlesStream = ResponseStream<WitBundlesResponse>;
+
+    async fn fetch_x509svid(
+        &self,
+        request: Request<X509svidRequest>,
+    ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
+        let selectors = self.caller(&request).await?;
+        let stream =
+            self.updates(move |snapshot| compose::x509_svid_response(snapshot, &selectors))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn fetch_x509_bundles(
+        &self,
+        request: Request<X509BundlesRequest>,
+    ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
+        let selectors = self.caller(&request).await?;
+        let allow = self.allow_unauthenticated_verifiers;
+        let stream = self
+            .updates(move |snapshot| compose::x509_bundles_response(snapshot, &selectors, allow))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn fetch_jwtsvid(
+        &self,
+        request: Request<JwtsvidRequest>,
+    ) -> Result<Response<JwtsvidResponse>, Status> {
+        check_security_header(&request)?;
+        let req = request.get_ref();
+        if req.audience.is_empty() {
+            return Err(WorkloadError::MissingAudience.into());
+        }
+        let wanted = match req.spiffe_id.as_str() {
+            "" => None,
+            id => Some(SpiffeId::parse(id).map_err(WorkloadError::InvalidRequestedId)?),
+        };
+        let selectors = self.caller(&request).await?;
+        let snapshot = self.snapshot()?;
+        let mut svids = Vec::new();
+        for record in compose::identities(&snapshot, &selectors) {
+            if wanted.as_ref().is_some_and(|w| *w != record.spiffe_id) {
+                continue;
+            }
+            let jwt = self
+                .cache
+                .jwt
+                .jwt_svid(&record.entry_id, &request.get_ref().audience)
+                .await
+                .map_err(WorkloadError::JwtFetch)?;
+            svids.push(Jwtsvid {
+                spiffe_id: record.spiffe_id.to_string(),
+                svid: jwt.token,
+                hint: record.hint.clone(),
+            });
+        }
+        if svids.is_empty() {
+            return Err(WorkloadError::NoIdentity.into());
+        }
+        Ok(Response::new(JwtsvidResponse { svids }))
+    }
+
+    async fn fetch_jwt_bundles(
+        &self,
+        request: Request<JwtBundlesRequest>,
+    ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
+        let selectors = self.caller(&request).await?;
+        let allow = self.allow_unauthenticated_verifiers;
+        let stream = self
+            .updates(move |snapshot| compose::jwt_bundles_response(snapshot, &selectors, allow))?;
+        Ok(Response::new(stream))
+    }
+
+    async fn validate_jwtsvid(
+        &self,
+        request: Request<ValidateJwtsvidRequest>,
+    ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
+        check_security_header(&request)?;
+        let req = request.get_ref();
+        if req.audience.is_empty() {
+            return Err(WorkloadError::MissingAudience.into());
+        }
+        if req.svid.is_empty() {
+            return Err(WorkloadError::MissingSvid.into());
+        }
+        // A verifier needs no identity of its own, but is still attested,
+        // as in SPIRE.
+        self.caller(&request).await?;
+        let snapshot = self.snapshot()?;
+        let token = &request.get_ref().svid;
+        let invalid = |e: sigil_spiffe::JwtSvidError| WorkloadError::InvalidToken(e.to_string());
+        let subject_td = JwtSvid::parse_insecure(token)
+            .map_err(invalid)?
+            .spiffe_id()
+            .trust_domain();
+        let bundle = std::iter::once(&snapshot.bundle)
+            .chain(&snapshot.federated_bundles)
+            .find(|b| b.trust_domain == subject_td)
+            .ok_or_else(|| {
+                WorkloadError::InvalidToken(format!(
+                    "no keys found for trust domain \"{subject_td}\""
+                ))
+            })?;
+        let svid = JwtSvid::validate(
+            token,
+            bundle,
+            std::slice::from_ref(&request.get_ref().audience),
+            unix_now(),
+            &sigil_crypto::AwsLcJwtVerifier,
+        )
+        .map_err(invalid)?;
+        let foreign = subject_td != snapshot.bundle.trust_domain;
+        let claims =
+            compose::validated_claims(svid.claims(), foreign, &self.allowed_foreign_jwt_claims);
+        tracing::debug!(spiffe_id = %svid.spiffe_id(), "validated JWT-SVID");
+        Ok(Response::new(ValidateJwtsvidResponse {
+            spiffe_id: svid.spiffe_id().to_string(),
+            claims: Some(claims),
+        }))
+    }
+
+    async fn fetch_witsvid(
+        &self,
+        request: Request<WitsvidRequest>,
+    ) -> Result<Response<Self::FetchWITSVIDStream>, Status> {
+        check_security_header(&request)?;
+        Err(WorkloadError::WitUnsupported.into())
+    }
+
+    async fn fetch_wit_bundles(
+        &self,
+        request: Request<WitBundlesRequest>,
+    ) -> Result<Response<Self::FetchWITBundlesStream>, Status> {
+        check_security_header(&request)?;
+        Err(WorkloadError::WitUnsupported.into())
+    }
+}
+
+/// State of a stream after its first message.
+struct Updates<T, F> {
+    snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    last: T,
+    compose: F,
+}
+
+impl<T, F> Updates<T, F>
+where
+    T: Clone + PartialEq,
+    F: Fn(&Snapshot) -> Result<T, WorkloadError>,
+{
+    /// Waits for a snapshot that changes the message; ends the stream after
+    /// an error (the caller lost its identity, or the agent is stopping).
+    async fn next(state: Option<Self>) -> Option<(Result<T, Status>, Option<Self>)> {
+        let mut this = state?;
+        loop {
+            if this.snapshots.changed().await.is_err() {
+                return Some((Err(WorkloadError::ShuttingDown.into()), None));
+            }
+            let Some(snapshot) = this.snapshots.borrow_and_update().clone() else {
+                // The manager withdrew its snapshot (re-attesting): keep the
+                // caller on what it has until there is something new.
+                continue;
+            };
+            match (this.compose)(&snapshot) {
+                Ok(message) if message == this.last => continue,
+                Ok(message) => {
+                    this.last = message.clone();
+                    return Some((Ok(message), Some(this)));
+                }
+                Err(e) => return Some((Err(e.into()), None)),
+            }
+        }
+    }
+}
+
+fn check_security_header<T>(request: &Request<T>) -> Result<(), WorkloadError> {
+    let mut values = request.metadata().get_all(SECURITY_HEADER).iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) if v.as_bytes() == b"true" => Ok(()),
+        _ => Err(WorkloadError::MissingSecurityHeader),
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,89 @@
+//! The SPIFFE Workload API, served on the agent's public Unix socket.
+//!
+//! This module owns the Workload API's behaviour as workloads see it: the
+//! `workload.spiffe.io: true` security header, attesting the caller once per
+//! call from the credentials taken at accept time, choosing the caller's
+//! SVIDs from the manager's [`Snapshot`](crate::cache::Snapshot), streaming
+//! the complete current state again whenever it changes, and the
+//! `grpc.health.v1` service `spire-agent healthcheck` asks. It never talks to
+//! the server and never mints anything itself: X509-SVIDs come from the
+//! snapshot, JWT-SVIDs from the cache's [`JwtMinter`](crate::cache::JwtMinter).
+
+pub(crate) mod compose;
+mod error;
+mod handler;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;
+
+use std::path::Path;
+
+use anyhow::Context as _;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::cache::{CacheHandle, Snapshot};
+use crate::uds::UdsIncoming;
+
+pub use compose::standard_jwks;
+pub use error::WorkloadError;
+pub use handler::{ResponseStream, SECURITY_HEADER, WorkloadApi};
+
+/// Serves the Workload API and `grpc.health.v1` on a Unix socket at
+/// `socket_path` until the returned future is dropped.
+///
+/// The socket is bound with [`UdsIncoming`] (stale socket replaced, mode
+/// 0777, grpc-core `:authority` repaired). Health is `NOT_SERVING` until the
+/// manager has published a first snapshot, `SERVING` from then on.
+pub async fn serve(
+    socket_path: &Path,
+    cache: CacheHandle,
+    attestor: std::sync::Arc<dyn crate::attestor::WorkloadAttestor>,
+) -> anyhow::Result<()> {
+    let incoming = UdsIncoming::bind(socket_path)
+        .with_context(|| format!("binding the Workload API socket {}", socket_path.display()))?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let snapshots = cache.snapshots.clone();
+    let api = WorkloadApi::new(cache, attestor);
+    tracing::info!(path = %socket_path.display(), "serving the Workload API");
+    let server = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(api.into_service())
+        .serve_with_incoming(incoming);
+    tokio::select! {
+        result = server => result.with_context(|| {
+            format!("Workload API server on {} failed", socket_path.display())
+        }),
+        never = track_health(reporter, snapshots) => match never {},
+    }
+}
+
+/// Keeps the overall health status in step with whether there is anything
+/// to serve. Never completes: once the manager is gone the last status stays.
+async fn track_health(
+    reporter: HealthReporter,
+    mut snapshots: watch::Receiver<Option<std::sync::Arc<Snapshot>>>,
+) -> std::convert::Infallible {
+    let mut serving = false;
+    loop {
+        let ready = snapshots.borrow_and_update().is_some();
+        if ready != serving {
+            serving = ready;
+            let status = if ready {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+        }
+        if snapshots.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+    }
+}

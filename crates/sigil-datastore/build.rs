@@ -1,0 +1,5 @@
+// `sqlx::migrate!` embeds the migration files at compile time; tell cargo to
+// rebuild when they change.
+fn main() {
+    println!("cargo:rerun-if-changed=migrations");
+}

@@ -1,0 +1,1372 @@
+//! [`SqlStore`]: the [`DataStore`] implementation shared by every SQL engine.
+//!
+//! All SQL here is engine-neutral ([`Stmt`] with abstract placeholders); what
+//! differs per engine comes from [`Backend`]. Each write runs in one
+//! transaction and ends with its change-feed event, so a failed write leaves
+//! nothing behind and events appear in ID order.
+
+use std::collections::HashMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
+use sqlx::{Pool, Transaction};
+
+use super::backend::{Backend, map_err};
+use super::filter;
+use super::stmt::{Arg, Stmt};
+use crate::error::DataStoreError;
+use crate::model::{
+    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse, ListNodesRequest,
+    NodeMask, RegistrationEntry, StoredBundle,
+};
+use crate::store::{DataStore, Result};
+use crate::validate::{self, invalid};
+
+/// A datastore over a connection pool of engine `DB`.
+pub(crate) struct SqlStore<DB: Backend> {
+    pool: Pool<DB>,
+}
+
+impl<DB: Backend> SqlStore<DB> {
+    /// Wraps a pool whose database has been migrated.
+    pub(crate) fn new(pool: Pool<DB>) -> Self {
+        SqlStore { pool }
+    }
+}
+
+/// Parent IDs per `IN (...)` list; far below every engine's parameter limit.
+const PARENTS_PER_QUERY: usize = 500;
+/// Child rows per multi-row INSERT (4 parameters each).
+const ROWS_PER_INSERT: usize = 200;
+
+const ENTRY_COLUMNS: &str = "e0.entry_id, e0.spiffe_id, e0.parent_id, e0.x509_svid_ttl, \
+     e0.jwt_svid_ttl, e0.admin, e0.downstream, e0.expires_at, e0.hint, e0.store_svid, \
+     e0.revision_number, e0.created_at";
+
+const NODE_COLUMNS: &str = "n0.spiffe_id, n0.attestation_data_type, n0.cert_serial_number, \
+     n0.cert_not_after, n0.new_cert_serial_number, n0.new_cert_not_after, n0.can_reattest";
+
+#[async_trait]
+impl<DB: Backend> DataStore for SqlStore<DB> {
+    async fn create_entry(&self, entry: RegistrationEntry) -> Result<RegistrationEntry> {
+        const WHAT: &str = "create registration entry";
+        let mut entry = entry;
+        validate::check_entry(&entry)?;
+        if entry.id.is_empty() {
+            entry.id = uuid::Uuid::new_v4().to_string();
+        } else {
+            validate::check_entry_id(&entry.id)?;
+        }
+        entry.revision_number = 0;
+        if entry.created_at == 0 {
+            entry.created_at = now_unix();
+        }
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::create_entry_in(&mut tx, &entry).await;
+        finish::<DB, _>(tx, result, WHAT).await?;
+        Ok(entry)
+    }
+
+    async fn update_entry(
+        &self,
+        entry: RegistrationEntry,
+        mask: &EntryMask,
+    ) -> Result<RegistrationEntry> {
+        const WHAT: &str = "update registration entry";
+        validate::check_entry_id(&entry.id)?;
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::update_entry_in(&mut tx, entry, mask).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn delete_entry(&self, id: &str) -> Result<RegistrationEntry> {
+        const WHAT: &str = "delete registration entry";
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::delete_entry_in(&mut tx, id).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>> {
+        const WHAT: &str = "get registration entry";
+        let mut tx = self.begin_read(WHAT).await?;
+        let result = fetch_entries::<DB>(&mut tx, entry_scope_by_id(id)).await;
+        finish::<DB, _>(tx, result, WHAT)
+            .await
+            .map(|entries| entries.into_iter().next())
+    }
+
+    async fn list_entries(&self, req: &ListEntriesRequest) -> Result<ListEntriesResponse> {
+        const WHAT: &str = "list registration entries";
+        let mut scope = Stmt::new("SELECT e.entry_id FROM registered_entries e WHERE 1 = 1");
+        filter::entry_conditions(&mut scope, req)?;
+        if !req.page_token.is_empty() {
+            scope
+                .push(" AND e.entry_id > ")
+                .bind(req.page_token.as_str());
+        }
+        scope.push(" ORDER BY e.entry_id");
+        let page_size = usize::try_from(req.page_size).unwrap_or(usize::MAX);
+        if page_size > 0 {
+            // One extra row tells whether another page follows.
+            scope.push(" LIMIT ").bind(i64::from(req.page_size) + 1);
+        }
+        let mut tx = self.begin_read(WHAT).await?;
+        let result = fetch_entries::<DB>(&mut tx, scope).await;
+        let mut entries = finish::<DB, _>(tx, result, WHAT).await?;
+        let mut next_page_token = String::new();
+        if page_size > 0 && entries.len() > page_size {
+            entries.truncate(page_size);
+            if let Some(last) = entries.last() {
+                next_page_token = last.id.clone();
+            }
+        }
+        Ok(ListEntriesResponse {
+            entries,
+            next_page_token,
+        })
+    }
+
+    async fn count_entries(&self, req: &ListEntriesRequest) -> Result<u64> {
+        const WHAT: &str = "count registration entries";
+        let mut stmt = Stmt::new("SELECT COUNT(*) AS n FROM registered_entries e WHERE 1 = 1");
+        filter::entry_conditions(&mut stmt, req)?;
+        self.count(stmt, WHAT).await
+    }
+
+    async fn list_entries_by_parents(
+        &self,
+        parent_ids: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>> {
+        const WHAT: &str = "list registration entries by parent";
+        if parent_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_read(WHAT).await?;
+        let result = Self::entries_by_parents_in(&mut tx, parent_ids).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn list_entries_by_selector_subset(
+        &self,
+        selectors: &[Selector],
+    ) -> Result<Vec<RegistrationEntry>> {
+        const WHAT: &str = "list registration entries by selector subset";
+        if selectors.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut scope = Stmt::new("SELECT e.entry_id FROM registered_entries e WHERE 1 = 1");
+        filter::entry_selector_subset(&mut scope, selectors);
+        scope.push(" ORDER BY e.entry_id");
+        let mut tx = self.begin_read(WHAT).await?;
+        let result = fetch_entries::<DB>(&mut tx, scope).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn prune_entries(&self, expires_before: i64) -> Result<u64> {
+        const WHAT: &str = "prune registration entries";
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::prune_entries_in(&mut tx, expires_before).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn list_entry_events_since(&self, after_id: i64) -> Result<Vec<(i64, String)>> {
+        const WHAT: &str = "list entry events";
+        let stmt = Stmt::with(
+            "SELECT id, entry_id FROM entry_events WHERE id > ? ORDER BY id",
+            [Arg::from(after_id)],
+        );
+        let mut conn = self.acquire(WHAT).await?;
+        let rows = DB::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    DB::int(row, "id").map_err(|e| map_err::<DB>(WHAT, e))?,
+                    DB::text(row, "entry_id").map_err(|e| map_err::<DB>(WHAT, e))?,
+                ))
+            })
+            .collect()
+    }
+
+    async fn latest_entry_event_id(&self) -> Result<i64> {
+        self.query_int(
+            Stmt::new("SELECT COALESCE(MAX(id), 0) AS n FROM entry_events"),
+            "latest entry event",
+        )
+        .await
+    }
+
+    async fn prune_entry_events(&self, older_than: i64) -> Result<u64> {
+        self.execute_one(
+            Stmt::with(
+                "DELETE FROM entry_events WHERE created_at < ?",
+                [Arg::from(older_than)],
+            ),
+            "prune entry events",
+        )
+        .await
+    }
+
+    async fn create_attested_node(&self, node: AttestedNode) -> Result<AttestedNode> {
+        const WHAT: &str = "create attested node";
+        let mut node = node;
+        node.selectors = validate::dedup_selectors(std::mem::take(&mut node.selectors));
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::create_node_in(&mut tx, &node).await;
+        finish::<DB, _>(tx, result, WHAT).await?;
+        Ok(node)
+    }
+
+    async fn get_attested_node(&self, spiffe_id: &SpiffeId) -> Result<Option<AttestedNode>> {
+        const WHAT: &str = "get attested node";
+        let mut tx = self.begin_read(WHAT).await?;
+        let result = fetch_nodes::<DB>(&mut tx, node_scope_by_id(spiffe_id)).await;
+        finish::<DB, _>(tx, result, WHAT)
+            .await
+            .map(|nodes| nodes.into_iter().next())
+    }
+
+    async fn update_attested_node(
+        &self,
+        node: AttestedNode,
+        mask: &NodeMask,
+    ) -> Result<AttestedNode> {
+        const WHAT: &str = "update attested node";
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::update_node_in(&mut tx, node, mask).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn delete_attested_node(&self, spiffe_id: &SpiffeId) -> Result<AttestedNode> {
+        const WHAT: &str = "delete attested node";
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::delete_node_in(&mut tx, spiffe_id).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn list_attested_nodes(
+        &self,
+        req: &ListNodesRequest,
+    ) -> Result<(Vec<AttestedNode>, String)> {
+        const WHAT: &str = "list attested nodes";
+        let mut scope = Stmt::new("SELECT n.spiffe_id FROM attested_nodes n WHERE 1 = 1");
+        filter::node_conditions(&mut scope, req)?;
+        if !req.page_token.is_empty() {
+            scope
+                .push(" AND n.spiffe_id > ")
+                .bind(req.page_token.as_str());
+        }
+        scope.push(" ORDER BY n.spiffe_id");
+        let page_size = usize::try_from(req.page_size).unwrap_or(usize::MAX);
+        if page_size > 0 {
+            scope.push(" LIMIT ").bind(i64::from(req.page_size) + 1);
+        }
+        let mut tx = self.begin_read(WHAT).await?;
+        let result = fetch_nodes::<DB>(&mut tx, scope).await;
+        let mut nodes = finish::<DB, _>(tx, result, WHAT).await?;
+        let mut next_page_token = String::new();
+        if page_size > 0 && nodes.len() > page_size {
+            nodes.truncate(page_size);
+            if let Some(last) = nodes.last() {
+                next_page_token = last.spiffe_id.as_str().to_owned();
+            }
+        }
+        Ok((nodes, next_page_token))
+    }
+
+    async fn count_attested_nodes(&self, req: &ListNodesRequest) -> Result<u64> {
+        const WHAT: &str = "count attested nodes";
+        let mut stmt = Stmt::new("SELECT COUNT(*) AS n FROM attested_nodes n WHERE 1 = 1");
+        filter::node_conditions(&mut stmt, req)?;
+        self.count(stmt, WHAT).await
+    }
+
+    async fn set_node_selectors(
+        &self,
+        spiffe_id: &SpiffeId,
+        selectors: Vec<Selector>,
+    ) -> Result<()> {
+        const WHAT: &str = "set node selectors";
+        let selectors = validate::dedup_selectors(selectors);
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::set_node_selectors_in(&mut tx, spiffe_id, &selectors).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn get_node_selectors(&self, spiffe_id: &SpiffeId) -> Result<Vec<Selector>> {
+        const WHAT: &str = "get node selectors";
+        let stmt = Stmt::with(
+            "SELECT spiffe_id, selector_type, selector_value FROM node_selectors \
+             WHERE spiffe_id = ? ORDER BY position",
+            [Arg::from(spiffe_id.as_str())],
+        );
+        let mut conn = self.acquire(WHAT).await?;
+        let rows = DB::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        rows.iter()
+            .map(|row| read_selector::<DB>(row, "node", spiffe_id.as_str()))
+            .collect()
+    }
+
+    async fn list_node_events_since(&self, after_id: i64) -> Result<Vec<(i64, SpiffeId)>> {
+        const WHAT: &str = "list node events";
+        let stmt = Stmt::with(
+            "SELECT id, spiffe_id FROM node_events WHERE id > ? ORDER BY id",
+            [Arg::from(after_id)],
+        );
+        let mut conn = self.acquire(WHAT).await?;
+        let rows = DB::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        rows.iter()
+            .map(|row| {
+                let id = DB::int(row, "id").map_err(|e| map_err::<DB>(WHAT, e))?;
+                let raw = DB::text(row, "spiffe_id").map_err(|e| map_err::<DB>(WHAT, e))?;
+                Ok((id, parse_stored_id(&raw, "node event", &id.to_string())?))
+            })
+            .collect()
+    }
+
+    async fn latest_node_event_id(&self) -> Result<i64> {
+        self.query_int(
+            Stmt::new("SELECT COALESCE(MAX(id), 0) AS n FROM node_events"),
+            "latest node event",
+        )
+        .await
+    }
+
+    async fn prune_node_events(&self, older_than: i64) -> Result<u64> {
+        self.execute_one(
+            Stmt::with(
+                "DELETE FROM node_events WHERE created_at < ?",
+                [Arg::from(older_than)],
+            ),
+            "prune node events",
+        )
+        .await
+    }
+
+    async fn create_join_token(&self, token: JoinToken) -> Result<()> {
+        const WHAT: &str = "create join token";
+        if token.token.is_empty() {
+            return Err(invalid("join token is empty"));
+        }
+        let stmt = Stmt::with(
+            "INSERT INTO join_tokens (token, expires_at) VALUES (?, ?)",
+            [Arg::from(token.token), Arg::from(token.expires_at)],
+        );
+        self.execute_one(stmt, WHAT).await.map_err(|e| match e {
+            DataStoreError::AlreadyExists(_) => {
+                DataStoreError::AlreadyExists("join token already exists".into())
+            }
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn take_join_token(&self, token: &str) -> Result<Option<JoinToken>> {
+        const WHAT: &str = "take join token";
+        let mut conn = self.acquire(WHAT).await?;
+        let rows = DB::fetch_all(
+            &mut conn,
+            Stmt::with(DB::TAKE_JOIN_TOKEN, [Arg::from(token)]),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        rows.first()
+            .map(|row| {
+                Ok(JoinToken {
+                    token: DB::text(row, "token").map_err(|e| map_err::<DB>(WHAT, e))?,
+                    expires_at: DB::int(row, "expires_at").map_err(|e| map_err::<DB>(WHAT, e))?,
+                })
+            })
+            .transpose()
+    }
+
+    async fn prune_join_tokens(&self, expires_before: i64) -> Result<u64> {
+        self.execute_one(
+            Stmt::with(
+                "DELETE FROM join_tokens WHERE expires_at < ?",
+                [Arg::from(expires_before)],
+            ),
+            "prune join tokens",
+        )
+        .await
+    }
+
+    async fn set_bundle(&self, bundle: StoredBundle) -> Result<()> {
+        let stmt = Stmt::with(
+            DB::UPSERT_BUNDLE,
+            [
+                Arg::from(bundle.trust_domain.name()),
+                Arg::from(bundle.data),
+            ],
+        );
+        self.execute_one(stmt, "set bundle").await?;
+        Ok(())
+    }
+
+    async fn get_bundle(&self, trust_domain: &TrustDomain) -> Result<Option<StoredBundle>> {
+        let stmt = Stmt::with(
+            "SELECT trust_domain, data FROM bundles WHERE trust_domain = ?",
+            [Arg::from(trust_domain.name())],
+        );
+        Ok(self
+            .fetch_bundles(stmt, "get bundle")
+            .await?
+            .into_iter()
+            .next())
+    }
+
+    async fn list_bundles(&self) -> Result<Vec<StoredBundle>> {
+        let stmt = Stmt::new("SELECT trust_domain, data FROM bundles ORDER BY trust_domain");
+        self.fetch_bundles(stmt, "list bundles").await
+    }
+
+    async fn delete_bundle(&self, trust_domain: &TrustDomain) -> Result<()> {
+        let stmt = Stmt::with(
+            "DELETE FROM bundles WHERE trust_domain = ?",
+            [Arg::from(trust_domain.name())],
+        );
+        if self.execute_one(stmt, "delete bundle").await? == 0 {
+            return Err(DataStoreError::NotFound(format!(
+                "no bundle for trust domain {trust_domain}"
+            )));
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        const WHAT: &str = "ping";
+        let mut conn = self.acquire(WHAT).await?;
+        DB::fetch_all(&mut conn, Stmt::new("SELECT 1"))
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        Ok(())
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+// Single-statement helpers and the bodies of multi-statement writes.
+impl<DB: Backend> SqlStore<DB> {
+    async fn acquire(&self, what: &str) -> Result<sqlx::pool::PoolConnection<DB>> {
+        self.pool
+            .acquire()
+            .await
+            .map_err(|e| map_err::<DB>(what, e))
+    }
+
+    async fn begin_write(&self, what: &str) -> Result<Transaction<'static, DB>> {
+        self.pool
+            .begin_with(DB::BEGIN_WRITE)
+            .await
+            .map_err(|e| map_err::<DB>(what, e))
+    }
+
+    async fn begin_read(&self, what: &str) -> Result<Transaction<'static, DB>> {
+        self.pool
+            .begin_with(DB::BEGIN_READ)
+            .await
+            .map_err(|e| map_err::<DB>(what, e))
+    }
+
+    /// Runs one statement outside an explicit transaction; returns rows changed.
+    async fn execute_one(&self, stmt: Stmt, what: &str) -> Result<u64> {
+        let mut conn = self.acquire(what).await?;
+        DB::execute(&mut conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(what, e))
+    }
+
+    /// Runs a `SELECT COUNT(*) AS n ...`.
+    async fn count(&self, stmt: Stmt, what: &str) -> Result<u64> {
+        let n = self.query_int(stmt, what).await?;
+        u64::try_from(n).map_err(|_| DataStoreError::Internal(format!("{what}: count is {n}")))
+    }
+
+    /// Runs a query returning one integer column `n` in one row.
+    async fn query_int(&self, stmt: Stmt, what: &str) -> Result<i64> {
+        let mut conn = self.acquire(what).await?;
+        let rows = DB::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(what, e))?;
+        match rows.first() {
+            Some(row) => DB::int(row, "n").map_err(|e| map_err::<DB>(what, e)),
+            None => Err(DataStoreError::Internal(format!("{what}: no result row"))),
+        }
+    }
+
+    async fn fetch_bundles(&self, stmt: Stmt, what: &str) -> Result<Vec<StoredBundle>> {
+        let mut conn = self.acquire(what).await?;
+        let rows = DB::fetch_all(&mut conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(what, e))?;
+        rows.iter()
+            .map(|row| {
+                let name = DB::text(row, "trust_domain").map_err(|e| map_err::<DB>(what, e))?;
+                let trust_domain = TrustDomain::new(&name).map_err(|e| {
+                    DataStoreError::Internal(format!(
+                        "stored bundle has invalid trust domain {name:?}: {e}"
+                    ))
+                })?;
+                let data = DB::bytes(row, "data").map_err(|e| map_err::<DB>(what, e))?;
+                Ok(StoredBundle { trust_domain, data })
+            })
+            .collect()
+    }
+
+    async fn entries_by_parents_in(
+        conn: &mut DB::Connection,
+        parent_ids: &[SpiffeId],
+    ) -> Result<Vec<RegistrationEntry>> {
+        let mut entries = Vec::new();
+        for chunk in parent_ids.chunks(PARENTS_PER_QUERY) {
+            let mut scope =
+                Stmt::new("SELECT e.entry_id FROM registered_entries e WHERE e.parent_id IN ");
+            scope.bind_list(chunk.iter().map(SpiffeId::as_str));
+            entries.extend(fetch_entries::<DB>(conn, scope).await?);
+        }
+        // Chunks hold different parents, so no entry appears twice.
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(entries)
+    }
+
+    async fn create_entry_in(conn: &mut DB::Connection, entry: &RegistrationEntry) -> Result<()> {
+        const WHAT: &str = "create registration entry";
+        let key =
+            validate::entry_identity_key(&entry.parent_id, &entry.spiffe_id, &entry.selectors);
+        // Checked first only for a precise message; the constraints still hold
+        // against a concurrent writer.
+        if entry_exists::<DB>(conn, &entry.id).await? {
+            return Err(DataStoreError::AlreadyExists(format!(
+                "registration entry {} already exists",
+                entry.id
+            )));
+        }
+        if let Some(other) = entry_with_identity::<DB>(conn, &key, None).await? {
+            return Err(duplicate_entry(entry, &other));
+        }
+        let insert = Stmt::with(
+            "INSERT INTO registered_entries (entry_id, spiffe_id, parent_id, x509_svid_ttl, \
+             jwt_svid_ttl, admin, downstream, expires_at, hint, store_svid, revision_number, \
+             created_at, identity_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                Arg::from(entry.id.as_str()),
+                Arg::from(entry.spiffe_id.as_str()),
+                Arg::from(entry.parent_id.as_str()),
+                Arg::from(entry.x509_svid_ttl),
+                Arg::from(entry.jwt_svid_ttl),
+                Arg::from(entry.admin),
+                Arg::from(entry.downstream),
+                Arg::from(entry.expires_at),
+                Arg::from(entry.hint.as_str()),
+                Arg::from(entry.store_svid),
+                Arg::from(entry.revision_number),
+                Arg::from(entry.created_at),
+                Arg::from(key),
+            ],
+        );
+        DB::execute(conn, insert)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        insert_entry_selectors::<DB>(conn, &entry.id, &entry.selectors).await?;
+        insert_entry_dns_names::<DB>(conn, &entry.id, &entry.dns_names).await?;
+        insert_entry_federates_with::<DB>(conn, &entry.id, &entry.federates_with).await?;
+        record_entry_events::<DB>(conn, std::slice::from_ref(&entry.id)).await
+    }
+
+    async fn update_entry_in(
+        conn: &mut DB::Connection,
+        entry: RegistrationEntry,
+        mask: &EntryMask,
+    ) -> Result<RegistrationEntry> {
+        const WHAT: &str = "update registration entry";
+        // Bumping first locks the row, so concurrent updates of one entry
+        // apply one after the other, each on the other's result.
+        let bumped = DB::execute(
+            conn,
+            Stmt::with(
+                "UPDATE registered_entries SET revision_number = revision_number + 1 \
+                 WHERE entry_id = ?",
+                [Arg::from(entry.id.as_str())],
+            ),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        if bumped == 0 {
+            return Err(entry_not_found(&entry.id));
+        }
+        let current = fetch_entries::<DB>(conn, entry_scope_by_id(&entry.id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| entry_not_found(&entry.id))?;
+        let merged = apply_entry_mask(current, entry, mask);
+        validate::check_entry(&merged)?;
+        let key =
+            validate::entry_identity_key(&merged.parent_id, &merged.spiffe_id, &merged.selectors);
+        if let Some(other) = entry_with_identity::<DB>(conn, &key, Some(&merged.id)).await? {
+            return Err(duplicate_entry(&merged, &other));
+        }
+        let update = Stmt::with(
+            "UPDATE registered_entries SET spiffe_id = ?, parent_id = ?, x509_svid_ttl = ?, \
+             jwt_svid_ttl = ?, admin = ?, downstream = ?, expires_at = ?, hint = ?, \
+             store_svid = ?, identity_key = ? WHERE entry_id = ?",
+            [
+                Arg::from(merged.spiffe_id.as_str()),
+                Arg::from(merged.parent_id.as_str()),
+                Arg::from(merged.x509_svid_ttl),
+                Arg::from(merged.jwt_svid_ttl),
+                Arg::from(merged.admin),
+                Arg::from(merged.downstream),
+                Arg::from(merged.expires_at),
+                Arg::from(merged.hint.as_str()),
+                Arg::from(merged.store_svid),
+                Arg::from(key),
+                Arg::from(merged.id.as_str()),
+            ],
+        );
+        DB::execute(conn, update)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        if mask.selectors {
+            delete_children::<DB>(conn, "entry_selectors", &merged.id).await?;
+            insert_entry_selectors::<DB>(conn, &merged.id, &merged.selectors).await?;
+        }
+        if mask.dns_names {
+            delete_children::<DB>(conn, "entry_dns_names", &merged.id).await?;
+            insert_entry_dns_names::<DB>(conn, &merged.id, &merged.dns_names).await?;
+        }
+        if mask.federates_with {
+            delete_children::<DB>(conn, "entry_federates_with", &merged.id).await?;
+            insert_entry_federates_with::<DB>(conn, &merged.id, &merged.federates_with).await?;
+        }
+        record_entry_events::<DB>(conn, std::slice::from_ref(&merged.id)).await?;
+        Ok(merged)
+    }
+
+    async fn delete_entry_in(conn: &mut DB::Connection, id: &str) -> Result<RegistrationEntry> {
+        const WHAT: &str = "delete registration entry";
+        // Lock the row first so the entry returned is the one deleted, not a
+        // mix of it and a concurrent update.
+        let locked = DB::execute(
+            conn,
+            Stmt::with(
+                "UPDATE registered_entries SET revision_number = revision_number \
+                 WHERE entry_id = ?",
+                [Arg::from(id)],
+            ),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        if locked == 0 {
+            return Err(entry_not_found(id));
+        }
+        let entry = fetch_entries::<DB>(conn, entry_scope_by_id(id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| entry_not_found(id))?;
+        // Child rows go with it (ON DELETE CASCADE).
+        DB::execute(
+            conn,
+            Stmt::with(
+                "DELETE FROM registered_entries WHERE entry_id = ?",
+                [Arg::from(id)],
+            ),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        record_entry_events::<DB>(conn, std::slice::from_ref(&entry.id)).await?;
+        Ok(entry)
+    }
+
+    async fn prune_entries_in(conn: &mut DB::Connection, expires_before: i64) -> Result<u64> {
+        const WHAT: &str = "prune registration entries";
+        const EXPIRED: &str = "FROM registered_entries WHERE expires_at <> 0 AND expires_at < ?";
+        let rows = DB::fetch_all(
+            conn,
+            Stmt::with(
+                &format!("SELECT entry_id {EXPIRED}"),
+                [Arg::from(expires_before)],
+            ),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        let ids = rows
+            .iter()
+            .map(|row| DB::text(row, "entry_id").map_err(|e| map_err::<DB>(WHAT, e)))
+            .collect::<Result<Vec<String>>>()?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let deleted = DB::execute(
+            conn,
+            Stmt::with(&format!("DELETE {EXPIRED}"), [Arg::from(expires_before)]),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        record_entry_events::<DB>(conn, &ids).await?;
+        Ok(deleted)
+    }
+
+    async fn create_node_in(conn: &mut DB::Connection, node: &AttestedNode) -> Result<()> {
+        const WHAT: &str = "create attested node";
+        let insert = Stmt::with(
+            "INSERT INTO attested_nodes (spiffe_id, attestation_data_type, cert_serial_number, \
+             cert_not_after, new_cert_serial_number, new_cert_not_after, can_reattest) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                Arg::from(node.spiffe_id.as_str()),
+                Arg::from(node.attestation_data_type.as_str()),
+                Arg::from(node.cert_serial_number.as_str()),
+                Arg::from(node.cert_not_after),
+                Arg::from(node.new_cert_serial_number.as_str()),
+                Arg::from(node.new_cert_not_after),
+                Arg::from(node.can_reattest),
+            ],
+        );
+        DB::execute(conn, insert)
+            .await
+            .map_err(|e| match map_err::<DB>(WHAT, e) {
+                DataStoreError::AlreadyExists(_) => DataStoreError::AlreadyExists(format!(
+                    "attested node {} already exists",
+                    node.spiffe_id
+                )),
+                other => other,
+            })?;
+        replace_node_selectors::<DB>(conn, &node.spiffe_id, &node.selectors).await?;
+        record_node_event::<DB>(conn, &node.spiffe_id).await
+    }
+
+    async fn update_node_in(
+        conn: &mut DB::Connection,
+        node: AttestedNode,
+        mask: &NodeMask,
+    ) -> Result<AttestedNode> {
+        const WHAT: &str = "update attested node";
+        let mut update = Stmt::new("UPDATE attested_nodes SET ");
+        // Rewriting the key to itself keeps the statement valid (and the row
+        // locked) when the mask is empty.
+        update.push("spiffe_id = ").bind(node.spiffe_id.as_str());
+        if mask.attestation_data_type {
+            update
+                .push(", attestation_data_type = ")
+                .bind(node.attestation_data_type.as_str());
+        }
+        if mask.cert_serial_number {
+            update
+                .push(", cert_serial_number = ")
+                .bind(node.cert_serial_number.as_str());
+        }
+        if mask.cert_not_after {
+            update.push(", cert_not_after = ").bind(node.cert_not_after);
+        }
+        if mask.new_cert_serial_number {
+            update
+                .push(", new_cert_serial_number = ")
+                .bind(node.new_cert_serial_number.as_str());
+        }
+        if mask.new_cert_not_after {
+            update
+                .push(", new_cert_not_after = ")
+                .bind(node.new_cert_not_after);
+        }
+        if mask.can_reattest {
+            update.push(", can_reattest = ").bind(node.can_reattest);
+        }
+        update
+            .push(" WHERE spiffe_id = ")
+            .bind(node.spiffe_id.as_str());
+        let changed = DB::execute(conn, update)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        if changed == 0 {
+            return Err(node_not_found(&node.spiffe_id));
+        }
+        let stored = fetch_nodes::<DB>(conn, node_scope_by_id(&node.spiffe_id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| node_not_found(&node.spiffe_id))?;
+        record_node_event::<DB>(conn, &node.spiffe_id).await?;
+        Ok(stored)
+    }
+
+    async fn delete_node_in(
+        conn: &mut DB::Connection,
+        spiffe_id: &SpiffeId,
+    ) -> Result<AttestedNode> {
+        const WHAT: &str = "delete attested node";
+        let node = fetch_nodes::<DB>(conn, node_scope_by_id(spiffe_id))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| node_not_found(spiffe_id))?;
+        DB::execute(
+            conn,
+            Stmt::with(
+                "DELETE FROM attested_nodes WHERE spiffe_id = ?",
+                [Arg::from(spiffe_id.as_str())],
+            ),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        replace_node_selectors::<DB>(conn, spiffe_id, &[]).await?;
+        record_node_event::<DB>(conn, spiffe_id).await?;
+        Ok(node)
+    }
+
+    async fn set_node_selectors_in(
+        conn: &mut DB::Connection,
+        spiffe_id: &SpiffeId,
+        selectors: &[Selector],
+    ) -> Result<()> {
+        replace_node_selectors::<DB>(conn, spiffe_id, selectors).await?;
+        record_node_event::<DB>(conn, spiffe_id).await
+    }
+}
+
+/// Commits on success and rolls back on failure, returning the operation's
+/// result (or the commit's failure).
+async fn finish<DB: Backend, T>(
+    tx: Transaction<'static, DB>,
+    result: Result<T>,
+    what: &str,
+) -> Result<T> {
+    match result {
+        Ok(value) => {
+            tx.commit().await.map_err(|e| map_err::<DB>(what, e))?;
+            Ok(value)
+        }
+        Err(err) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(operation = what, error = %rollback, "rollback failed");
+            }
+            Err(err)
+        }
+    }
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn entry_not_found(id: &str) -> DataStoreError {
+    DataStoreError::NotFound(format!("registration entry {id} does not exist"))
+}
+
+fn node_not_found(id: &SpiffeId) -> DataStoreError {
+    DataStoreError::NotFound(format!("attested node {id} does not exist"))
+}
+
+fn duplicate_entry(entry: &RegistrationEntry, other: &str) -> DataStoreError {
+    DataStoreError::AlreadyExists(format!(
+        "registration entry {other} already has parent ID {}, SPIFFE ID {} and the same selectors",
+        entry.parent_id, entry.spiffe_id
+    ))
+}
+
+/// The stored entry with the fields chosen by `mask` taken from `update`.
+fn apply_entry_mask(
+    current: RegistrationEntry,
+    update: RegistrationEntry,
+    mask: &EntryMask,
+) -> RegistrationEntry {
+    let mut merged = current;
+    if mask.spiffe_id {
+        merged.spiffe_id = update.spiffe_id;
+    }
+    if mask.parent_id {
+        merged.parent_id = update.parent_id;
+    }
+    if mask.selectors {
+        merged.selectors = update.selectors;
+    }
+    if mask.x509_svid_ttl {
+        merged.x509_svid_ttl = update.x509_svid_ttl;
+    }
+    if mask.jwt_svid_ttl {
+        merged.jwt_svid_ttl = update.jwt_svid_ttl;
+    }
+    if mask.dns_names {
+        merged.dns_names = update.dns_names;
+    }
+    if mask.federates_with {
+        merged.federates_with = update.federates_with;
+    }
+    if mask.admin {
+        merged.admin = update.admin;
+    }
+    if mask.downstream {
+        merged.downstream = update.downstream;
+    }
+    if mask.expires_at {
+        merged.expires_at = update.expires_at;
+    }
+    if mask.hint {
+        merged.hint = update.hint;
+    }
+    if mask.store_svid {
+        merged.store_svid = update.store_svid;
+    }
+    merged
+}
+
+fn entry_scope_by_id(id: &str) -> Stmt {
+    Stmt::with(
+        "SELECT e.entry_id FROM registered_entries e WHERE e.entry_id = ?",
+        [Arg::from(id)],
+    )
+}
+
+fn node_scope_by_id(id: &SpiffeId) -> Stmt {
+    Stmt::with(
+        "SELECT n.spiffe_id FROM attested_nodes n WHERE n.spiffe_id = ?",
+        [Arg::from(id.as_str())],
+    )
+}
+
+/// `SELECT <columns> FROM <table> JOIN (<scope>) p ON p.<key> = <alias>.<key>
+/// ORDER BY <order>`: the rows of `table` belonging to the records `scope`
+/// selects. A derived table (not `IN`) because the scope may carry a LIMIT.
+fn scoped(columns: &str, table: &str, key: &str, scope: &Stmt, order: &str) -> Stmt {
+    let mut stmt = Stmt::new(&format!("SELECT {columns} FROM {table} JOIN ("));
+    stmt.append(scope.clone());
+    stmt.push(&format!(
+        ") p ON p.{key} = {} ORDER BY {order}",
+        key_of(table, key)
+    ));
+    stmt
+}
+
+/// `alias.key` for a `table alias` clause.
+fn key_of(table: &str, key: &str) -> String {
+    let alias = table.rsplit(' ').next().unwrap_or(table);
+    format!("{alias}.{key}")
+}
+
+/// Loads the entries `scope` selects (a statement yielding an `entry_id`
+/// column), with their selectors, DNS names and federated trust domains, in
+/// entry ID order.
+async fn fetch_entries<DB: Backend>(
+    conn: &mut DB::Connection,
+    scope: Stmt,
+) -> Result<Vec<RegistrationEntry>> {
+    const WHAT: &str = "read registration entries";
+    let err = |e| map_err::<DB>(WHAT, e);
+
+    let rows = DB::fetch_all(
+        conn,
+        scoped(
+            ENTRY_COLUMNS,
+            "registered_entries e0",
+            "entry_id",
+            &scope,
+            "e0.entry_id",
+        ),
+    )
+    .await
+    .map_err(err)?;
+    let mut entries = Vec::with_capacity(rows.len());
+    let mut index = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let id = DB::text(row, "entry_id").map_err(err)?;
+        let spiffe_id = parse_stored_id(&DB::text(row, "spiffe_id").map_err(err)?, "entry", &id)?;
+        let parent_id = parse_stored_id(&DB::text(row, "parent_id").map_err(err)?, "entry", &id)?;
+        index.insert(id.clone(), entries.len());
+        entries.push(RegistrationEntry {
+            spiffe_id,
+            parent_id,
+            selectors: Vec::new(),
+            x509_svid_ttl: DB::int32(row, "x509_svid_ttl").map_err(err)?,
+            jwt_svid_ttl: DB::int32(row, "jwt_svid_ttl").map_err(err)?,
+            dns_names: Vec::new(),
+            federates_with: Vec::new(),
+            admin: DB::boolean(row, "admin").map_err(err)?,
+            downstream: DB::boolean(row, "downstream").map_err(err)?,
+            expires_at: DB::int(row, "expires_at").map_err(err)?,
+            hint: DB::text(row, "hint").map_err(err)?,
+            store_svid: DB::boolean(row, "store_svid").map_err(err)?,
+            revision_number: DB::int(row, "revision_number").map_err(err)?,
+            created_at: DB::int(row, "created_at").map_err(err)?,
+            id,
+        });
+    }
+    if entries.is_empty() {
+        return Ok(entries);
+    }
+
+    let rows = DB::fetch_all(
+        conn,
+        scoped(
+            "c.entry_id, c.selector_type, c.selector_value",
+            "entry_selectors c",
+            "entry_id",
+            &scope,
+            "c.entry_id, c.position",
+        ),
+    )
+    .await
+    .map_err(err)?;
+    for row in &rows {
+        let id = DB::text(row, "entry_id").map_err(err)?;
+        if let Some(&i) = index.get(&id) {
+            entries[i]
+                .selectors
+                .push(read_selector::<DB>(row, "entry", &id)?);
+        }
+    }
+
+    let rows = DB::fetch_all(
+        conn,
+        scoped(
+            "c.entry_id, c.dns_name",
+            "entry_dns_names c",
+            "entry_id",
+            &scope,
+            "c.entry_id, c.position",
+        ),
+    )
+    .await
+    .map_err(err)?;
+    for row in &rows {
+        let id = DB::text(row, "entry_id").map_err(err)?;
+        if let Some(&i) = index.get(&id) {
+            entries[i]
+                .dns_names
+                .push(DB::text(row, "dns_name").map_err(err)?);
+        }
+    }
+
+    let rows = DB::fetch_all(
+        conn,
+        scoped(
+            "c.entry_id, c.trust_domain",
+            "entry_federates_with c",
+            "entry_id",
+            &scope,
+            "c.entry_id, c.position",
+        ),
+    )
+    .await
+    .map_err(err)?;
+    for row in &rows {
+        let id = DB::text(row, "entry_id").map_err(err)?;
+        if let Some(&i) = index.get(&id) {
+            let name = DB::text(row, "trust_domain").map_err(err)?;
+            let td = TrustDomain::new(&name).map_err(|e| {
+                DataStoreError::Internal(format!(
+                    "stored entry {id} has invalid federated trust domain {name:?}: {e}"
+                ))
+            })?;
+            entries[i].federates_with.push(td);
+        }
+    }
+    Ok(entries)
+}
+
+/// Loads the nodes `scope` selects (a statement yielding a `spiffe_id`
+/// column), with their selectors, in SPIFFE ID order.
+async fn fetch_nodes<DB: Backend>(
+    conn: &mut DB::Connection,
+    scope: Stmt,
+) -> Result<Vec<AttestedNode>> {
+    const WHAT: &str = "read attested nodes";
+    let err = |e| map_err::<DB>(WHAT, e);
+
+    let rows = DB::fetch_all(
+        conn,
+        scoped(
+            NODE_COLUMNS,
+            "attested_nodes n0",
+            "spiffe_id",
+            &scope,
+            "n0.spiffe_id",
+        ),
+    )
+    .await
+    .map_err(err)?;
+    let mut nodes = Vec::with_capacity(rows.len());
+    let mut index = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let raw = DB::text(row, "spiffe_id").map_err(err)?;
+        let spiffe_id = parse_stored_id(&raw, "node", &raw)?;
+        index.insert(raw, nodes.len());
+        nodes.push(AttestedNode {
+            spiffe_id,
+            attestation_data_type: DB::text(row, "attestation_data_type").map_err(err)?,
+            cert_serial_number: DB::text(row, "cert_serial_number").map_err(err)?,
+            cert_not_after: DB::int(row, "cert_not_after").map_err(err)?,
+            new_cert_serial_number: DB::text(row, "new_cert_serial_number").map_err(err)?,
+            new_cert_not_after: DB::int(row, "new_cert_not_after").map_err(err)?,
+            can_reattest: DB::boolean(row, "can_reattest").map_err(err)?,
+            selectors: Vec::new(),
+        });
+    }
+    if nodes.is_empty() {
+        return Ok(nodes);
+    }
+    let rows = DB::fetch_all(
+        conn,
+        scoped(
+            "c.spiffe_id, c.selector_type, c.selector_value",
+            "node_selectors c",
+            "spiffe_id",
+            &scope,
+            "c.spiffe_id, c.position",
+        ),
+    )
+    .await
+    .map_err(err)?;
+    for row in &rows {
+        let id = DB::text(row, "spiffe_id").map_err(err)?;
+        if let Some(&i) = index.get(&id) {
+            nodes[i]
+                .selectors
+                .push(read_selector::<DB>(row, "node", &id)?);
+        }
+    }
+    Ok(nodes)
+}
+
+fn read_selector<DB: Backend>(row: &DB::Row, owner_kind: &str, owner: &str) -> Result<Selector> {
+    const WHAT: &str = "read selectors";
+    let kind = DB::text(row, "selector_type").map_err(|e| map_err::<DB>(WHAT, e))?;
+    let value = DB::text(row, "selector_value").map_err(|e| map_err::<DB>(WHAT, e))?;
+    Selector::new(&kind, &value).map_err(|e| {
+        DataStoreError::Internal(format!(
+            "stored {owner_kind} {owner} has an invalid selector: {e}"
+        ))
+    })
+}
+
+fn parse_stored_id(raw: &str, owner_kind: &str, owner: &str) -> Result<SpiffeId> {
+    SpiffeId::parse(raw).map_err(|e| {
+        DataStoreError::Internal(format!(
+            "stored {owner_kind} {owner} has invalid SPIFFE ID {raw:?}: {e}"
+        ))
+    })
+}
+
+async fn entry_exists<DB: Backend>(conn: &mut DB::Connection, id: &str) -> Result<bool> {
+    let rows = DB::fetch_all(
+        conn,
+        Stmt::with(
+            "SELECT entry_id FROM registered_entries WHERE entry_id = ?",
+            [Arg::from(id)],
+        ),
+    )
+    .await
+    .map_err(|e| map_err::<DB>("look up registration entry", e))?;
+    Ok(!rows.is_empty())
+}
+
+/// The ID of an entry (other than `except`) with this identity key.
+async fn entry_with_identity<DB: Backend>(
+    conn: &mut DB::Connection,
+    key: &str,
+    except: Option<&str>,
+) -> Result<Option<String>> {
+    const WHAT: &str = "look up duplicate registration entry";
+    let mut stmt = Stmt::new("SELECT entry_id FROM registered_entries WHERE identity_key = ");
+    stmt.bind(key);
+    if let Some(id) = except {
+        stmt.push(" AND entry_id <> ").bind(id);
+    }
+    let rows = DB::fetch_all(conn, stmt)
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+    rows.first()
+        .map(|row| DB::text(row, "entry_id").map_err(|e| map_err::<DB>(WHAT, e)))
+        .transpose()
+}
+
+async fn delete_children<DB: Backend>(
+    conn: &mut DB::Connection,
+    table: &str,
+    entry_id: &str,
+) -> Result<()> {
+    DB::execute(
+        conn,
+        Stmt::with(
+            &format!("DELETE FROM {table} WHERE entry_id = ?"),
+            [Arg::from(entry_id)],
+        ),
+    )
+    .await
+    .map_err(|e| map_err::<DB>("replace registration entry details", e))?;
+    Ok(())
+}
+
+/// Multi-row INSERT of `rows` into `table (columns)`, in chunks.
+async fn insert_rows<DB: Backend>(
+    conn: &mut DB::Connection,
+    table_and_columns: &str,
+    rows: Vec<Vec<Arg>>,
+    what: &str,
+) -> Result<()> {
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        let mut stmt = Stmt::new(&format!("INSERT INTO {table_and_columns} VALUES "));
+        for (i, row) in rows.by_ref().take(ROWS_PER_INSERT).enumerate() {
+            if i > 0 {
+                stmt.push(", ");
+            }
+            stmt.bind_list(row);
+        }
+        DB::execute(conn, stmt)
+            .await
+            .map_err(|e| map_err::<DB>(what, e))?;
+    }
+    Ok(())
+}
+
+fn position(i: usize) -> Arg {
+    Arg::from(i32::try_from(i).unwrap_or(i32::MAX))
+}
+
+async fn insert_entry_selectors<DB: Backend>(
+    conn: &mut DB::Connection,
+    entry_id: &str,
+    selectors: &[Selector],
+) -> Result<()> {
+    let rows = selectors
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                Arg::from(entry_id),
+                position(i),
+                Arg::from(s.kind()),
+                Arg::from(s.value()),
+            ]
+        })
+        .collect();
+    insert_rows::<DB>(
+        conn,
+        "entry_selectors (entry_id, position, selector_type, selector_value)",
+        rows,
+        "store entry selectors",
+    )
+    .await
+}
+
+async fn insert_entry_dns_names<DB: Backend>(
+    conn: &mut DB::Connection,
+    entry_id: &str,
+    dns_names: &[String],
+) -> Result<()> {
+    let rows = dns_names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| vec![Arg::from(entry_id), position(i), Arg::from(name.as_str())])
+        .collect();
+    insert_rows::<DB>(
+        conn,
+        "entry_dns_names (entry_id, position, dns_name)",
+        rows,
+        "store entry DNS names",
+    )
+    .await
+}
+
+async fn insert_entry_federates_with<DB: Backend>(
+    conn: &mut DB::Connection,
+    entry_id: &str,
+    domains: &[TrustDomain],
+) -> Result<()> {
+    let rows = domains
+        .iter()
+        .enumerate()
+        .map(|(i, td)| vec![Arg::from(entry_id), position(i), Arg::from(td.name())])
+        .collect();
+    insert_rows::<DB>(
+        conn,
+        "entry_federates_with (entry_id, position, trust_domain)",
+        rows,
+        "store entry federated trust domains",
+    )
+    .await
+}
+
+async fn replace_node_selectors<DB: Backend>(
+    conn: &mut DB::Connection,
+    spiffe_id: &SpiffeId,
+    selectors: &[Selector],
+) -> Result<()> {
+    const WHAT: &str = "store node selectors";
+    DB::execute(
+        conn,
+        Stmt::with(
+            "DELETE FROM node_selectors WHERE spiffe_id = ?",
+            [Arg::from(spiffe_id.as_str())],
+        ),
+    )
+    .await
+    .map_err(|e| map_err::<DB>(WHAT, e))?;
+    let rows = selectors
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            vec![
+                Arg::from(spiffe_id.as_str()),
+                position(i),
+                Arg::from(s.kind()),
+                Arg::from(s.value()),
+            ]
+        })
+        .collect();
+    insert_rows::<DB>(
+        conn,
+        "node_selectors (spiffe_id, position, selector_type, selector_value)",
+        rows,
+        WHAT,
+    )
+    .await
+}
+
+/// Appends entry change events; the last statements of their transaction.
+async fn record_entry_events<DB: Backend>(conn: &mut DB::Connection, ids: &[String]) -> Result<()> {
+    const WHAT: &str = "record entry event";
+    if let Some(lock) = DB::LOCK_ENTRY_EVENTS {
+        DB::execute(conn, Stmt::new(lock))
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+    }
+    let now = now_unix();
+    let rows = ids
+        .iter()
+        .map(|id| vec![Arg::from(id.as_str()), Arg::from(now)])
+        .collect();
+    insert_rows::<DB>(conn, "entry_events (entry_id, created_at)", rows, WHAT).await
+}
+
+/// Appends a node change event; the last statements of its transaction.
+async fn record_node_event<DB: Backend>(conn: &mut DB::Connection, id: &SpiffeId) -> Result<()> {
+    const WHAT: &str = "record node event";
+    if let Some(lock) = DB::LOCK_NODE_EVENTS {
+        DB::execute(conn, Stmt::new(lock))
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+    }
+    DB::execute(
+        conn,
+        Stmt::with(
+            "INSERT INTO node_events (spiffe_id, created_at) VALUES (?, ?)",
+            [Arg::from(id.as_str()), Arg::from(now_unix())],
+        ),
+    )
+    .await
+    .map_err(|e| map_err::<DB>(WHAT, e))?;
+    Ok(())
+}

@@ -1,0 +1,261 @@
+//! Starting a server from its configuration and running it until shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sigil_plugin::catalog::{CountRule, check_counts};
+use sigil_plugin::clock::{Clock, SystemClock};
+use sigil_plugin::keymanager::{self, KeyManager, Role};
+use sigil_proto::spire::api::server as srv;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api::{self, ApiState};
+use crate::ca::{CaConfig, CaManager};
+use crate::config::ServerConfig;
+use crate::endpoints;
+
+const PLUGIN_RULES: &[CountRule] = &[
+    CountRule {
+        kind: "DataStore",
+        min: 1,
+        max: 1,
+    },
+    CountRule {
+        kind: "KeyManager",
+        min: 1,
+        max: 1,
+    },
+    CountRule {
+        kind: "NodeAttestor",
+        min: 0,
+        max: usize::MAX,
+    },
+    CountRule {
+        kind: "UpstreamAuthority",
+        min: 0,
+        max: 0,
+    },
+    CountRule {
+        kind: "Notifier",
+        min: 0,
+        max: 0,
+    },
+    CountRule {
+        kind: "BundlePublisher",
+        min: 0,
+        max: 0,
+    },
+    CountRule {
+        kind: "CredentialComposer",
+        min: 0,
+        max: 0,
+    },
+];
+
+/// How often the CA checks whether to prepare or activate authorities.
+pub const ROTATION_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A running server's handles, for tests and the dev quickstart.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound agent endpoint address.
+    pub agent_addr: std::net::SocketAddr,
+    /// Shared API state.
+    pub state: Arc<ApiState>,
+}
+
+/// Checks everything in the config that can be checked without starting:
+/// plugin counts and names, plugin options.
+pub fn validate(cfg: &ServerConfig) -> Result<(), String> {
+    let kinds: Vec<&str> = cfg.plugins.iter().map(|p| p.kind.as_str()).collect();
+    check_counts(&kinds, PLUGIN_RULES).map_err(|e| {
+        if e.contains("at most 0") {
+            format!("{e}: this plugin type is not supported by sigil yet")
+        } else {
+            e
+        }
+    })?;
+    for p in cfg.plugins_of("NodeAttestor") {
+        if p.name != "join_token" {
+            return Err(format!(
+                "NodeAttestor {:?} is not supported by sigil yet (supported: join_token)",
+                p.name
+            ));
+        }
+        if p.data.as_object().is_some_and(|o| !o.is_empty()) {
+            return Err("NodeAttestor \"join_token\" takes no plugin_data options".into());
+        }
+    }
+    let ds = cfg.plugins_of("DataStore")[0];
+    if ds.name != "sql" {
+        return Err(format!(
+            "DataStore {:?} is not supported (supported: sql)",
+            ds.name
+        ));
+    }
+    datastore_settings(ds)?;
+    let km = cfg.plugins_of("KeyManager")[0];
+    if !["memory", "disk"].contains(&km.name.as_str()) {
+        return Err(format!(
+            "KeyManager {:?} is not supported by sigil yet (supported: memory, disk)",
+            km.name
+        ));
+    }
+    Ok(())
+}
+
+fn datastore_settings(p: &sigil_cli::PluginDecl) -> Result<(String, String), String> {
+    let obj = p
+        .data
+        .as_object()
+        .ok_or("DataStore \"sql\": plugin_data must be a block")?;
+    for k in obj.keys() {
+        if !["database_type", "connection_string"].contains(&k.as_str()) {
+            return Err(format!(
+                "DataStore \"sql\": option {k:?} is not supported by sigil yet"
+            ));
+        }
+    }
+    let get = |k: &str| {
+        obj.get(k)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+            .ok_or_else(|| format!("DataStore \"sql\": {k:?} must be set"))
+    };
+    Ok((get("database_type")?, get("connection_string")?))
+}
+
+/// Starts every part of the server and returns once both listeners are up.
+pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
+    validate(&cfg).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        anyhow::anyhow!("could not create data_dir {}: {e}", cfg.data_dir.display())
+    })?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+
+    let (db_type, conn) =
+        datastore_settings(cfg.plugins_of("DataStore")[0]).map_err(anyhow::Error::msg)?;
+    let ds = sigil_datastore::open(&db_type, &conn)
+        .await
+        .map_err(|e| anyhow::anyhow!("DataStore \"sql\": {e}"))?;
+
+    let km_decl = cfg.plugins_of("KeyManager")[0];
+    let km: Arc<dyn KeyManager> = keymanager::build(&km_decl.name, &km_decl.data, Role::Server)?;
+
+    let ca = CaManager::start(
+        CaConfig {
+            trust_domain: cfg.trust_domain.clone(),
+            ca_ttl: cfg.ca_ttl,
+            x509_key_type: cfg.ca_key_type,
+            jwt_key_type: cfg.jwt_key_type,
+            subject: cfg.ca_subject.clone(),
+            jwt_issuer: cfg.jwt_issuer.clone(),
+            journal_path: cfg.data_dir.join("journal.json"),
+        },
+        km,
+        ds.clone(),
+        clock.clone(),
+    )
+    .await?;
+    tokio::spawn(ca.clone().run_rotation(ROTATION_INTERVAL));
+
+    let (changes, _) = watch::channel(0u64);
+    let state = Arc::new(ApiState {
+        td: cfg.trust_domain.clone(),
+        server_id: cfg.server_id(),
+        ds: ds.clone(),
+        ca: ca.clone(),
+        clock: clock.clone(),
+        default_x509_svid_ttl: cfg.default_x509_svid_ttl,
+        default_jwt_svid_ttl: cfg.default_jwt_svid_ttl,
+        agent_svid_ttl: cfg.default_x509_svid_ttl,
+        admin_ids: cfg.admin_ids.clone(),
+        changes,
+    });
+
+    // Housekeeping: expired join tokens.
+    {
+        let ds = ds.clone();
+        let clock = clock.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                if let Err(e) = ds.prune_join_tokens(clock.unix_now()).await {
+                    tracing::warn!(error = %e, "could not prune expired join tokens");
+                }
+            }
+        });
+    }
+
+    let tls = endpoints::server_tls_configs(
+        ca.clone(),
+        cfg.server_id(),
+        cfg.default_x509_svid_ttl,
+        clock.clone(),
+    )
+    .await?;
+
+    let listener = TcpListener::bind((cfg.bind_address, cfg.bind_port))
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("could not bind {}:{}: {e}", cfg.bind_address, cfg.bind_port)
+        })?;
+    let agent_addr = listener.local_addr()?;
+    let admin = endpoints::admin_incoming(&cfg.socket_path).map_err(|e| {
+        anyhow::anyhow!(
+            "could not bind admin socket {}: {e}",
+            cfg.socket_path.display()
+        )
+    })?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+
+    let routes = |state: &Arc<ApiState>| {
+        tonic::service::Routes::new(srv::agent::v1::agent_server::AgentServer::new(
+            api::agent::AgentService::new(state.clone()),
+        ))
+        .add_service(srv::entry::v1::entry_server::EntryServer::new(
+            api::entry::EntryService::new(state.clone()),
+        ))
+        .add_service(srv::svid::v1::svid_server::SvidServer::new(
+            api::svid::SvidService::new(state.clone()),
+        ))
+        .add_service(srv::bundle::v1::bundle_server::BundleServer::new(
+            api::bundle::BundleService::new(state.clone()),
+        ))
+    };
+
+    let tcp_routes = routes(&state).add_service(health_service.clone());
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_routes(tcp_routes)
+            .serve_with_incoming(endpoints::tls_incoming(listener, tls))
+            .await
+        {
+            tracing::error!(error = %e, "agent endpoint stopped");
+        }
+    });
+    let admin_routes = routes(&state).add_service(health_service);
+    tokio::spawn(async move {
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_routes(admin_routes)
+            .serve_with_incoming(admin)
+            .await
+        {
+            tracing::error!(error = %e, "admin endpoint stopped");
+        }
+    });
+
+    tracing::info!(
+        trust_domain = %cfg.trust_domain,
+        address = %agent_addr,
+        socket_path = %cfg.socket_path.display(),
+        "Starting Server APIs"
+    );
+    Ok(Running { agent_addr, state })
+}

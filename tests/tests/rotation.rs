@@ -1,0 +1,86 @@
+//! Rotation: with a short X509-SVID TTL, the agent renews at half life and
+//! pushes the new SVID on an already open FetchX509SVID stream before the
+//! old one expires. Real server, agent and gRPC stream; no fakes.
+
+use std::time::{Duration, SystemTime};
+
+use sigil_e2e::{my_uid, with_header, workload_client};
+use sigil_proto::workload::X509svidRequest;
+use sigil_testkit::{TrustDomain, wait_for};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_pushes_new_svid_on_open_stream_before_expiry() {
+    let mut td = tokio::task::block_in_place(|| {
+        let mut td = TrustDomain::new();
+        td.start_server();
+        td
+    });
+    let token = td.join_token();
+    tokio::task::block_in_place(|| td.start_agent(0, Some(&token)));
+    let id = "spiffe://example.org/workload/rotating";
+    td.server_cli(&[
+        "entry", "create",
+        "-parentID", &td.join_token_agent_id(&token),
+        "-spiffeID", id,
+        "-selector", &format!("unix:uid:{}", my_uid()),
+        "-x509SVIDTTL", "12",
+    ])
+    .ok();
+    tokio::task::block_in_place(|| {
+        wait_for("first SVID", Duration::from_secs(30), || {
+            let out = td.agent_cli(0, &["api", "fetch", "x509"]);
+            (out.code == 0 && out.stdout.contains(id)).then_some(())
+        })
+    });
+
+    let mut client = workload_client(&td.agent_socket(0)).await;
+    let mut stream = client
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .expect("open stream")
+        .into_inner();
+    let first = stream.message().await.expect("first message").expect("stream open");
+    assert_eq!(first.svids.len(), 1, "one identity");
+    let svid = &first.svids[0];
+    assert_eq!(svid.spiffe_id, id);
+    assert!(!svid.x509_svid_key.is_empty() && !svid.bundle.is_empty(), "message is complete");
+    let leaf = first_cert(&svid.x509_svid);
+    let info = sigil_crypto::x509::cert_info(&leaf).expect("leaf");
+    let old_serial = info.serial_hex.clone();
+    let old_expiry = info.not_after;
+
+    let next = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let msg = stream.message().await.expect("stream message").expect("stream open");
+            let Some(s) = msg.svids.first() else { continue };
+            let info = sigil_crypto::x509::cert_info(&first_cert(&s.x509_svid)).expect("leaf");
+            if info.serial_hex != old_serial {
+                return (SystemTime::now(), msg);
+            }
+        }
+    })
+    .await
+    .expect("a rotated SVID within 20s");
+    let (received_at, msg) = next;
+    assert!(received_at < old_expiry, "new SVID arrived before the old one expired");
+    assert_eq!(msg.svids.len(), 1, "each message is the complete state");
+    assert_eq!(msg.svids[0].spiffe_id, id);
+    assert!(!msg.svids[0].bundle.is_empty());
+}
+
+/// The first DER certificate of a concatenated chain.
+fn first_cert(chain: &[u8]) -> Vec<u8> {
+    // DER SEQUENCE: 0x30, length in short or long form.
+    assert!(chain.len() > 4 && chain[0] == 0x30, "DER certificate");
+    let (len, hdr) = if chain[1] < 0x80 {
+        (chain[1] as usize, 2)
+    } else {
+        let n = (chain[1] & 0x7f) as usize;
+        let mut l = 0usize;
+        for b in &chain[2..2 + n] {
+            l = (l << 8) | *b as usize;
+        }
+        (l, 2 + n)
+    };
+    chain[..hdr + len].to_vec()
+}
