@@ -2,6 +2,7 @@
 //! SPIFFE IDs and selectors in `entry create`, reused and expired join
 //! tokens, Workload API calls without the security header or from a caller
 //! with no entry. Real binaries; no fakes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

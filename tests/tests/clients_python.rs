@@ -5,6 +5,7 @@
 //!
 //! Needs `SIGIL_TEST_PYTHON` pointing at a Python with `spiffe` installed
 //! (`.ci/run` makes one); in CI its absence is a failure, elsewhere a skip.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! The Rust `spiffe` crate (crates.io, unmodified) against a real
 //! sigil-agent: X509-SVID, bundles, JWT-SVID, JWT bundles, validation by the
 //! agent and local validation, and the X509Source/JwtSource helpers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! way an operator would: token generate → agent attests → entry create →
 //! a workload fetches X.509 and JWT SVIDs; restarts keep state; the agent
 //! keeps serving while the server is down. No fakes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 use std::time::Duration;

@@ -1,6 +1,7 @@
 //! Rotation: with a short X509-SVID TTL, the agent renews at half life and
 //! pushes the new SVID on an already open FetchX509SVID stream before the
 //! old one expires. Real server, agent and gRPC stream; no fakes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, SystemTime};
 

@@ -269,8 +269,8 @@ impl AgentConfig {
         top.finish(UNSUPPORTED_TOP)?;
 
         let mut s = agent.body;
-        let data_dir = pick(flags.data_dir.clone(), s.take_string("data_dir")?)
-            .unwrap_or_else(|| ".".into());
+        let data_dir =
+            pick(flags.data_dir.clone(), s.take_string("data_dir")?).unwrap_or_else(|| ".".into());
         let join_token_file = pick(
             flags.join_token_file.clone(),
             s.take_string("join_token_file")?,
@@ -319,7 +319,9 @@ impl AgentConfig {
             let mut exp = block.body;
             if let Some(d) = exp.take_duration("sync_interval")? {
                 if d.is_zero() {
-                    return Err(exp.invalid_value("sync_interval", "must be greater than 0").into());
+                    return Err(exp
+                        .invalid_value("sync_interval", "must be greater than 0")
+                        .into());
                 }
                 sync_interval = d;
             }
@@ -383,13 +385,12 @@ impl AgentConfig {
         let join_token = match join_token_file {
             Some(path) => {
                 let path = PathBuf::from(path);
-                let text = std::fs::read_to_string(&path).map_err(|source| {
-                    AgentConfigError::Read {
+                let text =
+                    std::fs::read_to_string(&path).map_err(|source| AgentConfigError::Read {
                         what: "unable to read join token file",
                         path: path.clone(),
                         source,
-                    }
-                })?;
+                    })?;
                 let token = text.trim().to_owned();
                 if token.is_empty() {
                     return Err(invalid("join token file is empty"));
@@ -517,10 +518,26 @@ fn check_plugins(
 ) -> Result<(NodeAttestorConfig, KeyManagerConfig, UnixAttestorConfig), AgentConfigError> {
     use sigil_plugin::catalog::{CountRule, check_counts};
     const RULES: &[CountRule] = &[
-        CountRule { kind: "NodeAttestor", min: 1, max: 1 },
-        CountRule { kind: "KeyManager", min: 1, max: 1 },
-        CountRule { kind: "WorkloadAttestor", min: 1, max: usize::MAX },
-        CountRule { kind: "SVIDStore", min: 0, max: 0 },
+        CountRule {
+            kind: "NodeAttestor",
+            min: 1,
+            max: 1,
+        },
+        CountRule {
+            kind: "KeyManager",
+            min: 1,
+            max: 1,
+        },
+        CountRule {
+            kind: "WorkloadAttestor",
+            min: 1,
+            max: usize::MAX,
+        },
+        CountRule {
+            kind: "SVIDStore",
+            min: 0,
+            max: 0,
+        },
     ];
     let kinds: Vec<&str> = plugins.iter().map(|p| p.kind.as_str()).collect();
     check_counts(&kinds, RULES).map_err(|e| {
@@ -530,7 +547,7 @@ fn check_plugins(
             e
         })
     })?;
-    let of = |kind: &str| plugins.iter().filter(move |p| p.kind == kind);
+    let of = |kind: &'static str| plugins.iter().filter(move |p| p.kind == kind);
     let has_options = |p: &PluginDecl| p.data.as_object().is_some_and(|o| !o.is_empty());
 
     let mut node_attestor = None;
@@ -690,7 +707,10 @@ plugins {
         assert_eq!(err(&bad), "unknown option \"log_levle\" in agent");
         let bad = SPIRE_EXAMPLE.replace("directory = \"./.data\"", "dir = \"./.data\"");
         let e = err(&bad);
-        assert!(e.contains("\"dir\"") && e.contains("KeyManager \"disk\""), "{e}");
+        assert!(
+            e.contains("\"dir\"") && e.contains("KeyManager \"disk\""),
+            "{e}"
+        );
         let bad = SPIRE_EXAMPLE.replace(
             "WorkloadAttestor \"unix\" {\n        plugin_data {\n",
             "WorkloadAttestor \"unix\" {\n        plugin_data {\n discover_workload_paht = true\n",
@@ -702,7 +722,10 @@ plugins {
     #[test]
     fn unsupported_spire_options_say_so() {
         for (key, line) in [
-            ("admin_socket_path", "admin_socket_path = \"/tmp/admin.sock\""),
+            (
+                "admin_socket_path",
+                "admin_socket_path = \"/tmp/admin.sock\"",
+            ),
             ("sds", "sds {\n default_svid_name = \"x\"\n}"),
             ("trust_bundle_url", "trust_bundle_url = \"https://x\""),
         ] {
@@ -720,14 +743,21 @@ plugins {
             "NodeAttestor \"aws_iid\" is not supported by sigil yet (supported: join_token)"
         );
         let bad = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"k8s\"");
-        assert!(err(&bad).contains("\"k8s\" is not supported"), "{}", err(&bad));
+        assert!(
+            err(&bad).contains("\"k8s\" is not supported"),
+            "{}",
+            err(&bad)
+        );
     }
 
     #[test]
     fn missing_trust_bundle_is_spires_error() {
         let dir = tempfile::tempdir().unwrap();
         let text = SPIRE_EXAMPLE
-            .replace("    trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"\n", "")
+            .replace(
+                "    trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"\n",
+                "",
+            )
             .replace("./.data", dir.path().to_str().unwrap());
         assert_eq!(
             err(&text),
@@ -749,8 +779,10 @@ plugins {
             err(&both),
             "only one of insecure_bootstrap or trust_bundle_path can be specified, not both"
         );
-        let insecure =
-            both.replace("    trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"\n", "");
+        let insecure = both.replace(
+            "    trust_bundle_path = \"./conf/agent/dummy_root_ca.crt\"\n",
+            "",
+        );
         let c = AgentConfig::parse(&insecure).unwrap();
         assert_eq!(c.trust_bundle, TrustBundleSource::InsecureBootstrap);
     }
@@ -765,10 +797,8 @@ plugins {
         assert_eq!(err(&no_td), "trust_domain must be configured");
         let no_plugins = &SPIRE_EXAMPLE[..SPIRE_EXAMPLE.find("plugins").unwrap()];
         assert_eq!(err(no_plugins), "plugins section must be configured");
-        let bad_format = SPIRE_EXAMPLE.replace(
-            "log_level = \"DEBUG\"",
-            "trust_bundle_format = \"der\"",
-        );
+        let bad_format =
+            SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "trust_bundle_format = \"der\"");
         assert_eq!(
             err(&bad_format),
             "invalid value for trust_bundle_format, expected \"pem\" or \"spiffe\""
@@ -781,9 +811,17 @@ plugins {
             "WorkloadAttestor \"unix\"",
             "KeyManager \"memory\" {}\n WorkloadAttestor \"unix\"",
         );
-        assert!(err(&two_km).contains("at most 1 KeyManager"), "{}", err(&two_km));
+        assert!(
+            err(&two_km).contains("at most 1 KeyManager"),
+            "{}",
+            err(&two_km)
+        );
         let no_wa = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "Unused \"x\"");
-        assert!(err(&no_wa).contains("unknown plugin type \"Unused\""), "{}", err(&no_wa));
+        assert!(
+            err(&no_wa).contains("unknown plugin type \"Unused\""),
+            "{}",
+            err(&no_wa)
+        );
         let svid_store = SPIRE_EXAMPLE.replace(
             "WorkloadAttestor \"unix\"",
             "SVIDStore \"aws\" {}\n WorkloadAttestor \"unix\"",
@@ -849,7 +887,10 @@ plugins {
             "log_level = \"DEBUG\"",
             "workload_x509_svid_key_type = \"rsa-2048\"",
         );
-        assert_eq!(AgentConfig::parse(&text).unwrap().workload_key_type, KeyType::Rsa2048);
+        assert_eq!(
+            AgentConfig::parse(&text).unwrap().workload_key_type,
+            KeyType::Rsa2048
+        );
         let bad = text.replace("rsa-2048", "ed25519");
         assert!(err(&bad).contains("must be one of [rsa-2048, ec-p256, ec-p384]"));
     }

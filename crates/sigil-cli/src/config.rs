@@ -373,14 +373,15 @@ pub fn expand_env(text: &str) -> String {
             continue;
         }
         let rest = &text[i + 1..];
-        if let Some(body) = rest.strip_prefix('{') {
-            if let Some(end) = body.find('}') {
-                out.push_str(&std::env::var(&body[..end]).unwrap_or_default());
-                for _ in 0..end + 2 {
-                    chars.next();
-                }
-                continue;
+        if let Some((body, end)) = rest
+            .strip_prefix('{')
+            .and_then(|body| body.find('}').map(|end| (body, end)))
+        {
+            out.push_str(&std::env::var(&body[..end]).unwrap_or_default());
+            for _ in 0..end + 2 {
+                chars.next();
             }
+            continue;
         }
         let name_len = rest
             .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))

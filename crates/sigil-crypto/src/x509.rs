@@ -253,7 +253,11 @@ pub fn pem_encode_certs(certs: &[Vec<u8>]) -> String {
         .iter()
         .map(|der| pem::Pem::new("CERTIFICATE", der.clone()))
         .collect();
-    pem::encode_many(&blocks)
+    // LF line endings, as openssl and SPIRE write them.
+    pem::encode_many_config(
+        &blocks,
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Reads every `CERTIFICATE` block of a PEM text (other blocks are

@@ -204,7 +204,7 @@ impl CaManager {
                 _ => self.prepare_x509(&slot).await?,
             };
             ca.status = SlotStatus::Active;
-            tracing::info!(slot = %ca.slot, expiration = ?ca.not_after, "X509 CA activated");
+            tracing::info!(slot = %ca.slot, expiration = %rfc3339(ca.not_after), "X509 CA activated");
             st.x509_current = Some(ca);
             journal_dirty = true;
         } else if let Some(cur) = st.x509_current.clone() {
@@ -214,13 +214,13 @@ impl CaManager {
                 st.x509_next = Some(next);
                 journal_dirty = true;
             }
-            if st.x509_next.is_some() && now >= activation_threshold(cur.issued_at, cur.not_after) {
-                if let Some(mut next) = st.x509_next.take() {
-                    next.status = SlotStatus::Active;
-                    tracing::info!(slot = %next.slot, expiration = ?next.not_after, "X509 CA activated");
-                    st.x509_current = Some(next);
-                    journal_dirty = true;
-                }
+            if now >= activation_threshold(cur.issued_at, cur.not_after)
+                && let Some(mut next) = st.x509_next.take()
+            {
+                next.status = SlotStatus::Active;
+                tracing::info!(slot = %next.slot, expiration = %rfc3339(next.not_after), "X509 CA activated");
+                st.x509_current = Some(next);
+                journal_dirty = true;
             }
         }
 
@@ -242,13 +242,13 @@ impl CaManager {
                 st.jwt_next = Some(next);
                 journal_dirty = true;
             }
-            if st.jwt_next.is_some() && now >= activation_threshold(cur.issued_at, cur.not_after) {
-                if let Some(mut next) = st.jwt_next.take() {
-                    next.status = SlotStatus::Active;
-                    tracing::info!(slot = %next.slot, kid = %next.kid, "JWT key activated");
-                    st.jwt_current = Some(next);
-                    journal_dirty = true;
-                }
+            if now >= activation_threshold(cur.issued_at, cur.not_after)
+                && let Some(mut next) = st.jwt_next.take()
+            {
+                next.status = SlotStatus::Active;
+                tracing::info!(slot = %next.slot, kid = %next.kid, "JWT key activated");
+                st.jwt_current = Some(next);
+                journal_dirty = true;
             }
         }
 
@@ -370,7 +370,7 @@ impl CaManager {
             }
         })
         .await?;
-        tracing::info!(slot, expiration = ?not_after, "X509 CA prepared");
+        tracing::info!(slot, expiration = %rfc3339(not_after), "X509 CA prepared");
         Ok(X509Ca {
             slot: slot.to_owned(),
             cert_der,
@@ -575,6 +575,13 @@ async fn load_bundle(ds: &dyn DataStore, td: &TrustDomain) -> Result<Bundle, CaE
         }
         None => Ok(Bundle::new(td.clone())),
     }
+}
+
+/// RFC 3339 UTC, for logs.
+pub fn rfc3339(t: SystemTime) -> String {
+    time::OffsetDateTime::from(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{t:?}"))
 }
 
 fn other_slot(slot: Option<&str>) -> String {

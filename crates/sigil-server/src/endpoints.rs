@@ -142,12 +142,12 @@ impl AsyncWrite for LocalConn {
 /// Binds the admin socket (replacing a stale socket file) and yields its
 /// connections.
 pub fn admin_incoming(path: &Path) -> io::Result<ReceiverStream<Result<LocalConn, io::Error>>> {
-    if let Some(dir) = path.parent() {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-        }
+    if let Some(dir) = path.parent()
+        && !dir.exists()
+    {
+        std::fs::create_dir_all(dir)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => {}

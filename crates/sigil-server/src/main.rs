@@ -28,7 +28,7 @@ enum Command {
     /// Brings up a complete local trust domain (server, agent, an entry for you)
     Dev(sigil_server::dev::DevArgs),
     #[command(flatten)]
-    Admin(AdminCommand),
+    Admin(Box<AdminCommand>),
 }
 
 #[derive(clap::Args, Debug)]
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args).await,
             Command::Validate(args) => validate(args),
             Command::Dev(args) => sigil_server::dev::run(args).await,
-            Command::Admin(cmd) => sigil_server::cli::run(cmd).await,
+            Command::Admin(cmd) => sigil_server::cli::run(*cmd).await,
         }
     })
 }

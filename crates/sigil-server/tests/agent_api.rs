@@ -1,6 +1,7 @@
 //! The SPIRE server API as an agent sees it, over real mTLS to an
 //! in-process server (SQLite datastore, memory keys): join-token attestation,
 //! authorization of SVID requests, single-use tokens, bans. No fakes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;
@@ -184,7 +185,7 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
 
     let agent = attest(running.agent_addr, roots.clone(), &token).await.expect("attests");
     let leaf = sigil_crypto::x509::cert_info(&agent.chain[0]).unwrap();
-    assert_eq!(leaf.uri_sans, [agent_id.clone()]);
+    assert_eq!(leaf.uri_sans, std::slice::from_ref(&agent_id));
 
     // The same token again: refused, and no second agent appears.
     let reused = attest(running.agent_addr, roots.clone(), &token).await.err().expect("refused");

@@ -116,7 +116,10 @@ pub async fn load_stored(
             continue;
         };
         if clock.unix_now() + 1 >= svid.not_after {
-            tracing::warn!(expiry = svid.not_after, "SVID key recovered, but SVID is expired; will perform node attestation");
+            tracing::warn!(
+                expiry = svid.not_after,
+                "SVID key recovered, but SVID is expired; will perform node attestation"
+            );
             return Ok(None);
         }
         tracing::info!(spiffe_id = %svid.spiffe_id, "SVID loaded");

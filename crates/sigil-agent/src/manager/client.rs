@@ -88,11 +88,13 @@ impl TonicServerApi {
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
             .tcp_nodelay(true);
-        let server_name = ServerName::try_from(self.host.clone()).map_err(|e| {
-            CryptoError::TlsConfig {
-                reason: format!("server_address {:?} is not a valid host name: {e}", self.host),
-            }
-        })?;
+        let server_name =
+            ServerName::try_from(self.host.clone()).map_err(|e| CryptoError::TlsConfig {
+                reason: format!(
+                    "server_address {:?} is not a valid host name: {e}",
+                    self.host
+                ),
+            })?;
         let host = self.host.clone();
         let port = self.port;
         let connector = tower::service_fn(move |_uri: http::Uri| {
@@ -153,24 +155,27 @@ impl ServerApi for TonicServerApi {
             .attest_agent(tokio_stream::iter([request]))
             .await?
             .into_inner();
-        let response = responses
-            .message()
-            .await?
-            .ok_or_else(|| Status::unavailable("the server closed the attestation stream without a result"))?;
+        let response = responses.message().await?.ok_or_else(|| {
+            Status::unavailable("the server closed the attestation stream without a result")
+        })?;
         match response.step {
             Some(agent_pb::attest_agent_response::Step::Result(result)) => {
                 let svid = result
                     .svid
                     .ok_or_else(|| Status::internal("attest response is missing SVID"))?;
                 if svid.cert_chain.is_empty() {
-                    return Err(Status::internal("attest response has an empty SVID cert chain"));
+                    return Err(Status::internal(
+                        "attest response has an empty SVID cert chain",
+                    ));
                 }
                 Ok(svid.cert_chain)
             }
             Some(agent_pb::attest_agent_response::Step::Challenge(_)) => Err(Status::internal(
                 "the server sent an attestation challenge, which join_token attestation does not answer",
             )),
-            None => Err(Status::internal("attest response has neither result nor challenge")),
+            None => Err(Status::internal(
+                "attest response has neither result nor challenge",
+            )),
         }
     }
 
@@ -186,7 +191,9 @@ impl ServerApi for TonicServerApi {
             .svid
             .ok_or_else(|| Status::internal("renew response is missing SVID"))?;
         if svid.cert_chain.is_empty() {
-            return Err(Status::internal("renew response has an empty SVID cert chain"));
+            return Err(Status::internal(
+                "renew response has an empty SVID cert chain",
+            ));
         }
         Ok(svid.cert_chain)
     }
@@ -458,10 +465,7 @@ impl ResolvesClientCert for FixedClientCert {
         _root_hint_subjects: &[&[u8]],
         sigschemes: &[SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        self.0
-            .key
-            .choose_scheme(sigschemes)
-            .map(|_| self.0.clone())
+        self.0.key.choose_scheme(sigschemes).map(|_| self.0.clone())
     }
 
     fn has_certs(&self) -> bool {
@@ -545,7 +549,8 @@ mod tests {
         let now = SystemTime::now();
         let hour = Duration::from_secs(3600);
         let ca_key = SoftwareKey::generate(KeyType::EcP256).unwrap();
-        let ca = self_signed_ca(&ca_key, &td, &CaSubject::default(), now - hour, now + hour).unwrap();
+        let ca =
+            self_signed_ca(&ca_key, &td, &CaSubject::default(), now - hour, now + hour).unwrap();
         let leaf = |path: &str, key: &SoftwareKey| {
             sign_x509_svid(
                 &ca,
@@ -575,10 +580,7 @@ mod tests {
     /// Runs one TLS handshake between our client config and a rustls
     /// server requiring client certs; returns the client's result and the
     /// client certificate the server saw.
-    async fn handshake(
-        pki: &Pki,
-        trust: ServerTrust,
-    ) -> (Result<(), String>, Option<Vec<u8>>) {
+    async fn handshake(pki: &Pki, trust: ServerTrust) -> (Result<(), String>, Option<Vec<u8>>) {
         let server_cfg = server_config(
             pki.server_chain.clone(),
             pki.server_key.clone(),
@@ -638,7 +640,10 @@ mod tests {
         let e = result.unwrap_err();
         assert!(e.contains("spire/server"), "{e}");
         let (result, _) = handshake(&pki, ServerTrust::InsecureBootstrap).await;
-        assert!(result.is_err(), "insecure bootstrap still checks the server ID");
+        assert!(
+            result.is_err(),
+            "insecure bootstrap still checks the server ID"
+        );
     }
 
     #[tokio::test]
@@ -685,11 +690,13 @@ mod tests {
         assert_eq!(e.spiffe_id.as_str(), "spiffe://example.org/web");
         assert_eq!(e.selectors[0].to_string(), "unix:uid:1000");
         assert_eq!(e.revision_number, 3);
-        assert!(entry_from_proto(types::Entry {
-            id: "e2".into(),
-            ..Default::default()
-        })
-        .is_err());
+        assert!(
+            entry_from_proto(types::Entry {
+                id: "e2".into(),
+                ..Default::default()
+            })
+            .is_err()
+        );
 
         let b = bundle_from_proto(
             &td,

@@ -65,7 +65,11 @@ impl CachingJwtMinter {
 
 #[async_trait]
 impl JwtMinter for CachingJwtMinter {
-    async fn jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<JwtSvidRecord, JwtError> {
+    async fn jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<JwtSvidRecord, JwtError> {
         let mut normalized: Vec<String> = audience.to_vec();
         normalized.sort();
         normalized.dedup();
@@ -132,7 +136,10 @@ mod tests {
     async fn tokens_are_cached_per_entry_and_audience_set_until_half_life() {
         let (server, clock, m) = minter();
         let a = m.jwt_svid("e1", &["b".into(), "a".into()]).await.unwrap();
-        let again = m.jwt_svid("e1", &["a".into(), "b".into(), "a".into()]).await.unwrap();
+        let again = m
+            .jwt_svid("e1", &["a".into(), "b".into(), "a".into()])
+            .await
+            .unwrap();
         assert_eq!(a, again);
         assert_eq!(server.jwt_issued(), 1);
         m.jwt_svid("e1", &["c".into()]).await.unwrap();
@@ -167,7 +174,10 @@ mod tests {
         let (server, _clock, m) = minter();
         server.refuse_entry("bad");
         let e = m.jwt_svid("bad", &["x".into()]).await.unwrap_err();
-        assert!(matches!(e, JwtError::Refused(ref s) if s.contains("NotFound")), "{e}");
+        assert!(
+            matches!(e, JwtError::Refused(ref s) if s.contains("NotFound")),
+            "{e}"
+        );
         m.jwt_svid("e1", &["x".into()]).await.unwrap();
         m.jwt_svid("e2", &["x".into()]).await.unwrap();
         m.retain_entries(&BTreeSet::from(["e2"]));

@@ -228,7 +228,9 @@ impl Manager {
                     (ServerTrust::Bundle(b.x509_authorities.clone()), None)
                 }
                 TrustBundleSource::InsecureBootstrap => {
-                    tracing::warn!("Insecure bootstrap enabled: the server's identity is not verified until the agent has a trust bundle");
+                    tracing::warn!(
+                        "Insecure bootstrap enabled: the server's identity is not verified until the agent has a trust bundle"
+                    );
                     (ServerTrust::InsecureBootstrap, None)
                 }
                 TrustBundleSource::Stored => {
@@ -240,26 +242,30 @@ impl Manager {
             },
         };
 
-        let agent = match attest::load_stored(&data, key_manager.as_ref(), &td, clock.as_ref()).await? {
-            Some(agent) => agent,
-            None => {
-                let token = cfg.join_token.clone().ok_or_else(|| ManagerError::NoJoinToken {
-                    data_dir: cfg.data_dir.clone(),
-                })?;
-                api.set_credentials(bootstrap_trust.clone(), None)?;
-                let agent = attest::attest_join_token(
-                    api.as_ref(),
-                    key_manager.as_ref(),
-                    &td,
-                    &token,
-                    &cfg.server,
-                    cfg.bootstrap_timeout,
-                )
-                .await?;
-                data.store_agent_svid(&agent.chain)?;
-                agent
-            }
-        };
+        let agent =
+            match attest::load_stored(&data, key_manager.as_ref(), &td, clock.as_ref()).await? {
+                Some(agent) => agent,
+                None => {
+                    let token =
+                        cfg.join_token
+                            .clone()
+                            .ok_or_else(|| ManagerError::NoJoinToken {
+                                data_dir: cfg.data_dir.clone(),
+                            })?;
+                    api.set_credentials(bootstrap_trust.clone(), None)?;
+                    let agent = attest::attest_join_token(
+                        api.as_ref(),
+                        key_manager.as_ref(),
+                        &td,
+                        &token,
+                        &cfg.server,
+                        cfg.bootstrap_timeout,
+                    )
+                    .await?;
+                    data.store_agent_svid(&agent.chain)?;
+                    agent
+                }
+            };
         api.set_credentials(
             bootstrap_trust.clone(),
             Some(AgentIdentity {
@@ -271,9 +277,12 @@ impl Manager {
         if bundle.is_none() {
             // First contact: take the server's bundle, and make sure our own
             // SVID chains to it before trusting it.
-            let fetched = retry_transient(&cfg.server, "fetching the trust bundle", cfg.bootstrap_timeout, || {
-                api.get_bundle()
-            })
+            let fetched = retry_transient(
+                &cfg.server,
+                "fetching the trust bundle",
+                cfg.bootstrap_timeout,
+                || api.get_bundle(),
+            )
             .await
             .map_err(|e| match e {
                 Retry::GaveUp(e) => e,
@@ -435,7 +444,11 @@ impl Shared {
 
         let mut state = self.state.lock().await;
         let result = state
-            .sync(self.api.as_ref(), self.clock.as_ref(), self.cfg.workload_key_type)
+            .sync(
+                self.api.as_ref(),
+                self.clock.as_ref(),
+                self.cfg.workload_key_type,
+            )
             .await;
         state.prune_expired(self.clock.unix_now());
 
@@ -538,7 +551,11 @@ async fn run_loop(shared: Arc<Shared>, sync_first: bool) {
         match shared.tick().await {
             Ok(()) => delay = interval,
             Err(e) => {
-                delay = if delay < interval { interval } else { (delay * 2).min(max_backoff) };
+                delay = if delay < interval {
+                    interval
+                } else {
+                    (delay * 2).min(max_backoff)
+                };
                 tracing::warn!(error = %e, retry_in = ?delay, "Synchronize failed");
             }
         }
@@ -561,7 +578,12 @@ pub fn load_bootstrap_bundle(
         BundleFormat::Pem => Bundle::from_pem_certs(td, &bytes),
         BundleFormat::Spiffe => Bundle::parse_jwks(td, &bytes),
     }
-    .map_err(|e| ManagerError::Bundle(format!("unable to parse trust bundle {}: {e}", path.display())))?;
+    .map_err(|e| {
+        ManagerError::Bundle(format!(
+            "unable to parse trust bundle {}: {e}",
+            path.display()
+        ))
+    })?;
     if bundle.x509_authorities.is_empty() {
         return Err(ManagerError::Bundle(format!(
             "no certs in bundle {}",

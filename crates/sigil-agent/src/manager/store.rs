@@ -123,8 +123,8 @@ impl DataDir {
             path: path.clone(),
             reason,
         };
-        let file: CacheFile =
-            serde_json::from_slice(&bytes).map_err(|e| corrupt(format!("not an SVID cache: {e}")))?;
+        let file: CacheFile = serde_json::from_slice(&bytes)
+            .map_err(|e| corrupt(format!("not an SVID cache: {e}")))?;
         if file.version != CACHE_VERSION {
             return Err(corrupt(format!("unknown version {}", file.version)));
         }
@@ -337,7 +337,8 @@ mod tests {
         let dead = ca.cached_svid("e2", "/old", now - 7200, now - 3600);
         let mut bundle = Bundle::new(td.clone());
         bundle.x509_authorities.push(ca.cert.clone());
-        dd.store_svid_cache(&td, Some(&bundle), &[&live, &dead]).unwrap();
+        dd.store_svid_cache(&td, Some(&bundle), &[&live, &dead])
+            .unwrap();
         let mode = std::fs::metadata(dir.path().join(SVID_CACHE_FILE))
             .unwrap()
             .permissions()

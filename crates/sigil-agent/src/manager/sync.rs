@@ -41,11 +41,10 @@ pub enum Renewal {
 /// True once `now` is at or past the middle of `[not_before, not_after]`,
 /// SPIRE's default rotation point.
 pub fn should_rotate(now: i64, not_before: i64, not_after: i64) -> bool {
-    if now >= not_after {
+    if now >= not_after || not_before >= not_after {
         return true;
     }
-    let lifetime = not_after.saturating_sub(not_before).max(0);
-    not_after - now <= lifetime / 2
+    not_after - now <= (not_after - not_before) / 2
 }
 
 /// Whether (and why) `entry` needs a new SVID given the cached one.
@@ -197,7 +196,8 @@ impl SyncState {
                         tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, "Creating X509-SVID");
                     }
                     Renewal::Expiring | Renewal::EntryChanged => {
-                        let expires_at = self.svids.get(&entry.id).map_or(0, |c| c.record.expires_at);
+                        let expires_at =
+                            self.svids.get(&entry.id).map_or(0, |c| c.record.expires_at);
                         tracing::info!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, expires_at, reason = ?reason, "Renewing X509-SVID");
                     }
                 }
@@ -290,8 +290,8 @@ mod tests {
         assert!(!should_rotate(149, 100, 200));
         assert!(should_rotate(150, 100, 200));
         assert!(should_rotate(250, 100, 200));
-        // A zero or negative lifetime is always due.
-        assert!(should_rotate(100, 200, 200));
+        // A certificate whose notBefore lies after its notAfter is due.
+        assert!(should_rotate(100, 300, 200));
     }
 
     #[test]
@@ -306,7 +306,10 @@ mod tests {
             revision_number: 1,
             ..e.clone()
         };
-        assert_eq!(renewal_reason(&changed, Some(&c), 1200), Some(Renewal::EntryChanged));
+        assert_eq!(
+            renewal_reason(&changed, Some(&c), 1200),
+            Some(Renewal::EntryChanged)
+        );
         let dns = AuthorizedEntry {
             dns_names: vec!["a.example.org".into()],
             ..e
@@ -330,7 +333,10 @@ mod tests {
                 ..entry("e3", "/stored", &["x:y"])
             },
         ]);
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!(out.issued, 2);
         let snap = state.snapshot();
         let ids: Vec<_> = snap.svids.iter().map(|s| s.entry_id.as_str()).collect();
@@ -343,7 +349,10 @@ mod tests {
         assert_eq!(info.public_key_der, key.public_key_der());
 
         // Nothing to do on the next sync.
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!(out, SyncOutcome::default());
         assert_eq!(server.x509_issued(), 2);
     }
@@ -352,13 +361,22 @@ mod tests {
     async fn svids_are_renewed_at_half_life_with_a_new_key() {
         let (server, clock, mut state) = start();
         server.set_entries(vec![entry("e1", "/web", &["unix:uid:1"])]);
-        state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         let first = state.snapshot().svids[0].clone();
         clock.advance(Duration::from_secs(server.x509_ttl() / 2 - 60));
-        state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!(state.snapshot().svids[0], first, "not yet due");
         clock.advance(Duration::from_secs(61));
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!(out.issued, 1);
         let second = state.snapshot().svids[0].clone();
         assert_ne!(second.key_pkcs8, first.key_pkcs8);
@@ -372,15 +390,24 @@ mod tests {
             entry("e1", "/web", &["unix:uid:1"]),
             entry("e2", "/db", &["unix:uid:2"]),
         ]);
-        state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         let mut changed = entry("e1", "/web2", &["unix:uid:7"]);
         changed.revision_number = 1;
         server.set_entries(vec![changed]);
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!((out.dropped, out.issued), (1, 1));
         let snap = state.snapshot();
         assert_eq!(snap.svids.len(), 1);
-        assert_eq!(snap.svids[0].spiffe_id.as_str(), "spiffe://example.org/web2");
+        assert_eq!(
+            snap.svids[0].spiffe_id.as_str(),
+            "spiffe://example.org/web2"
+        );
         assert_eq!(snap.svids[0].selectors[0].to_string(), "unix:uid:7");
     }
 
@@ -388,11 +415,17 @@ mod tests {
     async fn selector_and_hint_changes_do_not_reissue() {
         let (server, clock, mut state) = start();
         server.set_entries(vec![entry("e1", "/web", &["unix:uid:1"])]);
-        state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         let mut e = entry("e1", "/web", &["unix:uid:2"]);
         e.hint = "primary".into();
         server.set_entries(vec![e]);
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!(out.issued, 0);
         let rec = &state.snapshot().svids[0];
         assert_eq!(rec.selectors[0].to_string(), "unix:uid:2");
@@ -406,7 +439,10 @@ mod tests {
             .map(|i| entry(&format!("e{i:04}"), &format!("/w/{i}"), &["unix:uid:1"]))
             .collect();
         server.set_entries(entries);
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!(out.issued, 1001);
         assert_eq!(server.batch_sizes(), vec![500, 500, 1]);
     }
@@ -419,7 +455,10 @@ mod tests {
             entry("e2", "/db", &["unix:uid:2"]),
         ]);
         server.refuse_entry("e2");
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert_eq!((out.issued, out.failed), (1, 1));
         assert_eq!(state.snapshot().svids.len(), 1);
     }
@@ -428,11 +467,17 @@ mod tests {
     async fn unreachable_server_keeps_state_until_svids_expire() {
         let (server, clock, mut state) = start();
         server.set_entries(vec![entry("e1", "/web", &["unix:uid:1"])]);
-        state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         let before = state.snapshot();
         server.set_reachable(false);
         clock.advance(Duration::from_secs(server.x509_ttl() - 10));
-        let err = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap_err();
+        let err = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable);
         assert!(!state.prune_expired(clock.unix_now()));
         assert_eq!(state.snapshot(), before);
@@ -444,10 +489,16 @@ mod tests {
     #[tokio::test]
     async fn bundle_changes_are_reported() {
         let (server, clock, mut state) = start();
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert!(!out.bundle_changed);
         server.add_jwt_authority("kid-2");
-        let out = state.sync(&*server, &*clock, KeyType::EcP256).await.unwrap();
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
         assert!(out.bundle_changed);
         assert!(state.bundle.find_jwt_authority("kid-2").is_some());
     }

@@ -33,8 +33,14 @@ impl TestCa {
         let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
         let now = SystemTime::now();
         let day = Duration::from_secs(86400);
-        let cert = self_signed_ca(&key, &td, &CaSubject::default(), now - day, now + day * 3650)
-            .unwrap();
+        let cert = self_signed_ca(
+            &key,
+            &td,
+            &CaSubject::default(),
+            now - day,
+            now + day * 3650,
+        )
+        .unwrap();
         TestCa { td, cert, key }
     }
 
@@ -57,7 +63,10 @@ impl TestCa {
         let now = clock::unix(SystemTime::now());
         let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
         let id = self.td.id_with_path(path).unwrap();
-        (self.sign(&id, key.public_key_der(), now + nb, now + na), key)
+        (
+            self.sign(&id, key.public_key_der(), now + nb, now + na),
+            key,
+        )
     }
 
     pub fn cached_svid(&self, entry_id: &str, path: &str, nb: i64, na: i64) -> CachedSvid {
@@ -87,7 +96,10 @@ pub fn entry(id: &str, path: &str, selectors: &[&str]) -> AuthorizedEntry {
     AuthorizedEntry {
         id: id.into(),
         spiffe_id: SpiffeId::parse(&format!("spiffe://example.org{path}")).unwrap(),
-        selectors: selectors.iter().map(|s| Selector::parse(s).unwrap()).collect(),
+        selectors: selectors
+            .iter()
+            .map(|s| Selector::parse(s).unwrap())
+            .collect(),
         dns_names: Vec::new(),
         hint: String::new(),
         revision_number: 0,
@@ -123,7 +135,6 @@ pub struct FakeServer {
     jwt_issued: AtomicUsize,
     renewals: AtomicUsize,
     attestations: AtomicUsize,
-    agent_ttl: AtomicUsize,
 }
 
 impl FakeServer {
@@ -152,7 +163,6 @@ impl FakeServer {
             jwt_issued: AtomicUsize::new(0),
             renewals: AtomicUsize::new(0),
             attestations: AtomicUsize::new(0),
-            agent_ttl: AtomicUsize::new(3600),
         }
     }
 
@@ -175,10 +185,7 @@ impl FakeServer {
         300
     }
     pub fn agent_ttl(&self) -> u64 {
-        self.agent_ttl.load(Ordering::SeqCst) as u64
-    }
-    pub fn set_agent_ttl(&self, secs: usize) {
-        self.agent_ttl.store(secs, Ordering::SeqCst);
+        3600
     }
     pub fn set_entries(&self, entries: Vec<AuthorizedEntry>) {
         *self.entries.lock().unwrap() = entries;
@@ -193,11 +200,15 @@ impl FakeServer {
         self.tokens.lock().unwrap().insert(token.into());
     }
     pub fn add_jwt_authority(&self, kid: &str) {
-        self.bundle.lock().unwrap().jwt_authorities.push(JwtAuthority {
-            key_id: kid.into(),
-            public_key_der: self.ca_key.public_key_der().to_vec(),
-            expires_at: None,
-        });
+        self.bundle
+            .lock()
+            .unwrap()
+            .jwt_authorities
+            .push(JwtAuthority {
+                key_id: kid.into(),
+                public_key_der: self.ca_key.public_key_der().to_vec(),
+                expires_at: None,
+            });
     }
     pub fn x509_issued(&self) -> usize {
         self.x509_issued.load(Ordering::SeqCst)

@@ -27,7 +27,11 @@ fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerC
 
 fn bundle_file(server: &FakeServer, dir: &Path) -> TrustBundleSource {
     let path = dir.join("bootstrap.pem");
-    std::fs::write(&path, sigil_crypto::x509::pem_encode_certs(&[server.ca_cert()])).unwrap();
+    std::fs::write(
+        &path,
+        sigil_crypto::x509::pem_encode_certs(&[server.ca_cert()]),
+    )
+    .unwrap();
     TrustBundleSource::Path {
         path,
         format: BundleFormat::Pem,
@@ -53,10 +57,17 @@ async fn fresh_agent_attests_persists_and_serves_entries() {
     server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
     let dir = tempfile::tempdir().unwrap();
     let trust = bundle_file(&server, dir.path());
-    let m = start(&server, config(&server, dir.path(), trust), disk_km(dir.path()))
-        .await
-        .unwrap();
-    assert_eq!(m.agent_id().as_str(), "spiffe://example.org/spire/agent/join_token/tok");
+    let m = start(
+        &server,
+        config(&server, dir.path(), trust),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        m.agent_id().as_str(),
+        "spiffe://example.org/spire/agent/join_token/tok"
+    );
     assert!(dir.path().join(store::AGENT_SVID_FILE).is_file());
     assert!(dir.path().join(store::BUNDLE_FILE).is_file());
     assert!(dir.path().join(store::SVID_CACHE_FILE).is_file());
@@ -76,9 +87,13 @@ async fn restart_with_disk_key_manager_reuses_the_agent_svid() {
     server.add_token("tok");
     let dir = tempfile::tempdir().unwrap();
     let trust = bundle_file(&server, dir.path());
-    let first = start(&server, config(&server, dir.path(), trust.clone()), disk_km(dir.path()))
-        .await
-        .unwrap();
+    let first = start(
+        &server,
+        config(&server, dir.path(), trust.clone()),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
     let id = first.agent_id();
     drop(first);
     // The token is spent; a restart must not need it.
@@ -96,11 +111,24 @@ async fn restart_with_memory_key_manager_reattests_and_reports_a_used_token() {
     let dir = tempfile::tempdir().unwrap();
     let trust = bundle_file(&server, dir.path());
     let km = || Arc::new(MemoryKeyManager::default()) as Arc<dyn KeyManager>;
-    drop(start(&server, config(&server, dir.path(), trust.clone()), km()).await.unwrap());
+    drop(
+        start(&server, config(&server, dir.path(), trust.clone()), km())
+            .await
+            .unwrap(),
+    );
     let err = start(&server, config(&server, dir.path(), trust), km())
         .await
         .unwrap_err();
-    assert!(matches!(err, ManagerError::AttestationRefused { code: tonic::Code::InvalidArgument, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            ManagerError::AttestationRefused {
+                code: tonic::Code::InvalidArgument,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("join token does not exist or has already been used"),
@@ -127,9 +155,15 @@ async fn unreachable_server_at_first_attestation_gives_up_after_the_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
     let err = start(&server, cfg, disk_km(dir.path())).await.unwrap_err();
-    assert!(matches!(err, ManagerError::ServerUnreachable { .. }), "{err}");
+    assert!(
+        matches!(err, ManagerError::ServerUnreachable { .. }),
+        "{err}"
+    );
     let msg = err.to_string();
-    assert!(msg.contains("127.0.0.1:8081") && msg.contains("connection refused"), "{msg}");
+    assert!(
+        msg.contains("127.0.0.1:8081") && msg.contains("connection refused"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -154,7 +188,9 @@ async fn agent_svid_rotates_at_half_life_into_the_other_key_slot() {
     let m = start(&server, cfg, km.clone()).await.unwrap();
     let before = m.agent_svid_expires_at();
     let stored_before = std::fs::read(dir.path().join(store::AGENT_SVID_FILE)).unwrap();
-    server.clock().advance(Duration::from_secs(server.agent_ttl() / 2 - 10));
+    server
+        .clock()
+        .advance(Duration::from_secs(server.agent_ttl() / 2 - 10));
     m.sync_now().await.unwrap();
     assert_eq!(server.renewals(), 0);
     server.clock().advance(Duration::from_secs(20));
@@ -178,24 +214,37 @@ async fn restarted_agent_serves_persisted_svids_with_the_server_down() {
     server.add_jwt_authority("kid-1");
     let dir = tempfile::tempdir().unwrap();
     let trust = bundle_file(&server, dir.path());
-    let first = start(&server, config(&server, dir.path(), trust.clone()), disk_km(dir.path()))
-        .await
-        .unwrap();
+    let first = start(
+        &server,
+        config(&server, dir.path(), trust.clone()),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
     let served = first.snapshot().unwrap();
     drop(first);
 
     server.set_reachable(false);
-    let second = start(&server, config(&server, dir.path(), trust), disk_km(dir.path()))
-        .await
-        .unwrap();
+    let second = start(
+        &server,
+        config(&server, dir.path(), trust),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
     let snap = second.snapshot().unwrap();
     assert_eq!(snap.svids, served.svids);
-    assert!(snap.bundle.find_jwt_authority("kid-1").is_some(), "full bundle restored");
+    assert!(
+        snap.bundle.find_jwt_authority("kid-1").is_some(),
+        "full bundle restored"
+    );
     // A failing sync keeps everything.
     assert!(second.sync_now().await.is_err());
     assert_eq!(second.snapshot().unwrap().svids, served.svids);
     // Until it expires.
-    server.clock().advance(Duration::from_secs(server.x509_ttl() + 1));
+    server
+        .clock()
+        .advance(Duration::from_secs(server.x509_ttl() + 1));
     assert!(second.sync_now().await.is_err());
     assert!(second.snapshot().unwrap().svids.is_empty());
 }
@@ -208,7 +257,15 @@ async fn trigger_sync_publishes_new_entries_without_waiting_for_the_interval() {
     let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
     let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
     let mut handle = m.cache_handle();
-    assert!(handle.snapshots.borrow_and_update().as_ref().unwrap().svids.is_empty());
+    assert!(
+        handle
+            .snapshots
+            .borrow_and_update()
+            .as_ref()
+            .unwrap()
+            .svids
+            .is_empty()
+    );
     server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
     m.trigger_sync();
     tokio::time::timeout(Duration::from_secs(10), handle.snapshots.changed())
@@ -230,9 +287,14 @@ async fn unchanged_syncs_publish_nothing() {
     handle.snapshots.borrow_and_update();
     m.sync_now().await.unwrap();
     assert!(!handle.snapshots.has_changed().unwrap());
-    server.clock().advance(Duration::from_secs(server.x509_ttl() / 2 + 1));
+    server
+        .clock()
+        .advance(Duration::from_secs(server.x509_ttl() / 2 + 1));
     m.sync_now().await.unwrap();
-    assert!(handle.snapshots.has_changed().unwrap(), "rotation publishes");
+    assert!(
+        handle.snapshots.has_changed().unwrap(),
+        "rotation publishes"
+    );
     let _ = server.clock().now();
 }
 
@@ -256,7 +318,11 @@ fn bootstrap_bundle_files_are_read_in_both_formats() {
     let td = server.td();
     let dir = tempfile::tempdir().unwrap();
     let pem = dir.path().join("b.pem");
-    std::fs::write(&pem, sigil_crypto::x509::pem_encode_certs(&[server.ca_cert()])).unwrap();
+    std::fs::write(
+        &pem,
+        sigil_crypto::x509::pem_encode_certs(&[server.ca_cert()]),
+    )
+    .unwrap();
     let b = load_bootstrap_bundle(&pem, BundleFormat::Pem, &td).unwrap();
     assert_eq!(b.x509_authorities, vec![server.ca_cert()]);
     let jwks = dir.path().join("b.json");
@@ -265,6 +331,10 @@ fn bootstrap_bundle_files_are_read_in_both_formats() {
     assert_eq!(b2.x509_authorities, b.x509_authorities);
     let err = load_bootstrap_bundle(&jwks, BundleFormat::Pem, &td).unwrap_err();
     assert!(err.to_string().contains("b.json"), "{err}");
-    let err = load_bootstrap_bundle(&dir.path().join("missing"), BundleFormat::Pem, &td).unwrap_err();
-    assert!(err.to_string().contains("unable to read trust bundle"), "{err}");
+    let err =
+        load_bootstrap_bundle(&dir.path().join("missing"), BundleFormat::Pem, &td).unwrap_err();
+    assert!(
+        err.to_string().contains("unable to read trust bundle"),
+        "{err}"
+    );
 }

@@ -129,13 +129,14 @@ fn reject_unknown(
     data: &serde_json::Value,
     allowed: &[&str],
 ) -> Result<(), KeyManagerError> {
-    if let Some(obj) = data.as_object() {
-        if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(KeyManagerError::Config {
-                plugin,
-                reason: format!("unknown option {k:?} in plugin_data"),
-            });
-        }
+    if let Some(k) = data
+        .as_object()
+        .and_then(|obj| obj.keys().find(|k| !allowed.contains(&k.as_str())))
+    {
+        return Err(KeyManagerError::Config {
+            plugin,
+            reason: format!("unknown option {k:?} in plugin_data"),
+        });
     }
     Ok(())
 }
