@@ -33,8 +33,10 @@ pub async fn workload_client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
 /// Wraps a message in a request carrying the `workload.spiffe.io: true` header.
 pub fn with_header<T>(msg: T) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
-    req.metadata_mut()
-        .insert("workload.spiffe.io", tonic::metadata::MetadataValue::from_static("true"));
+    req.metadata_mut().insert(
+        "workload.spiffe.io",
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
     req
 }
 

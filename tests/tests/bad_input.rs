@@ -11,7 +11,11 @@ use sigil_proto::workload::{JwtsvidRequest, X509svidRequest};
 use sigil_testkit::TrustDomain;
 
 fn entry_count(td: &TrustDomain) -> String {
-    td.server_cli(&["entry", "count"]).ok().stdout.trim().to_owned()
+    td.server_cli(&["entry", "count"])
+        .ok()
+        .stdout
+        .trim()
+        .to_owned()
 }
 
 #[test]
@@ -21,14 +25,73 @@ fn entry_create_rejects_bad_ids_and_selectors_and_stores_nothing() {
     let before = entry_count(&td);
     let parent = "spiffe://example.org/spire/agent/join_token/x";
     let cases: &[(&[&str], &str)] = &[
-        (&["-spiffeID", "spiffe://example.org/a//b", "-selector", "unix:uid:1"], "empty segments"),
-        (&["-spiffeID", "spiffe://Example.org/a", "-selector", "unix:uid:1"], "trust domain"),
-        (&["-spiffeID", "http://example.org/a", "-selector", "unix:uid:1"], "scheme"),
-        (&["-spiffeID", "spiffe://example.org/a%20b", "-selector", "unix:uid:1"], "percent"),
-        (&["-spiffeID", "spiffe://other.org/a", "-selector", "unix:uid:1"], "not a member of trust domain"),
-        (&["-spiffeID", "spiffe://example.org/spire/x", "-selector", "unix:uid:1"], "reserved"),
-        (&["-spiffeID", "spiffe://example.org/a", "-selector", "nocolon"], "selector"),
-        (&["-spiffeID", "spiffe://example.org/a", "-selector", ":value"], "selector"),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a//b",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "empty segments",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://Example.org/a",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "trust domain",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "http://example.org/a",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "scheme",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a%20b",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "percent",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://other.org/a",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "not a member of trust domain",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/spire/x",
+                "-selector",
+                "unix:uid:1",
+            ],
+            "reserved",
+        ),
+        (
+            &[
+                "-spiffeID",
+                "spiffe://example.org/a",
+                "-selector",
+                "nocolon",
+            ],
+            "selector",
+        ),
+        (
+            &["-spiffeID", "spiffe://example.org/a", "-selector", ":value"],
+            "selector",
+        ),
         (&["-spiffeID", "spiffe://example.org/a"], "selector"),
     ];
     for (args, needle) in cases {
@@ -54,13 +117,20 @@ fn join_token_is_single_use_and_expires() {
     let out = td.start_agent_expect_exit(1, Some(&token), Duration::from_secs(60));
     assert_ne!(out.code, 0);
     assert!(
-        out.all().contains("join token does not exist or has already been used"),
+        out.all()
+            .contains("join token does not exist or has already been used"),
         "{}",
         out.all()
     );
     // An expired token.
     let expired = td.server_cli(&["token", "generate", "-ttl", "1"]).ok();
-    let expired = expired.stdout.trim().trim_start_matches("Token: ").to_owned();
+    let expired = expired
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("Token: "))
+        .expect("a Token: line")
+        .trim()
+        .to_owned();
     std::thread::sleep(Duration::from_secs(2));
     let out = td.start_agent_expect_exit(2, Some(&expired), Duration::from_secs(60));
     assert_ne!(out.code, 0);
@@ -87,7 +157,11 @@ async fn workload_api_requires_header_and_an_identity() {
         .await
         .expect_err("no header");
     assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
-    assert!(err.message().contains("security header"), "{}", err.message());
+    assert!(
+        err.message().contains("security header"),
+        "{}",
+        err.message()
+    );
 
     // Header but no entry for this uid: PermissionDenied.
     let err = match client.fetch_x509svid(with_header(X509svidRequest {})).await {
@@ -110,10 +184,14 @@ async fn workload_api_requires_header_and_an_identity() {
 
     // An entry for a different uid does not help.
     td.server_cli(&[
-        "entry", "create",
-        "-parentID", &td.join_token_agent_id(&token),
-        "-spiffeID", "spiffe://example.org/someone-else",
-        "-selector", &format!("unix:uid:{}", my_uid() + 4242),
+        "entry",
+        "create",
+        "-parentID",
+        &td.join_token_agent_id(&token),
+        "-spiffeID",
+        "spiffe://example.org/someone-else",
+        "-selector",
+        &format!("unix:uid:{}", my_uid() + 4242),
     ])
     .ok();
     tokio::time::sleep(Duration::from_secs(3)).await;

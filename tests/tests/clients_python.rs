@@ -16,7 +16,10 @@ use sigil_testkit::{TrustDomain, wait_for};
 #[test]
 fn py_spiffe_fetches_x509_jwt_and_bundles_from_sigil_agent() {
     let Some(python) = std::env::var("SIGIL_TEST_PYTHON").ok() else {
-        assert!(std::env::var("CI").is_err(), "SIGIL_TEST_PYTHON must be set in CI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "SIGIL_TEST_PYTHON must be set in CI"
+        );
         eprintln!("skipping: SIGIL_TEST_PYTHON not set (see .ci/run)");
         return;
     };
@@ -26,10 +29,14 @@ fn py_spiffe_fetches_x509_jwt_and_bundles_from_sigil_agent() {
     td.start_agent(0, Some(&token));
     let id = "spiffe://example.org/workload/python";
     td.server_cli(&[
-        "entry", "create",
-        "-parentID", &td.join_token_agent_id(&token),
-        "-spiffeID", id,
-        "-selector", &format!("unix:uid:{}", my_uid()),
+        "entry",
+        "create",
+        "-parentID",
+        &td.join_token_agent_id(&token),
+        "-spiffeID",
+        id,
+        "-selector",
+        &format!("unix:uid:{}", my_uid()),
     ])
     .ok();
     wait_for("SVID", Duration::from_secs(30), || {
@@ -46,7 +53,13 @@ fn py_spiffe_fetches_x509_jwt_and_bundles_from_sigil_agent() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "py-spiffe failed\n{stdout}\n{stderr}");
-    for line in ["OK x509", "OK x509 bundles", "OK jwt", "OK validate", "OK jwt bundles"] {
+    for line in [
+        "OK x509",
+        "OK x509 bundles",
+        "OK jwt",
+        "OK validate",
+        "OK jwt bundles",
+    ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use sigil_e2e::my_uid;
 use sigil_testkit::{TrustDomain, wait_for};
-use spiffe::{JwtSource, JwtSvid, SpiffeId, TrustDomain as SpiffeTd, WorkloadApiClient, X509Source};
+use spiffe::{
+    JwtSource, JwtSvid, SpiffeId, TrustDomain as SpiffeTd, WorkloadApiClient, X509Source,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_spiffe_crate_fetches_and_validates_from_sigil_agent() {
@@ -18,10 +20,14 @@ async fn rust_spiffe_crate_fetches_and_validates_from_sigil_agent() {
         td.start_agent(0, Some(&token));
         let id = "spiffe://example.org/workload/rust-client".to_owned();
         td.server_cli(&[
-            "entry", "create",
-            "-parentID", &td.join_token_agent_id(&token),
-            "-spiffeID", &id,
-            "-selector", &format!("unix:uid:{}", my_uid()),
+            "entry",
+            "create",
+            "-parentID",
+            &td.join_token_agent_id(&token),
+            "-spiffeID",
+            &id,
+            "-selector",
+            &format!("unix:uid:{}", my_uid()),
         ])
         .ok();
         wait_for("SVID", Duration::from_secs(30), || {
@@ -34,12 +40,20 @@ async fn rust_spiffe_crate_fetches_and_validates_from_sigil_agent() {
     let want = SpiffeId::new(&id).unwrap();
     let tdom = SpiffeTd::new("example.org").unwrap();
 
-    let client = WorkloadApiClient::connect_to(&endpoint).await.expect("connect");
+    let client = WorkloadApiClient::connect_to(&endpoint)
+        .await
+        .expect("connect");
     let svid = client.fetch_x509_svid().await.expect("X509-SVID");
     assert_eq!(svid.spiffe_id(), &want);
     assert!(!svid.cert_chain().is_empty());
     let bundles = client.fetch_x509_bundles().await.expect("X509 bundles");
-    assert!(!bundles.get(&tdom).expect("our bundle").authorities().is_empty());
+    assert!(
+        !bundles
+            .get(&tdom)
+            .expect("our bundle")
+            .authorities()
+            .is_empty()
+    );
 
     let jwt = client
         .fetch_jwt_svid(["my-audience"], None)
@@ -74,7 +88,10 @@ async fn rust_spiffe_crate_fetches_and_validates_from_sigil_agent() {
         .build()
         .await
         .expect("JwtSource");
-    let from_source = jwt_source.fetch_jwt_svid(["aud2"]).await.expect("JWT via source");
+    let from_source = jwt_source
+        .fetch_jwt_svid(["aud2"])
+        .await
+        .expect("JWT via source");
     assert_eq!(from_source.spiffe_id(), &want);
     drop(td);
 }

@@ -14,7 +14,16 @@ use sigil_testkit::{Options, TrustDomain, wait_for};
 fn create_entry(td: &TrustDomain, parent: &str, spiffe_id: &str) -> String {
     let uid = format!("unix:uid:{}", my_uid());
     let out = td
-        .server_cli(&["entry", "create", "-parentID", parent, "-spiffeID", spiffe_id, "-selector", &uid])
+        .server_cli(&[
+            "entry",
+            "create",
+            "-parentID",
+            parent,
+            "-spiffeID",
+            spiffe_id,
+            "-selector",
+            &uid,
+        ])
         .ok();
     out.stdout
         .lines()
@@ -50,7 +59,10 @@ fn workload_fetches_x509_svid_that_openssl_verifies_against_the_bundle() {
     let out_dir = td.path().join("svids");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = td
-        .agent_cli(0, &["api", "fetch", "x509", "-write", out_dir.to_str().unwrap()])
+        .agent_cli(
+            0,
+            &["api", "fetch", "x509", "-write", out_dir.to_str().unwrap()],
+        )
         .ok();
     assert!(out.stdout.contains(&id), "{}", out.stdout);
     for f in ["svid.0.pem", "svid.0.key", "bundle.0.pem"] {
@@ -82,7 +94,9 @@ fn workload_fetches_x509_svid_that_openssl_verifies_against_the_bundle() {
 fn workload_fetches_jwt_svid_and_agent_validates_it() {
     let (td, id) = bring_up(Options::default());
     wait_for_svid(&td, &id);
-    let out = td.agent_cli(0, &["api", "fetch", "jwt", "-audience", "spire-test"]).ok();
+    let out = td
+        .agent_cli(0, &["api", "fetch", "jwt", "-audience", "spire-test"])
+        .ok();
     let token = out
         .stdout
         .lines()
@@ -91,13 +105,39 @@ fn workload_fetches_jwt_svid_and_agent_validates_it() {
         .map(|l| l.trim().to_owned())
         .unwrap_or_else(|| panic!("no token for {id} in:\n{}", out.stdout));
     let ok = td
-        .agent_cli(0, &["api", "validate", "jwt", "-audience", "spire-test", "-svid", &token])
+        .agent_cli(
+            0,
+            &[
+                "api",
+                "validate",
+                "jwt",
+                "-audience",
+                "spire-test",
+                "-svid",
+                &token,
+            ],
+        )
         .ok();
     assert!(ok.stdout.contains("SVID is valid."), "{}", ok.stdout);
     assert!(ok.stdout.contains(&id), "{}", ok.stdout);
-    let wrong = td.agent_cli(0, &["api", "validate", "jwt", "-audience", "other", "-svid", &token]);
+    let wrong = td.agent_cli(
+        0,
+        &[
+            "api",
+            "validate",
+            "jwt",
+            "-audience",
+            "other",
+            "-svid",
+            &token,
+        ],
+    );
     let wrong = wrong.failed();
-    assert!(wrong.all().to_lowercase().contains("audience"), "{}", wrong.all());
+    assert!(
+        wrong.all().to_lowercase().contains("audience"),
+        "{}",
+        wrong.all()
+    );
 }
 
 #[test]
@@ -109,7 +149,11 @@ fn server_restart_keeps_entries_and_agent_restart_keeps_identity() {
     td.stop_server();
     td.start_server();
     let shown = td.server_cli(&["entry", "show", "-spiffeID", &id]).ok();
-    assert!(shown.stdout.contains(&id), "entry survives restart: {}", shown.stdout);
+    assert!(
+        shown.stdout.contains(&id),
+        "entry survives restart: {}",
+        shown.stdout
+    );
 
     // The agent restarts without a token: it reuses its stored SVID.
     td.stop_agent(0);
@@ -127,12 +171,25 @@ fn server_restart_keeps_entries_and_agent_restart_keeps_identity() {
 fn server_killed_hard_loses_no_committed_entry() {
     let (mut td, id) = bring_up(Options::default());
     let second = format!("spiffe://{}/workload/second", td.opts.trust_domain);
-    create_entry(&td, &format!("spiffe://{}/spire/server", td.opts.trust_domain), &second);
+    create_entry(
+        &td,
+        &format!("spiffe://{}/spire/server", td.opts.trust_domain),
+        &second,
+    );
     td.kill_server();
     td.start_server();
     let count = td.server_cli(&["entry", "count"]).ok();
-    assert!(count.stdout.contains("2 registration entries"), "{}", count.stdout);
-    assert!(td.server_cli(&["entry", "show", "-spiffeID", &id]).ok().stdout.contains(&id));
+    assert!(
+        count.stdout.contains("2 registration entries"),
+        "{}",
+        count.stdout
+    );
+    assert!(
+        td.server_cli(&["entry", "show", "-spiffeID", &id])
+            .ok()
+            .stdout
+            .contains(&id)
+    );
 }
 
 #[test]
@@ -147,13 +204,20 @@ fn agent_keeps_serving_cached_svids_while_server_is_down() {
     td.stop_agent(0);
     td.start_agent(0, None);
     let out = td.agent_cli(0, &["api", "fetch", "x509"]).ok();
-    assert!(out.stdout.contains(&id), "served from the persisted cache: {}", out.stdout);
+    assert!(
+        out.stdout.contains(&id),
+        "served from the persisted cache: {}",
+        out.stdout
+    );
 }
 
 #[test]
 fn postgres_backed_server_issues_svids() {
     let Some(url) = std::env::var("SIGIL_TEST_POSTGRES_URL").ok() else {
-        assert!(std::env::var("CI").is_err(), "SIGIL_TEST_POSTGRES_URL must be set in CI");
+        assert!(
+            std::env::var("CI").is_err(),
+            "SIGIL_TEST_POSTGRES_URL must be set in CI"
+        );
         eprintln!("skipping: SIGIL_TEST_POSTGRES_URL not set");
         return;
     };
@@ -173,7 +237,10 @@ fn postgres_backed_server_issues_svids() {
         .status()
         .expect("psql");
     assert!(created.success());
-    let base = url.rsplit_once('/').map(|(b, _)| b).expect("URL with a database");
+    let base = url
+        .rsplit_once('/')
+        .map(|(b, _)| b)
+        .expect("URL with a database");
     let opts = Options {
         datastore: Some(("postgres".into(), format!("{base}/{db}"))),
         ..Options::default()
@@ -182,5 +249,10 @@ fn postgres_backed_server_issues_svids() {
     wait_for_svid(&td, &id);
     td.stop_server();
     td.start_server();
-    assert!(td.server_cli(&["entry", "show", "-spiffeID", &id]).ok().stdout.contains(&id));
+    assert!(
+        td.server_cli(&["entry", "show", "-spiffeID", &id])
+            .ok()
+            .stdout
+            .contains(&id)
+    );
 }

@@ -20,11 +20,16 @@ async fn rotation_pushes_new_svid_on_open_stream_before_expiry() {
     tokio::task::block_in_place(|| td.start_agent(0, Some(&token)));
     let id = "spiffe://example.org/workload/rotating";
     td.server_cli(&[
-        "entry", "create",
-        "-parentID", &td.join_token_agent_id(&token),
-        "-spiffeID", id,
-        "-selector", &format!("unix:uid:{}", my_uid()),
-        "-x509SVIDTTL", "12",
+        "entry",
+        "create",
+        "-parentID",
+        &td.join_token_agent_id(&token),
+        "-spiffeID",
+        id,
+        "-selector",
+        &format!("unix:uid:{}", my_uid()),
+        "-x509SVIDTTL",
+        "30",
     ])
     .ok();
     tokio::task::block_in_place(|| {
@@ -40,19 +45,30 @@ async fn rotation_pushes_new_svid_on_open_stream_before_expiry() {
         .await
         .expect("open stream")
         .into_inner();
-    let first = stream.message().await.expect("first message").expect("stream open");
+    let first = stream
+        .message()
+        .await
+        .expect("first message")
+        .expect("stream open");
     assert_eq!(first.svids.len(), 1, "one identity");
     let svid = &first.svids[0];
     assert_eq!(svid.spiffe_id, id);
-    assert!(!svid.x509_svid_key.is_empty() && !svid.bundle.is_empty(), "message is complete");
+    assert!(
+        !svid.x509_svid_key.is_empty() && !svid.bundle.is_empty(),
+        "message is complete"
+    );
     let leaf = first_cert(&svid.x509_svid);
     let info = sigil_crypto::x509::cert_info(&leaf).expect("leaf");
     let old_serial = info.serial_hex.clone();
     let old_expiry = info.not_after;
 
-    let next = tokio::time::timeout(Duration::from_secs(20), async {
+    let next = tokio::time::timeout(Duration::from_secs(40), async {
         loop {
-            let msg = stream.message().await.expect("stream message").expect("stream open");
+            let msg = stream
+                .message()
+                .await
+                .expect("stream message")
+                .expect("stream open");
             let Some(s) = msg.svids.first() else { continue };
             let info = sigil_crypto::x509::cert_info(&first_cert(&s.x509_svid)).expect("leaf");
             if info.serial_hex != old_serial {
@@ -61,9 +77,19 @@ async fn rotation_pushes_new_svid_on_open_stream_before_expiry() {
         }
     })
     .await
-    .expect("a rotated SVID within 20s");
+    .expect("a rotated SVID within 40s");
     let (received_at, msg) = next;
-    assert!(received_at < old_expiry, "new SVID arrived before the old one expired");
+    assert!(
+        received_at < old_expiry,
+        "new SVID arrived before the old one expired"
+    );
+    // Renewal happens at half life (SPIRE's watermark: the SVID's lifetime
+    // counts from its backdated notBefore), not on every sync.
+    let lifetime = old_expiry.duration_since(info.not_before).unwrap();
+    assert!(
+        old_expiry.duration_since(received_at).unwrap() <= lifetime / 2 + Duration::from_secs(2),
+        "renewed at half life, not earlier"
+    );
     assert_eq!(msg.svids.len(), 1, "each message is the complete state");
     assert_eq!(msg.svids[0].spiffe_id, id);
     assert!(!msg.svids[0].bundle.is_empty());

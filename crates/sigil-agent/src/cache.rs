@@ -87,7 +87,11 @@ pub enum JwtError {
 #[async_trait]
 pub trait JwtMinter: Send + Sync + std::fmt::Debug {
     /// A JWT-SVID for `entry_id` with exactly these audiences.
-    async fn jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<JwtSvidRecord, JwtError>;
+    async fn jwt_svid(
+        &self,
+        entry_id: &str,
+        audience: &[String],
+    ) -> Result<JwtSvidRecord, JwtError>;
 }
 
 /// What the serving side holds.

@@ -238,7 +238,9 @@ impl Section {
                 Some(secs) => Ok(Some(Duration::from_secs(secs))),
                 None => Err(self.invalid(key, format!("{n} is not a duration"))),
             },
-            Some(other) => Err(self.invalid(key, format!("expected a duration string, found {other}"))),
+            Some(other) => {
+                Err(self.invalid(key, format!("expected a duration string, found {other}")))
+            }
         }
     }
 
@@ -252,13 +254,17 @@ impl Section {
                     match item {
                         hcl::Value::String(s) => out.push(s),
                         other => {
-                            return Err(self.invalid(key, format!("expected strings, found {other}")));
+                            return Err(
+                                self.invalid(key, format!("expected strings, found {other}"))
+                            );
                         }
                     }
                 }
                 Ok(Some(out))
             }
-            Some(other) => Err(self.invalid(key, format!("expected a list of strings, found {other}"))),
+            Some(other) => {
+                Err(self.invalid(key, format!("expected a list of strings, found {other}")))
+            }
         }
     }
 
@@ -288,7 +294,10 @@ impl Section {
     pub fn into_json(self) -> serde_json::Value {
         let mut map = serde_json::Map::new();
         for (k, v) in self.attrs {
-            map.insert(k, serde_json::to_value(v).unwrap_or(serde_json::Value::Null));
+            map.insert(
+                k,
+                serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+            );
         }
         for b in self.blocks {
             let mut value = b.body.into_json();
@@ -337,19 +346,28 @@ pub fn parse_plugins(mut plugins: Section) -> Result<Vec<PluginDecl>, ConfigErro
                 return Err(ConfigError::InvalidValue {
                     path: plugins.path.clone(),
                     key: block.ident.clone(),
-                    reason: "a plugin block needs exactly one label, its name: Kind \"name\" { ... }"
-                        .into(),
+                    reason:
+                        "a plugin block needs exactly one label, its name: Kind \"name\" { ... }"
+                            .into(),
                 });
             }
         };
         let mut body = block.body;
         let enabled = body.take_bool("enabled")?.unwrap_or(true);
-        let data = match (body.take_block("plugin_data")?, body.take_value("plugin_data")) {
+        let data = match (
+            body.take_block("plugin_data")?,
+            body.take_value("plugin_data"),
+        ) {
             (Some(b), _) => b.body.into_json(),
             (None, Some(v)) => serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
             (None, None) => serde_json::Value::Object(Default::default()),
         };
-        body.finish(&["plugin_cmd", "plugin_checksum", "plugin_args", "plugin_data_file"])?;
+        body.finish(&[
+            "plugin_cmd",
+            "plugin_checksum",
+            "plugin_args",
+            "plugin_data_file",
+        ])?;
         if enabled {
             out.push(PluginDecl {
                 kind: block.ident,
@@ -432,9 +450,15 @@ plugins {
     fn reads_spire_style_sections_and_plugins() {
         let mut top = Section::parse(SAMPLE).unwrap();
         let mut server = top.take_block("server").unwrap().unwrap().body;
-        assert_eq!(server.take_string("bind_address").unwrap().unwrap(), "127.0.0.1");
+        assert_eq!(
+            server.take_string("bind_address").unwrap().unwrap(),
+            "127.0.0.1"
+        );
         assert_eq!(server.take_port("bind_port").unwrap(), Some(8081));
-        assert_eq!(server.take_duration("ca_ttl").unwrap(), Some(Duration::from_secs(86400)));
+        assert_eq!(
+            server.take_duration("ca_ttl").unwrap(),
+            Some(Duration::from_secs(86400))
+        );
         assert_eq!(
             server.take_string_list("admin_ids").unwrap().unwrap(),
             ["spiffe://example.org/admin"]
@@ -469,7 +493,8 @@ plugins {
 
     #[test]
     fn wrong_types_are_precise() {
-        let mut top = Section::parse("server {\n bind_port = \"abc\"\n ca_ttl = \"5d\"\n}\n").unwrap();
+        let mut top =
+            Section::parse("server {\n bind_port = \"abc\"\n ca_ttl = \"5d\"\n}\n").unwrap();
         let mut server = top.take_block("server").unwrap().unwrap().body;
         let err = server.take_port("bind_port").unwrap_err();
         assert!(err.to_string().contains("bind_port"), "{err}");
@@ -481,7 +506,10 @@ plugins {
     fn expand_env_replaces_both_forms() {
         // PATH is set in every test environment.
         let path = std::env::var("PATH").unwrap();
-        assert_eq!(expand_env("a=$PATH;b=${PATH};c=$$"), format!("a={path};b={path};c=$$"));
+        assert_eq!(
+            expand_env("a=$PATH;b=${PATH};c=$$"),
+            format!("a={path};b={path};c=$$")
+        );
         assert_eq!(expand_env("x=${SIGIL_SURELY_UNSET_VAR}."), "x=.");
     }
 

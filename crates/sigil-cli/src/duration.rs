@@ -7,7 +7,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum DurationError {
     /// Not of the form `<number><unit>...`.
-    #[error("invalid duration {0:?}: expected a number and unit, such as \"90s\", \"10m\" or \"1h30m\"")]
+    #[error(
+        "invalid duration {0:?}: expected a number and unit, such as \"90s\", \"10m\" or \"1h30m\""
+    )]
     Invalid(String),
     /// A unit that is not one of ns, us, µs, ms, s, m, h.
     #[error("invalid duration {0:?}: unknown unit {1:?} (use ns, us, ms, s, m or h)")]
@@ -92,10 +94,19 @@ mod tests {
 
     #[test]
     fn rejects_bad_durations_with_reason() {
-        assert!(matches!(parse_duration("10"), Err(DurationError::Invalid(_))));
-        assert!(matches!(parse_duration("h"), Err(DurationError::Invalid(_))));
+        assert!(matches!(
+            parse_duration("10"),
+            Err(DurationError::Invalid(_))
+        ));
+        assert!(matches!(
+            parse_duration("h"),
+            Err(DurationError::Invalid(_))
+        ));
         assert!(matches!(parse_duration("5d"), Err(DurationError::UnknownUnit(_, u)) if u == "d"));
-        assert!(matches!(parse_duration("-5s"), Err(DurationError::Negative(_))));
+        assert!(matches!(
+            parse_duration("-5s"),
+            Err(DurationError::Negative(_))
+        ));
         assert!(matches!(parse_duration(""), Err(DurationError::Invalid(_))));
     }
 

@@ -12,6 +12,6 @@ pub mod flags;
 pub mod logging;
 
 pub use config::{Block, ConfigError, PluginDecl, Section};
-pub use duration::{format_duration, parse_duration, DurationError};
+pub use duration::{DurationError, format_duration, parse_duration};
 pub use flags::normalize_go_flags;
 pub use logging::init_logging;

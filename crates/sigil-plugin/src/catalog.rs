@@ -28,9 +28,15 @@ pub fn check_counts(declared: &[&str], rules: &[CountRule]) -> Result<(), String
         let n = declared.iter().filter(|k| **k == rule.kind).count();
         if n < rule.min {
             return Err(if rule.min == 1 && rule.max == 1 {
-                format!("exactly one {} plugin must be configured, found none", rule.kind)
+                format!(
+                    "exactly one {} plugin must be configured, found none",
+                    rule.kind
+                )
             } else {
-                format!("at least {} {} plugin(s) must be configured, found {n}", rule.min, rule.kind)
+                format!(
+                    "at least {} {} plugin(s) must be configured, found {n}",
+                    rule.min, rule.kind
+                )
             });
         }
         if n > rule.max {
@@ -48,8 +54,16 @@ mod tests {
     use super::*;
 
     const RULES: &[CountRule] = &[
-        CountRule { kind: "DataStore", min: 1, max: 1 },
-        CountRule { kind: "NodeAttestor", min: 1, max: usize::MAX },
+        CountRule {
+            kind: "DataStore",
+            min: 1,
+            max: 1,
+        },
+        CountRule {
+            kind: "NodeAttestor",
+            min: 1,
+            max: usize::MAX,
+        },
     ];
 
     #[test]

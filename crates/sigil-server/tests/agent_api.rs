@@ -140,8 +140,13 @@ fn entry(parent: &str, id: &str) -> types::Entry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_gets_svids_only_for_its_authorized_entries() {
-    let dir = tempfile::Builder::new().prefix("sgapi").tempdir_in("/tmp").unwrap();
-    let running = sigil_server::run::start(config(dir.path())).await.expect("server starts");
+    let dir = tempfile::Builder::new()
+        .prefix("sgapi")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let running = sigil_server::run::start(config(dir.path()))
+        .await
+        .expect("server starts");
     let admin = admin_channel(&dir.path().join("admin.sock")).await;
     let mut agent_admin = agentpb::agent_client::AgentClient::new(admin.clone());
     let mut entries = entrypb::entry_client::EntryClient::new(admin.clone());
@@ -150,7 +155,11 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
         .await
         .unwrap()
         .into_inner();
-    let roots: Vec<Vec<u8>> = bundle.x509_authorities.iter().map(|a| a.asn1.clone()).collect();
+    let roots: Vec<Vec<u8>> = bundle
+        .x509_authorities
+        .iter()
+        .map(|a| a.asn1.clone())
+        .collect();
     assert!(!roots.is_empty());
 
     let token = agent_admin
@@ -167,7 +176,10 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
         .batch_create_entry(entrypb::BatchCreateEntryRequest {
             entries: vec![
                 entry(&agent_id, "spiffe://example.org/mine"),
-                entry("spiffe://example.org/spire/agent/join_token/other", "spiffe://example.org/not-mine"),
+                entry(
+                    "spiffe://example.org/spire/agent/join_token/other",
+                    "spiffe://example.org/not-mine",
+                ),
             ],
             output_mask: None,
         })
@@ -183,12 +195,17 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
         })
         .collect();
 
-    let agent = attest(running.agent_addr, roots.clone(), &token).await.expect("attests");
+    let agent = attest(running.agent_addr, roots.clone(), &token)
+        .await
+        .expect("attests");
     let leaf = sigil_crypto::x509::cert_info(&agent.chain[0]).unwrap();
     assert_eq!(leaf.uri_sans, std::slice::from_ref(&agent_id));
 
     // The same token again: refused, and no second agent appears.
-    let reused = attest(running.agent_addr, roots.clone(), &token).await.err().expect("refused");
+    let reused = attest(running.agent_addr, roots.clone(), &token)
+        .await
+        .err()
+        .expect("refused");
     assert_eq!(reused.code(), tonic::Code::InvalidArgument);
     assert_eq!(
         reused.message(),
@@ -221,21 +238,45 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
     let resp = svid
         .batch_new_x509svid(svidpb::BatchNewX509svidRequest {
             params: vec![
-                svidpb::NewX509svidParams { entry_id: ids[0].clone(), csr: csr.clone() },
-                svidpb::NewX509svidParams { entry_id: ids[1].clone(), csr: csr.clone() },
-                svidpb::NewX509svidParams { entry_id: ids[0].clone(), csr: bad_csr },
-                svidpb::NewX509svidParams { entry_id: "no-such-entry".into(), csr },
+                svidpb::NewX509svidParams {
+                    entry_id: ids[0].clone(),
+                    csr: csr.clone(),
+                },
+                svidpb::NewX509svidParams {
+                    entry_id: ids[1].clone(),
+                    csr: csr.clone(),
+                },
+                svidpb::NewX509svidParams {
+                    entry_id: ids[0].clone(),
+                    csr: bad_csr,
+                },
+                svidpb::NewX509svidParams {
+                    entry_id: "no-such-entry".into(),
+                    csr,
+                },
             ],
         })
         .await
         .unwrap()
         .into_inner();
-    let codes: Vec<i32> = resp.results.iter().map(|r| r.status.as_ref().unwrap().code).collect();
+    let codes: Vec<i32> = resp
+        .results
+        .iter()
+        .map(|r| r.status.as_ref().unwrap().code)
+        .collect();
     assert_eq!(
         codes,
-        [0, tonic::Code::NotFound as i32, tonic::Code::InvalidArgument as i32, tonic::Code::NotFound as i32]
+        [
+            0,
+            tonic::Code::NotFound as i32,
+            tonic::Code::InvalidArgument as i32,
+            tonic::Code::NotFound as i32
+        ]
     );
-    assert_eq!(resp.results[1].status.as_ref().unwrap().message, "entry not found or not authorized");
+    assert_eq!(
+        resp.results[1].status.as_ref().unwrap().message,
+        "entry not found or not authorized"
+    );
     let issued = resp.results[0].svid.as_ref().unwrap();
     let info = sigil_crypto::x509::cert_info(&issued.cert_chain[0]).unwrap();
     assert_eq!(info.uri_sans, ["spiffe://example.org/mine"]);
@@ -245,12 +286,18 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
 
     // JWT for an unauthorized entry: NotFound; for ours: a token.
     let err = svid
-        .new_jwtsvid(svidpb::NewJwtsvidRequest { entry_id: ids[1].clone(), audience: vec!["a".into()] })
+        .new_jwtsvid(svidpb::NewJwtsvidRequest {
+            entry_id: ids[1].clone(),
+            audience: vec!["a".into()],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
     let jwt = svid
-        .new_jwtsvid(svidpb::NewJwtsvidRequest { entry_id: ids[0].clone(), audience: vec!["a".into()] })
+        .new_jwtsvid(svidpb::NewJwtsvidRequest {
+            entry_id: ids[0].clone(),
+            audience: vec!["a".into()],
+        })
         .await
         .unwrap()
         .into_inner();
@@ -272,15 +319,24 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
 
     // Banned agents are refused.
-    let (td_name, path) = agent_id.trim_start_matches("spiffe://").split_once('/').unwrap();
+    let (td_name, path) = agent_id
+        .trim_start_matches("spiffe://")
+        .split_once('/')
+        .unwrap();
     agent_admin
         .ban_agent(agentpb::BanAgentRequest {
-            id: Some(types::Spiffeid { trust_domain: td_name.into(), path: format!("/{path}") }),
+            id: Some(types::Spiffeid {
+                trust_domain: td_name.into(),
+                path: format!("/{path}"),
+            }),
         })
         .await
         .unwrap();
     let err = svid
-        .new_jwtsvid(svidpb::NewJwtsvidRequest { entry_id: ids[0].clone(), audience: vec!["a".into()] })
+        .new_jwtsvid(svidpb::NewJwtsvidRequest {
+            entry_id: ids[0].clone(),
+            audience: vec!["a".into()],
+        })
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);

@@ -153,7 +153,9 @@ pub struct TrustDomain {
 
 impl std::fmt::Debug for TrustDomain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustDomain").field("dir", &self.dir.path()).finish()
+        f.debug_struct("TrustDomain")
+            .field("dir", &self.dir.path())
+            .finish()
     }
 }
 
@@ -205,7 +207,10 @@ impl TrustDomain {
         let o = &self.opts;
         let data = self.path().join("server-data");
         let (db_type, conn) = o.datastore.clone().unwrap_or_else(|| {
-            ("sqlite3".into(), data.join("datastore.sqlite3").display().to_string())
+            (
+                "sqlite3".into(),
+                data.join("datastore.sqlite3").display().to_string(),
+            )
         });
         let km = match o.server_key_manager.as_str() {
             "disk" => format!(
@@ -322,7 +327,10 @@ plugins {{
 
     /// The agent ID a join token gives.
     pub fn join_token_agent_id(&self, token: &str) -> String {
-        format!("spiffe://{}/spire/agent/join_token/{token}", self.opts.trust_domain)
+        format!(
+            "spiffe://{}/spire/agent/join_token/{token}",
+            self.opts.trust_domain
+        )
     }
 
     /// Writes agent `n`'s config (bootstrap bundle from the server's
@@ -399,7 +407,8 @@ plugins {{
         let sock = self.agent_socket(n);
         let agent_bin = bin("sigil-agent");
         wait_for("agent healthcheck", Duration::from_secs(30), || {
-            if let Some(Some(status)) = self.agents[n].as_mut().map(|c| c.try_wait().ok().flatten()) {
+            if let Some(Some(status)) = self.agents[n].as_mut().map(|c| c.try_wait().ok().flatten())
+            {
                 self.dump_logs();
                 panic!("sigil-agent exited during startup: {status}");
             }
@@ -416,7 +425,12 @@ plugins {{
     }
 
     /// Starts agent `n` and returns the exit status if it exits within `timeout`.
-    pub fn start_agent_expect_exit(&mut self, n: usize, token: Option<&str>, timeout: Duration) -> CmdResult {
+    pub fn start_agent_expect_exit(
+        &mut self,
+        n: usize,
+        token: Option<&str>,
+        timeout: Duration,
+    ) -> CmdResult {
         let conf = self.write_agent_conf(n);
         let mut cmd = Command::new(bin("sigil-agent"));
         cmd.arg("run").arg("-config").arg(&conf);
@@ -475,7 +489,9 @@ plugins {{
 
     /// Prints every process log of this trust domain to stderr.
     pub fn dump_logs(&self) {
-        let Ok(entries) = fs::read_dir(self.path()) else { return };
+        let Ok(entries) = fs::read_dir(self.path()) else {
+            return;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.extension().is_some_and(|x| x == "log") {

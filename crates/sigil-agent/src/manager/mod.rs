@@ -25,6 +25,7 @@ pub(crate) mod testing;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -189,6 +190,8 @@ struct Shared {
     /// The agent SVID and the roots the server is verified against.
     creds: Mutex<Creds>,
     state: tokio::sync::Mutex<SyncState>,
+    /// Whether `svid_cache.json` was written by this process yet.
+    persisted: AtomicBool,
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +345,7 @@ impl Manager {
             snapshots,
             creds: Mutex::new(Creds { agent, roots }),
             state: tokio::sync::Mutex::new(state),
+            persisted: AtomicBool::new(false),
         });
 
         // With cached SVIDs, serve them now and sync in the background.
@@ -518,9 +522,12 @@ impl Shared {
                 true
             }
         });
-        if !changed {
+        // The first snapshot is persisted even if unchanged, so the stored
+        // bundle carries the JWT authorities from the start.
+        if !changed && self.persisted.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.persisted.store(true, Ordering::SeqCst);
         let data = self.data.clone();
         let td = state.td.clone();
         let bundle = state.bundle.clone();

@@ -173,6 +173,8 @@ async fn insecure_bootstrap_only_for_the_first_contact() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&server, dir.path(), TrustBundleSource::InsecureBootstrap);
     let _m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    // Nothing to serve yet, but the bundle is persisted already.
+    assert!(dir.path().join(store::SVID_CACHE_FILE).is_file());
     let creds = server.last_credentials().unwrap();
     assert!(!creds.insecure);
     assert_eq!(creds.roots, vec![server.ca_cert()]);

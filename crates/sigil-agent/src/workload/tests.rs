@@ -689,16 +689,3 @@ fn foreign_token_claims_are_limited_to_sub_exp_aud_and_allowed_ones() {
     };
     assert_eq!(aud.values.len(), 1);
 }
-
-#[tokio::test]
-async fn tmp_go_spiffe_interop() {
-    let Some(bin) = std::env::var_os("SIGIL_GO_INTEROP") else { return };
-    let agent = TestAgent::start().await;
-    let mut web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
-    web.hint = "internal".into();
-    agent.publish(vec![web], vec![other_td("partner.org")]);
-    let path = agent.path().to_owned();
-    let out = tokio::process::Command::new(bin).arg(path).output().await.expect("run");
-    println!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success());
-}

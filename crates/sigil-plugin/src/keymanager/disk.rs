@@ -192,7 +192,10 @@ mod tests {
         let path = dir.path().join("keys.json");
         let km = DiskKeyManager::open(path.clone()).unwrap();
         let a = km.generate_key("x509-CA-A", KeyType::EcP256).await.unwrap();
-        let b = km.generate_key("JWT-Signer-A", KeyType::EcP384).await.unwrap();
+        let b = km
+            .generate_key("JWT-Signer-A", KeyType::EcP384)
+            .await
+            .unwrap();
         drop(km);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);

@@ -29,7 +29,10 @@ impl KeyManager for MemoryKeyManager {
     ) -> Result<Arc<dyn Signer>, KeyManagerError> {
         let key = generate(id, key_type).await?;
         let signer: Arc<dyn Signer> = Arc::new(key);
-        self.keys.write().await.insert(id.to_owned(), signer.clone());
+        self.keys
+            .write()
+            .await
+            .insert(id.to_owned(), signer.clone());
         Ok(signer)
     }
 

@@ -86,12 +86,13 @@ pub fn build(
                 Role::Agent => "directory",
             };
             reject_unknown("disk", data, &[key])?;
-            let path = data.get(key).and_then(|v| v.as_str()).ok_or_else(|| {
-                KeyManagerError::Config {
-                    plugin: "disk",
-                    reason: format!("{key:?} must be set"),
-                }
-            })?;
+            let path =
+                data.get(key)
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| KeyManagerError::Config {
+                        plugin: "disk",
+                        reason: format!("{key:?} must be set"),
+                    })?;
             let path = match role {
                 Role::Server => std::path::PathBuf::from(path),
                 Role::Agent => std::path::Path::new(path).join("keys.json"),
@@ -100,9 +101,7 @@ pub fn build(
         }
         other => Err(KeyManagerError::Config {
             plugin: "catalog",
-            reason: format!(
-                "unknown KeyManager plugin {other:?} (built-in: memory, disk)"
-            ),
+            reason: format!("unknown KeyManager plugin {other:?} (built-in: memory, disk)"),
         }),
     }
 }
