@@ -424,7 +424,7 @@ impl CaManager {
             self.ds
                 .set_bundle(StoredBundle {
                     trust_domain: self.cfg.trust_domain.clone(),
-                    data: bundle.to_jwks(),
+                    data: encode_bundle(&bundle)?,
                 })
                 .await?;
         }
@@ -570,11 +570,52 @@ pub fn activation_threshold(issued_at: SystemTime, not_after: SystemTime) -> Sys
 
 async fn load_bundle(ds: &dyn DataStore, td: &TrustDomain) -> Result<Bundle, CaError> {
     match ds.get_bundle(td).await? {
-        Some(stored) => {
-            Bundle::parse_jwks(td, &stored.data).map_err(|e| CaError::Bundle(e.to_string()))
-        }
+        Some(stored) => decode_bundle(td, &stored.data),
         None => Ok(Bundle::new(td.clone())),
     }
+}
+
+/// How the bundle is stored: the SPIFFE JWKS document, plus the expiry of
+/// each JWT authority, which the JWKS format has no member for (without it
+/// old JWT keys could never be pruned).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredBundleDoc {
+    jwks: serde_json::Value,
+    #[serde(default)]
+    jwt_expiry: std::collections::BTreeMap<String, i64>,
+}
+
+/// Serializes a bundle for the datastore.
+pub fn encode_bundle(b: &Bundle) -> Result<Vec<u8>, CaError> {
+    let jwks: serde_json::Value =
+        serde_json::from_slice(&b.to_jwks()).map_err(|e| CaError::Bundle(e.to_string()))?;
+    let doc = StoredBundleDoc {
+        jwks,
+        jwt_expiry: b
+            .jwt_authorities
+            .iter()
+            .filter_map(|a| a.expires_at.map(|e| (a.key_id.clone(), e)))
+            .collect(),
+    };
+    serde_json::to_vec(&doc).map_err(|e| CaError::Bundle(e.to_string()))
+}
+
+/// Reads a stored bundle (our document, or a bare SPIFFE JWKS).
+pub fn decode_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<Bundle, CaError> {
+    let (jwks, expiry) = match serde_json::from_slice::<StoredBundleDoc>(bytes) {
+        Ok(doc) => (
+            serde_json::to_vec(&doc.jwks).map_err(|e| CaError::Bundle(e.to_string()))?,
+            doc.jwt_expiry,
+        ),
+        Err(_) => (bytes.to_vec(), Default::default()),
+    };
+    let mut bundle = Bundle::parse_jwks(td, &jwks).map_err(|e| CaError::Bundle(e.to_string()))?;
+    for a in &mut bundle.jwt_authorities {
+        if let Some(e) = expiry.get(&a.key_id) {
+            a.expires_at = Some(*e);
+        }
+    }
+    Ok(bundle)
 }
 
 /// RFC 3339 UTC, for logs.
@@ -622,4 +663,194 @@ struct JwtJournalEntry {
     issued_at: i64,
     not_after: i64,
     status: SlotStatus,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigil_plugin::clock::ManualClock;
+    use sigil_plugin::keymanager::DiskKeyManager;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        cfg: CaConfig,
+        km: Arc<dyn KeyManager>,
+        ds: Arc<dyn DataStore>,
+        clock: Arc<ManualClock>,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = sigil_datastore::open("sqlite3", dir.path().join("ds.sqlite3").to_str().unwrap())
+            .await
+            .unwrap();
+        let km: Arc<dyn KeyManager> =
+            Arc::new(DiskKeyManager::open(dir.path().join("keys.json")).unwrap());
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        Fixture {
+            cfg: CaConfig {
+                trust_domain: TrustDomain::new("example.org").unwrap(),
+                ca_ttl: DAY,
+                x509_key_type: KeyType::EcP256,
+                jwt_key_type: KeyType::EcP256,
+                subject: CaSubject::default(),
+                jwt_issuer: None,
+                journal_path: dir.path().join("journal.json"),
+            },
+            _dir: dir,
+            km,
+            ds,
+            clock: Arc::new(ManualClock::new(start)),
+        }
+    }
+
+    async fn start(f: &Fixture) -> Arc<CaManager> {
+        CaManager::start(f.cfg.clone(), f.km.clone(), f.ds.clone(), f.clock.clone())
+            .await
+            .unwrap()
+    }
+
+    fn leaf_key() -> sigil_crypto::key::SoftwareKey {
+        sigil_crypto::key::SoftwareKey::generate(KeyType::EcP256).unwrap()
+    }
+
+    async fn issuer_of(ca: &CaManager, clock: &ManualClock) -> Vec<u8> {
+        let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+        let key = leaf_key();
+        let (chain, _) = ca
+            .sign_x509_svid(&id, key.public_key_der(), Duration::from_secs(60), &[])
+            .await
+            .unwrap();
+        // Which bundle authority verifies it?
+        let bundle = ca.bundle();
+        bundle
+            .x509_authorities
+            .iter()
+            .find(|root| {
+                sigil_crypto::x509::verify_chain(&chain, std::slice::from_ref(root), clock.now())
+                    .is_ok()
+            })
+            .cloned()
+            .expect("signed by an authority in the bundle")
+    }
+
+    #[tokio::test]
+    async fn ca_prepares_at_half_life_and_activates_at_five_sixths() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let first = ca.x509_ca().await.unwrap();
+        assert_eq!(first.status, SlotStatus::Active);
+        assert_eq!(ca.bundle().x509_authorities.len(), 1);
+        assert_eq!(ca.bundle().jwt_authorities.len(), 1);
+
+        f.clock.advance(DAY / 2 - Duration::from_secs(60));
+        ca.rotate().await.unwrap();
+        assert!(
+            ca.next_x509_ca().await.is_none(),
+            "not prepared before half life"
+        );
+
+        f.clock.advance(Duration::from_secs(120));
+        ca.rotate().await.unwrap();
+        let next = ca.next_x509_ca().await.expect("prepared after half life");
+        assert_eq!(next.status, SlotStatus::Prepared);
+        assert_ne!(next.slot, first.slot);
+        // Published before it signs anything, while the old one still signs.
+        assert!(ca.bundle().x509_authorities.contains(&next.cert_der));
+        assert_eq!(ca.bundle().jwt_authorities.len(), 2);
+        assert_eq!(issuer_of(&ca, &f.clock).await, first.cert_der);
+
+        // Activation at notAfter - lifetime/6.
+        f.clock
+            .set(first.not_after - DAY / 6 - Duration::from_secs(60));
+        ca.rotate().await.unwrap();
+        assert_eq!(ca.x509_ca().await.unwrap().slot, first.slot);
+        f.clock.advance(Duration::from_secs(120));
+        ca.rotate().await.unwrap();
+        let active = ca.x509_ca().await.unwrap();
+        assert_eq!(active.slot, next.slot);
+        assert_eq!(issuer_of(&ca, &f.clock).await, next.cert_der);
+
+        // The old authority stays in the bundle until a day after it expires.
+        f.clock.set(first.not_after + Duration::from_secs(3600));
+        ca.rotate().await.unwrap();
+        assert!(ca.bundle().x509_authorities.contains(&first.cert_der));
+        f.clock.set(first.not_after + DAY + Duration::from_secs(60));
+        ca.rotate().await.unwrap();
+        assert!(
+            !ca.bundle().x509_authorities.contains(&first.cert_der),
+            "pruned"
+        );
+    }
+
+    #[tokio::test]
+    async fn jwt_keys_rotate_and_expired_ones_are_pruned() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let first = ca.jwt_key().await.unwrap();
+        f.clock.advance(DAY * 5 / 6 + Duration::from_secs(60));
+        ca.rotate().await.unwrap(); // prepares
+        ca.rotate().await.unwrap(); // activates
+        let second = ca.jwt_key().await.unwrap();
+        assert_ne!(first.kid, second.kid);
+        let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+        let (token, _, _) = ca
+            .sign_jwt_svid(&id, &["aud".to_owned()], Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(token.split('.').next().is_some());
+        let header = sigil_spiffe::JwtSvid::parse_insecure(&token).unwrap();
+        assert_eq!(header.header().kid.as_deref(), Some(second.kid.as_str()));
+        // Expiry survives storage, so the old key is pruned after expiry + 1 day.
+        f.clock.set(first.not_after + DAY + Duration::from_secs(60));
+        ca.rotate().await.unwrap();
+        let kids: Vec<_> = ca
+            .bundle()
+            .jwt_authorities
+            .iter()
+            .map(|a| a.key_id.clone())
+            .collect();
+        assert!(!kids.contains(&first.kid), "{kids:?}");
+        assert!(kids.contains(&second.kid));
+    }
+
+    #[tokio::test]
+    async fn restart_keeps_the_active_ca_with_a_durable_key_manager() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let before = ca.x509_ca().await.unwrap();
+        let kid = ca.jwt_key().await.unwrap().kid;
+        drop(ca);
+        let ca = start(&f).await;
+        assert_eq!(ca.x509_ca().await.unwrap().cert_der, before.cert_der);
+        assert_eq!(ca.jwt_key().await.unwrap().kid, kid);
+        assert_eq!(ca.bundle().x509_authorities.len(), 1, "no second CA minted");
+    }
+
+    #[tokio::test]
+    async fn svid_lifetime_is_cut_to_the_ca_expiry() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let active = ca.x509_ca().await.unwrap();
+        let key = leaf_key();
+        let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+        let (_, not_after) = ca
+            .sign_x509_svid(&id, key.public_key_der(), DAY * 3, &[])
+            .await
+            .unwrap();
+        assert_eq!(not_after, active.not_after);
+    }
+
+    #[test]
+    fn thresholds_follow_spire_with_caps() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let end = t0 + DAY;
+        assert_eq!(preparation_threshold(t0, end), t0 + DAY / 2);
+        assert_eq!(activation_threshold(t0, end), end - DAY / 6);
+        let long_end = t0 + DAY * 365;
+        assert_eq!(preparation_threshold(t0, long_end), long_end - DAY * 30);
+        assert_eq!(activation_threshold(t0, long_end), long_end - DAY * 7);
+    }
 }
