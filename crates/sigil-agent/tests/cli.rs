@@ -45,7 +45,11 @@ fn validate(conf: &str) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -53,7 +57,10 @@ fn validate(conf: &str) -> (i32, String) {
 fn validate_accepts_spire_example_agent_conf() {
     let (code, out) = validate(GOOD);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("SPIRE agent configuration file is valid."), "{out}");
+    assert!(
+        out.contains("SPIRE agent configuration file is valid."),
+        "{out}"
+    );
 }
 
 #[test]
@@ -61,18 +68,32 @@ fn unknown_and_unsupported_agent_options_are_named() {
     let (code, out) = validate(&GOOD.replace("log_level", "log_levl"));
     assert_ne!(code, 0);
     assert!(out.contains("log_levl"), "{out}");
-    let (code, out) = validate(&GOOD.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"k8s\""));
+    let (code, out) =
+        validate(&GOOD.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"k8s\""));
     assert_ne!(code, 0);
-    assert!(out.contains("k8s") && out.contains("not supported"), "{out}");
+    assert!(
+        out.contains("k8s") && out.contains("not supported"),
+        "{out}"
+    );
 }
 
 #[test]
 fn api_fetch_against_missing_socket_names_the_socket() {
     let out = Command::new(env!("CARGO_BIN_EXE_sigil-agent"))
-        .args(["api", "fetch", "x509", "-socketPath", "/nonexistent/sigil/agent.sock"])
+        .args([
+            "api",
+            "fetch",
+            "x509",
+            "-socketPath",
+            "/nonexistent/sigil/agent.sock",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("/nonexistent/sigil/agent.sock"), "{all}");
 }

@@ -43,7 +43,11 @@ fn run(args: &[&str], conf: &str) -> (i32, String) {
         .unwrap();
     (
         out.status.code().unwrap_or(-1),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -51,7 +55,10 @@ fn run(args: &[&str], conf: &str) -> (i32, String) {
 fn validate_accepts_spire_example_config() {
     let (code, out) = run(&["validate"], GOOD);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("SPIRE server configuration file is valid."), "{out}");
+    assert!(
+        out.contains("SPIRE server configuration file is valid."),
+        "{out}"
+    );
 }
 
 #[test]
@@ -59,22 +66,37 @@ fn unknown_option_stops_startup_naming_it() {
     let bad = GOOD.replace("log_level = \"DEBUG\"", "log_levle = \"DEBUG\"");
     let (code, out) = run(&["run"], &bad);
     assert_ne!(code, 0);
-    assert!(out.contains("unknown option \"log_levle\" in server"), "{out}");
+    assert!(
+        out.contains("unknown option \"log_levle\" in server"),
+        "{out}"
+    );
 }
 
 #[test]
 fn unsupported_spire_options_and_plugins_are_named() {
-    let bad = GOOD.replace("log_level = \"DEBUG\"", "federation {\n bundle_endpoint {}\n}");
+    let bad = GOOD.replace(
+        "log_level = \"DEBUG\"",
+        "federation {\n bundle_endpoint {}\n}",
+    );
     let (code, out) = run(&["validate"], &bad);
     assert_ne!(code, 0);
-    assert!(out.contains("\"federation\"") && out.contains("not supported"), "{out}");
+    assert!(
+        out.contains("\"federation\"") && out.contains("not supported"),
+        "{out}"
+    );
 
     let bad = GOOD.replace("NodeAttestor \"join_token\"", "NodeAttestor \"aws_iid\"");
     let (code, out) = run(&["validate"], &bad);
     assert_ne!(code, 0);
-    assert!(out.contains("aws_iid") && out.contains("not supported"), "{out}");
+    assert!(
+        out.contains("aws_iid") && out.contains("not supported"),
+        "{out}"
+    );
 
-    let bad = GOOD.replace("KeyManager \"memory\" {\n        plugin_data = {}\n    }", "");
+    let bad = GOOD.replace(
+        "KeyManager \"memory\" {\n        plugin_data = {}\n    }",
+        "",
+    );
     let (code, out) = run(&["validate"], &bad);
     assert_ne!(code, 0);
     assert!(out.contains("KeyManager"), "{out}");
@@ -92,6 +114,10 @@ fn go_style_and_gnu_style_flags_both_work() {
             .arg(&path)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{flag}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{flag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
