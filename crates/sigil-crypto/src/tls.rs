@@ -9,12 +9,14 @@
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
+use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
-    SignatureScheme,
+    SignatureAlgorithm, SignatureScheme,
 };
 use rustls_pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor, UnixTime,
@@ -22,6 +24,7 @@ use rustls_pki_types::{
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
 use crate::CryptoError;
+use crate::key::{KeyType, Signer};
 use crate::x509::{EkuPolicy, leaf_spiffe_id, trust_anchors, verify_webpki_path};
 
 /// The ALPN protocol both sides offer (gRPC over HTTP/2).
@@ -282,6 +285,193 @@ fn webpki_to_rustls(e: webpki::Error) -> rustls::Error {
         }
     };
     rustls::Error::InvalidCertificate(ce)
+}
+
+/// How a client decides to trust the server it connects to.
+#[derive(Debug, Clone)]
+pub enum ServerTrust {
+    /// Verify the server's chain against these X.509 authorities (DER) and
+    /// require the server's SPIFFE ID.
+    Bundle(Vec<Vec<u8>>),
+    /// Accept any chain whose leaf names the server's SPIFFE ID, unverified.
+    /// Only for an agent's first attestation with `insecure_bootstrap`.
+    InsecureBootstrap,
+}
+
+/// A TLS client identity whose private key is a [`Signer`].
+#[derive(Debug, Clone)]
+pub struct SignerIdentity {
+    /// Certificate chain, leaf first, DER.
+    pub chain: Vec<Vec<u8>>,
+    /// The key.
+    pub key: Arc<dyn Signer>,
+}
+
+/// A client configuration whose client certificate key is a [`Signer`]
+/// (a KeyManager or HSM key that never leaves its store), trusting the
+/// server as `trust` says and requiring its SPIFFE ID to be `server_id`.
+pub fn client_config_with_signer(
+    trust: &ServerTrust,
+    server_id: SpiffeId,
+    identity: Option<SignerIdentity>,
+) -> Result<ClientConfig, CryptoError> {
+    let verifier: Arc<dyn ServerCertVerifier> = match trust {
+        ServerTrust::Bundle(roots) => Arc::new(SpiffeServerVerifier::new(
+            roots,
+            ServerIdPolicy::Exact(server_id),
+        )?),
+        ServerTrust::InsecureBootstrap => Arc::new(InsecureBootstrapVerifier {
+            server_id,
+            algorithms: provider().signature_verification_algorithms,
+        }),
+    };
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(identity) => {
+            let key: Arc<dyn SigningKey> = Arc::new(SignerKey {
+                signer: identity.key,
+            });
+            let chain = identity
+                .chain
+                .into_iter()
+                .map(CertificateDer::from)
+                .collect();
+            builder.with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(
+                CertifiedKey::new(chain, key),
+            ))))
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+/// Accepts any server chain whose leaf carries the server's SPIFFE ID.
+#[derive(Debug)]
+struct InsecureBootstrapVerifier {
+    server_id: SpiffeId,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for InsecureBootstrapVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let other = |e: CryptoError| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        };
+        let id = leaf_spiffe_id(end_entity).map_err(other)?;
+        ServerIdPolicy::Exact(self.server_id.clone())
+            .check(&id)
+            .map_err(other)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Always presents the one agent SVID.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.0.key.choose_scheme(sigschemes).map(|_| self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A [`Signer`] (KeyManager key) as a rustls signing key. TLS 1.3 signs
+/// with ECDSA or RSA-PSS only; our signers do ECDSA and RSA PKCS#1 v1.5, so
+/// agent keys are EC (as SPIRE's are).
+#[derive(Debug)]
+struct SignerKey {
+    signer: Arc<dyn Signer>,
+}
+
+impl SignerKey {
+    fn scheme(&self) -> Option<SignatureScheme> {
+        match self.signer.key_type() {
+            KeyType::EcP256 => Some(SignatureScheme::ECDSA_NISTP256_SHA256),
+            KeyType::EcP384 => Some(SignatureScheme::ECDSA_NISTP384_SHA384),
+            KeyType::Rsa2048 | KeyType::Rsa4096 => None,
+        }
+    }
+}
+
+impl SigningKey for SignerKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        let scheme = self.scheme()?;
+        offered.contains(&scheme).then(|| {
+            Box::new(SchemeSigner {
+                signer: self.signer.clone(),
+                scheme,
+            }) as Box<dyn rustls::sign::Signer>
+        })
+    }
+
+    fn algorithm(&self) -> SignatureAlgorithm {
+        match self.signer.key_type() {
+            KeyType::EcP256 | KeyType::EcP384 => SignatureAlgorithm::ECDSA,
+            KeyType::Rsa2048 | KeyType::Rsa4096 => SignatureAlgorithm::RSA,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SchemeSigner {
+    signer: Arc<dyn Signer>,
+    scheme: SignatureScheme,
+}
+
+impl rustls::sign::Signer for SchemeSigner {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        self.signer
+            .sign(message)
+            .map_err(|e| rustls::Error::General(format!("agent key: {e}")))
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        self.scheme
+    }
 }
 
 #[cfg(test)]

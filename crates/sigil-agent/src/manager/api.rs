@@ -63,15 +63,7 @@ pub struct IssuedJwt {
 }
 
 /// How the client authenticates the server.
-#[derive(Debug, Clone)]
-pub enum ServerTrust {
-    /// Verify the server's chain against these X.509 authorities (DER) and
-    /// require the server's SPIFFE ID.
-    Bundle(Vec<Vec<u8>>),
-    /// Accept any chain whose leaf names the server's SPIFFE ID
-    /// (`insecure_bootstrap`, first attestation only).
-    InsecureBootstrap,
-}
+pub use sigil_crypto::tls::ServerTrust;
 
 /// The agent's own credentials, presented as a TLS client certificate.
 #[derive(Debug, Clone)]

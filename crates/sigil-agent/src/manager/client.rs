@@ -19,15 +19,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use hyper_util::rt::TokioIo;
-use rustls::client::ResolvesClientCert;
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::sign::{CertifiedKey, SigningKey};
-use rustls::{ClientConfig, DigitallySignedStruct, SignatureAlgorithm, SignatureScheme};
-use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
 use sigil_crypto::CryptoError;
-use sigil_crypto::key::{KeyType, Signer};
-use sigil_crypto::tls::{ServerIdPolicy, SpiffeServerVerifier, provider};
 use sigil_proto::spire::api::server::agent::v1 as agent_pb;
 use sigil_proto::spire::api::server::bundle::v1 as bundle_pb;
 use sigil_proto::spire::api::server::entry::v1 as entry_pb;
@@ -289,45 +283,24 @@ impl ServerApi for TonicServerApi {
     }
 }
 
-/// The rustls client configuration for talking to the server.
+/// The rustls client configuration for talking to the server (see
+/// [`sigil_crypto::tls::client_config_with_signer`]).
 pub fn client_tls_config(
     trust: &ServerTrust,
     server_id: SpiffeId,
     identity: Option<&AgentIdentity>,
 ) -> Result<ClientConfig, CryptoError> {
-    let verifier: Arc<dyn ServerCertVerifier> = match trust {
-        ServerTrust::Bundle(roots) => Arc::new(SpiffeServerVerifier::new(
-            roots,
-            ServerIdPolicy::Exact(server_id),
-        )?),
-        ServerTrust::InsecureBootstrap => Arc::new(InsecureBootstrapVerifier {
-            server_id,
-            algorithms: provider().signature_verification_algorithms,
+    if matches!(trust, ServerTrust::InsecureBootstrap) {
+        tracing::warn!("Insecure bootstrap enabled; skipping server certificate verification");
+    }
+    sigil_crypto::tls::client_config_with_signer(
+        trust,
+        server_id,
+        identity.map(|i| sigil_crypto::tls::SignerIdentity {
+            chain: i.chain.clone(),
+            key: i.key.clone(),
         }),
-    };
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(tls_err)?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    let mut config = match identity {
-        Some(identity) => {
-            let key: Arc<dyn SigningKey> = Arc::new(SignerKey {
-                signer: identity.key.clone(),
-            });
-            let chain = identity
-                .chain
-                .iter()
-                .map(|c| CertificateDer::from(c.clone()))
-                .collect();
-            builder.with_client_cert_resolver(Arc::new(FixedClientCert(Arc::new(
-                CertifiedKey::new(chain, key),
-            ))))
-        }
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![sigil_crypto::tls::ALPN_H2.to_vec()];
-    Ok(config)
+    )
 }
 
 /// Converts a `spire.api.types.Bundle` for our trust domain.
@@ -397,141 +370,10 @@ fn authority(host: &str, port: u16) -> String {
     }
 }
 
-fn tls_err(e: impl std::fmt::Display) -> CryptoError {
-    CryptoError::TlsConfig {
-        reason: e.to_string(),
-    }
-}
-
-/// Accepts any server chain whose leaf carries the server's SPIFFE ID.
-#[derive(Debug)]
-struct InsecureBootstrapVerifier {
-    server_id: SpiffeId,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for InsecureBootstrapVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        tracing::warn!("Insecure bootstrap enabled; skipping server certificate verification");
-        let other = |e: CryptoError| {
-            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
-                Arc::new(e),
-            )))
-        };
-        let id = sigil_crypto::x509::leaf_spiffe_id(end_entity).map_err(other)?;
-        ServerIdPolicy::Exact(self.server_id.clone())
-            .check(&id)
-            .map_err(other)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Always presents the one agent SVID.
-#[derive(Debug)]
-struct FixedClientCert(Arc<CertifiedKey>);
-
-impl ResolvesClientCert for FixedClientCert {
-    fn resolve(
-        &self,
-        _root_hint_subjects: &[&[u8]],
-        sigschemes: &[SignatureScheme],
-    ) -> Option<Arc<CertifiedKey>> {
-        self.0.key.choose_scheme(sigschemes).map(|_| self.0.clone())
-    }
-
-    fn has_certs(&self) -> bool {
-        true
-    }
-}
-
-/// A [`Signer`] (KeyManager key) as a rustls signing key. TLS 1.3 signs
-/// with ECDSA or RSA-PSS only; our signers do ECDSA and RSA PKCS#1 v1.5, so
-/// agent keys are EC (as SPIRE's are).
-#[derive(Debug)]
-struct SignerKey {
-    signer: Arc<dyn Signer>,
-}
-
-impl SignerKey {
-    fn scheme(&self) -> Option<SignatureScheme> {
-        match self.signer.key_type() {
-            KeyType::EcP256 => Some(SignatureScheme::ECDSA_NISTP256_SHA256),
-            KeyType::EcP384 => Some(SignatureScheme::ECDSA_NISTP384_SHA384),
-            KeyType::Rsa2048 | KeyType::Rsa4096 => None,
-        }
-    }
-}
-
-impl SigningKey for SignerKey {
-    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
-        let scheme = self.scheme()?;
-        offered.contains(&scheme).then(|| {
-            Box::new(SchemeSigner {
-                signer: self.signer.clone(),
-                scheme,
-            }) as Box<dyn rustls::sign::Signer>
-        })
-    }
-
-    fn algorithm(&self) -> SignatureAlgorithm {
-        match self.signer.key_type() {
-            KeyType::EcP256 | KeyType::EcP384 => SignatureAlgorithm::ECDSA,
-            KeyType::Rsa2048 | KeyType::Rsa4096 => SignatureAlgorithm::RSA,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct SchemeSigner {
-    signer: Arc<dyn Signer>,
-    scheme: SignatureScheme,
-}
-
-impl rustls::sign::Signer for SchemeSigner {
-    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
-        self.signer
-            .sign(message)
-            .map_err(|e| rustls::Error::General(format!("agent key: {e}")))
-    }
-
-    fn scheme(&self) -> SignatureScheme {
-        self.scheme
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sigil_crypto::key::SoftwareKey;
+    use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
     use sigil_crypto::tls::{ClientAuth, server_config};
     use sigil_crypto::x509::{CaSubject, X509SvidParams, self_signed_ca, sign_x509_svid};
     use std::time::SystemTime;
