@@ -351,3 +351,229 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
         .count;
     assert_eq!(count, 2);
 }
+
+/// SyncAuthorizedEntries as SPIRE agents use it: the full list when it fits
+/// in a page; above 500 entries, revisions first, then full entries for the
+/// IDs the agent asks for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_authorized_entries_full_and_sparse_modes() {
+    let dir = tempfile::Builder::new()
+        .prefix("sgsync")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let running = sigil_server::run::start(config(dir.path()))
+        .await
+        .expect("server starts");
+    let admin = admin_channel(&dir.path().join("admin.sock")).await;
+    let mut agent_admin = agentpb::agent_client::AgentClient::new(admin.clone());
+    let mut entries = entrypb::entry_client::EntryClient::new(admin.clone());
+    let roots: Vec<Vec<u8>> = bundlepb::bundle_client::BundleClient::new(admin.clone())
+        .get_bundle(bundlepb::GetBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .x509_authorities
+        .into_iter()
+        .map(|a| a.asn1)
+        .collect();
+    let token = agent_admin
+        .create_join_token(agentpb::CreateJoinTokenRequest {
+            ttl: 600,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .value;
+    let agent_id = format!("spiffe://example.org/spire/agent/join_token/{token}");
+    let agent = attest(running.agent_addr, roots.clone(), &token)
+        .await
+        .expect("attests");
+    let server_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
+    let cfg = sigil_crypto::tls::client_config(
+        roots,
+        server_id,
+        Some((agent.chain.clone(), agent.key.to_pkcs8_der())),
+    )
+    .unwrap();
+    let ch = tls_channel(running.agent_addr, cfg).await;
+
+    let sync = |ids: Vec<Vec<String>>| {
+        let ch = ch.clone();
+        async move {
+            let mut reqs = vec![entrypb::SyncAuthorizedEntriesRequest {
+                output_mask: None,
+                ids: vec![],
+            }];
+            reqs.extend(
+                ids.into_iter()
+                    .map(|ids| entrypb::SyncAuthorizedEntriesRequest {
+                        output_mask: None,
+                        ids,
+                    }),
+            );
+            let mut stream = entrypb::entry_client::EntryClient::new(ch)
+                .sync_authorized_entries(futures::stream::iter(reqs))
+                .await
+                .unwrap()
+                .into_inner();
+            let mut out = Vec::new();
+            while let Some(msg) = stream.message().await.unwrap() {
+                out.push(msg);
+            }
+            out
+        }
+    };
+
+    // Few entries: one response carrying them all.
+    let batch: Vec<types::Entry> = (0..3)
+        .map(|i| entry(&agent_id, &format!("spiffe://example.org/w{i}")))
+        .collect();
+    entries
+        .batch_create_entry(entrypb::BatchCreateEntryRequest {
+            entries: batch,
+            output_mask: None,
+        })
+        .await
+        .unwrap();
+    let resp = sync(vec![]).await;
+    assert_eq!(resp.len(), 1);
+    assert_eq!(resp[0].entries.len(), 3);
+    assert!(resp[0].entry_revisions.is_empty() && !resp[0].more);
+
+    // Above the page size: sparse revisions, then the requested entries.
+    for chunk in 0..6 {
+        let batch: Vec<types::Entry> = (0..100)
+            .map(|i| entry(&agent_id, &format!("spiffe://example.org/b{chunk}/{i}")))
+            .collect();
+        entries
+            .batch_create_entry(entrypb::BatchCreateEntryRequest {
+                entries: batch,
+                output_mask: None,
+            })
+            .await
+            .unwrap();
+    }
+    let all_ids: Vec<String> = {
+        let resp = sync(vec![]).await;
+        assert_eq!(resp.len(), 2, "603 revisions in pages of 500");
+        assert!(resp[0].more && !resp[1].more);
+        assert_eq!(
+            resp[0].entry_revisions.len() + resp[1].entry_revisions.len(),
+            603
+        );
+        assert!(resp.iter().all(|r| r.entries.is_empty()));
+        resp.iter()
+            .flat_map(|r| r.entry_revisions.iter().map(|e| e.id.clone()))
+            .collect()
+    };
+    let wanted: Vec<String> = all_ids
+        .iter()
+        .take(2)
+        .cloned()
+        .chain(["unknown".to_owned()])
+        .collect();
+    let resp = sync(vec![wanted.clone()]).await;
+    let last = resp.last().unwrap();
+    assert!(!last.more);
+    let got: Vec<String> = last.entries.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(
+        got,
+        wanted[..2].to_vec(),
+        "known IDs come back, unknown ones do not"
+    );
+}
+
+/// An entry parented to the server is a node alias: agents whose node
+/// selectors include all its selectors are authorized for its children.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_alias_entries_authorize_agents_by_node_selectors() {
+    let dir = tempfile::Builder::new()
+        .prefix("sgalias")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let running = sigil_server::run::start(config(dir.path()))
+        .await
+        .expect("server starts");
+    let state = running.state.clone();
+    let sel = |s: &str| sigil_spiffe::Selector::parse(s).unwrap();
+    let id = |s: &str| sigil_spiffe::SpiffeId::parse(s).unwrap();
+    let mk = |parent: &str, spiffe: &str, sels: Vec<sigil_spiffe::Selector>| {
+        sigil_datastore::RegistrationEntry {
+            id: String::new(),
+            spiffe_id: id(spiffe),
+            parent_id: id(parent),
+            selectors: sels,
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: vec![],
+            federates_with: vec![],
+            admin: false,
+            downstream: false,
+            expires_at: 0,
+            hint: String::new(),
+            store_svid: false,
+            revision_number: 0,
+            created_at: 0,
+        }
+    };
+    let ds = &state.ds;
+    ds.create_entry(mk(
+        "spiffe://example.org/spire/server",
+        "spiffe://example.org/cluster/a",
+        vec![sel("k8s_psat:cluster:a")],
+    ))
+    .await
+    .unwrap();
+    let child = ds
+        .create_entry(mk(
+            "spiffe://example.org/cluster/a",
+            "spiffe://example.org/ns/web",
+            vec![sel("unix:uid:1")],
+        ))
+        .await
+        .unwrap();
+    ds.create_entry(mk(
+        "spiffe://example.org/spire/server",
+        "spiffe://example.org/cluster/b",
+        vec![sel("k8s_psat:cluster:b"), sel("k8s_psat:zone:x")],
+    ))
+    .await
+    .unwrap();
+    ds.create_entry(mk(
+        "spiffe://example.org/cluster/b",
+        "spiffe://example.org/ns/db",
+        vec![sel("unix:uid:2")],
+    ))
+    .await
+    .unwrap();
+
+    let node = |n: &str, sels: Vec<sigil_spiffe::Selector>| sigil_datastore::AttestedNode {
+        spiffe_id: id(&format!("spiffe://example.org/spire/agent/test/{n}")),
+        attestation_data_type: "test".into(),
+        cert_serial_number: "01".into(),
+        cert_not_after: 0,
+        new_cert_serial_number: String::new(),
+        new_cert_not_after: 0,
+        can_reattest: false,
+        selectors: sels,
+    };
+    // In cluster a; also has zone x but not cluster b: only alias a applies.
+    let agent = node(
+        "n1",
+        vec![sel("k8s_psat:cluster:a"), sel("k8s_psat:zone:x")],
+    );
+    let got = sigil_server::api::authorized::authorized_entries(&state, &agent)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = got.iter().map(|e| e.spiffe_id.as_str()).collect();
+    assert_eq!(ids, ["spiffe://example.org/ns/web"], "{got:?}");
+    assert_eq!(got[0].id, child.id);
+    let lonely = node("n2", vec![sel("k8s_psat:zone:x")]);
+    assert!(
+        sigil_server::api::authorized::authorized_entries(&state, &lonely)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
