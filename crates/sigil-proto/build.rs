@@ -19,6 +19,7 @@ const PROTOS: &[&str] = &[
     "spire/api/agent/debug/v1/debug.proto",
     "spire/api/agent/delegatedidentity/v1/delegatedidentity.proto",
     "spire/api/agent/logger/v1/logger.proto",
+    "sigil/api/server/sync/v1/sync.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

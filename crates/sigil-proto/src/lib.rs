@@ -140,3 +140,20 @@ pub mod spire {
 
 #[cfg(test)]
 mod tests;
+
+/// sigil's own API extensions (not part of SPIRE).
+pub mod sigil {
+    /// Server-side extensions.
+    pub mod api {
+        /// Server APIs.
+        pub mod server {
+            /// Change notifications for agents.
+            pub mod sync {
+                #[allow(clippy::all, clippy::pedantic, missing_docs)]
+                pub mod v1 {
+                    tonic::include_proto!("sigil.api.server.sync.v1");
+                }
+            }
+        }
+    }
+}

@@ -701,6 +701,10 @@ fn agent_admin_apis_field_numbers() {
 /// service's package.
 const EXPECTED_SERVICES: &[(&str, &[&str])] = &[
     (
+        "sigil.api.server.sync.v1.Sync",
+        &["WatchChanges(WatchChangesRequest) -> stream WatchChangesResponse"],
+    ),
+    (
         "SpiffeWorkloadAPI",
         &[
             "FetchX509SVID(X509SVIDRequest) -> stream X509SVIDResponse",
@@ -876,7 +880,7 @@ fn services_in_descriptor_set() -> BTreeMap<String, Vec<String>> {
 }
 
 #[test]
-fn file_descriptor_set_lists_every_upstream_service_and_method() {
+fn file_descriptor_set_lists_every_service_and_method() {
     let actual = services_in_descriptor_set();
     let expected: BTreeMap<String, Vec<String>> = EXPECTED_SERVICES
         .iter()

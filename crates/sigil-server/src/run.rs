@@ -228,6 +228,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         .add_service(srv::bundle::v1::bundle_server::BundleServer::new(
             api::bundle::BundleService::new(state.clone()),
         ))
+        .add_service(
+            sigil_proto::sigil::api::server::sync::v1::sync_server::SyncServer::new(
+                api::sync::SyncService::new(state.clone()),
+            ),
+        )
     };
 
     let tcp_routes = routes(&state).add_service(health_service.clone());

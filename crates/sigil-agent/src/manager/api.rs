@@ -62,6 +62,9 @@ pub struct IssuedJwt {
     pub hint: String,
 }
 
+/// Change notifications from the server (see [`ServerApi::watch_changes`]).
+pub type ChangeStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<(), Status>> + Send>>;
+
 /// How the client authenticates the server.
 pub use sigil_crypto::tls::ServerTrust;
 
@@ -114,6 +117,12 @@ pub trait ServerApi: Send + Sync + std::fmt::Debug {
 
     /// `SVID.NewJWTSVID`.
     async fn new_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<IssuedJwt, Status>;
+
+    /// A stream with one item per change the server announces (sigil's
+    /// push extension). Servers without it answer `Unimplemented`.
+    async fn watch_changes(&self) -> Result<ChangeStream, Status> {
+        Err(Status::unimplemented("the server does not push changes"))
+    }
 }
 
 /// True for errors that mean "could not talk to the server" rather than

@@ -281,6 +281,16 @@ impl ServerApi for TonicServerApi {
             hint: svid.hint,
         })
     }
+    async fn watch_changes(&self) -> Result<super::api::ChangeStream, Status> {
+        use futures::StreamExt;
+        use sigil_proto::sigil::api::server::sync::v1 as sync_pb;
+        let mut client = sync_pb::sync_client::SyncClient::new(self.channel()?);
+        let stream = client
+            .watch_changes(sync_pb::WatchChangesRequest {})
+            .await?
+            .into_inner();
+        Ok(Box::pin(stream.map(|r| r.map(|_| ()))))
+    }
 }
 
 /// The rustls client configuration for talking to the server (see

@@ -174,7 +174,7 @@ pub enum ManagerError {
 pub struct Manager {
     shared: Arc<Shared>,
     jwt: Arc<CachingJwtMinter>,
-    task: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 #[derive(Debug)]
@@ -364,11 +364,12 @@ impl Manager {
                 }
             }
         };
-        let task = tokio::spawn(run_loop(shared.clone(), !first_ok));
+        let sync = tokio::spawn(run_loop(shared.clone(), !first_ok));
+        let watch = tokio::spawn(watch_loop(shared.clone()));
         Ok(Manager {
             shared,
             jwt,
-            task: Mutex::new(Some(task)),
+            tasks: Mutex::new(vec![sync, watch]),
         })
     }
 
@@ -409,7 +410,12 @@ impl Manager {
 
     /// Stops background work. The last snapshot stays readable.
     pub fn shutdown(&self) {
-        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        for task in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
             task.abort();
         }
     }
@@ -566,6 +572,39 @@ async fn run_loop(shared: Arc<Shared>, sync_first: bool) {
                 tracing::warn!(error = %e, retry_in = ?delay, "Synchronize failed");
             }
         }
+    }
+}
+
+/// Holds sigil-server's change stream open and syncs on every message, so
+/// entry changes arrive at once rather than at the next poll. A server
+/// without the extension (SPIRE) answers `Unimplemented`: then polling is
+/// all there is, and this task ends.
+async fn watch_loop(shared: Arc<Shared>) {
+    use futures::StreamExt;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match shared.api.watch_changes().await {
+            Ok(mut changes) => {
+                tracing::debug!("Watching the server for changes");
+                backoff = Duration::from_secs(1);
+                while let Some(msg) = changes.next().await {
+                    match msg {
+                        Ok(()) => shared.notify.notify_one(),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "Change stream ended");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.code() == tonic::Code::Unimplemented => {
+                tracing::info!("Server does not push changes; relying on polling");
+                return;
+            }
+            Err(e) => tracing::debug!(error = %e, "Could not watch the server for changes"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod convert;
 pub mod entry;
 pub mod svid;
+pub mod sync;
 
 /// What every service needs.
 pub struct ApiState {
