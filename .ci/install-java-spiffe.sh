@@ -30,7 +30,7 @@ flock 9
 
 inputs() {
   java -version 2>&1
-  mvn -v 2>&1 | head -1
+  mvn -v 2>&1
   (cd "$SRC" && find pom.xml src -type f | LC_ALL=C sort | while read -r f; do echo "$f"; cat "$f"; done)
 }
 want=$(inputs | sha256sum | cut -d' ' -f1)
@@ -42,10 +42,14 @@ fi
 
 log "building $SRC"
 rm -f "$STAMP"
-# Maven's own output goes to stderr so the last stdout line stays the jar.
-mvn -B -q -Dstyle.color=never -f "$SRC/pom.xml" \
+# Maven's output (only escape codes when all is well) is shown on failure.
+if ! mvn -B -q -f "$SRC/pom.xml" \
   -Dmaven.repo.local="$WORK/m2" -Dsigil.build.dir="$BUILD" \
-  clean package >&2
+  clean package >"$WORK/mvn.log" 2>&1; then
+  cat "$WORK/mvn.log" >&2
+  log "maven build failed"
+  exit 1
+fi
 test -f "$JAR"
 echo "$want" >"$STAMP"
 echo "$JAR"

@@ -14,4 +14,4 @@ pub mod logging;
 pub use config::{Block, ConfigError, PluginDecl, Section};
 pub use duration::{DurationError, format_duration, parse_duration};
 pub use flags::normalize_go_flags;
-pub use logging::init_logging;
+pub use logging::{LogControl, init_logging, log_control};

@@ -1,6 +1,7 @@
 package sigil.interop;
 
 import io.spiffe.bundle.x509bundle.X509Bundle;
+import io.spiffe.exception.JwtSvidException;
 import io.spiffe.spiffeid.SpiffeId;
 import io.spiffe.svid.jwtsvid.JwtSvid;
 import io.spiffe.svid.x509svid.X509Svid;
@@ -76,7 +77,8 @@ public final class Main {
             try {
                 client.validateJwtSvid(fetched.getToken(), "someone-else");
                 rejected = false;
-            } catch (Exception expected) {
+            } catch (JwtSvidException expected) {
+                System.err.println("wrong audience: " + expected.getMessage());
                 rejected = true;
             }
             if (!rejected) {
