@@ -149,6 +149,7 @@ pub struct TrustDomain {
     pub server_port: u16,
     server: Option<Child>,
     agents: Vec<Option<Child>>,
+    others: Vec<Child>,
 }
 
 impl std::fmt::Debug for TrustDomain {
@@ -178,6 +179,7 @@ impl TrustDomain {
             server_port: free_port(),
             server: None,
             agents: Vec::new(),
+            others: Vec::new(),
         };
         td.write_server_conf();
         td
@@ -479,6 +481,35 @@ plugins {{
         CmdResult::from(out)
     }
 
+    /// Starts another process (a SPIRE binary, a client) whose output goes
+    /// to `<name>.log` in the temp dir; it is killed when this is dropped.
+    /// Returns its index for [`TrustDomain::stop_process`].
+    pub fn spawn_process(&mut self, name: &str, mut cmd: Command) -> usize {
+        let log = self.log_file(&format!("{name}.log"));
+        let child = cmd
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
+        self.others.push(child);
+        self.others.len() - 1
+    }
+
+    /// Stops a process started with [`TrustDomain::spawn_process`] (SIGTERM).
+    pub fn stop_process(&mut self, index: usize) {
+        if let Some(child) = self.others.get_mut(index) {
+            signal(child, "TERM");
+            wait_exit(child, Duration::from_secs(10));
+        }
+    }
+
+    /// True while a process started with [`TrustDomain::spawn_process`] runs.
+    pub fn process_running(&mut self, index: usize) -> bool {
+        self.others
+            .get_mut(index)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     fn log_file(&self, name: &str) -> fs::File {
         fs::OpenOptions::new()
             .create(true)
@@ -513,7 +544,12 @@ impl Drop for TrustDomain {
         if std::thread::panicking() {
             self.dump_logs();
         }
-        for child in self.agents.iter_mut().filter_map(Option::as_mut) {
+        for child in self
+            .agents
+            .iter_mut()
+            .filter_map(Option::as_mut)
+            .chain(self.others.iter_mut())
+        {
             let _ = child.kill();
             let _ = child.wait();
         }
