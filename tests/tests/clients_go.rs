@@ -53,8 +53,8 @@ fn go_spiffe_mtls_between_two_processes_and_jwt_svid_validation() {
     let mut td = TrustDomain::with(Options {
         // Path selectors only; hashing a 20 MB binary on every attestation
         // would add nothing here.
-        unix_attestor_data: "            discover_workload_path = true\n            workload_size_limit = -1"
-            .into(),
+        unix_attestor_data:
+            "            discover_workload_path = true\n            workload_size_limit = -1".into(),
         ..Options::default()
     });
     let server_bin = copy_exe(Path::new(&go_bin), &td.path().join("go-server"));
@@ -66,7 +66,9 @@ fn go_spiffe_mtls_between_two_processes_and_jwt_svid_validation() {
     let uid = format!("unix:uid:{}", my_uid());
     // The sentinel (for the agent CLI itself) is created last: once the
     // agent serves it, the two earlier entries have been synced as well.
-    let agent_bin = bin("sigil-agent").canonicalize().expect("agent binary path");
+    let agent_bin = bin("sigil-agent")
+        .canonicalize()
+        .expect("agent binary path");
     for (id, exe) in [
         (SERVER_ID, &server_bin),
         (CLIENT_ID, &client_bin),
@@ -86,16 +88,27 @@ fn go_spiffe_mtls_between_two_processes_and_jwt_svid_validation() {
         ])
         .ok();
     }
-    wait_for("entries synced to the agent", Duration::from_secs(30), || {
-        let out = td.agent_cli(0, &["api", "fetch", "x509"]);
-        (out.code == 0 && out.stdout.contains(SENTINEL_ID)).then_some(())
-    });
+    wait_for(
+        "entries synced to the agent",
+        Duration::from_secs(30),
+        || {
+            let out = td.agent_cli(0, &["api", "fetch", "x509"]);
+            (out.code == 0 && out.stdout.contains(SENTINEL_ID)).then_some(())
+        },
+    );
     let socket = td.agent_socket(0);
 
     let server_log = std::fs::File::create(td.path().join("go-server.log")).expect("server log");
     let mut server = KillOnDrop(
         Command::new(&server_bin)
-            .args(["server", "-addr", "127.0.0.1:0", "-timeout", "90s", "-socket"])
+            .args([
+                "server",
+                "-addr",
+                "127.0.0.1:0",
+                "-timeout",
+                "90s",
+                "-socket",
+            ])
             .arg(&socket)
             .args(["-expect", CLIENT_ID])
             .stdout(Stdio::piped())
@@ -135,7 +148,10 @@ fn go_spiffe_mtls_between_two_processes_and_jwt_svid_validation() {
         "spiffe://example.org/go/someone-else",
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "client accepted an unexpected server");
+    assert!(
+        !out.status.success(),
+        "client accepted an unexpected server"
+    );
     assert!(
         stderr.contains("unexpected ID"),
         "client error names the ID check:\n{stderr}"
@@ -151,8 +167,19 @@ fn go_spiffe_mtls_between_two_processes_and_jwt_svid_validation() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(
-        stderr.contains("mTLS request"),
-        "the handshake, not something else, failed:\n{stderr}"
+        stderr.contains("remote error: tls:"),
+        "the server's TLS alert, not something else, failed the request:\n{stderr}"
+    );
+    // The server logs the refusal after sending its alert: poll briefly.
+    let refused = format!("unexpected ID \"{SERVER_ID}\"");
+    wait_for(
+        "server log naming the refused ID",
+        Duration::from_secs(5),
+        || {
+            std::fs::read_to_string(td.path().join("go-server.log"))
+                .ok()
+                .filter(|log| log.contains(&refused))
+        },
     );
     assert!(
         server.0.try_wait().expect("server status").is_none(),

@@ -5,14 +5,15 @@
 //
 //	server -addr 127.0.0.1:PORT -socket S -expect spiffe://client-id
 //	    X509Source + MTLSServerConfig(AuthorizeID(expect)); serves GET /
-//	    answering the caller's SPIFFE ID. Prints "LISTENING <addr>" once
-//	    ready (PORT may be 0), then serves until killed or -timeout.
+//	    answering the caller's SPIFFE ID. Prints "LISTENING <addr> <own id>"
+//	    once ready (PORT may be 0), then serves until killed or -timeout.
 //	client -addr 127.0.0.1:PORT -socket S -expect spiffe://server-id
 //	    X509Source + MTLSClientConfig(AuthorizeID(expect)); one GET /, then
 //	    "OK mtls <server id>" and "OK seen-by-server <own id>". Then a
 //	    JWTSource: a JWT-SVID for audience go-aud, validated locally with
 //	    jwtsvid.ParseAndValidate against the source's JWT bundles:
-//	    "OK jwt <id>", and a wrong audience must be rejected.
+//	    "OK jwt <id>"; the same token must fail for another audience:
+//	    "OK jwt wrong-audience rejected".
 //
 // Any failure is printed to stderr and exits 1.
 package main
