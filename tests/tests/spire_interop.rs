@@ -448,3 +448,124 @@ fn sigil_show(td: &TrustDomain, entry_id: &str) -> String {
         .ok()
         .stdout
 }
+
+/// Mixed fleet: one trust domain with a sigil-server, a real spire-agent and
+/// a sigil-agent. A go-spiffe workload under the spire-agent and one under
+/// the sigil-agent do mutual TLS, each authorizing the other's exact ID.
+#[test]
+fn mixed_fleet_workloads_accept_each_others_svids() {
+    let Some(spire) = spire_bin() else { return };
+    let Some(go_bin) = std::env::var_os("SIGIL_TEST_GO_SPIFFE") else {
+        assert!(
+            std::env::var("CI").is_err(),
+            "SIGIL_TEST_GO_SPIFFE must be set in CI"
+        );
+        eprintln!("skipping: SIGIL_TEST_GO_SPIFFE not set");
+        return;
+    };
+    let spire_agent = spire.join("spire-agent");
+    let mut td = TrustDomain::new();
+    td.start_server();
+
+    // The sigil-agent node.
+    let sigil_token = td.join_token();
+    td.start_agent(0, Some(&sigil_token));
+    // The spire-agent node.
+    let spire_token = td.join_token();
+    let bundle = td.path().join("bootstrap.pem");
+    std::fs::write(&bundle, td.server_cli(&["bundle", "show"]).ok().stdout).unwrap();
+    let conf = spire_agent_conf(td.path(), td.server_port, &bundle);
+    let mut cmd = Command::new(&spire_agent);
+    cmd.arg("run")
+        .arg("-config")
+        .arg(&conf)
+        .arg("-joinToken")
+        .arg(&spire_token);
+    let agent = td.spawn_process("spire-agent", cmd);
+    let spire_sock = td.path().join("spire-agent.sock");
+    let spire_sock_s = spire_sock.to_str().unwrap().to_owned();
+    wait_for("spire-agent healthy", Duration::from_secs(60), || {
+        assert!(
+            td.process_running(agent),
+            "spire-agent exited; see spire-agent.log"
+        );
+        (run(&spire_agent, &["healthcheck", "-socketPath", &spire_sock_s]).code == 0).then_some(())
+    });
+
+    let uid = format!("unix:uid:{}", my_uid());
+    let server_id = "spiffe://example.org/fleet/on-spire-agent";
+    let client_id = "spiffe://example.org/fleet/on-sigil-agent";
+    for (parent, id) in [
+        (td.join_token_agent_id(&spire_token), server_id),
+        (td.join_token_agent_id(&sigil_token), client_id),
+    ] {
+        td.server_cli(&[
+            "entry",
+            "create",
+            "-parentID",
+            &parent,
+            "-spiffeID",
+            id,
+            "-selector",
+            &uid,
+        ])
+        .ok();
+    }
+    wait_for("SVID on the spire-agent", Duration::from_secs(60), || {
+        let out = run(
+            &spire_agent,
+            &["api", "fetch", "x509", "-socketPath", &spire_sock_s],
+        );
+        (out.code == 0 && out.stdout.contains(server_id)).then_some(())
+    });
+    wait_for("SVID on the sigil-agent", Duration::from_secs(60), || {
+        let out = td.agent_cli(0, &["api", "fetch", "x509"]);
+        (out.code == 0 && out.stdout.contains(client_id)).then_some(())
+    });
+
+    let mut server_cmd = Command::new(&go_bin);
+    server_cmd
+        .args([
+            "server",
+            "-addr",
+            "127.0.0.1:0",
+            "-timeout",
+            "90s",
+            "-socket",
+        ])
+        .arg(&spire_sock)
+        .args(["-expect", client_id])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut server = server_cmd.spawn().expect("spawn go-spiffe server");
+    let mut first = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+        &mut first,
+    )
+    .unwrap();
+    let mut words = first.split_whitespace();
+    assert_eq!(words.next(), Some("LISTENING"), "server said {first:?}");
+    let addr = words.next().unwrap().to_owned();
+    assert_eq!(words.next(), Some(server_id));
+
+    let out = Command::new(&go_bin)
+        .args(["client", "-addr", &addr, "-timeout", "60s", "-socket"])
+        .arg(td.agent_socket(0))
+        .args(["-expect", server_id])
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(&format!("OK mtls {server_id}")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("OK seen-by-server {client_id}")),
+        "{stdout}"
+    );
+}
