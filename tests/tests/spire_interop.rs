@@ -569,3 +569,93 @@ fn mixed_fleet_workloads_accept_each_others_svids() {
         "{stdout}"
     );
 }
+
+/// Operators script against SPIRE's CLI output: for the same server and the
+/// same data, `sigil-server` and the real `spire-server` print byte-identical
+/// output (pretty and `-output json`).
+#[test]
+fn sigil_and_spire_cli_outputs_are_identical() {
+    let Some(spire) = spire_bin() else { return };
+    let spire_cli = spire.join("spire-server");
+    let mut td = TrustDomain::new();
+    td.start_server();
+    let token = td.join_token();
+    td.start_agent(0, Some(&token));
+    let agent_id = td.join_token_agent_id(&token);
+    td.server_cli(&[
+        "entry",
+        "create",
+        "-parentID",
+        &agent_id,
+        "-spiffeID",
+        "spiffe://example.org/web",
+        "-selector",
+        "unix:uid:1000",
+        "-selector",
+        "unix:gid:1000",
+        "-dns",
+        "web.example.org",
+        "-x509SVIDTTL",
+        "300",
+        "-jwtSVIDTTL",
+        "120",
+        "-hint",
+        "web",
+        "-admin",
+    ])
+    .ok();
+    td.server_cli(&[
+        "entry",
+        "create",
+        "-node",
+        "-spiffeID",
+        "spiffe://example.org/cluster",
+        "-selector",
+        "join_token:whatever",
+    ])
+    .ok();
+    let sock = td.server_socket();
+    let sock = sock.to_str().unwrap();
+    let commands: &[&[&str]] = &[
+        &["entry", "show"],
+        &["entry", "show", "-output", "json"],
+        &["entry", "show", "-spiffeID", "spiffe://example.org/web"],
+        &[
+            "entry",
+            "show",
+            "-selector",
+            "unix:uid:1000",
+            "-matchSelectorsOn",
+            "subset",
+        ],
+        &["entry", "count"],
+        &["entry", "count", "-output", "json"],
+        &["agent", "list"],
+        &["agent", "list", "-output", "json"],
+        &["agent", "show", "-spiffeID", &agent_id],
+        &["agent", "count"],
+        &["bundle", "show"],
+        &["bundle", "show", "-format", "spiffe"],
+        &["bundle", "show", "-output", "json"],
+        &["bundle", "count"],
+    ];
+    for args in commands {
+        let mut full = args.to_vec();
+        full.extend(["-socketPath", sock]);
+        let ours = Command::new(sigil_testkit::bin("sigil-server"))
+            .args(&full)
+            .output()
+            .unwrap();
+        let theirs = Command::new(&spire_cli).args(&full).output().unwrap();
+        assert_eq!(
+            ours.status.code(),
+            theirs.status.code(),
+            "{args:?}: exit codes"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stdout),
+            String::from_utf8_lossy(&theirs.stdout),
+            "{args:?}: stdout differs"
+        );
+    }
+}
