@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use sigil_cli::config::{ConfigError, PluginDecl, Section, parse_plugins};
 use sigil_crypto::key::KeyType;
-use sigil_spiffe::TrustDomain;
+use sigil_spiffe::{SpiffeId, TrustDomain};
 
 use crate::attestor::unix::UnixAttestorConfig;
 
@@ -46,10 +46,8 @@ pub const BUNDLE_FILE: &str = "bundle.der";
 
 /// SPIRE `agent` options sigil knows but does not implement yet.
 const UNSUPPORTED_AGENT: &[&str] = &[
-    "admin_socket_path",
     "allow_unauthenticated_verifiers",
     "allowed_foreign_jwt_claims",
-    "authorized_delegates",
     "availability_target",
     "broker",
     "disable_sds_api",
@@ -244,6 +242,13 @@ pub struct AgentConfig {
     pub unix_attestor: UnixAttestorConfig,
     /// Every declared (enabled) plugin, as written.
     pub plugins: Vec<PluginDecl>,
+    /// The admin API socket (`admin_socket_path`), made absolute; `None`
+    /// serves no admin API. Never inside the Workload API socket's
+    /// directory, which workloads can reach.
+    pub admin_socket_path: Option<PathBuf>,
+    /// SPIFFE IDs of our trust domain allowed to use the Delegated Identity
+    /// API (`authorized_delegates`).
+    pub authorized_delegates: Vec<SpiffeId>,
 }
 
 impl AgentConfig {
@@ -298,6 +303,10 @@ impl AgentConfig {
         );
         let insecure_bootstrap =
             flags.insecure_bootstrap || s.take_bool("insecure_bootstrap")?.unwrap_or(false);
+        let admin_socket_path = s.take_string("admin_socket_path")?;
+        let authorized_delegates = s
+            .take_string_list("authorized_delegates")?
+            .unwrap_or_default();
         let workload_key_type = match s.take_string("workload_x509_svid_key_type")? {
             None => KeyType::EcP256,
             Some(v) => match v.as_str() {
@@ -352,6 +361,10 @@ impl AgentConfig {
                 "could not parse trust_domain {trust_domain:?}: {e}"
             ))
         })?;
+        let admin_socket_path = admin_socket_path
+            .filter(|p| !p.is_empty())
+            .map(|admin| admin_socket_addr(&admin, &socket_path))
+            .transpose()?;
         let data_dir = PathBuf::from(data_dir);
         let trust_bundle_path = trust_bundle_path.filter(|p| !p.is_empty());
         let format = match trust_bundle_format.as_deref() {
@@ -400,6 +413,14 @@ impl AgentConfig {
             None => join_token.filter(|t| !t.is_empty()),
         };
 
+        let authorized_delegates = authorized_delegates
+            .iter()
+            .map(|d| member_of(&trust_domain, d))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| {
+                AgentConfigError::Invalid(format!("error validating authorized delegate: {e}"))
+            })?;
+
         let (node_attestor, key_manager, unix_attestor) = check_plugins(&plugins)?;
 
         Ok(AgentConfig {
@@ -419,6 +440,8 @@ impl AgentConfig {
             key_manager,
             unix_attestor,
             plugins,
+            admin_socket_path,
+            authorized_delegates,
         })
     }
 
@@ -480,6 +503,68 @@ impl AgentConfig {
 pub fn server_id(td: &TrustDomain) -> sigil_spiffe::SpiffeId {
     td.id_with_path("/spire/server")
         .expect("a fixed valid path under a valid trust domain is a valid SPIFFE ID")
+}
+
+/// SPIRE's check on `admin_socket_path`: made absolute, and refused when
+/// it lies in the directory of the Workload API socket or below, where
+/// every workload could reach it.
+fn admin_socket_addr(admin: &str, socket_path: &str) -> Result<PathBuf, AgentConfigError> {
+    let cwd = || {
+        std::env::current_dir().map_err(|e| {
+            AgentConfigError::Invalid(format!(
+                "failed to get absolute path for admin_socket_path: {e}"
+            ))
+        })
+    };
+    let admin = absolute(Path::new(admin), cwd)?;
+    let socket = absolute(Path::new(socket_path), cwd)?;
+    let socket_dir = socket.parent().unwrap_or(Path::new("/"));
+    // String prefix with a trailing slash, as SPIRE compares.
+    let prefix = format!("{}/", socket_dir.display());
+    if admin.to_string_lossy().starts_with(&prefix) {
+        return Err(AgentConfigError::Invalid(
+            "admin socket cannot be in the same directory or a subdirectory as that containing the Workload API socket".into(),
+        ));
+    }
+    Ok(admin)
+}
+
+/// Go's `filepath.Abs`: joined to the working directory when relative, then
+/// cleaned lexically (`.` and `..` resolved, no symlinks followed).
+fn absolute(
+    path: &Path,
+    cwd: impl Fn() -> Result<PathBuf, AgentConfigError>,
+) -> Result<PathBuf, AgentConfigError> {
+    use std::path::Component;
+    let joined = if path.is_absolute() {
+        path.to_owned()
+    } else {
+        cwd()?.join(path)
+    };
+    let mut clean = PathBuf::from("/");
+    for part in joined.components() {
+        match part {
+            Component::ParentDir => {
+                clean.pop();
+            }
+            Component::Normal(name) => clean.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(clean)
+}
+
+/// SPIRE's `idutil.MemberFromString`.
+fn member_of(td: &TrustDomain, id: &str) -> Result<SpiffeId, String> {
+    let id = SpiffeId::parse(id).map_err(|e| e.to_string())?;
+    if !id.is_member_of(td) {
+        return Err(format!(
+            "SPIFFE ID {:?} is not a member of trust domain {:?}",
+            id.as_str(),
+            td.name()
+        ));
+    }
+    Ok(id)
 }
 
 fn pick<T>(flag: Option<T>, file: Option<T>) -> Option<T> {
@@ -722,10 +807,7 @@ plugins {
     #[test]
     fn unsupported_spire_options_say_so() {
         for (key, line) in [
-            (
-                "admin_socket_path",
-                "admin_socket_path = \"/tmp/admin.sock\"",
-            ),
+            ("log_file", "log_file = \"/tmp/agent.log\""),
             ("sds", "sds {\n default_svid_name = \"x\"\n}"),
             ("trust_bundle_url", "trust_bundle_url = \"https://x\""),
         ] {
@@ -879,6 +961,110 @@ plugins {
             err(&text),
             "option \"use_sync_authorized_entries\" in agent.experimental is not supported by sigil yet"
         );
+    }
+
+    #[test]
+    fn admin_socket_path_is_absolute_and_off_by_default() {
+        assert_eq!(
+            AgentConfig::parse(SPIRE_EXAMPLE).unwrap().admin_socket_path,
+            None
+        );
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "admin_socket_path = \"/tmp/spire-agent/private/admin.sock\"",
+        );
+        assert_eq!(
+            AgentConfig::parse(&text).unwrap().admin_socket_path,
+            Some(PathBuf::from("/tmp/spire-agent/private/admin.sock"))
+        );
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "admin_socket_path = \"./run/../admin/admin.sock\"",
+        );
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            AgentConfig::parse(&text).unwrap().admin_socket_path,
+            Some(cwd.join("admin/admin.sock"))
+        );
+    }
+
+    #[test]
+    fn admin_socket_in_the_workload_socket_directory_is_spires_error() {
+        let same_dir = "admin socket cannot be in the same directory or a subdirectory as that containing the Workload API socket";
+        for admin in [
+            "/tmp/spire-agent/public/admin.sock",
+            "/tmp/spire-agent/public/nested/admin.sock",
+            "/tmp/spire-agent/private/../public/admin.sock",
+        ] {
+            let text = SPIRE_EXAMPLE.replace(
+                "log_level = \"DEBUG\"",
+                &format!("admin_socket_path = {admin:?}"),
+            );
+            assert_eq!(err(&text), same_dir, "{admin}");
+        }
+        // A sibling directory whose name merely starts the same is fine.
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "admin_socket_path = \"/tmp/spire-agent/public-admin/admin.sock\"",
+        );
+        assert!(AgentConfig::parse(&text).is_ok());
+        // The -socketPath flag moves the Workload API socket, and the check
+        // follows it.
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "admin_socket_path = \"/run/sigil/admin.sock\"",
+        );
+        let flags = RunFlags {
+            socket_path: Some("/run/sigil/api.sock".into()),
+            ..RunFlags::default()
+        };
+        assert_eq!(
+            AgentConfig::parse_with_flags(&text, &flags)
+                .unwrap_err()
+                .to_string(),
+            same_dir
+        );
+    }
+
+    #[test]
+    fn authorized_delegates_are_spiffe_ids_of_our_trust_domain() {
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "authorized_delegates = [\n \"spiffe://example.org/cilium\",\n \"spiffe://example.org/ns/proxy\",\n]",
+        );
+        let c = AgentConfig::parse(&text).unwrap();
+        assert_eq!(
+            c.authorized_delegates
+                .iter()
+                .map(SpiffeId::as_str)
+                .collect::<Vec<_>>(),
+            [
+                "spiffe://example.org/cilium",
+                "spiffe://example.org/ns/proxy"
+            ]
+        );
+        assert!(
+            AgentConfig::parse(SPIRE_EXAMPLE)
+                .unwrap()
+                .authorized_delegates
+                .is_empty()
+        );
+
+        let foreign = text.replace("spiffe://example.org/cilium", "spiffe://other.org/cilium");
+        assert_eq!(
+            err(&foreign),
+            "error validating authorized delegate: SPIFFE ID \"spiffe://other.org/cilium\" is not a member of trust domain \"example.org\""
+        );
+        let malformed = text.replace("spiffe://example.org/cilium", "spiffe:///cilium");
+        assert_eq!(
+            err(&malformed),
+            "error validating authorized delegate: trust domain is missing"
+        );
+        let not_a_list = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "authorized_delegates = \"spiffe://example.org/cilium\"",
+        );
+        assert!(err(&not_a_list).contains("authorized_delegates"));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! the registration entries it is authorized for fresh ([`manager`]),
 //! attests the workloads that call it from kernel-verified peer credentials
 //! ([`attestor`], [`uds`]), and serves them the SPIFFE Workload API
-//! ([`workload`]). It never depends on the server crate.
+//! ([`workload`]), and on a separate admin socket the debug, logger and
+//! delegated identity APIs ([`admin`]). It never depends on the server crate.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod attestor;
 pub mod cache;
 pub mod cli;

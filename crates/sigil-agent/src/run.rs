@@ -3,7 +3,8 @@
 //!
 //! Order matters: the agent attests (or reloads its SVID) before the
 //! Workload API socket appears, so a workload that can connect always finds
-//! an agent with an identity. On shutdown the socket file is removed.
+//! an agent with an identity. The admin socket (when `admin_socket_path` is
+//! set) is served alongside; on shutdown both socket files are removed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use anyhow::Context as _;
 use sigil_plugin::clock::SystemClock;
 use sigil_plugin::keymanager::{self, Role};
 
+use crate::admin::{AdminApi, AdminConfig};
 use crate::attestor::{UnixAttestor, WorkloadAttestor};
 use crate::config::{AgentConfig, KeyManagerConfig, RunFlags};
 use crate::manager::client::TonicServerApi;
@@ -136,6 +138,7 @@ pub fn validate_command(args: &RunArgs) -> ExitCode {
 
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
+    let started_at = std::time::SystemTime::now();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("could not create data_dir {}", cfg.data_dir.display()))?;
 
@@ -170,6 +173,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     )
     .await
     .context("agent failed to start")?;
+    let manager = Arc::new(manager);
 
     let attestor: Arc<dyn WorkloadAttestor> = Arc::new(UnixAttestor::new(cfg.unix_attestor));
     if let Some(dir) = cfg.socket_path.parent()
@@ -180,9 +184,26 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
     tracing::info!(address = %cfg.socket_path.display(), network = "unix", "Starting Workload and SDS APIs");
 
-    let serve = crate::workload::serve(&cfg.socket_path, manager.cache_handle(), attestor);
+    let admin = async {
+        let Some(path) = &cfg.admin_socket_path else {
+            return std::future::pending().await;
+        };
+        let api = AdminApi::new(
+            AdminConfig {
+                authorized_delegates: cfg.authorized_delegates.clone(),
+                started_at,
+            },
+            manager.cache_handle(),
+            attestor.clone(),
+            manager.clone(),
+            Arc::new(SystemClock),
+        );
+        api.serve(path).await
+    };
+    let serve = crate::workload::serve(&cfg.socket_path, manager.cache_handle(), attestor.clone());
     let result = tokio::select! {
         r = serve => r.context("Workload API server stopped"),
+        r = admin => r.context("Admin APIs stopped prematurely"),
         signal = shutdown_signal() => {
             tracing::info!(signal, "Shutting down");
             Ok(())
@@ -190,6 +211,10 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     };
     manager.shutdown();
     remove_socket(&cfg.socket_path);
+    if let Some(path) = &cfg.admin_socket_path {
+        tracing::info!("Admin APIs have stopped");
+        remove_socket(path);
+    }
     result
 }
 
@@ -213,7 +238,7 @@ fn remove_socket(path: &Path) {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => {
-            tracing::warn!(path = %path.display(), error = %e, "could not remove the Workload API socket")
+            tracing::warn!(path = %path.display(), error = %e, "could not remove the socket")
         }
     }
 }

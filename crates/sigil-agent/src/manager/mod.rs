@@ -25,7 +25,7 @@ pub(crate) mod testing;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -192,6 +192,8 @@ struct Shared {
     state: tokio::sync::Mutex<SyncState>,
     /// Whether `svid_cache.json` was written by this process yet.
     persisted: AtomicBool,
+    /// Unix seconds of the last successful sync; 0 before the first.
+    last_sync: AtomicI64,
 }
 
 #[derive(Debug, Clone)]
@@ -346,6 +348,7 @@ impl Manager {
             creds: Mutex::new(Creds { agent, roots }),
             state: tokio::sync::Mutex::new(state),
             persisted: AtomicBool::new(false),
+            last_sync: AtomicI64::new(0),
         });
 
         // With cached SVIDs, serve them now and sync in the background.
@@ -395,6 +398,26 @@ impl Manager {
     /// The agent SVID's expiry, unix seconds.
     pub fn agent_svid_expires_at(&self) -> i64 {
         self.shared.creds().agent.not_after
+    }
+
+    /// The agent SVID's certificate chain, leaf first, DER.
+    pub fn agent_svid_chain(&self) -> Vec<Vec<u8>> {
+        self.shared.creds().agent.chain
+    }
+
+    /// When the last sync with the server succeeded, unix seconds; `None`
+    /// before the first (an agent serving a cached SVID set has not
+    /// synced yet).
+    pub fn last_sync_success(&self) -> Option<i64> {
+        match self.shared.last_sync.load(Ordering::SeqCst) {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// How many JWT-SVIDs the agent holds cached.
+    pub fn cached_jwt_svids(&self) -> usize {
+        self.jwt.len()
     }
 
     /// The current snapshot.
@@ -475,6 +498,10 @@ impl Shared {
         }
 
         self.publish(&state).await;
+        if result.is_ok() {
+            self.last_sync
+                .store(self.clock.unix_now(), Ordering::SeqCst);
+        }
         if result.is_ok()
             && let Some(entries) = &state.entries
         {

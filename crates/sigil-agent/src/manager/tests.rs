@@ -314,6 +314,40 @@ async fn jwt_minter_is_reachable_through_the_cache_handle() {
     assert_eq!(server.jwt_issued(), 1);
 }
 
+#[tokio::test]
+async fn status_accessors_report_chain_last_sync_and_jwt_cache() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let chain = m.agent_svid_chain();
+    assert_eq!(
+        sigil_crypto::x509::verify_chain(&chain, &[server.ca_cert()], server.clock().now())
+            .unwrap(),
+        m.agent_id()
+    );
+    let first = m.last_sync_success().expect("the first sync ran at start");
+    assert_eq!(first, server.clock().unix_now());
+
+    server.clock().advance(Duration::from_secs(7));
+    m.sync_now().await.unwrap();
+    assert_eq!(m.last_sync_success(), Some(first + 7));
+    server.set_reachable(false);
+    server.clock().advance(Duration::from_secs(7));
+    assert!(m.sync_now().await.is_err());
+    assert_eq!(m.last_sync_success(), Some(first + 7), "failures leave it");
+    server.set_reachable(true);
+
+    assert_eq!(m.cached_jwt_svids(), 0);
+    m.cache_handle()
+        .jwt
+        .jwt_svid("e1", &["aud".into()])
+        .await
+        .unwrap();
+    assert_eq!(m.cached_jwt_svids(), 1);
+}
+
 #[test]
 fn bootstrap_bundle_files_are_read_in_both_formats() {
     let server = FakeServer::new("example.org");

@@ -114,27 +114,42 @@ impl WorkloadApi {
     }
 
     /// The first message now, then a new one whenever a snapshot changes it.
-    fn updates<T, F>(&self, compose: F) -> Result<ResponseStream<T>, WorkloadError>
+    fn updates<T, F>(&self, compose: F) -> Result<ResponseStream<T>, Status>
     where
         T: Clone + PartialEq + Send + 'static,
         F: Fn(&Snapshot) -> Result<T, WorkloadError> + Send + 'static,
     {
-        let mut snapshots = self.cache.snapshots.clone();
-        let first = {
-            let current = snapshots.borrow_and_update().clone();
-            compose(current.as_deref().ok_or(WorkloadError::NotReady)?)?
-        };
-        Ok(Box::pin(
-            stream::once(std::future::ready(Ok(first.clone()))).chain(stream::unfold(
-                Some(Updates {
-                    snapshots,
-                    last: first,
-                    compose,
-                }),
-                Updates::next,
-            )),
-        ))
+        snapshot_updates(self.cache.snapshots.clone(), compose)
     }
+}
+
+/// A stream of `compose(snapshot)`: the first message at once (`NotReady`
+/// while there is no snapshot yet), then a new one each time a published
+/// snapshot changes the message. An error from `compose` ends the stream
+/// with that error. Shared with the admin API's delegated-identity streams.
+pub(crate) fn snapshot_updates<T, E, F>(
+    mut snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
+    compose: F,
+) -> Result<ResponseStream<T>, Status>
+where
+    T: Clone + PartialEq + Send + 'static,
+    E: Into<Status> + 'static,
+    F: Fn(&Snapshot) -> Result<T, E> + Send + 'static,
+{
+    let first = {
+        let current = snapshots.borrow_and_update().clone();
+        compose(current.as_deref().ok_or(WorkloadError::NotReady)?).map_err(Into::into)?
+    };
+    Ok(Box::pin(
+        stream::once(std::future::ready(Ok(first.clone()))).chain(stream::unfold(
+            Some(Updates {
+                snapshots,
+                last: first,
+                compose,
+            }),
+            Updates::next::<E>,
+        )),
+    ))
 }
 
 impl std::fmt::Debug for WorkloadApi {
@@ -306,11 +321,14 @@ struct Updates<T, F> {
 impl<T, F> Updates<T, F>
 where
     T: Clone + PartialEq,
-    F: Fn(&Snapshot) -> Result<T, WorkloadError>,
 {
     /// Waits for a snapshot that changes the message; ends the stream after
     /// an error (the caller lost its identity, or the agent is stopping).
-    async fn next(state: Option<Self>) -> Option<(Result<T, Status>, Option<Self>)> {
+    async fn next<E>(state: Option<Self>) -> Option<(Result<T, Status>, Option<Self>)>
+    where
+        E: Into<Status>,
+        F: Fn(&Snapshot) -> Result<T, E>,
+    {
         let mut this = state?;
         loop {
             if this.snapshots.changed().await.is_err() {

@@ -30,6 +30,7 @@ use crate::uds::UdsIncoming;
 
 pub use compose::standard_jwks;
 pub use error::WorkloadError;
+pub(crate) use handler::snapshot_updates;
 pub use handler::{ResponseStream, SECURITY_HEADER, WorkloadApi};
 
 /// Serves the Workload API and `grpc.health.v1` on a Unix socket at
