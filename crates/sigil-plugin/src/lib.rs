@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod clock;
 pub mod keymanager;
+pub mod upstreamauthority;
 
 pub use catalog::{CountRule, check_counts};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -5,13 +5,20 @@
 //! (at most 30 days before expiry): its key is generated, its certificate
 //! self-signed, and it is published in the trust bundle before it signs
 //! anything. It is *activated* when the current authority has a sixth of its
-//! lifetime left (at most 7 days). The previous authority stays in the bundle
-//! until it expires. Slots are recorded in a journal file in `data_dir` so a
-//! restarted server (with a durable KeyManager) keeps its CA.
+//! lifetime left (at most 7 days). The previous authority moves to the next
+//! slot as *old* and stays in the bundle until it expires. Slots are recorded
+//! in a journal file in `data_dir` so a restarted server (with a durable
+//! KeyManager) keeps its CA.
+//!
+//! Administrators can drive the same steps by hand (SPIRE's LocalAuthority
+//! API): prepare now, activate the prepared authority, taint the old one
+//! (flagged in the bundle so its SVIDs get replaced) and revoke it (removed
+//! from the bundle). Our bundle, with its taints, is changed only here.
 //!
 //! This module must never sign with an authority that is not yet in the
 //! bundle, and never issue an SVID that outlives its signing authority.
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,7 +31,7 @@ use sigil_datastore::{DataStore, StoredBundle};
 use sigil_plugin::clock::{Clock, from_unix, unix};
 use sigil_plugin::keymanager::KeyManager;
 use sigil_spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
-use tokio::sync::{RwLock, watch};
+use tokio::sync::{Mutex, RwLock, watch};
 
 const PREPARATION_CAP: Duration = Duration::from_secs(30 * 24 * 3600);
 const ACTIVATION_CAP: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -60,6 +67,109 @@ pub enum CaError {
     /// The stored bundle is unreadable.
     #[error("stored bundle: {0}")]
     Bundle(String),
+    /// An authority offered for the bundle conflicts with one already in it.
+    #[error("{0}")]
+    ConflictingAuthority(String),
+}
+
+/// Why a local authority operation (SPIRE's `LocalAuthority` API) was
+/// refused. The API layer words each case the way SPIRE does for its RPC.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    /// The request named no authority.
+    #[error("no authority ID provided")]
+    MissingId,
+    /// The authority is the active one.
+    #[error("authority is the active one")]
+    IsActive,
+    /// The authority is the prepared one.
+    #[error("authority is the prepared one")]
+    IsPrepared,
+    /// The authority is not the one in the next slot.
+    #[error("authority is not in the next slot")]
+    NotNext,
+    /// The next slot holds the authority, in the wrong state for the operation.
+    #[error("unsupported local authority status: {}", .0.spire_name())]
+    WrongStatus(SlotStatus),
+    /// No JWT authority of the bundle has that key ID (checked before acting).
+    #[error("no JWT authority found with provided authority ID")]
+    UnknownAuthority,
+    /// The bundle holds no authority with that ID (found while acting).
+    #[error("authority is not in the bundle")]
+    NotInBundle,
+    /// The authority is tainted already.
+    #[error("authority is already tainted")]
+    AlreadyTainted,
+    /// Only tainted authorities can be revoked.
+    #[error("authority is not tainted")]
+    NotTainted,
+    /// The CA failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
+/// Authorities of our bundle marked tainted (SPIRE's `tainted` flag): agents
+/// and downstream servers replace SVIDs they signed. Stored with the bundle,
+/// so taints survive restarts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taints {
+    /// Authority IDs (hex SubjectKeyIdentifier) of tainted X.509 authorities.
+    pub x509: BTreeSet<String>,
+    /// Key IDs of tainted JWT authorities.
+    pub jwt: BTreeSet<String>,
+}
+
+impl Taints {
+    /// Whether the X.509 authority `der` is tainted.
+    pub fn is_x509_tainted(&self, der: &[u8]) -> bool {
+        if self.x509.is_empty() {
+            return false;
+        }
+        let id = x509_authority_id(der);
+        !id.is_empty() && self.x509.contains(&id)
+    }
+
+    /// Whether the JWT authority `kid` is tainted.
+    pub fn is_jwt_tainted(&self, kid: &str) -> bool {
+        self.jwt.contains(kid)
+    }
+
+    /// Forgets taints of authorities that are no longer in `bundle`.
+    fn retain_present(&mut self, bundle: &Bundle) {
+        if !self.x509.is_empty() {
+            let present: BTreeSet<String> = bundle
+                .x509_authorities
+                .iter()
+                .map(|der| x509_authority_id(der))
+                .collect();
+            self.x509.retain(|id| present.contains(id));
+        }
+        self.jwt
+            .retain(|kid| bundle.find_jwt_authority(kid).is_some());
+    }
+}
+
+/// One local authority as SPIRE's `LocalAuthority` API reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorityState {
+    /// Hex SubjectKeyIdentifier (X.509) or key ID (JWT).
+    pub authority_id: String,
+    /// When it expires.
+    pub expires_at: SystemTime,
+    /// Its slot state.
+    pub status: SlotStatus,
+}
+
+/// The active authority and the one in the next slot (prepared or old).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuthorityStates {
+    /// Signing now.
+    pub active: Option<AuthorityState>,
+    /// Published, not yet signing.
+    pub prepared: Option<AuthorityState>,
+    /// Replaced by the active one; in the bundle until it expires.
+    pub old: Option<AuthorityState>,
 }
 
 /// CA settings from server.conf.
@@ -101,6 +211,17 @@ pub enum SlotStatus {
     Old,
 }
 
+impl SlotStatus {
+    /// The name SPIRE's journal gives the state (`PREPARED`, `ACTIVE`, `OLD`).
+    pub fn spire_name(self) -> &'static str {
+        match self {
+            SlotStatus::Prepared => "PREPARED",
+            SlotStatus::Active => "ACTIVE",
+            SlotStatus::Old => "OLD",
+        }
+    }
+}
+
 /// An X.509 CA: certificate and signer.
 #[derive(Debug, Clone)]
 pub struct X509Ca {
@@ -135,6 +256,54 @@ pub struct JwtKey {
     pub status: SlotStatus,
 }
 
+impl X509Ca {
+    /// SPIRE's authority ID: the certificate's SubjectKeyIdentifier in hex.
+    pub fn authority_id(&self) -> String {
+        x509_authority_id(&self.cert_der)
+    }
+}
+
+/// What the slot logic needs of an X.509 CA or a JWT key.
+trait SlotLike: Clone {
+    fn status(&self) -> SlotStatus;
+    fn set_status(&mut self, status: SlotStatus);
+    fn authority_id(&self) -> String;
+    fn not_after(&self) -> SystemTime;
+}
+
+impl SlotLike for X509Ca {
+    fn status(&self) -> SlotStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: SlotStatus) {
+        self.status = status;
+    }
+    fn authority_id(&self) -> String {
+        X509Ca::authority_id(self)
+    }
+    fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+}
+
+impl SlotLike for JwtKey {
+    fn status(&self) -> SlotStatus {
+        self.status
+    }
+    fn set_status(&mut self, status: SlotStatus) {
+        self.status = status;
+    }
+    fn authority_id(&self) -> String {
+        self.kid.clone()
+    }
+    fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+}
+
+/// The current slot and the next one. As in SPIRE, the next slot holds either
+/// the prepared authority or, after a rotation, the old one (until the next
+/// preparation reuses the slot).
 #[derive(Debug, Default)]
 struct State {
     x509_current: Option<X509Ca>,
@@ -151,6 +320,9 @@ pub struct CaManager {
     clock: Arc<dyn Clock>,
     state: RwLock<State>,
     bundle_tx: watch::Sender<Arc<Bundle>>,
+    taints_tx: watch::Sender<Arc<Taints>>,
+    /// Serialises read-modify-write of the stored bundle.
+    bundle_lock: Mutex<()>,
 }
 
 impl CaManager {
@@ -162,8 +334,9 @@ impl CaManager {
         ds: Arc<dyn DataStore>,
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Self>, CaError> {
-        let bundle = load_bundle(ds.as_ref(), &cfg.trust_domain).await?;
+        let (bundle, taints) = load_bundle(ds.as_ref(), &cfg.trust_domain).await?;
         let (bundle_tx, _) = watch::channel(Arc::new(bundle));
+        let (taints_tx, _) = watch::channel(Arc::new(taints));
         let ca = Arc::new(CaManager {
             cfg,
             km,
@@ -171,6 +344,8 @@ impl CaManager {
             clock,
             state: RwLock::new(State::default()),
             bundle_tx,
+            taints_tx,
+            bundle_lock: Mutex::new(()),
         });
         ca.load_journal().await?;
         ca.rotate().await?;
@@ -199,7 +374,7 @@ impl CaManager {
         let current_usable = st.x509_current.as_ref().is_some_and(|c| c.not_after > now);
         if !current_usable {
             let slot = other_slot(st.x509_next.as_ref().map(|n| n.slot.as_str()));
-            let mut ca = match st.x509_next.take() {
+            let mut ca = match take_prepared(&mut st.x509_next) {
                 Some(next) if next.not_after > now => next,
                 _ => self.prepare_x509(&slot).await?,
             };
@@ -208,18 +383,21 @@ impl CaManager {
             st.x509_current = Some(ca);
             journal_dirty = true;
         } else if let Some(cur) = st.x509_current.clone() {
-            if st.x509_next.is_none() && now >= preparation_threshold(cur.issued_at, cur.not_after)
+            if !has_prepared(&st.x509_next)
+                && now >= preparation_threshold(cur.issued_at, cur.not_after)
             {
                 let next = self.prepare_x509(&other_slot(Some(&cur.slot))).await?;
                 st.x509_next = Some(next);
                 journal_dirty = true;
             }
             if now >= activation_threshold(cur.issued_at, cur.not_after)
-                && let Some(mut next) = st.x509_next.take()
+                && has_prepared(&st.x509_next)
             {
-                next.status = SlotStatus::Active;
-                tracing::info!(slot = %next.slot, expiration = %rfc3339(next.not_after), "X509 CA activated");
-                st.x509_current = Some(next);
+                let st = &mut *st;
+                rotate_slots(&mut st.x509_current, &mut st.x509_next);
+                if let Some(active) = &st.x509_current {
+                    tracing::info!(slot = %active.slot, expiration = %rfc3339(active.not_after), "X509 CA activated");
+                }
                 journal_dirty = true;
             }
         }
@@ -228,7 +406,7 @@ impl CaManager {
         let current_usable = st.jwt_current.as_ref().is_some_and(|c| c.not_after > now);
         if !current_usable {
             let slot = other_slot(st.jwt_next.as_ref().map(|n| n.slot.as_str()));
-            let mut key = match st.jwt_next.take() {
+            let mut key = match take_prepared(&mut st.jwt_next) {
                 Some(next) if next.not_after > now => next,
                 _ => self.prepare_jwt(&slot).await?,
             };
@@ -237,17 +415,21 @@ impl CaManager {
             st.jwt_current = Some(key);
             journal_dirty = true;
         } else if let Some(cur) = st.jwt_current.clone() {
-            if st.jwt_next.is_none() && now >= preparation_threshold(cur.issued_at, cur.not_after) {
+            if !has_prepared(&st.jwt_next)
+                && now >= preparation_threshold(cur.issued_at, cur.not_after)
+            {
                 let next = self.prepare_jwt(&other_slot(Some(&cur.slot))).await?;
                 st.jwt_next = Some(next);
                 journal_dirty = true;
             }
             if now >= activation_threshold(cur.issued_at, cur.not_after)
-                && let Some(mut next) = st.jwt_next.take()
+                && has_prepared(&st.jwt_next)
             {
-                next.status = SlotStatus::Active;
-                tracing::info!(slot = %next.slot, kid = %next.kid, "JWT key activated");
-                st.jwt_current = Some(next);
+                let st = &mut *st;
+                rotate_slots(&mut st.jwt_current, &mut st.jwt_next);
+                if let Some(active) = &st.jwt_current {
+                    tracing::info!(slot = %active.slot, kid = %active.kid, "JWT key activated");
+                }
                 journal_dirty = true;
             }
         }
@@ -281,7 +463,233 @@ impl CaManager {
 
     /// The prepared (next) X.509 CA, if any.
     pub async fn next_x509_ca(&self) -> Option<X509Ca> {
-        self.state.read().await.x509_next.clone()
+        self.state
+            .read()
+            .await
+            .x509_next
+            .clone()
+            .filter(|n| n.status == SlotStatus::Prepared)
+    }
+
+    /// The active X.509 authority and the one in the next slot.
+    pub async fn x509_state(&self) -> AuthorityStates {
+        let st = self.state.read().await;
+        slot_states(&st.x509_current, &st.x509_next)
+    }
+
+    /// The active JWT authority and the one in the next slot.
+    pub async fn jwt_state(&self) -> AuthorityStates {
+        let st = self.state.read().await;
+        slot_states(&st.jwt_current, &st.jwt_next)
+    }
+
+    /// Prepares a new X.509 authority now, in the next slot (replacing a
+    /// prepared or old one there), and publishes it in the bundle.
+    pub async fn prepare_x509_now(&self) -> Result<AuthorityState, CaError> {
+        let mut st = self.state.write().await;
+        let cur = active_slot(&st.x509_current).ok_or(CaError::NoAuthority("X.509"))?;
+        let next = self.prepare_x509(&other_slot(Some(&cur.slot))).await?;
+        let state = slot_state(&next);
+        st.x509_next = Some(next);
+        self.write_journal(&st)?;
+        Ok(state)
+    }
+
+    /// Prepares a new JWT key now, in the next slot, and publishes it.
+    pub async fn prepare_jwt_now(&self) -> Result<AuthorityState, CaError> {
+        let mut st = self.state.write().await;
+        let cur = active_slot(&st.jwt_current).ok_or(CaError::NoAuthority("JWT"))?;
+        let next = self.prepare_jwt(&other_slot(Some(&cur.slot))).await?;
+        let state = slot_state(&next);
+        st.jwt_next = Some(next);
+        self.write_journal(&st)?;
+        Ok(state)
+    }
+
+    /// Makes the prepared X.509 authority `authority_id` the active one; the
+    /// active one becomes old.
+    pub async fn activate_x509(
+        &self,
+        authority_id: &str,
+    ) -> Result<AuthorityState, AuthorityError> {
+        let mut st = self.state.write().await;
+        check_activation(&st.x509_next, authority_id)?;
+        let st = &mut *st;
+        rotate_slots(&mut st.x509_current, &mut st.x509_next);
+        self.write_journal(st)?;
+        let active = st
+            .x509_current
+            .as_ref()
+            .ok_or(CaError::NoAuthority("X.509"))?;
+        tracing::info!(slot = %active.slot, authority_id, expiration = %rfc3339(active.not_after), "X509 CA activated");
+        Ok(slot_state(active))
+    }
+
+    /// Makes the prepared JWT key `authority_id` the active one.
+    pub async fn activate_jwt(&self, authority_id: &str) -> Result<AuthorityState, AuthorityError> {
+        let mut st = self.state.write().await;
+        check_activation(&st.jwt_next, authority_id)?;
+        let st = &mut *st;
+        rotate_slots(&mut st.jwt_current, &mut st.jwt_next);
+        self.write_journal(st)?;
+        let active = st.jwt_current.as_ref().ok_or(CaError::NoAuthority("JWT"))?;
+        tracing::info!(slot = %active.slot, kid = %active.kid, "JWT key activated");
+        Ok(slot_state(active))
+    }
+
+    /// Marks the old X.509 authority `authority_id` tainted in the bundle.
+    pub async fn taint_x509(&self, authority_id: &str) -> Result<AuthorityState, AuthorityError> {
+        let st = self.state.read().await;
+        let old = check_old(&st.x509_current, &st.x509_next, authority_id)?;
+        self.modify_bundle(|b, taints| {
+            let ids: Vec<String> = b
+                .x509_authorities
+                .iter()
+                .map(|der| x509_authority_id(der))
+                .collect();
+            if !ids.iter().any(|id| id == authority_id) {
+                return Err(AuthorityError::NotInBundle);
+            }
+            if !taints.x509.insert(authority_id.to_owned()) {
+                return Err(AuthorityError::AlreadyTainted);
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(authority_id, "X.509 authority tainted");
+        Ok(old)
+    }
+
+    /// Marks the old JWT key `authority_id` tainted in the bundle.
+    pub async fn taint_jwt(&self, authority_id: &str) -> Result<AuthorityState, AuthorityError> {
+        let st = self.state.read().await;
+        let old = check_old(&st.jwt_current, &st.jwt_next, authority_id)?;
+        self.modify_bundle(|b, taints| {
+            if b.find_jwt_authority(authority_id).is_none() {
+                return Err(AuthorityError::NotInBundle);
+            }
+            if !taints.jwt.insert(authority_id.to_owned()) {
+                return Err(AuthorityError::AlreadyTainted);
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(authority_id, "JWT authority tainted");
+        Ok(old)
+    }
+
+    /// Removes the tainted old X.509 authority `authority_id` from the bundle.
+    pub async fn revoke_x509(&self, authority_id: &str) -> Result<AuthorityState, AuthorityError> {
+        let st = self.state.read().await;
+        let old = check_old(&st.x509_current, &st.x509_next, authority_id)?;
+        self.modify_bundle(|b, taints| {
+            let tainted = taints.x509.contains(authority_id);
+            let mut found = false;
+            b.x509_authorities.retain(|der| {
+                let hit = x509_authority_id(der) == authority_id;
+                found |= hit;
+                !hit
+            });
+            if !found {
+                return Err(AuthorityError::NotInBundle);
+            }
+            if !tainted {
+                return Err(AuthorityError::NotTainted);
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(authority_id, "X.509 authority revoked");
+        Ok(old)
+    }
+
+    /// Removes the tainted JWT key `authority_id` from the bundle. Any key of
+    /// the bundle but the active and the prepared one may be revoked, as in
+    /// SPIRE.
+    pub async fn revoke_jwt(&self, authority_id: &str) -> Result<AuthorityState, AuthorityError> {
+        if authority_id.is_empty() {
+            return Err(AuthorityError::MissingId);
+        }
+        let st = self.state.read().await;
+        let from_slot = match &st.jwt_next {
+            Some(next) if next.kid == authority_id => {
+                if next.status == SlotStatus::Prepared {
+                    return Err(AuthorityError::IsPrepared);
+                }
+                Some(slot_state(next))
+            }
+            _ => None,
+        };
+        if from_slot.is_none()
+            && st
+                .jwt_current
+                .as_ref()
+                .is_some_and(|c| c.kid == authority_id)
+        {
+            return Err(AuthorityError::IsActive);
+        }
+        let expires_at = match (&from_slot, self.bundle().find_jwt_authority(authority_id)) {
+            (Some(s), _) => s.expires_at,
+            (None, Some(a)) => a
+                .expires_at
+                .map(from_unix)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+            (None, None) => return Err(AuthorityError::UnknownAuthority),
+        };
+        self.modify_bundle(|b, taints| {
+            if b.find_jwt_authority(authority_id).is_none() {
+                return Err(AuthorityError::NotInBundle);
+            }
+            if !taints.jwt.contains(authority_id) {
+                return Err(AuthorityError::NotTainted);
+            }
+            b.jwt_authorities.retain(|a| a.key_id != authority_id);
+            Ok(())
+        })
+        .await?;
+        tracing::info!(authority_id, "JWT authority revoked");
+        Ok(AuthorityState {
+            authority_id: authority_id.to_owned(),
+            expires_at,
+            status: SlotStatus::Old,
+        })
+    }
+
+    /// Adds X.509 and JWT authorities to our bundle (SPIRE's AppendBundle and
+    /// PublishJWTAuthority). Ones already present are skipped; a JWT key whose
+    /// key ID is taken by a different key is refused, since a bundle cannot
+    /// hold two keys under one ID. Returns the resulting bundle.
+    pub async fn append_to_bundle(
+        &self,
+        x509: Vec<Vec<u8>>,
+        jwt: Vec<JwtAuthority>,
+    ) -> Result<Arc<Bundle>, CaError> {
+        self.modify_bundle(|b, _| {
+            for a in &jwt {
+                match b.find_jwt_authority(&a.key_id) {
+                    Some(have) if have.public_key_der != a.public_key_der => {
+                        return Err(CaError::ConflictingAuthority(format!(
+                            "a different JWT authority with key ID {:?} is already in the bundle",
+                            a.key_id
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            for der in x509 {
+                if !b.x509_authorities.contains(&der) {
+                    b.x509_authorities.push(der);
+                }
+            }
+            for a in jwt {
+                if b.find_jwt_authority(&a.key_id).is_none() {
+                    b.jwt_authorities.push(a);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(self.bundle())
     }
 
     /// Signs an X509-SVID for `id` over `public_key_der`. The lifetime is
@@ -336,6 +744,11 @@ impl CaManager {
         self.bundle_tx.borrow().clone()
     }
 
+    /// Which authorities of the current bundle are tainted.
+    pub fn bundle_taints(&self) -> Arc<Taints> {
+        self.taints_tx.borrow().clone()
+    }
+
     /// Notified with the new bundle whenever it changes.
     pub fn subscribe_bundle(&self) -> watch::Receiver<Arc<Bundle>> {
         self.bundle_tx.subscribe()
@@ -343,7 +756,8 @@ impl CaManager {
 
     /// Re-reads the bundle from the datastore (after an admin changed it).
     pub async fn reload_bundle(&self) -> Result<(), CaError> {
-        let b = load_bundle(self.ds.as_ref(), &self.cfg.trust_domain).await?;
+        let (b, taints) = load_bundle(self.ds.as_ref(), &self.cfg.trust_domain).await?;
+        self.taints_tx.send_replace(Arc::new(taints));
         self.bundle_tx.send_replace(Arc::new(b));
         Ok(())
     }
@@ -416,20 +830,52 @@ impl CaManager {
     }
 
     async fn update_bundle(&self, f: impl FnOnce(&mut Bundle)) -> Result<(), CaError> {
-        let mut bundle = load_bundle(self.ds.as_ref(), &self.cfg.trust_domain).await?;
-        let before = bundle.clone();
-        f(&mut bundle);
-        if bundle != before {
+        self.modify_bundle(|b, _| {
+            f(b);
+            Ok::<_, CaError>(())
+        })
+        .await
+    }
+
+    /// Read-modify-write of our stored bundle and its taints, one at a time.
+    /// A change bumps the sequence number (as SPIRE does for every bundle
+    /// change, taints included); subscribers hear of it only when the bundle
+    /// they hold differs. Nothing is written when `f` fails.
+    async fn modify_bundle<T, E: From<CaError>>(
+        &self,
+        f: impl FnOnce(&mut Bundle, &mut Taints) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _guard = self.bundle_lock.lock().await;
+        let (mut bundle, mut taints) =
+            load_bundle(self.ds.as_ref(), &self.cfg.trust_domain).await?;
+        let before = (bundle.clone(), taints.clone());
+        let out = f(&mut bundle, &mut taints)?;
+        taints.retain_present(&bundle);
+        if (&bundle, &taints) != (&before.0, &before.1) {
             bundle.sequence_number += 1;
             self.ds
                 .set_bundle(StoredBundle {
                     trust_domain: self.cfg.trust_domain.clone(),
-                    data: encode_bundle(&bundle)?,
+                    data: encode_bundle_with_taints(&bundle, &taints)?,
                 })
-                .await?;
+                .await
+                .map_err(CaError::from)?;
         }
-        self.bundle_tx.send_replace(Arc::new(bundle));
-        Ok(())
+        self.taints_tx.send_if_modified(|cur| {
+            let changed = **cur != taints;
+            if changed {
+                *cur = Arc::new(taints);
+            }
+            changed
+        });
+        self.bundle_tx.send_if_modified(|cur| {
+            let changed = **cur != bundle;
+            if changed {
+                *cur = Arc::new(bundle);
+            }
+            changed
+        });
+        Ok(out)
     }
 
     async fn prune_bundle(&self, now: SystemTime) -> Result<(), CaError> {
@@ -484,6 +930,7 @@ impl CaManager {
             match e.status {
                 SlotStatus::Active => st.x509_current = Some(ca),
                 SlotStatus::Prepared => st.x509_next = Some(ca),
+                SlotStatus::Old if st.x509_next.is_none() => st.x509_next = Some(ca),
                 SlotStatus::Old => {}
             }
         }
@@ -511,6 +958,7 @@ impl CaManager {
             match e.status {
                 SlotStatus::Active => st.jwt_current = Some(key),
                 SlotStatus::Prepared => st.jwt_next = Some(key),
+                SlotStatus::Old if st.jwt_next.is_none() => st.jwt_next = Some(key),
                 SlotStatus::Old => {}
             }
         }
@@ -568,25 +1016,36 @@ pub fn activation_threshold(issued_at: SystemTime, not_after: SystemTime) -> Sys
     not_after - (lifetime / 6).min(ACTIVATION_CAP)
 }
 
-async fn load_bundle(ds: &dyn DataStore, td: &TrustDomain) -> Result<Bundle, CaError> {
+async fn load_bundle(ds: &dyn DataStore, td: &TrustDomain) -> Result<(Bundle, Taints), CaError> {
     match ds.get_bundle(td).await? {
-        Some(stored) => decode_bundle(td, &stored.data),
-        None => Ok(Bundle::new(td.clone())),
+        Some(stored) => decode_bundle_with_taints(td, &stored.data),
+        None => Ok((Bundle::new(td.clone()), Taints::default())),
     }
 }
 
 /// How the bundle is stored: the SPIFFE JWKS document, plus the expiry of
 /// each JWT authority, which the JWKS format has no member for (without it
-/// old JWT keys could never be pruned).
+/// old JWT keys could never be pruned), and which authorities are tainted.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct StoredBundleDoc {
     jwks: serde_json::Value,
     #[serde(default)]
     jwt_expiry: std::collections::BTreeMap<String, i64>,
+    /// Authority IDs of tainted X.509 authorities.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    tainted_x509: BTreeSet<String>,
+    /// Key IDs of tainted JWT authorities.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    tainted_jwt: BTreeSet<String>,
 }
 
 /// Serializes a bundle for the datastore.
 pub fn encode_bundle(b: &Bundle) -> Result<Vec<u8>, CaError> {
+    encode_bundle_with_taints(b, &Taints::default())
+}
+
+/// Serializes a bundle and its taints for the datastore.
+pub fn encode_bundle_with_taints(b: &Bundle, taints: &Taints) -> Result<Vec<u8>, CaError> {
     let jwks: serde_json::Value =
         serde_json::from_slice(&b.to_jwks()).map_err(|e| CaError::Bundle(e.to_string()))?;
     let doc = StoredBundleDoc {
@@ -596,18 +1055,32 @@ pub fn encode_bundle(b: &Bundle) -> Result<Vec<u8>, CaError> {
             .iter()
             .filter_map(|a| a.expires_at.map(|e| (a.key_id.clone(), e)))
             .collect(),
+        tainted_x509: taints.x509.clone(),
+        tainted_jwt: taints.jwt.clone(),
     };
     serde_json::to_vec(&doc).map_err(|e| CaError::Bundle(e.to_string()))
 }
 
 /// Reads a stored bundle (our document, or a bare SPIFFE JWKS).
 pub fn decode_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<Bundle, CaError> {
-    let (jwks, expiry) = match serde_json::from_slice::<StoredBundleDoc>(bytes) {
+    decode_bundle_with_taints(td, bytes).map(|(b, _)| b)
+}
+
+/// Reads a stored bundle and its taints.
+pub fn decode_bundle_with_taints(
+    td: &TrustDomain,
+    bytes: &[u8],
+) -> Result<(Bundle, Taints), CaError> {
+    let (jwks, expiry, taints) = match serde_json::from_slice::<StoredBundleDoc>(bytes) {
         Ok(doc) => (
             serde_json::to_vec(&doc.jwks).map_err(|e| CaError::Bundle(e.to_string()))?,
             doc.jwt_expiry,
+            Taints {
+                x509: doc.tainted_x509,
+                jwt: doc.tainted_jwt,
+            },
         ),
-        Err(_) => (bytes.to_vec(), Default::default()),
+        Err(_) => (bytes.to_vec(), Default::default(), Taints::default()),
     };
     let mut bundle = Bundle::parse_jwks(td, &jwks).map_err(|e| CaError::Bundle(e.to_string()))?;
     for a in &mut bundle.jwt_authorities {
@@ -615,7 +1088,124 @@ pub fn decode_bundle(td: &TrustDomain, bytes: &[u8]) -> Result<Bundle, CaError> 
             a.expires_at = Some(*e);
         }
     }
-    Ok(bundle)
+    Ok((bundle, taints))
+}
+
+/// SPIRE's authority ID of an X.509 authority: its SubjectKeyIdentifier in
+/// lowercase hex, empty when it has none (or is not a certificate).
+pub fn x509_authority_id(der: &[u8]) -> String {
+    use x509_parser::extensions::ParsedExtension;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return String::new();
+    };
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(ski) => {
+                Some(ski.0.iter().map(|b| format!("{b:02x}")).collect::<String>())
+            }
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+fn slot_state<S: SlotLike>(s: &S) -> AuthorityState {
+    AuthorityState {
+        authority_id: s.authority_id(),
+        expires_at: s.not_after(),
+        status: s.status(),
+    }
+}
+
+fn slot_states<S: SlotLike>(current: &Option<S>, next: &Option<S>) -> AuthorityStates {
+    let mut out = AuthorityStates {
+        active: active_slot(current).map(slot_state),
+        ..AuthorityStates::default()
+    };
+    if let Some(n) = next {
+        match n.status() {
+            SlotStatus::Prepared => out.prepared = Some(slot_state(n)),
+            SlotStatus::Old => out.old = Some(slot_state(n)),
+            SlotStatus::Active => {}
+        }
+    }
+    out
+}
+
+fn active_slot<S: SlotLike>(current: &Option<S>) -> Option<&S> {
+    current
+        .as_ref()
+        .filter(|c| c.status() == SlotStatus::Active)
+}
+
+fn has_prepared<S: SlotLike>(next: &Option<S>) -> bool {
+    next.as_ref()
+        .is_some_and(|n| n.status() == SlotStatus::Prepared)
+}
+
+fn take_prepared<S: SlotLike>(next: &mut Option<S>) -> Option<S> {
+    if has_prepared(next) {
+        next.take()
+    } else {
+        None
+    }
+}
+
+/// SPIRE's rotation: the prepared authority becomes active and the active
+/// one moves to the next slot as old.
+fn rotate_slots<S: SlotLike>(current: &mut Option<S>, next: &mut Option<S>) {
+    std::mem::swap(current, next);
+    if let Some(c) = current {
+        c.set_status(SlotStatus::Active);
+    }
+    if let Some(n) = next {
+        n.set_status(SlotStatus::Old);
+    }
+}
+
+/// SPIRE's checks before activating: the ID names the next slot, which holds
+/// a prepared authority.
+fn check_activation<S: SlotLike>(
+    next: &Option<S>,
+    authority_id: &str,
+) -> Result<(), AuthorityError> {
+    if authority_id.is_empty() {
+        return Err(AuthorityError::MissingId);
+    }
+    let next = next
+        .as_ref()
+        .filter(|n| n.authority_id() == authority_id)
+        .ok_or(AuthorityError::NotNext)?;
+    if next.status() != SlotStatus::Prepared {
+        return Err(AuthorityError::WrongStatus(next.status()));
+    }
+    Ok(())
+}
+
+/// SPIRE's checks before tainting or revoking: the ID names the next slot,
+/// which holds the old authority.
+fn check_old<S: SlotLike>(
+    current: &Option<S>,
+    next: &Option<S>,
+    authority_id: &str,
+) -> Result<AuthorityState, AuthorityError> {
+    if authority_id.is_empty() {
+        return Err(AuthorityError::MissingId);
+    }
+    if current
+        .as_ref()
+        .is_some_and(|c| c.authority_id() == authority_id)
+    {
+        return Err(AuthorityError::IsActive);
+    }
+    let next = next
+        .as_ref()
+        .filter(|n| n.authority_id() == authority_id)
+        .ok_or(AuthorityError::NotNext)?;
+    if next.status() != SlotStatus::Old {
+        return Err(AuthorityError::WrongStatus(next.status()));
+    }
+    Ok(slot_state(next))
 }
 
 /// RFC 3339 UTC, for logs.
@@ -841,6 +1431,179 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(not_after, active.not_after);
+    }
+
+    #[tokio::test]
+    async fn x509_authority_goes_prepared_active_old_tainted_revoked() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let first = ca.x509_ca().await.unwrap();
+        let first_id = first.authority_id();
+        assert_eq!(first_id.len(), 40, "hex SubjectKeyIdentifier: {first_id}");
+        let st = ca.x509_state().await;
+        assert_eq!(st.active.as_ref().unwrap().authority_id, first_id);
+        assert!(st.prepared.is_none() && st.old.is_none());
+        assert!(matches!(
+            ca.taint_x509(&first_id).await,
+            Err(AuthorityError::IsActive)
+        ));
+
+        let prepared = ca.prepare_x509_now().await.unwrap();
+        assert_eq!(prepared.status, SlotStatus::Prepared);
+        assert_eq!(ca.bundle().x509_authorities.len(), 2);
+        assert_eq!(
+            ca.x509_state().await.prepared.unwrap().authority_id,
+            prepared.authority_id
+        );
+        assert!(matches!(
+            ca.taint_x509(&prepared.authority_id).await,
+            Err(AuthorityError::WrongStatus(SlotStatus::Prepared))
+        ));
+        assert!(matches!(
+            ca.activate_x509("00ff").await,
+            Err(AuthorityError::NotNext)
+        ));
+        assert!(matches!(
+            ca.activate_x509("").await,
+            Err(AuthorityError::MissingId)
+        ));
+
+        let active = ca.activate_x509(&prepared.authority_id).await.unwrap();
+        assert_eq!(active.authority_id, prepared.authority_id);
+        assert_eq!(active.status, SlotStatus::Active);
+        let st = ca.x509_state().await;
+        assert_eq!(st.old.as_ref().unwrap().authority_id, first_id);
+        assert!(st.prepared.is_none());
+        let new_root = ca.x509_ca().await.unwrap().cert_der;
+        assert_eq!(issuer_of(&ca, &f.clock).await, new_root);
+        assert!(matches!(
+            ca.activate_x509(&first_id).await,
+            Err(AuthorityError::WrongStatus(SlotStatus::Old))
+        ));
+
+        assert!(matches!(
+            ca.revoke_x509(&first_id).await,
+            Err(AuthorityError::NotTainted)
+        ));
+        let seq = ca.bundle().sequence_number;
+        ca.taint_x509(&first_id).await.unwrap();
+        assert!(ca.bundle_taints().is_x509_tainted(&first.cert_der));
+        assert!(!ca.bundle_taints().is_x509_tainted(&new_root));
+        assert_eq!(ca.bundle().sequence_number, seq + 1, "a taint is a change");
+        assert!(matches!(
+            ca.taint_x509(&first_id).await,
+            Err(AuthorityError::AlreadyTainted)
+        ));
+
+        ca.revoke_x509(&first_id).await.unwrap();
+        assert_eq!(ca.bundle().x509_authorities, vec![new_root]);
+        assert!(ca.bundle_taints().x509.is_empty());
+        assert!(matches!(
+            ca.revoke_x509(&first_id).await,
+            Err(AuthorityError::NotInBundle)
+        ));
+    }
+
+    #[tokio::test]
+    async fn jwt_authority_goes_prepared_active_old_tainted_revoked() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let first = ca.jwt_key().await.unwrap().kid;
+        let prepared = ca.prepare_jwt_now().await.unwrap();
+        assert!(matches!(
+            ca.revoke_jwt(&prepared.authority_id).await,
+            Err(AuthorityError::IsPrepared)
+        ));
+        assert!(matches!(
+            ca.revoke_jwt(&first).await,
+            Err(AuthorityError::IsActive)
+        ));
+        assert!(matches!(
+            ca.revoke_jwt("nope").await,
+            Err(AuthorityError::UnknownAuthority)
+        ));
+        ca.activate_jwt(&prepared.authority_id).await.unwrap();
+        assert_eq!(ca.jwt_key().await.unwrap().kid, prepared.authority_id);
+        assert_eq!(ca.jwt_state().await.old.unwrap().authority_id, first);
+        assert!(matches!(
+            ca.revoke_jwt(&first).await,
+            Err(AuthorityError::NotTainted)
+        ));
+        ca.taint_jwt(&first).await.unwrap();
+        assert!(ca.bundle_taints().is_jwt_tainted(&first));
+        ca.revoke_jwt(&first).await.unwrap();
+        assert!(ca.bundle().find_jwt_authority(&first).is_none());
+        assert!(
+            ca.bundle()
+                .find_jwt_authority(&prepared.authority_id)
+                .is_some()
+        );
+    }
+
+    #[tokio::test]
+    async fn taints_and_the_old_slot_survive_a_restart() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let first = ca.x509_ca().await.unwrap();
+        let next = ca.prepare_x509_now().await.unwrap();
+        ca.activate_x509(&next.authority_id).await.unwrap();
+        ca.taint_x509(&first.authority_id()).await.unwrap();
+        drop(ca);
+        let ca = start(&f).await;
+        assert!(ca.bundle_taints().is_x509_tainted(&first.cert_der));
+        let st = ca.x509_state().await;
+        assert_eq!(st.active.unwrap().authority_id, next.authority_id);
+        assert_eq!(st.old.unwrap().authority_id, first.authority_id());
+        ca.revoke_x509(&first.authority_id()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn rotation_reuses_the_old_slot_after_a_manual_activation() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let next = ca.prepare_x509_now().await.unwrap();
+        ca.activate_x509(&next.authority_id).await.unwrap();
+        ca.rotate().await.unwrap();
+        assert!(ca.next_x509_ca().await.is_none(), "old is not prepared");
+        f.clock.advance(DAY / 2 + Duration::from_secs(60));
+        ca.rotate().await.unwrap();
+        let prepared = ca.next_x509_ca().await.expect("prepared at half life");
+        assert!(ca.x509_state().await.old.is_none(), "slot reused");
+        f.clock.advance(DAY / 3);
+        ca.rotate().await.unwrap();
+        assert_eq!(ca.x509_ca().await.unwrap().cert_der, prepared.cert_der);
+    }
+
+    #[tokio::test]
+    async fn appended_authorities_are_deduplicated_and_kid_clashes_refused() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        let key = leaf_key();
+        let a = JwtAuthority {
+            key_id: "ext".into(),
+            public_key_der: key.public_key_der().to_vec(),
+            expires_at: Some(2_000_000_000),
+        };
+        let seq = ca.bundle().sequence_number;
+        let b = ca.append_to_bundle(vec![], vec![a.clone()]).await.unwrap();
+        assert_eq!(b.jwt_authorities.len(), 2);
+        assert_eq!(b.sequence_number, seq + 1);
+        let b = ca.append_to_bundle(vec![], vec![a.clone()]).await.unwrap();
+        assert_eq!(b.sequence_number, seq + 1, "nothing new, no change");
+        let clash = JwtAuthority {
+            public_key_der: leaf_key().public_key_der().to_vec(),
+            ..a
+        };
+        assert!(matches!(
+            ca.append_to_bundle(vec![], vec![clash]).await,
+            Err(CaError::ConflictingAuthority(_))
+        ));
+        let stored = f.ds.get_bundle(&f.cfg.trust_domain).await.unwrap().unwrap();
+        let decoded = decode_bundle(&f.cfg.trust_domain, &stored.data).unwrap();
+        assert_eq!(
+            decoded.find_jwt_authority("ext").unwrap().expires_at,
+            Some(2_000_000_000)
+        );
     }
 
     #[test]

@@ -144,8 +144,9 @@ impl ServerConfig {
                 return Err(s.invalid_value(key, "must be at least 1s"));
             }
         }
-        let ca_key_type = key_type(&mut s, "ca_key_type")?;
-        let jwt_key_type = key_type(&mut s, "jwt_key_type")?;
+        let ca_key_type = key_type(&mut s, "ca_key_type")?.unwrap_or(KeyType::EcP256);
+        // As in SPIRE, the JWT key type follows ca_key_type unless set.
+        let jwt_key_type = key_type(&mut s, "jwt_key_type")?.unwrap_or(ca_key_type);
         let ca_subject = match s.take_block("ca_subject")? {
             Some(b) => {
                 let mut body = b.body;
@@ -218,11 +219,12 @@ pub fn server_id(td: &TrustDomain) -> SpiffeId {
         .expect("a fixed valid path under a valid trust domain is a valid SPIFFE ID")
 }
 
-fn key_type(s: &mut Section, key: &str) -> Result<KeyType, ConfigError> {
+fn key_type(s: &mut Section, key: &str) -> Result<Option<KeyType>, ConfigError> {
     match s.take_string(key)? {
-        None => Ok(KeyType::EcP256),
+        None => Ok(None),
         Some(v) => v
             .parse()
+            .map(Some)
             .map_err(|e: sigil_crypto::CryptoError| s.invalid_value(key, e.to_string())),
     }
 }
@@ -277,6 +279,22 @@ plugins {
             "sqlite3"
         );
         assert_eq!(c.server_id().as_str(), "spiffe://example.org/spire/server");
+    }
+
+    #[test]
+    fn jwt_key_type_follows_ca_key_type_unless_set() {
+        let c = ServerConfig::parse(
+            &SPIRE_EXAMPLE.replace("ca_ttl", "ca_key_type = \"ec-p384\"\n    ca_ttl"),
+        )
+        .unwrap();
+        assert_eq!(c.ca_key_type, KeyType::EcP384);
+        assert_eq!(c.jwt_key_type, KeyType::EcP384);
+        let c = ServerConfig::parse(&SPIRE_EXAMPLE.replace(
+            "ca_ttl",
+            "ca_key_type = \"ec-p384\"\n    jwt_key_type = \"rsa-2048\"\n    ca_ttl",
+        ))
+        .unwrap();
+        assert_eq!(c.jwt_key_type, KeyType::Rsa2048);
     }
 
     #[test]

@@ -238,14 +238,18 @@ fn peer_cert(leaf: &[u8]) -> Option<PeerCert> {
 
 /// Keeps the server's own SVID fresh and publishes a TLS config built from
 /// it and the current bundle: re-signed at half its lifetime, rebuilt when
-/// the bundle changes.
+/// the bundle changes. Each new SVID chain (leaf first) also goes to
+/// `svid_out`, for the debug API.
 pub async fn server_tls_configs(
     ca: Arc<CaManager>,
     server_id: SpiffeId,
     svid_ttl: Duration,
     clock: Arc<dyn Clock>,
+    svid_out: watch::Sender<Vec<Vec<u8>>>,
 ) -> Result<watch::Receiver<Arc<rustls::ServerConfig>>, crate::ca::CaError> {
-    let (cfg, mut renew_at) = build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await?;
+    let (cfg, chain, mut renew_at) =
+        build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await?;
+    svid_out.send_replace(chain);
     let (tx, rx) = watch::channel(cfg);
     let mut bundles = ca.subscribe_bundle();
     tokio::spawn(async move {
@@ -261,8 +265,9 @@ pub async fn server_tls_configs(
                 }
             }
             match build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await {
-                Ok((cfg, next)) => {
+                Ok((cfg, chain, next)) => {
                     renew_at = next;
+                    svid_out.send_replace(chain);
                     if tx.send(cfg).is_err() {
                         return;
                     }
@@ -282,19 +287,26 @@ async fn build_server_tls(
     server_id: &SpiffeId,
     svid_ttl: Duration,
     clock: &dyn Clock,
-) -> Result<(Arc<rustls::ServerConfig>, std::time::SystemTime), crate::ca::CaError> {
+) -> Result<
+    (
+        Arc<rustls::ServerConfig>,
+        Vec<Vec<u8>>,
+        std::time::SystemTime,
+    ),
+    crate::ca::CaError,
+> {
     let key = SoftwareKey::generate(KeyType::EcP256)?;
     let (chain, not_after) = ca
         .sign_x509_svid(server_id, key.public_key_der(), svid_ttl, &[])
         .await?;
     let roots = ca.bundle().x509_authorities.clone();
     let cfg = sigil_crypto::tls::server_config(
-        chain,
+        chain.clone(),
         key.to_pkcs8_der(),
         roots,
         sigil_crypto::tls::ClientAuth::Optional,
     )?;
     let now = clock.now();
     let half = not_after.duration_since(now).unwrap_or_default() / 2;
-    Ok((Arc::new(cfg), now + half))
+    Ok((Arc::new(cfg), chain, now + half))
 }

@@ -12,4 +12,5 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod endpoints;
+pub mod plugin;
 pub mod run;

@@ -161,6 +161,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     tokio::spawn(ca.clone().run_rotation(ROTATION_INTERVAL));
 
     let (changes, _) = watch::channel(0u64);
+    let (server_svid_tx, server_svid) = watch::channel(Vec::new());
     let state = Arc::new(ApiState {
         td: cfg.trust_domain.clone(),
         server_id: cfg.server_id(),
@@ -172,6 +173,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         agent_svid_ttl: cfg.default_x509_svid_ttl,
         admin_ids: cfg.admin_ids.clone(),
         changes,
+        server_svid,
     });
 
     // Housekeeping: expired join tokens.
@@ -194,6 +196,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         cfg.server_id(),
         cfg.default_x509_svid_ttl,
         clock.clone(),
+        server_svid_tx,
     )
     .await?;
 
@@ -231,6 +234,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         .add_service(
             sigil_proto::sigil::api::server::sync::v1::sync_server::SyncServer::new(
                 api::sync::SyncService::new(state.clone()),
+            ),
+        )
+        .add_service(srv::debug::v1::debug_server::DebugServer::new(
+            api::debug::DebugService::new(state.clone()),
+        ))
+        .add_service(srv::logger::v1::logger_server::LoggerServer::new(
+            api::logger::LoggerService::new(state.clone()),
+        ))
+        .add_service(
+            srv::localauthority::v1::local_authority_server::LocalAuthorityServer::new(
+                api::localauthority::LocalAuthorityService::new(state.clone()),
             ),
         )
     };

@@ -23,7 +23,10 @@ pub mod agent;
 pub mod authorized;
 pub mod bundle;
 pub mod convert;
+pub mod debug;
 pub mod entry;
+pub mod localauthority;
+pub mod logger;
 pub mod svid;
 pub mod sync;
 
@@ -49,6 +52,8 @@ pub struct ApiState {
     pub admin_ids: Vec<SpiffeId>,
     /// Bumped whenever entries or agents change, so agent syncs can wake.
     pub changes: watch::Sender<u64>,
+    /// The server's own X509-SVID chain (leaf first), as last issued.
+    pub server_svid: watch::Receiver<Vec<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -1,0 +1,3 @@
+//! Built-in server plugins, one module per plugin type.
+
+pub mod upstreamauthority;
