@@ -256,3 +256,85 @@ fn postgres_backed_server_issues_svids() {
             .contains(&id)
     );
 }
+
+#[test]
+fn upstream_authority_disk_chains_workload_svids_to_the_upstream_root() {
+    // An upstream root made with openssl, as an operator's existing PKI would be.
+    let pki = tempfile::tempdir().unwrap();
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-384",
+            "-nodes",
+            "-keyout",
+            "upstream.key",
+            "-out",
+            "upstream.crt",
+            "-subj",
+            "/O=Corp/CN=Corp Root",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .current_dir(pki.path())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let opts = Options {
+        server_extra_plugins: format!(
+            "    UpstreamAuthority \"disk\" {{\n        plugin_data {{\n            key_file_path = \"{}\"\n            cert_file_path = \"{}\"\n        }}\n    }}",
+            pki.path().join("upstream.key").display(),
+            pki.path().join("upstream.crt").display()
+        ),
+        ..Options::default()
+    };
+    let (td, id) = bring_up(opts);
+    wait_for_svid(&td, &id);
+    let out_dir = td.path().join("svids");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    td.agent_cli(
+        0,
+        &["api", "fetch", "x509", "-write", out_dir.to_str().unwrap()],
+    )
+    .ok();
+    // The bundle is the upstream root alone; the SVID file carries our CA.
+    let bundle = std::fs::read_to_string(out_dir.join("bundle.0.pem")).unwrap();
+    let upstream = std::fs::read_to_string(pki.path().join("upstream.crt")).unwrap();
+    assert_eq!(
+        bundle.trim(),
+        upstream.trim(),
+        "bundle is exactly the upstream root"
+    );
+    let svid = std::fs::read_to_string(out_dir.join("svid.0.pem")).unwrap();
+    assert_eq!(
+        svid.matches("BEGIN CERTIFICATE").count(),
+        2,
+        "leaf and sigil's CA"
+    );
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(out_dir.join("bundle.0.pem"))
+        .arg("-untrusted")
+        .arg(out_dir.join("svid.0.pem"))
+        .arg(out_dir.join("svid.0.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

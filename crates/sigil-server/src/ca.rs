@@ -30,6 +30,7 @@ use sigil_crypto::x509::CaSubject;
 use sigil_datastore::{DataStore, StoredBundle};
 use sigil_plugin::clock::{Clock, from_unix, unix};
 use sigil_plugin::keymanager::KeyManager;
+use sigil_plugin::upstreamauthority::{MintX509CaRequest, UpstreamAuthority};
 use sigil_spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
 use tokio::sync::{Mutex, RwLock, watch};
 
@@ -64,6 +65,9 @@ pub enum CaError {
         /// What failed.
         reason: String,
     },
+    /// The UpstreamAuthority failed.
+    #[error("upstream authority: {0}")]
+    Upstream(String),
     /// The stored bundle is unreadable.
     #[error("stored bundle: {0}")]
     Bundle(String),
@@ -189,6 +193,8 @@ pub struct CaConfig {
     pub jwt_issuer: Option<String>,
     /// Where the journal lives.
     pub journal_path: PathBuf,
+    /// Signs the X.509 CA when set; otherwise the CA is self-signed.
+    pub upstream: Option<Arc<dyn UpstreamAuthority>>,
 }
 
 impl std::fmt::Debug for CaManager {
@@ -229,6 +235,9 @@ pub struct X509Ca {
     pub slot: String,
     /// DER certificate.
     pub cert_der: Vec<u8>,
+    /// Upstream intermediates between this CA and the upstream roots (empty
+    /// for a self-signed CA or one signed directly by an upstream root).
+    pub upstream_chain: Vec<Vec<u8>>,
     /// The CA key.
     pub signer: Arc<dyn Signer>,
     /// When the slot was prepared.
@@ -714,7 +723,14 @@ impl CaManager {
             subject: None,
         };
         let leaf = sigil_crypto::x509::sign_x509_svid(&ca.cert_der, ca.signer.as_ref(), &params)?;
-        Ok((vec![leaf], not_after))
+        let mut chain = vec![leaf];
+        // Under an upstream authority the bundle holds its roots, so the
+        // chain carries our CA and any upstream intermediates.
+        if self.cfg.upstream.is_some() || !ca.upstream_chain.is_empty() {
+            chain.push(ca.cert_der.clone());
+            chain.extend(ca.upstream_chain.iter().cloned());
+        }
+        Ok((chain, not_after))
     }
 
     /// Signs a JWT-SVID. Returns the token, issued-at and expiry.
@@ -768,26 +784,67 @@ impl CaManager {
             .km
             .generate_key(&format!("x509-CA-{slot}"), self.cfg.x509_key_type)
             .await?;
-        let not_after = now + self.cfg.ca_ttl;
-        let cert_der = sigil_crypto::x509::self_signed_ca(
-            signer.as_ref(),
-            &self.cfg.trust_domain,
-            &self.cfg.subject,
-            now - BACKDATE,
-            not_after,
-        )?;
-        // Publish before use: the new root is in the bundle before any SVID
-        // it signs can exist.
+        let (cert_der, upstream_chain, roots, not_after) = match &self.cfg.upstream {
+            None => {
+                let not_after = now + self.cfg.ca_ttl;
+                let cert = sigil_crypto::x509::self_signed_ca(
+                    signer.as_ref(),
+                    &self.cfg.trust_domain,
+                    &self.cfg.subject,
+                    now - BACKDATE,
+                    not_after,
+                )?;
+                (cert.clone(), Vec::new(), vec![cert], not_after)
+            }
+            Some(upstream) => {
+                let csr = sigil_crypto::csr::create_csr(
+                    signer.as_ref(),
+                    Some(&self.cfg.trust_domain.id()),
+                )?;
+                let minted = upstream
+                    .mint_x509_ca(MintX509CaRequest {
+                        csr_der: csr,
+                        preferred_ttl: self.cfg.ca_ttl,
+                        subject: self.cfg.subject.clone(),
+                    })
+                    .await
+                    .map_err(|e| CaError::Upstream(e.to_string()))?;
+                let mut chain = minted.ca_chain.into_iter();
+                let cert = chain.next().ok_or_else(|| {
+                    CaError::Upstream("upstream returned an empty CA chain".into())
+                })?;
+                let info = sigil_crypto::x509::cert_info(&cert)?;
+                if info.public_key_der != signer.public_key_der() {
+                    return Err(CaError::Upstream(
+                        "upstream signed a CA for a different key than the CSR's".into(),
+                    ));
+                }
+                if minted.upstream_roots.is_empty() {
+                    return Err(CaError::Upstream("upstream returned no roots".into()));
+                }
+                (cert, chain.collect(), minted.upstream_roots, info.not_after)
+            }
+        };
+        // Publish before use: the roots this CA chains to are in the bundle
+        // before any SVID it signs can exist.
         self.update_bundle(|b| {
-            if !b.x509_authorities.contains(&cert_der) {
-                b.x509_authorities.push(cert_der.clone());
+            for root in &roots {
+                if !b.x509_authorities.contains(root) {
+                    b.x509_authorities.push(root.clone());
+                }
             }
         })
         .await?;
-        tracing::info!(slot, expiration = %rfc3339(not_after), "X509 CA prepared");
+        tracing::info!(
+            slot,
+            expiration = %rfc3339(not_after),
+            self_signed = self.cfg.upstream.is_none(),
+            "X509 CA prepared"
+        );
         Ok(X509Ca {
             slot: slot.to_owned(),
             cert_der,
+            upstream_chain,
             signer,
             issued_at: now,
             not_after,
@@ -922,6 +979,11 @@ impl CaManager {
             let ca = X509Ca {
                 slot: e.slot,
                 cert_der,
+                upstream_chain: e
+                    .upstream_chain
+                    .iter()
+                    .filter_map(|c| STANDARD.decode(c).ok())
+                    .collect(),
                 signer,
                 issued_at: from_unix(e.issued_at),
                 not_after: from_unix(e.not_after),
@@ -975,6 +1037,11 @@ impl CaManager {
                     issued_at: unix(c.issued_at),
                     not_after: unix(c.not_after),
                     cert: STANDARD.encode(&c.cert_der),
+                    upstream_chain: c
+                        .upstream_chain
+                        .iter()
+                        .map(|d| STANDARD.encode(d))
+                        .collect(),
                     status: c.status,
                 })
                 .collect(),
@@ -1243,6 +1310,8 @@ struct X509JournalEntry {
     issued_at: i64,
     not_after: i64,
     cert: String,
+    #[serde(default)]
+    upstream_chain: Vec<String>,
     status: SlotStatus,
 }
 
@@ -1288,6 +1357,7 @@ mod tests {
                 subject: CaSubject::default(),
                 jwt_issuer: None,
                 journal_path: dir.path().join("journal.json"),
+                upstream: None,
             },
             _dir: dir,
             km,
@@ -1604,6 +1674,64 @@ mod tests {
             decoded.find_jwt_authority("ext").unwrap().expires_at,
             Some(2_000_000_000)
         );
+    }
+
+    #[tokio::test]
+    async fn upstream_signed_ca_puts_only_upstream_roots_in_the_bundle() {
+        let mut f = fixture().await;
+        // The disk plugin signs with real time.
+        f.clock.set(SystemTime::now());
+        // A self-signed upstream root on disk, as SPIRE's sample config uses.
+        let up_key = sigil_crypto::key::SoftwareKey::generate(KeyType::EcP256).unwrap();
+        let now = f.clock.now();
+        let root = sigil_crypto::x509::self_signed_ca(
+            &up_key,
+            &f.cfg.trust_domain,
+            &CaSubject::default(),
+            now - BACKDATE,
+            now + DAY * 30,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("ca.crt"),
+            sigil_crypto::x509::pem_encode_certs(std::slice::from_ref(&root)),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("ca.key"), up_key.to_pkcs8_pem()).unwrap();
+        let data = serde_json::json!({
+            "cert_file_path": dir.path().join("ca.crt").to_str().unwrap(),
+            "key_file_path": dir.path().join("ca.key").to_str().unwrap(),
+        });
+        f.cfg.upstream = Some(
+            crate::plugin::upstreamauthority::build("disk", &data, &f.cfg.trust_domain).unwrap(),
+        );
+        let ca = start(&f).await;
+        let active = ca.x509_ca().await.unwrap();
+        assert_ne!(active.cert_der, root);
+        assert_eq!(
+            ca.bundle().x509_authorities,
+            vec![root.clone()],
+            "only the upstream root"
+        );
+        let id = SpiffeId::parse("spiffe://example.org/w").unwrap();
+        let key = leaf_key();
+        let (chain, _) = ca
+            .sign_x509_svid(&id, key.public_key_der(), Duration::from_secs(60), &[])
+            .await
+            .unwrap();
+        assert_eq!(chain.len(), 2, "leaf, then our CA");
+        assert_eq!(chain[1], active.cert_der);
+        sigil_crypto::x509::verify_chain(&chain, &[root.clone()], f.clock.now()).unwrap();
+        // A restart keeps the upstream-signed CA and its chain.
+        drop(ca);
+        let ca = start(&f).await;
+        let (chain, _) = ca
+            .sign_x509_svid(&id, key.public_key_der(), Duration::from_secs(60), &[])
+            .await
+            .unwrap();
+        assert_eq!(chain[1], active.cert_der);
+        sigil_crypto::x509::verify_chain(&chain, &[root], f.clock.now()).unwrap();
     }
 
     #[test]

@@ -34,7 +34,7 @@ const PLUGIN_RULES: &[CountRule] = &[
     CountRule {
         kind: "UpstreamAuthority",
         min: 0,
-        max: 0,
+        max: 1,
     },
     CountRule {
         kind: "Notifier",
@@ -102,7 +102,21 @@ pub fn validate(cfg: &ServerConfig) -> Result<(), String> {
             km.name
         ));
     }
+    upstream_authority(cfg)?;
     Ok(())
+}
+
+/// Builds the configured UpstreamAuthority, if any (its files are read, so
+/// `validate` catches a missing or mismatched CA).
+fn upstream_authority(
+    cfg: &ServerConfig,
+) -> Result<Option<Arc<dyn sigil_plugin::upstreamauthority::UpstreamAuthority>>, String> {
+    match cfg.plugins_of("UpstreamAuthority").first() {
+        None => Ok(None),
+        Some(p) => crate::plugin::upstreamauthority::build(&p.name, &p.data, &cfg.trust_domain)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 fn datastore_settings(p: &sigil_cli::PluginDecl) -> Result<(String, String), String> {
@@ -152,6 +166,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             subject: cfg.ca_subject.clone(),
             jwt_issuer: cfg.jwt_issuer.clone(),
             journal_path: cfg.data_dir.join("journal.json"),
+            upstream: upstream_authority(&cfg).map_err(anyhow::Error::msg)?,
         },
         km,
         ds.clone(),

@@ -121,3 +121,99 @@ fn go_style_and_gnu_style_flags_both_work() {
         );
     }
 }
+
+/// SPIRE's sample server.conf as SPIRE ships it, including its disk
+/// UpstreamAuthority with paths relative to the working directory; the
+/// dummy upstream CA files are generated here with openssl.
+const SPIRE_SAMPLE: &str = r#"server {
+    bind_address = "127.0.0.1"
+    bind_port = "8081"
+    socket_path = "/tmp/spire-server/private/api.sock"
+    trust_domain = "example.org"
+    data_dir = "./.data"
+    log_level = "DEBUG"
+}
+
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "sqlite3"
+            connection_string = "./.data/datastore.sqlite3"
+        }
+    }
+
+    NodeAttestor "join_token" {
+        plugin_data {
+        }
+    }
+
+    KeyManager "memory" {
+        plugin_data = {}
+    }
+
+    UpstreamAuthority "disk" {
+        plugin_data {
+            key_file_path = "./conf/server/dummy_upstream_ca.key"
+            cert_file_path = "./conf/server/dummy_upstream_ca.crt"
+        }
+    }
+}
+"#;
+
+#[test]
+fn spire_sample_server_conf_with_disk_upstream_validates_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("conf/server")).unwrap();
+    let ok = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "conf/server/dummy_upstream_ca.key",
+            "-out",
+            "conf/server/dummy_upstream_ca.crt",
+            "-subj",
+            "/C=US/O=SPIFFE",
+            "-days",
+            "2",
+            "-addext",
+            "basicConstraints=critical,CA:true",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    std::fs::write(dir.path().join("server.conf"), SPIRE_SAMPLE).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil-server"))
+        .args(["validate", "-config", "server.conf"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Without the CA files the same config is refused, naming the problem.
+    std::fs::remove_file(dir.path().join("conf/server/dummy_upstream_ca.key")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sigil-server"))
+        .args(["validate", "-config", "server.conf"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dummy_upstream_ca.key"), "{err}");
+}

@@ -121,6 +121,8 @@ pub struct Options {
     pub agent_sync_interval: String,
     /// Extra lines for the agent's unix WorkloadAttestor plugin_data.
     pub unix_attestor_data: String,
+    /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority).
+    pub server_extra_plugins: String,
 }
 
 impl Default for Options {
@@ -135,6 +137,7 @@ impl Default for Options {
             datastore: None,
             agent_sync_interval: "1s".into(),
             unix_attestor_data: String::new(),
+            server_extra_plugins: String::new(),
         }
     }
 }
@@ -245,8 +248,10 @@ plugins {{
     NodeAttestor "join_token" {{
         plugin_data {{}}
     }}
+{extra}
 }}
 "#,
+            extra = o.server_extra_plugins,
             port = self.server_port,
             sock = self.server_socket().display(),
             td = o.trust_domain,
