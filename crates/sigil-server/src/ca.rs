@@ -1722,7 +1722,7 @@ mod tests {
             .unwrap();
         assert_eq!(chain.len(), 2, "leaf, then our CA");
         assert_eq!(chain[1], active.cert_der);
-        sigil_crypto::x509::verify_chain(&chain, &[root.clone()], f.clock.now()).unwrap();
+        sigil_crypto::x509::verify_chain(&chain, std::slice::from_ref(&root), f.clock.now()).unwrap();
         // A restart keeps the upstream-signed CA and its chain.
         drop(ca);
         let ca = start(&f).await;
