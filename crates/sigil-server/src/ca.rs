@@ -733,6 +733,38 @@ impl CaManager {
         Ok((chain, not_after))
     }
 
+    /// Signs an intermediate CA for a downstream server (a nested trust
+    /// domain server) over `public_key_der`. The lifetime is `ttl` (the CA
+    /// TTL when zero), cut to our CA's expiry. Returns the chain, new CA
+    /// first, built like an SVID chain.
+    pub async fn sign_downstream_x509_ca(
+        &self,
+        public_key_der: &[u8],
+        ttl: Duration,
+    ) -> Result<Vec<Vec<u8>>, CaError> {
+        let ca = self.x509_ca().await?;
+        let now = self.clock.now();
+        let ttl = if ttl.is_zero() { self.cfg.ca_ttl } else { ttl };
+        let cert = sigil_crypto::x509::sign_intermediate_ca(
+            &ca.cert_der,
+            ca.signer.as_ref(),
+            &sigil_crypto::x509::IntermediateCaParams {
+                trust_domain: self.cfg.trust_domain.clone(),
+                public_key_der: public_key_der.to_vec(),
+                subject: self.cfg.subject.clone(),
+                not_before: now - BACKDATE,
+                not_after: (now + ttl).min(ca.not_after),
+                path_len: None,
+            },
+        )?;
+        let mut chain = vec![cert];
+        if self.cfg.upstream.is_some() || !ca.upstream_chain.is_empty() {
+            chain.push(ca.cert_der.clone());
+            chain.extend(ca.upstream_chain.iter().cloned());
+        }
+        Ok(chain)
+    }
+
     /// Signs a JWT-SVID. Returns the token, issued-at and expiry.
     pub async fn sign_jwt_svid(
         &self,
@@ -1722,7 +1754,8 @@ mod tests {
             .unwrap();
         assert_eq!(chain.len(), 2, "leaf, then our CA");
         assert_eq!(chain[1], active.cert_der);
-        sigil_crypto::x509::verify_chain(&chain, std::slice::from_ref(&root), f.clock.now()).unwrap();
+        sigil_crypto::x509::verify_chain(&chain, std::slice::from_ref(&root), f.clock.now())
+            .unwrap();
         // A restart keeps the upstream-signed CA and its chain.
         drop(ca);
         let ca = start(&f).await;

@@ -577,3 +577,144 @@ async fn node_alias_entries_authorize_agents_by_node_selectors() {
             .is_empty()
     );
 }
+
+/// A workload whose entry is marked `downstream` (a nested server) gets an
+/// intermediate CA from NewDownstreamX509CA; SVIDs it signs chain to our
+/// bundle. A workload without the flag is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downstream_workload_gets_an_intermediate_ca_and_others_do_not() {
+    let dir = tempfile::Builder::new()
+        .prefix("sgdown")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let running = sigil_server::run::start(config(dir.path()))
+        .await
+        .expect("server starts");
+    let admin = admin_channel(&dir.path().join("admin.sock")).await;
+    let mut agent_admin = agentpb::agent_client::AgentClient::new(admin.clone());
+    let mut entries = entrypb::entry_client::EntryClient::new(admin.clone());
+    let roots: Vec<Vec<u8>> = bundlepb::bundle_client::BundleClient::new(admin.clone())
+        .get_bundle(bundlepb::GetBundleRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .x509_authorities
+        .into_iter()
+        .map(|a| a.asn1)
+        .collect();
+    let token = agent_admin
+        .create_join_token(agentpb::CreateJoinTokenRequest {
+            ttl: 600,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .value;
+    let agent_id = format!("spiffe://example.org/spire/agent/join_token/{token}");
+    let mut downstream = entry(&agent_id, "spiffe://example.org/nested-server");
+    downstream.downstream = true;
+    let plain = entry(&agent_id, "spiffe://example.org/plain");
+    let created = entries
+        .batch_create_entry(entrypb::BatchCreateEntryRequest {
+            entries: vec![downstream, plain],
+            output_mask: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<String> = created
+        .results
+        .iter()
+        .map(|r| r.entry.as_ref().unwrap().id.clone())
+        .collect();
+
+    let agent = attest(running.agent_addr, roots.clone(), &token)
+        .await
+        .unwrap();
+    let server_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
+    let agent_cfg = sigil_crypto::tls::client_config(
+        roots.clone(),
+        server_id.clone(),
+        Some((agent.chain.clone(), agent.key.to_pkcs8_der())),
+    )
+    .unwrap();
+    let mut agent_svid =
+        svidpb::svid_client::SvidClient::new(tls_channel(running.agent_addr, agent_cfg).await);
+
+    // The agent obtains the two workloads' SVIDs, as it would for them.
+    let mut workload = Vec::new();
+    for id in &ids {
+        let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+        let csr = sigil_crypto::csr::create_csr(&key, None).unwrap();
+        let resp = agent_svid
+            .batch_new_x509svid(svidpb::BatchNewX509svidRequest {
+                params: vec![svidpb::NewX509svidParams {
+                    entry_id: id.clone(),
+                    csr,
+                }],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        workload.push((resp.results[0].svid.clone().unwrap().cert_chain, key));
+    }
+
+    let ca_key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+    let ca_csr = sigil_crypto::csr::create_csr(&ca_key, None).unwrap();
+    let call = |chain: Vec<Vec<u8>>, key: &SoftwareKey| {
+        let cfg = sigil_crypto::tls::client_config(
+            roots.clone(),
+            server_id.clone(),
+            Some((chain, key.to_pkcs8_der())),
+        )
+        .unwrap();
+        let csr = ca_csr.clone();
+        async move {
+            svidpb::svid_client::SvidClient::new(tls_channel(running.agent_addr, cfg).await)
+                .new_downstream_x509ca(svidpb::NewDownstreamX509caRequest {
+                    csr,
+                    preferred_ttl: 600,
+                })
+                .await
+        }
+    };
+    let resp = call(workload[0].0.clone(), &workload[0].1)
+        .await
+        .expect("downstream is allowed")
+        .into_inner();
+    assert_eq!(resp.x509_authorities, roots);
+    let downstream_ca = &resp.ca_cert_chain[0];
+    let info = sigil_crypto::x509::cert_info(downstream_ca).unwrap();
+    assert!(info.is_ca);
+    assert_eq!(info.uri_sans, ["spiffe://example.org"]);
+    assert_eq!(info.public_key_der, ca_key.public_key_der());
+    // An SVID minted by the nested server verifies against our bundle.
+    let now = std::time::SystemTime::now();
+    let leaf_key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+    let leaf = sigil_crypto::x509::sign_x509_svid(
+        downstream_ca,
+        &ca_key,
+        &sigil_crypto::x509::X509SvidParams::new(
+            sigil_spiffe::SpiffeId::parse("spiffe://example.org/nested/w").unwrap(),
+            leaf_key.public_key_der().to_vec(),
+            now - std::time::Duration::from_secs(10),
+            now + std::time::Duration::from_secs(60),
+        ),
+    )
+    .unwrap();
+    let mut chain = vec![leaf];
+    chain.extend(resp.ca_cert_chain.iter().cloned());
+    sigil_crypto::x509::verify_chain(&chain, &roots, now)
+        .expect("nested SVID chains to our bundle");
+
+    let err = call(workload[1].0.clone(), &workload[1].1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied);
+    assert!(
+        err.message().contains("not a downstream workload"),
+        "{}",
+        err.message()
+    );
+}

@@ -80,6 +80,9 @@ pub enum Caller {
     Admin(SpiffeId),
     /// An attested agent presenting its current SVID.
     Agent(AttestedNode),
+    /// A workload whose SVID is that of a `downstream` entry (a nested
+    /// server), allowed to obtain an intermediate CA.
+    Downstream(SpiffeId),
     /// A TLS client with an SVID of our trust domain that is neither.
     Other(SpiffeId),
     /// A TLS client without a certificate.
@@ -93,6 +96,7 @@ impl Caller {
             Caller::LocalAdmin => "local admin".into(),
             Caller::Admin(id) => format!("admin {id}"),
             Caller::Agent(n) => format!("agent {}", n.spiffe_id),
+            Caller::Downstream(id) => format!("downstream {id}"),
             Caller::Other(id) => id.to_string(),
             Caller::Anonymous => "anonymous".into(),
         }
@@ -169,6 +173,9 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
         .map_err(ds_status)?;
     if admin_entries.entries.iter().any(|e| e.admin) {
         return Ok(Caller::Admin(id));
+    }
+    if admin_entries.entries.iter().any(|e| e.downstream) {
+        return Ok(Caller::Downstream(id));
     }
     Ok(Caller::Other(id))
 }

@@ -253,10 +253,37 @@ impl pb::svid_server::Svid for SvidService {
 
     async fn new_downstream_x509ca(
         &self,
-        _request: Request<pb::NewDownstreamX509caRequest>,
+        request: Request<pb::NewDownstreamX509caRequest>,
     ) -> Result<Response<pb::NewDownstreamX509caResponse>, Status> {
-        Err(Status::unimplemented(
-            "NewDownstreamX509CA is not supported by sigil yet (nested servers are planned)",
-        ))
+        let caller = authenticate(&self.state, &request).await?;
+        let super::Caller::Downstream(id) = &caller else {
+            return Err(Status::permission_denied(format!(
+                "{} is not a downstream workload",
+                caller.describe()
+            )));
+        };
+        let r = request.into_inner();
+        if r.csr.is_empty() {
+            return Err(Status::invalid_argument("missing CSR"));
+        }
+        let csr = sigil_crypto::csr::parse_and_verify_csr(&r.csr)
+            .map_err(|e| Status::invalid_argument(format!("malformed CSR: {e}")))?;
+        if r.preferred_ttl < 0 {
+            return Err(Status::invalid_argument(
+                "preferred_ttl must not be negative",
+            ));
+        }
+        let ttl = Duration::from_secs(u64::from(r.preferred_ttl.unsigned_abs()));
+        let chain = self
+            .state
+            .ca
+            .sign_downstream_x509_ca(&csr.public_key_der, ttl)
+            .await
+            .map_err(|e| Status::internal(format!("failed to sign downstream X.509 CA: {e}")))?;
+        tracing::info!(caller = %id, "Signed downstream X509 CA");
+        Ok(Response::new(pb::NewDownstreamX509caResponse {
+            ca_cert_chain: chain,
+            x509_authorities: self.state.ca.bundle().x509_authorities.clone(),
+        }))
     }
 }
