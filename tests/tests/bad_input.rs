@@ -204,3 +204,23 @@ async fn workload_api_requires_header_and_an_identity() {
         .expect_err("still no identity");
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }
+
+#[test]
+fn banned_agent_shuts_down_and_forgets_its_svid() {
+    let mut td = TrustDomain::new();
+    td.start_server();
+    let token = td.join_token();
+    td.start_agent(0, Some(&token));
+    td.server_cli(&["agent", "ban", "-spiffeID", &td.join_token_agent_id(&token)])
+        .ok();
+    let code = td
+        .wait_agent_exit(0, Duration::from_secs(30))
+        .expect("the banned agent stops by itself");
+    assert_ne!(code, 0);
+    let log = std::fs::read_to_string(td.path().join("agent0.log")).unwrap();
+    assert!(log.contains("banned"), "{log}");
+    assert!(
+        !td.path().join("agent0-data/agent_svid.der").exists(),
+        "the agent SVID is removed, so a restart must attest again"
+    );
+}

@@ -203,6 +203,16 @@ fn spire_agent_attests_to_sigil_server_and_serves_svids() {
     )
     .ok();
     assert!(valid.stdout.contains("SVID is valid."), "{}", valid.stdout);
+
+    // Banned through sigil-server, the SPIRE agent is told why (SPIRE's
+    // PermissionDeniedDetails) and shuts itself down, as with a SPIRE server.
+    td.server_cli(&["agent", "ban", "-spiffeID", &td.join_token_agent_id(&token)])
+        .ok();
+    wait_for(
+        "spire-agent to shut down after the ban",
+        Duration::from_secs(60),
+        || (!td.process_running(agent)).then_some(()),
+    );
 }
 
 fn spire_server_conf(dir: &Path, port: u16) -> PathBuf {
@@ -441,6 +451,48 @@ fn spire_server_cli_drives_sigil_server() {
     .ok();
     let list = spire_cli(&["bundle", "list"]).ok();
     assert!(list.stdout.contains("other.org"), "{}", list.stdout);
+
+    // Federation relationships: create one with a bundle file, read it back
+    // with both CLIs, delete it.
+    let created = spire_cli(&[
+        "federation",
+        "create",
+        "-trustDomain",
+        "other.org",
+        "-bundleEndpointURL",
+        "https://other.org:8443",
+        "-bundleEndpointProfile",
+        "https_spiffe",
+        "-endpointSpiffeID",
+        "spiffe://other.org/spire/server",
+        "-trustDomainBundlePath",
+        other.to_str().unwrap(),
+    ])
+    .ok();
+    assert!(
+        created
+            .stdout
+            .contains("Endpoint SPIFFE ID        : spiffe://other.org/spire/server"),
+        "{}",
+        created.stdout
+    );
+    let listed = spire_cli(&["federation", "list"]).ok();
+    assert!(
+        listed
+            .stdout
+            .starts_with("Found 1 federation relationship\n"),
+        "{}",
+        listed.stdout
+    );
+    let shown = spire_cli(&["federation", "show", "-trustDomain", "other.org"]).ok();
+    let sigil_shown = td
+        .server_cli(&["federation", "show", "-trustDomain", "other.org"])
+        .ok();
+    assert_eq!(shown.stdout, sigil_shown.stdout);
+    let deleted = spire_cli(&["federation", "delete", "-id", "other.org"]).ok();
+    assert_eq!(deleted.stdout, "federation relationship deleted.\n");
+    let listed = spire_cli(&["federation", "list"]).ok();
+    assert_eq!(listed.stdout, "Found 0 federation relationships\n");
 }
 
 fn sigil_show(td: &TrustDomain, entry_id: &str) -> String {
@@ -616,6 +668,19 @@ fn sigil_and_spire_cli_outputs_are_identical() {
     .ok();
     let sock = td.server_socket();
     let sock = sock.to_str().unwrap();
+    // A federated bundle, for the `bundle list` forms.
+    let other_pem = td.path().join("other.pem");
+    std::fs::write(&other_pem, td.server_cli(&["bundle", "show"]).ok().stdout).unwrap();
+    let other_pem = other_pem.to_str().unwrap();
+    td.server_cli(&[
+        "bundle",
+        "set",
+        "-id",
+        "spiffe://other.org",
+        "-path",
+        other_pem,
+    ])
+    .ok();
     let commands: &[&[&str]] = &[
         &["entry", "show"],
         &["entry", "show", "-output", "json"],
@@ -638,6 +703,71 @@ fn sigil_and_spire_cli_outputs_are_identical() {
         &["bundle", "show", "-format", "spiffe"],
         &["bundle", "show", "-output", "json"],
         &["bundle", "count"],
+        &["agent", "count", "-attestationType", "join_token"],
+        &[
+            "agent",
+            "count",
+            "-banned",
+            "false",
+            "-canReattest",
+            "false",
+        ],
+        &[
+            "agent",
+            "count",
+            "-selector",
+            "join_token:nothing",
+            "-matchSelectorsOn",
+            "any",
+            "-output",
+            "json",
+        ],
+        &[
+            "agent",
+            "count",
+            "-expiresBefore",
+            "2001-01-01 00:00:00 +0000 +00",
+        ],
+        &["agent", "purge", "-dryRun"],
+        &["agent", "purge", "-output", "json"],
+        &["bundle", "list"],
+        &["bundle", "list", "-format", "spiffe"],
+        &["bundle", "list", "-output", "json"],
+        &["bundle", "list", "-id", "spiffe://other.org"],
+        &["bundle", "list", "-id", "spiffe://nope.org"],
+        // Idempotent, so both CLIs see the same state.
+        &[
+            "bundle",
+            "set",
+            "-id",
+            "spiffe://other.org",
+            "-path",
+            other_pem,
+        ],
+        &[
+            "bundle",
+            "set",
+            "-id",
+            "spiffe://example.org",
+            "-path",
+            other_pem,
+        ],
+        &["bundle", "delete", "-id", "spiffe://nope.org"],
+        &["localauthority", "x509", "show"],
+        &["localauthority", "x509", "show", "-output", "json"],
+        &["localauthority", "jwt", "show"],
+        &["localauthority", "jwt", "show", "-output", "json"],
+        &["localauthority", "x509", "activate", "-authorityID", "nope"],
+        &["localauthority", "jwt", "taint"],
+        &["upstreamauthority", "taint", "-subjectKeyID", "abc"],
+        &["upstreamauthority", "revoke", "-subjectKeyID", "abc"],
+        &["logger", "get"],
+        &["logger", "set", "-level", "debug"],
+        &["logger", "get", "-output", "json"],
+        &["logger", "set", "-level", "Loud"],
+        &["logger", "reset", "-output", "json"],
+        &["x509", "mint"],
+        &["jwt", "mint", "-spiffeID", "spiffe://example.org/w"],
     ];
     for args in commands {
         let mut full = args.to_vec();
@@ -657,5 +787,45 @@ fn sigil_and_spire_cli_outputs_are_identical() {
             String::from_utf8_lossy(&theirs.stdout),
             "{args:?}: stdout differs"
         );
+        assert_eq!(
+            String::from_utf8_lossy(&ours.stderr),
+            String::from_utf8_lossy(&theirs.stderr),
+            "{args:?}: stderr differs"
+        );
     }
+
+    // A deletion changes state: each CLI deletes a fresh copy.
+    let delete = [
+        "bundle",
+        "delete",
+        "-id",
+        "spiffe://other.org",
+        "-socketPath",
+        sock,
+    ];
+    let mut outputs = Vec::new();
+    for bin in [sigil_testkit::bin("sigil-server"), spire_cli.clone()] {
+        td.server_cli(&[
+            "bundle",
+            "set",
+            "-id",
+            "spiffe://other.org",
+            "-path",
+            other_pem,
+        ])
+        .ok();
+        outputs.push(Command::new(bin).args(delete).output().unwrap());
+    }
+    let [ours, theirs] = &outputs[..] else {
+        unreachable!("two runs")
+    };
+    assert_eq!(ours.status.code(), Some(0), "bundle delete");
+    assert_eq!(ours.status.code(), theirs.status.code(), "bundle delete");
+    assert_eq!(ours.stdout, theirs.stdout, "bundle delete: stdout differs");
+    assert_ne!(
+        td.server_cli(&["bundle", "list", "-id", "spiffe://other.org"])
+            .code,
+        0,
+        "the bundle is gone"
+    );
 }

@@ -201,9 +201,21 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         api.serve(path).await
     };
     let serve = crate::workload::serve(&cfg.socket_path, manager.cache_handle(), attestor.clone());
+    let mut fatal = manager.fatal();
+    let banned = async move {
+        loop {
+            if let Some(reason) = fatal.borrow_and_update().clone() {
+                return reason;
+            }
+            if fatal.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
     let result = tokio::select! {
         r = serve => r.context("Workload API server stopped"),
         r = admin => r.context("Admin APIs stopped prematurely"),
+        reason = banned => Err(anyhow::anyhow!(reason)),
         signal = shutdown_signal() => {
             tracing::info!(signal, "Shutting down");
             Ok(())

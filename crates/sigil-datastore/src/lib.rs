@@ -1,5 +1,6 @@
 //! Persistent state of the sigil server: registration entries, attested nodes,
-//! join tokens and trust bundles, with a change feed of entry and node events.
+//! join tokens, trust bundles and federation relationships, with a change
+//! feed of entry and node events.
 //!
 //! [`DataStore`] is the interface the server holds (`Arc<dyn DataStore>`);
 //! [`open`] builds the SQL implementation for a SPIRE-style `database_type` and
@@ -18,8 +19,9 @@ use std::sync::Arc;
 
 pub use error::DataStoreError;
 pub use model::{
-    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse, ListNodesRequest,
-    MatchMode, NodeMask, RegistrationEntry, StoredBundle,
+    AttestedNode, BundleEndpointProfile, EntryMask, FederationRelationship,
+    FederationRelationshipMask, JoinToken, ListEntriesRequest, ListEntriesResponse,
+    ListNodesRequest, MatchMode, NodeMask, RegistrationEntry, StoredBundle,
 };
 pub use store::{DataStore, Result};
 pub use validate::MAX_ENTRY_ID_LEN;

@@ -1,5 +1,5 @@
 //! The records the datastore keeps (registration entries, attested nodes, join
-//! tokens, bundles) and the requests that filter and page through them.
+//! tokens, bundles, federation relationships) and the requests that filter and page through them.
 //!
 //! These are plain values: identifiers are already parsed (`SpiffeId`,
 //! `TrustDomain`, `Selector`), so the store never re-checks strings it was handed.
@@ -174,6 +174,63 @@ pub struct StoredBundle {
     pub trust_domain: TrustDomain,
     /// The encoded bundle.
     pub data: Vec<u8>,
+}
+
+/// A federation relationship: where to fetch a foreign trust domain's bundle
+/// and how that endpoint proves who it is. The foreign bundle itself is a
+/// [`StoredBundle`] under the same trust domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FederationRelationship {
+    /// The foreign trust domain (primary key).
+    pub trust_domain: TrustDomain,
+    /// The URL of its SPIFFE bundle endpoint. Never empty; the server checks
+    /// its form (https, a host, no user info) before storing it.
+    pub bundle_endpoint_url: String,
+    /// How the endpoint authenticates.
+    pub profile: BundleEndpointProfile,
+}
+
+/// The SPIFFE bundle endpoint profiles (SPIFFE Trust Domain and Bundle spec).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BundleEndpointProfile {
+    /// `https_web`: the endpoint has a certificate from a public (Web PKI) CA.
+    HttpsWeb,
+    /// `https_spiffe`: the endpoint presents an X509-SVID with this ID,
+    /// verified against the bundle already held for its trust domain.
+    HttpsSpiffe {
+        /// The SPIFFE ID the endpoint's server must present.
+        endpoint_spiffe_id: SpiffeId,
+    },
+}
+
+impl BundleEndpointProfile {
+    /// The profile's name as SPIRE writes it (`https_web`, `https_spiffe`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            BundleEndpointProfile::HttpsWeb => "https_web",
+            BundleEndpointProfile::HttpsSpiffe { .. } => "https_spiffe",
+        }
+    }
+}
+
+/// Which fields of a [`FederationRelationship`] an update replaces; the
+/// trust domain names the record and is never replaced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FederationRelationshipMask {
+    /// Replace `bundle_endpoint_url`.
+    pub bundle_endpoint_url: bool,
+    /// Replace `profile` (with its endpoint SPIFFE ID).
+    pub profile: bool,
+}
+
+impl FederationRelationshipMask {
+    /// A mask that replaces every updatable field.
+    pub fn all() -> Self {
+        FederationRelationshipMask {
+            bundle_endpoint_url: true,
+            profile: true,
+        }
+    }
 }
 
 /// How a requested set is compared with a record's set (SPIRE's `BySelectors`

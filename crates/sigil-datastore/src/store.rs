@@ -7,8 +7,9 @@ use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 
 use crate::error::DataStoreError;
 use crate::model::{
-    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse, ListNodesRequest,
-    NodeMask, RegistrationEntry, StoredBundle,
+    AttestedNode, EntryMask, FederationRelationship, FederationRelationshipMask, JoinToken,
+    ListEntriesRequest, ListEntriesResponse, ListNodesRequest, NodeMask, RegistrationEntry,
+    StoredBundle,
 };
 
 /// Shorthand for datastore results.
@@ -164,6 +165,45 @@ pub trait DataStore: Send + Sync {
 
     /// Deletes a bundle. `NotFound` when there is none for that trust domain.
     async fn delete_bundle(&self, trust_domain: &TrustDomain) -> Result<()>;
+
+    // ---- federation relationships ----
+
+    /// Stores a new federation relationship and returns it. `AlreadyExists`
+    /// when one exists for that trust domain; `InvalidArgument` when the
+    /// bundle endpoint URL is empty. The foreign bundle is not touched.
+    async fn create_federation_relationship(
+        &self,
+        rel: FederationRelationship,
+    ) -> Result<FederationRelationship>;
+
+    /// Fetches the relationship with a trust domain.
+    async fn get_federation_relationship(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRelationship>>;
+
+    /// Lists relationships in trust domain order, `page_size` at a time (0
+    /// returns everything); `page_token` is empty for the first page, else the
+    /// token returned with the previous one. Returns the page and the next
+    /// page token (empty on the last page).
+    async fn list_federation_relationships(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<FederationRelationship>, String)>;
+
+    /// Replaces the fields of relationship `rel.trust_domain` chosen by
+    /// `mask` and returns the stored result. `NotFound` when there is none;
+    /// `InvalidArgument` when the URL would become empty.
+    async fn update_federation_relationship(
+        &self,
+        rel: FederationRelationship,
+        mask: &FederationRelationshipMask,
+    ) -> Result<FederationRelationship>;
+
+    /// Deletes the relationship with a trust domain; its bundle stays.
+    /// `NotFound` when there is none.
+    async fn delete_federation_relationship(&self, trust_domain: &TrustDomain) -> Result<()>;
 
     // ---- health and lifecycle ----
 

@@ -12,7 +12,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use sigil_datastore::{
-    AttestedNode, DataStore, DataStoreError, EntryMask, JoinToken, ListEntriesRequest,
+    AttestedNode, BundleEndpointProfile, DataStore, DataStoreError, EntryMask,
+    FederationRelationship, FederationRelationshipMask, JoinToken, ListEntriesRequest,
     ListNodesRequest, MatchMode, NodeMask, RegistrationEntry, StoredBundle,
 };
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
@@ -67,6 +68,10 @@ conformance!(
     join_token_concurrent_takes_yield_exactly_one,
     join_token_prune_removes_expired,
     bundle_upsert_get_list_delete,
+    federation_relationship_create_get_delete,
+    federation_relationship_invalid_or_duplicate_create_changes_nothing,
+    federation_relationship_update_applies_only_masked_fields,
+    federation_relationship_list_pages_in_trust_domain_order,
     ping_succeeds,
 );
 
@@ -324,6 +329,24 @@ fn bundle(name: &str, data: &[u8]) -> StoredBundle {
     StoredBundle {
         trust_domain: td(name),
         data: data.to_vec(),
+    }
+}
+
+fn web_relationship(name: &str, url: &str) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: td(name),
+        bundle_endpoint_url: url.into(),
+        profile: BundleEndpointProfile::HttpsWeb,
+    }
+}
+
+fn spiffe_relationship(name: &str, url: &str, endpoint_id: &str) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: td(name),
+        bundle_endpoint_url: url.into(),
+        profile: BundleEndpointProfile::HttpsSpiffe {
+            endpoint_spiffe_id: id(endpoint_id),
+        },
     }
 }
 
@@ -1610,6 +1633,219 @@ mod cases {
             ds.list_bundles().await.expect("list"),
             vec![bundle("b.org", b"v2")]
         );
+    }
+
+    pub async fn federation_relationship_create_get_delete(ds: Arc<dyn DataStore>) {
+        let web = web_relationship("web.org", "https://web.org/bundle");
+        let spiffe = spiffe_relationship(
+            "spiffe.org",
+            "https://spiffe.org:8443",
+            "spiffe://spiffe.org/spire/server",
+        );
+        assert_eq!(
+            ds.create_federation_relationship(web.clone())
+                .await
+                .expect("web"),
+            web
+        );
+        assert_eq!(
+            ds.create_federation_relationship(spiffe.clone())
+                .await
+                .expect("spiffe"),
+            spiffe
+        );
+        assert_eq!(
+            ds.get_federation_relationship(&td("web.org"))
+                .await
+                .expect("get"),
+            Some(web.clone())
+        );
+        assert_eq!(
+            ds.get_federation_relationship(&td("spiffe.org"))
+                .await
+                .expect("get"),
+            Some(spiffe.clone())
+        );
+        assert_eq!(
+            ds.get_federation_relationship(&td("none.org"))
+                .await
+                .expect("get"),
+            None
+        );
+
+        // The relationship's bundle is its own record and outlives it.
+        ds.set_bundle(bundle("web.org", b"roots"))
+            .await
+            .expect("set bundle");
+        ds.delete_federation_relationship(&td("web.org"))
+            .await
+            .expect("delete");
+        assert_eq!(
+            ds.get_federation_relationship(&td("web.org"))
+                .await
+                .expect("get"),
+            None
+        );
+        assert_eq!(
+            ds.get_bundle(&td("web.org")).await.expect("bundle"),
+            Some(bundle("web.org", b"roots"))
+        );
+        let err = ds
+            .delete_federation_relationship(&td("web.org"))
+            .await
+            .expect_err("already gone");
+        assert!(matches!(err, DataStoreError::NotFound(_)), "{err:?}");
+        assert_eq!(
+            ds.list_federation_relationships(0, "").await.expect("list"),
+            (vec![spiffe], String::new())
+        );
+    }
+
+    pub async fn federation_relationship_invalid_or_duplicate_create_changes_nothing(
+        ds: Arc<dyn DataStore>,
+    ) {
+        let original = web_relationship("a.org", "https://a.org/one");
+        ds.create_federation_relationship(original.clone())
+            .await
+            .expect("create");
+        let dup = spiffe_relationship("a.org", "https://a.org/two", "spiffe://a.org/server");
+        let err = ds
+            .create_federation_relationship(dup)
+            .await
+            .expect_err("duplicate");
+        assert!(matches!(err, DataStoreError::AlreadyExists(_)), "{err:?}");
+        let err = ds
+            .create_federation_relationship(web_relationship("b.org", ""))
+            .await
+            .expect_err("no URL");
+        assert!(matches!(err, DataStoreError::InvalidArgument(_)), "{err:?}");
+        assert_eq!(
+            ds.list_federation_relationships(0, "").await.expect("list"),
+            (vec![original], String::new())
+        );
+    }
+
+    pub async fn federation_relationship_update_applies_only_masked_fields(ds: Arc<dyn DataStore>) {
+        let stored = spiffe_relationship(
+            "a.org",
+            "https://a.org/bundle",
+            "spiffe://a.org/spire/server",
+        );
+        ds.create_federation_relationship(stored.clone())
+            .await
+            .expect("create");
+        let replacement = web_relationship("a.org", "https://new.a.org/bundle");
+
+        let url_only = FederationRelationshipMask {
+            bundle_endpoint_url: true,
+            ..Default::default()
+        };
+        let got = ds
+            .update_federation_relationship(replacement.clone(), &url_only)
+            .await
+            .expect("update URL");
+        let mut expected = stored.clone();
+        expected.bundle_endpoint_url = "https://new.a.org/bundle".into();
+        assert_eq!(got, expected);
+
+        let nothing = ds
+            .update_federation_relationship(replacement.clone(), &Default::default())
+            .await
+            .expect("empty mask");
+        assert_eq!(nothing, expected);
+
+        let got = ds
+            .update_federation_relationship(replacement.clone(), &FederationRelationshipMask::all())
+            .await
+            .expect("update all");
+        assert_eq!(got, replacement);
+        assert_eq!(
+            ds.get_federation_relationship(&td("a.org"))
+                .await
+                .expect("get"),
+            Some(replacement.clone())
+        );
+
+        // Back to https_spiffe with a different endpoint ID.
+        let back = spiffe_relationship("a.org", "ignored", "spiffe://a.org/other");
+        let profile_only = FederationRelationshipMask {
+            profile: true,
+            ..Default::default()
+        };
+        let got = ds
+            .update_federation_relationship(back, &profile_only)
+            .await
+            .expect("update profile");
+        assert_eq!(
+            got,
+            spiffe_relationship("a.org", "https://new.a.org/bundle", "spiffe://a.org/other")
+        );
+
+        let err = ds
+            .update_federation_relationship(web_relationship("a.org", ""), &url_only)
+            .await
+            .expect_err("empty URL");
+        assert!(matches!(err, DataStoreError::InvalidArgument(_)), "{err:?}");
+        let err = ds
+            .update_federation_relationship(
+                web_relationship("missing.org", "https://x"),
+                &FederationRelationshipMask::all(),
+            )
+            .await
+            .expect_err("missing");
+        assert!(matches!(err, DataStoreError::NotFound(_)), "{err:?}");
+        let err = ds
+            .update_federation_relationship(
+                web_relationship("missing.org", "https://x"),
+                &Default::default(),
+            )
+            .await
+            .expect_err("missing, empty mask");
+        assert!(matches!(err, DataStoreError::NotFound(_)), "{err:?}");
+        assert_eq!(
+            ds.list_federation_relationships(0, "")
+                .await
+                .expect("list")
+                .0
+                .len(),
+            1
+        );
+    }
+
+    pub async fn federation_relationship_list_pages_in_trust_domain_order(ds: Arc<dyn DataStore>) {
+        let names = ["e.org", "a.org", "d.org", "b.org", "c.org"];
+        for name in names {
+            ds.create_federation_relationship(web_relationship(name, &format!("https://{name}")))
+                .await
+                .expect("create");
+        }
+        let mut seen = Vec::new();
+        let mut token = String::new();
+        let mut pages = 0;
+        loop {
+            let (page, next) = ds
+                .list_federation_relationships(2, &token)
+                .await
+                .expect("page");
+            assert!(page.len() <= 2);
+            seen.extend(page.into_iter().map(|r| r.trust_domain.name().to_owned()));
+            pages += 1;
+            if next.is_empty() {
+                break;
+            }
+            token = next;
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, vec!["a.org", "b.org", "c.org", "d.org", "e.org"]);
+        let (all, next) = ds.list_federation_relationships(0, "").await.expect("all");
+        assert_eq!(all.len(), 5);
+        assert!(next.is_empty());
+        let (exact, next) = ds
+            .list_federation_relationships(5, "")
+            .await
+            .expect("exact");
+        assert_eq!(exact.len(), 5);
+        assert!(next.is_empty(), "a full last page has no next token");
     }
 
     pub async fn ping_succeeds(ds: Arc<dyn DataStore>) {

@@ -12,6 +12,8 @@
 //! lives in [`spire::agent::debug::v1`] and is re-exported as
 //! [`spire::api::agent::debug`] next to its siblings.
 
+pub mod status;
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every file compiled here,
 /// including imported well-known types and source comments, for
 /// `tonic-reflection`.

@@ -262,6 +262,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
                 api::localauthority::LocalAuthorityService::new(state.clone()),
             ),
         )
+        .add_service(
+            srv::trustdomain::v1::trust_domain_server::TrustDomainServer::new(
+                api::trustdomain::TrustDomainService::new(state.clone()),
+            ),
+        )
     };
 
     let tcp_routes = routes(&state).add_service(health_service.clone());

@@ -341,6 +341,12 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied);
     assert!(err.message().contains("banned"), "{}", err.message());
+    // SPIRE agents read the reason from the status details and shut down.
+    let details = String::from_utf8_lossy(err.details()).into_owned();
+    assert!(
+        details.contains("type.googleapis.com/spire.api.types.PermissionDeniedDetails"),
+        "{details:?}"
+    );
 
     // Nothing was created by the rejected requests.
     let count = entries

@@ -475,6 +475,23 @@ plugins {{
         }
     }
 
+    /// Waits up to `timeout` for agent `n` to exit by itself; returns its
+    /// exit code, or `None` if it is still running.
+    pub fn wait_agent_exit(&mut self, n: usize, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.agents.get_mut(n).and_then(Option::as_mut)?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.agents[n] = None;
+                return Some(status.code().unwrap_or(-1));
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Runs `sigil-agent <args> -socketPath <agent n socket>`.
     pub fn agent_cli(&self, n: usize, args: &[&str]) -> CmdResult {
         let out = Command::new(bin("sigil-agent"))

@@ -35,14 +35,34 @@ pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
 /// `sigil-agent api ...`.
 #[derive(clap::Subcommand, Debug)]
 pub enum ApiCommand {
-    /// Fetches SVIDs from the Workload API.
-    #[command(subcommand)]
-    Fetch(FetchCommand),
+    /// Fetches SVIDs from the Workload API (`api fetch` alone is `api fetch
+    /// x509`, as in SPIRE).
+    Fetch(FetchArgs),
     /// Validates SVIDs through the Workload API.
     #[command(subcommand)]
     Validate(ValidateCommand),
     /// Attaches to the Workload API and prints updates as they're received.
     Watch(WatchArgs),
+}
+
+/// `sigil-agent api fetch [x509|jwt] ...`: without a subcommand it takes
+/// `x509`'s flags and does what `x509` does, like `spire-agent api fetch`.
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FetchArgs {
+    /// `x509` or `jwt`; absent means `x509`.
+    #[command(subcommand)]
+    pub command: Option<FetchCommand>,
+    /// The flags of the `x509` alias.
+    #[command(flatten)]
+    pub x509: FetchX509Args,
+}
+
+impl FetchArgs {
+    /// The command to run, with the alias resolved.
+    pub fn into_command(self) -> FetchCommand {
+        self.command.unwrap_or(FetchCommand::X509(self.x509))
+    }
 }
 
 /// `sigil-agent api fetch ...`.
@@ -86,8 +106,10 @@ pub async fn run_api_with(
     err: &mut (dyn Write + Send),
 ) -> ExitCode {
     let result = match cmd {
-        ApiCommand::Fetch(FetchCommand::X509(args)) => x509::fetch(&args, out).await,
-        ApiCommand::Fetch(FetchCommand::Jwt(args)) => jwt::fetch(&args, out).await,
+        ApiCommand::Fetch(fetch) => match fetch.into_command() {
+            FetchCommand::X509(args) => x509::fetch(&args, out).await,
+            FetchCommand::Jwt(args) => jwt::fetch(&args, out).await,
+        },
         ApiCommand::Validate(ValidateCommand::Jwt(args)) => jwt::validate(&args, out).await,
         ApiCommand::Watch(args) => {
             let interrupted = async {

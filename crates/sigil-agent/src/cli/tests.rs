@@ -39,6 +39,13 @@ fn parse(args: &[&str]) -> Top {
     TestCli::try_parse_from(argv).expect("parses").cmd
 }
 
+fn fetch(args: &[&str]) -> FetchCommand {
+    match api(args) {
+        ApiCommand::Fetch(f) => f.into_command(),
+        other => panic!("not api fetch: {other:?}"),
+    }
+}
+
 fn api(args: &[&str]) -> ApiCommand {
     match parse(args) {
         Top::Api(cmd) => cmd,
@@ -70,7 +77,7 @@ fn cert(not_before: u64, not_after: u64) -> Cert {
 
 #[test]
 fn flags_use_spire_spelling_and_go_style_dashes() {
-    let ApiCommand::Fetch(FetchCommand::Jwt(jwt)) = api(&[
+    let FetchCommand::Jwt(jwt) = fetch(&[
         "api",
         "fetch",
         "jwt",
@@ -95,8 +102,8 @@ fn flags_use_spire_spelling_and_go_style_dashes() {
     assert_eq!(jwt.timeout, Duration::from_secs(60));
     assert_eq!(jwt.output, OutputFormat::Json);
 
-    let ApiCommand::Fetch(FetchCommand::X509(x509)) =
-        api(&["api", "fetch", "x509", "-write", "/tmp/out", "-silent"])
+    let FetchCommand::X509(x509) =
+        fetch(&["api", "fetch", "x509", "-write", "/tmp/out", "-silent"])
     else {
         panic!("fetch x509");
     };
@@ -108,9 +115,7 @@ fn flags_use_spire_spelling_and_go_style_dashes() {
     assert_eq!(x509.socket_path, std::path::Path::new(DEFAULT_SOCKET_PATH));
     assert_eq!(x509.timeout, Duration::from_secs(5));
     assert_eq!(x509.output, OutputFormat::Pretty);
-    let ApiCommand::Fetch(FetchCommand::X509(x509)) =
-        api(&["api", "fetch", "x509", "-silent=false"])
-    else {
+    let FetchCommand::X509(x509) = fetch(&["api", "fetch", "x509", "-silent=false"]) else {
         panic!("fetch x509");
     };
     assert!(!x509.silent);
@@ -136,6 +141,22 @@ fn flags_use_spire_spelling_and_go_style_dashes() {
         panic!("healthcheck");
     };
     assert!(h.shallow && h.verbose);
+}
+
+#[test]
+fn api_fetch_without_subcommand_is_fetch_x509_like_spire() {
+    let FetchCommand::X509(x509) = fetch(&["api", "fetch", "-write", "/tmp/out", "-silent"]) else {
+        panic!("api fetch is not fetch x509");
+    };
+    assert!(x509.silent);
+    assert_eq!(
+        x509.write.as_deref(),
+        Some(std::path::Path::new("/tmp/out"))
+    );
+    assert!(matches!(fetch(&["api", "fetch"]), FetchCommand::X509(_)));
+    // x509's flags belong to the alias, not in front of another subcommand.
+    let argv = sigil_cli::normalize_go_flags(["sigil-agent", "api", "fetch", "-silent", "jwt"]);
+    assert!(TestCli::try_parse_from(argv).is_err());
 }
 
 #[test]

@@ -187,6 +187,8 @@ struct Shared {
     jwt: Arc<CachingJwtMinter>,
     notify: Notify,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
+    /// Set when the agent must stop (it was banned).
+    fatal: watch::Sender<Option<String>>,
     /// The agent SVID and the roots the server is verified against.
     creds: Mutex<Creds>,
     state: tokio::sync::Mutex<SyncState>,
@@ -344,6 +346,7 @@ impl Manager {
             data,
             jwt: jwt.clone(),
             notify: Notify::new(),
+            fatal: watch::channel(None).0,
             snapshots,
             creds: Mutex::new(Creds { agent, roots }),
             state: tokio::sync::Mutex::new(state),
@@ -382,6 +385,11 @@ impl Manager {
             snapshots: self.shared.snapshots.subscribe(),
             jwt: self.jwt.clone() as Arc<dyn JwtMinter>,
         }
+    }
+
+    /// Receives a reason when the agent must stop (the server banned it).
+    pub fn fatal(&self) -> watch::Receiver<Option<String>> {
+        self.shared.fatal.subscribe()
     }
 
     /// Asks for a sync now (the hook for server push). Several pokes while
@@ -517,12 +525,36 @@ impl Shared {
                 }
                 rotation
             }
-            Err(status) => Err(ManagerError::SyncFailed {
-                server: self.cfg.server.clone(),
-                code: status.code(),
-                message: status.message().to_owned(),
-            }),
+            Err(status) => {
+                if sigil_proto::status::permission_denied_reason(&status)
+                    == Some(sigil_proto::status::Reason::AgentBanned)
+                {
+                    self.banned(status.message());
+                }
+                Err(ManagerError::SyncFailed {
+                    server: self.cfg.server.clone(),
+                    code: status.code(),
+                    message: status.message().to_owned(),
+                })
+            }
         }
+    }
+
+    /// The server banned this agent: forget the agent SVID (a restart must
+    /// attest again, as with SPIRE) and tell whoever runs the agent to stop.
+    fn banned(&self, message: &str) {
+        tracing::error!(
+            reason = message,
+            "Agent is banned: removing its SVID and shutting down"
+        );
+        let svid = self.cfg.data_dir.join("agent_svid.der");
+        if let Err(e) = std::fs::remove_file(&svid)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, path = %svid.display(), "Could not remove the agent SVID");
+        }
+        self.fatal
+            .send_replace(Some(format!("the server banned this agent: {message}")));
     }
 
     async fn rotate_agent_if_due(&self) -> Result<(), ManagerError> {

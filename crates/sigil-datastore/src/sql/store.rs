@@ -17,8 +17,9 @@ use super::filter;
 use super::stmt::{Arg, Stmt};
 use crate::error::DataStoreError;
 use crate::model::{
-    AttestedNode, EntryMask, JoinToken, ListEntriesRequest, ListEntriesResponse, ListNodesRequest,
-    NodeMask, RegistrationEntry, StoredBundle,
+    AttestedNode, BundleEndpointProfile, EntryMask, FederationRelationship,
+    FederationRelationshipMask, JoinToken, ListEntriesRequest, ListEntriesResponse,
+    ListNodesRequest, NodeMask, RegistrationEntry, StoredBundle,
 };
 use crate::store::{DataStore, Result};
 use crate::validate::{self, invalid};
@@ -46,6 +47,9 @@ const ENTRY_COLUMNS: &str = "e0.entry_id, e0.spiffe_id, e0.parent_id, e0.x509_sv
 
 const NODE_COLUMNS: &str = "n0.spiffe_id, n0.attestation_data_type, n0.cert_serial_number, \
      n0.cert_not_after, n0.new_cert_serial_number, n0.new_cert_not_after, n0.can_reattest";
+
+const RELATIONSHIP_COLUMNS: &str =
+    "trust_domain, bundle_endpoint_url, bundle_endpoint_profile, endpoint_spiffe_id";
 
 #[async_trait]
 impl<DB: Backend> DataStore for SqlStore<DB> {
@@ -439,6 +443,103 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         Ok(())
     }
 
+    async fn create_federation_relationship(
+        &self,
+        rel: FederationRelationship,
+    ) -> Result<FederationRelationship> {
+        const WHAT: &str = "create federation relationship";
+        check_relationship_url(&rel.bundle_endpoint_url)?;
+        let (profile, endpoint_id) = profile_columns(&rel.profile);
+        let stmt = Stmt::with(
+            &format!(
+                "INSERT INTO federation_relationships ({RELATIONSHIP_COLUMNS}) VALUES (?, ?, ?, ?)"
+            ),
+            [
+                Arg::from(rel.trust_domain.name()),
+                Arg::from(rel.bundle_endpoint_url.as_str()),
+                Arg::from(profile),
+                Arg::from(endpoint_id),
+            ],
+        );
+        self.execute_one(stmt, WHAT).await.map_err(|e| match e {
+            DataStoreError::AlreadyExists(_) => DataStoreError::AlreadyExists(format!(
+                "federation relationship with trust domain {} already exists",
+                rel.trust_domain
+            )),
+            other => other,
+        })?;
+        Ok(rel)
+    }
+
+    async fn get_federation_relationship(
+        &self,
+        trust_domain: &TrustDomain,
+    ) -> Result<Option<FederationRelationship>> {
+        const WHAT: &str = "get federation relationship";
+        let mut conn = self.acquire(WHAT).await?;
+        let found = fetch_relationships::<DB>(&mut conn, relationship_by_td(trust_domain)).await?;
+        Ok(found.into_iter().next())
+    }
+
+    async fn list_federation_relationships(
+        &self,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<(Vec<FederationRelationship>, String)> {
+        const WHAT: &str = "list federation relationships";
+        let mut stmt = Stmt::new(&format!(
+            "SELECT {RELATIONSHIP_COLUMNS} FROM federation_relationships WHERE 1 = 1"
+        ));
+        if !page_token.is_empty() {
+            stmt.push(" AND trust_domain > ").bind(page_token);
+        }
+        stmt.push(" ORDER BY trust_domain");
+        let page = usize::try_from(page_size).unwrap_or(usize::MAX);
+        if page > 0 {
+            // One extra row tells whether another page follows.
+            stmt.push(" LIMIT ").bind(i64::from(page_size) + 1);
+        }
+        let mut conn = self.acquire(WHAT).await?;
+        let mut rels = fetch_relationships::<DB>(&mut conn, stmt).await?;
+        let mut next_page_token = String::new();
+        if page > 0 && rels.len() > page {
+            rels.truncate(page);
+            if let Some(last) = rels.last() {
+                next_page_token = last.trust_domain.name().to_owned();
+            }
+        }
+        Ok((rels, next_page_token))
+    }
+
+    async fn update_federation_relationship(
+        &self,
+        rel: FederationRelationship,
+        mask: &FederationRelationshipMask,
+    ) -> Result<FederationRelationship> {
+        const WHAT: &str = "update federation relationship";
+        if mask.bundle_endpoint_url {
+            check_relationship_url(&rel.bundle_endpoint_url)?;
+        }
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::update_relationship_in(&mut tx, rel, mask).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn delete_federation_relationship(&self, trust_domain: &TrustDomain) -> Result<()> {
+        let stmt = Stmt::with(
+            "DELETE FROM federation_relationships WHERE trust_domain = ?",
+            [Arg::from(trust_domain.name())],
+        );
+        if self
+            .execute_one(stmt, "delete federation relationship")
+            .await?
+            == 0
+        {
+            return Err(relationship_not_found(trust_domain));
+        }
+        Ok(())
+    }
+
     async fn ping(&self) -> Result<()> {
         const WHAT: &str = "ping";
         let mut conn = self.acquire(WHAT).await?;
@@ -823,6 +924,45 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(node)
     }
 
+    async fn update_relationship_in(
+        conn: &mut DB::Connection,
+        rel: FederationRelationship,
+        mask: &FederationRelationshipMask,
+    ) -> Result<FederationRelationship> {
+        const WHAT: &str = "update federation relationship";
+        let mut update = Stmt::new("UPDATE federation_relationships SET ");
+        // Rewriting the key to itself keeps the statement valid (and the row
+        // locked) when the mask is empty.
+        update.push("trust_domain = ").bind(rel.trust_domain.name());
+        if mask.bundle_endpoint_url {
+            update
+                .push(", bundle_endpoint_url = ")
+                .bind(rel.bundle_endpoint_url.as_str());
+        }
+        if mask.profile {
+            let (profile, endpoint_id) = profile_columns(&rel.profile);
+            update
+                .push(", bundle_endpoint_profile = ")
+                .bind(profile)
+                .push(", endpoint_spiffe_id = ")
+                .bind(endpoint_id);
+        }
+        update
+            .push(" WHERE trust_domain = ")
+            .bind(rel.trust_domain.name());
+        let changed = DB::execute(conn, update)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        if changed == 0 {
+            return Err(relationship_not_found(&rel.trust_domain));
+        }
+        fetch_relationships::<DB>(conn, relationship_by_td(&rel.trust_domain))
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| relationship_not_found(&rel.trust_domain))
+    }
+
     async fn set_node_selectors_in(
         conn: &mut DB::Connection,
         spiffe_id: &SpiffeId,
@@ -867,6 +1007,83 @@ fn entry_not_found(id: &str) -> DataStoreError {
 
 fn node_not_found(id: &SpiffeId) -> DataStoreError {
     DataStoreError::NotFound(format!("attested node {id} does not exist"))
+}
+
+fn relationship_not_found(td: &TrustDomain) -> DataStoreError {
+    DataStoreError::NotFound(format!(
+        "federation relationship with trust domain {td} does not exist"
+    ))
+}
+
+fn check_relationship_url(url: &str) -> Result<()> {
+    if url.is_empty() {
+        return Err(invalid("bundle endpoint URL is required"));
+    }
+    Ok(())
+}
+
+const PROFILE_HTTPS_WEB: &str = "https_web";
+const PROFILE_HTTPS_SPIFFE: &str = "https_spiffe";
+
+/// The stored `(bundle_endpoint_profile, endpoint_spiffe_id)` of a profile.
+fn profile_columns(profile: &BundleEndpointProfile) -> (&'static str, String) {
+    match profile {
+        BundleEndpointProfile::HttpsWeb => (PROFILE_HTTPS_WEB, String::new()),
+        BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id } => {
+            (PROFILE_HTTPS_SPIFFE, endpoint_spiffe_id.as_str().to_owned())
+        }
+    }
+}
+
+fn relationship_by_td(td: &TrustDomain) -> Stmt {
+    Stmt::with(
+        &format!(
+            "SELECT {RELATIONSHIP_COLUMNS} FROM federation_relationships WHERE trust_domain = ?"
+        ),
+        [Arg::from(td.name())],
+    )
+}
+
+/// Runs a query selecting [`RELATIONSHIP_COLUMNS`] and reads its rows.
+async fn fetch_relationships<DB: Backend>(
+    conn: &mut DB::Connection,
+    stmt: Stmt,
+) -> Result<Vec<FederationRelationship>> {
+    const WHAT: &str = "read federation relationships";
+    let err = |e| map_err::<DB>(WHAT, e);
+    let rows = DB::fetch_all(conn, stmt).await.map_err(err)?;
+    rows.iter()
+        .map(|row| {
+            let name = DB::text(row, "trust_domain").map_err(err)?;
+            let trust_domain = TrustDomain::new(&name).map_err(|e| {
+                DataStoreError::Internal(format!(
+                    "stored federation relationship has invalid trust domain {name:?}: {e}"
+                ))
+            })?;
+            let kind = DB::text(row, "bundle_endpoint_profile").map_err(err)?;
+            let profile = match kind.as_str() {
+                PROFILE_HTTPS_WEB => BundleEndpointProfile::HttpsWeb,
+                PROFILE_HTTPS_SPIFFE => BundleEndpointProfile::HttpsSpiffe {
+                    endpoint_spiffe_id: parse_stored_id(
+                        &DB::text(row, "endpoint_spiffe_id").map_err(err)?,
+                        "federation relationship",
+                        &name,
+                    )?,
+                },
+                other => {
+                    return Err(DataStoreError::Internal(format!(
+                        "stored federation relationship {name} has unknown bundle endpoint \
+                         profile {other:?}"
+                    )));
+                }
+            };
+            Ok(FederationRelationship {
+                trust_domain,
+                bundle_endpoint_url: DB::text(row, "bundle_endpoint_url").map_err(err)?,
+                profile,
+            })
+        })
+        .collect()
 }
 
 fn duplicate_entry(entry: &RegistrationEntry, other: &str) -> DataStoreError {

@@ -374,8 +374,9 @@ impl pb::agent_server::Agent for AgentService {
         let caller = authenticate(&self.state, &request).await?;
         let node = require_agent(&caller)?.clone();
         if node.can_reattest {
-            return Err(Status::permission_denied(
-                "agent must reattest instead of renew",
+            return Err(super::agent_denied(
+                super::DenyReason::AgentMustReattest,
+                "agent must reattest instead of renew".into(),
             ));
         }
         let params = request

@@ -114,7 +114,7 @@ pub fn jwt_authorities_from_proto(keys: &[types::JwtKey]) -> Result<Vec<JwtAutho
 }
 
 /// A federated bundle from the wire (SPIRE's `ProtoToBundle`).
-fn bundle_from_proto(td: &TrustDomain, b: &types::Bundle) -> Result<Bundle, String> {
+pub(crate) fn bundle_from_proto(td: &TrustDomain, b: &types::Bundle) -> Result<Bundle, String> {
     let x509 = x509_authorities_from_proto(&b.x509_authorities)
         .map_err(|e| format!("unable to parse X.509 authority: {e}"))?;
     let jwt = jwt_authorities_from_proto(&b.jwt_authorities)
@@ -146,7 +146,7 @@ fn invalid(msg: &str, err: impl std::fmt::Display) -> Status {
 
 /// A SPIRE batch status: `msg`, plus the inner error's message except for
 /// NotFound (SPIRE's `MakeStatus`).
-fn batch_status(code: Code, msg: &str, err: Option<&str>) -> types::Status {
+pub(crate) fn batch_status(code: Code, msg: &str, err: Option<&str>) -> types::Status {
     let message = match err {
         Some(e) if code != Code::NotFound => format!("{msg}: {e}"),
         _ => msg.to_owned(),

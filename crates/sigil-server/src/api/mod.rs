@@ -29,6 +29,7 @@ pub mod localauthority;
 pub mod logger;
 pub mod svid;
 pub mod sync;
+pub mod trustdomain;
 
 /// What every service needs.
 pub struct ApiState {
@@ -130,9 +131,17 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
             .get_attested_node(&id)
             .await
             .map_err(ds_status)?
-            .ok_or_else(|| Status::permission_denied("agent is not attested"))?;
-        if node.is_banned() {
-            return Err(Status::permission_denied("agent is banned"));
+            .ok_or_else(|| {
+                agent_denied(
+                    DenyReason::AgentNotAttested,
+                    format!("agent \"{id}\" is not attested"),
+                )
+            })?;
+        if node.cert_serial_number.is_empty() {
+            return Err(agent_denied(
+                DenyReason::AgentBanned,
+                format!("agent \"{id}\" is banned"),
+            ));
         }
         if peer.serial == node.cert_serial_number {
             return Ok(Caller::Agent(node));
@@ -158,8 +167,13 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
                 .map_err(ds_status)?;
             return Ok(Caller::Agent(updated));
         }
-        return Err(Status::permission_denied(
-            "agent SVID is not the one the server issued last; the agent must reattest",
+        return Err(agent_denied(
+            DenyReason::AgentNotActive,
+            format!(
+                "agent \"{id}\" expected to have serial number \"{}\"; has \"{}\"",
+                convert::serial_to_decimal(&node.cert_serial_number),
+                convert::serial_to_decimal(&peer.serial)
+            ),
         ));
     }
     // An admin entry grants admin rights to workloads holding its SVID.
@@ -178,6 +192,15 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
         return Ok(Caller::Downstream(id));
     }
     Ok(Caller::Other(id))
+}
+
+/// Why an agent is refused, as SPIRE tells its agents (they shut down when
+/// banned and re-attest for the other reasons).
+pub use sigil_proto::spire::api::types::permission_denied_details::Reason as DenyReason;
+
+/// A PermissionDenied status carrying SPIRE's `PermissionDeniedDetails`.
+pub fn agent_denied(reason: DenyReason, message: String) -> Status {
+    sigil_proto::status::permission_denied(reason, message)
 }
 
 /// Fails unless the caller may administer.

@@ -1,12 +1,18 @@
-//! `agent list|show|evict|ban|count`: attested agents.
+//! `agent list|show|evict|ban|count|purge`: attested agents.
 
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
 use sigil_proto::spire::api::server::agent::v1::{
     BanAgentRequest, CountAgentsRequest, DeleteAgentRequest, GetAgentRequest, ListAgentsRequest,
     ListAgentsResponse, agent_client::AgentClient, count_agents_request, list_agents_request,
 };
-use sigil_proto::spire::api::types::{Agent, SelectorMatch, Spiffeid, selector_match};
+use sigil_proto::spire::api::types::{Agent, AgentMask, SelectorMatch, Spiffeid, selector_match};
 
-use super::{CliError, ConnArgs, Outcome, OutputFormat, fmt, json, parse_output_format};
+use super::rpc::{connect, status_in};
+use super::{
+    CliError, ConnArgs, Outcome, OutputFormat, fmt, json, parse_go_bool, parse_output_format,
+};
 
 /// How many agents `agent list` asks for per page (SPIRE's value).
 pub const LIST_PAGE_SIZE: i32 = 1000;
@@ -28,6 +34,9 @@ pub enum AgentCommand {
     Ban(AgentIdArgs),
     /// Count attested agents
     Count(AgentListArgs),
+    /// Purge expired agents that were attested using a non-TOFU security
+    /// model based on a given time
+    Purge(AgentPurgeArgs),
 }
 
 /// Filter flags of `agent list` and `agent count`.
@@ -76,6 +85,36 @@ pub struct AgentIdArgs {
     /// Desired output format (pretty, json)
     #[arg(long = "output", default_value = "pretty", value_parser = parse_output_format)]
     pub output: OutputFormat,
+}
+
+/// Flags of `agent purge`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentPurgeArgs {
+    /// Amount of time that has passed since the agent's SVID has expired. It
+    /// is used to determine which agents to purge.
+    #[arg(long = "expiredFor", default_value = "720h", value_parser = parse_go_duration)]
+    pub expired_for: Duration,
+    /// Indicates that the command will not perform any action, but will
+    /// print the agents that would be purged.
+    #[arg(long = "dryRun", action = clap::ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value = "false", default_missing_value = "true", value_parser = parse_go_bool)]
+    pub dry_run: bool,
+    #[command(flatten)]
+    pub conn: ConnArgs,
+    /// Desired output format (pretty, json)
+    #[arg(long = "output", default_value = "pretty", value_parser = parse_output_format)]
+    pub output: OutputFormat,
+}
+
+/// One agent `agent purge` found expired, and what became of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ExpiredAgent {
+    /// Its SPIFFE ID.
+    pub agent_id: String,
+    /// Whether it was evicted (never, on a dry run).
+    pub deleted: bool,
+    /// Why eviction failed; empty when it did not.
+    pub error: String,
 }
 
 /// The parsed filter shared by `ListAgents` and `CountAgents`.
@@ -136,6 +175,51 @@ pub(crate) async fn run(cmd: AgentCommand) -> Result<Outcome, CliError> {
                 .into_inner()
                 .count;
             Ok(render_count(count, args.output))
+        }
+        AgentCommand::Purge(args) => {
+            let context = Some("failed to list agents");
+            let mut client = AgentClient::new(connect(&args.conn, context).await?);
+            // One page, as SPIRE asks: only agents that can re-attest are
+            // safe to evict.
+            let agents = client
+                .list_agents(ListAgentsRequest {
+                    filter: Some(list_agents_request::Filter {
+                        by_can_reattest: Some(true),
+                        ..Default::default()
+                    }),
+                    output_mask: Some(AgentMask {
+                        x509svid_expires_at: true,
+                        ..Default::default()
+                    }),
+                    page_size: 0,
+                    page_token: String::new(),
+                })
+                .await
+                .map_err(status_in(context))?
+                .into_inner()
+                .agents;
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .unwrap_or_default();
+            let mut expired = Vec::new();
+            for agent in expired_agents(&agents, now, args.expired_for)? {
+                let mut result = ExpiredAgent {
+                    agent_id: fmt::proto_to_id(Some(&agent)),
+                    deleted: false,
+                    error: String::new(),
+                };
+                if !args.dry_run {
+                    match client
+                        .delete_agent(DeleteAgentRequest { id: Some(agent) })
+                        .await
+                    {
+                        Ok(_) => result.deleted = true,
+                        Err(status) => result.error = fmt::rpc_error(&status),
+                    }
+                }
+                expired.push(result);
+            }
+            Ok(render_purge(&expired, args.dry_run, args.output))
         }
         AgentCommand::Show(args) => {
             let id = agent_id(&args)?;
@@ -208,6 +292,86 @@ pub(crate) fn agent_filter(args: &AgentListArgs) -> Result<AgentFilter, CliError
         by_can_reattest: tri_state(&args.can_reattest),
         by_expires_before: args.expires_before.clone(),
     })
+}
+
+/// The IDs of the agents whose SVID expired more than `expired_for`
+/// before `now` (time since the Unix epoch).
+pub(crate) fn expired_agents(
+    agents: &[Agent],
+    now: Duration,
+    expired_for: Duration,
+) -> Result<Vec<Spiffeid>, CliError> {
+    let mut expired = Vec::new();
+    for agent in agents {
+        let id = agent
+            .id
+            .clone()
+            .ok_or_else(|| CliError::Output("request must specify SPIFFE ID".into()))?;
+        let expires_at = Duration::from_secs(u64::try_from(agent.x509svid_expires_at).unwrap_or(0));
+        if now
+            .checked_sub(expires_at)
+            .is_some_and(|since| since > expired_for)
+        {
+            expired.push(id);
+        }
+    }
+    Ok(expired)
+}
+
+/// What `agent purge` found and did. JSON is the Go struct SPIRE prints
+/// (fields in declaration order, `error` only when set).
+pub(crate) fn render_purge(
+    expired: &[ExpiredAgent],
+    dry_run: bool,
+    output: OutputFormat,
+) -> Outcome {
+    if output == OutputFormat::Json {
+        let agents = expired
+            .iter()
+            .map(|a| {
+                let mut fields = vec![
+                    ("agent_id".to_owned(), Value::from(a.agent_id.as_str())),
+                    ("deleted".to_owned(), Value::from(a.deleted)),
+                ];
+                if !a.error.is_empty() {
+                    fields.push(("error".to_owned(), Value::from(a.error.as_str())));
+                }
+                Value::Object(fields.into_iter().collect())
+            })
+            .collect();
+        return Outcome::stdout(json::encode_struct(&[(
+            "expired_agents",
+            Value::Array(agents),
+        )]));
+    }
+    if expired.is_empty() {
+        return Outcome::stdout("No agents to purge.\n".into());
+    }
+    let n = expired.len();
+    let mut out = fmt::pluralize(&format!("Found {n} expired "), "agent", "agents", n);
+    out.push_str("\n\n");
+    if dry_run {
+        out.push_str("\nAgents that can be purged:\n");
+        for a in expired {
+            out.push_str(&format!("SPIFFE ID         : {}\n", a.agent_id));
+        }
+        return Outcome::stdout(out);
+    }
+    let (purged, kept): (Vec<_>, Vec<_>) = expired.iter().partition(|a| a.deleted);
+    if !purged.is_empty() {
+        out.push_str("Agents purged:\n");
+        for a in purged {
+            out.push_str(&format!("SPIFFE ID         : {}\n", a.agent_id));
+        }
+    }
+    if !kept.is_empty() {
+        out.push_str("Agents not purged:\n");
+        for a in kept {
+            out.push_str(&format!("SPIFFE ID         : {}\n", a.agent_id));
+            out.push_str(&format!("Error             : {}\n", a.error));
+        }
+    }
+    Outcome::stdout(out)
 }
 
 /// The agent named by `-spiffeID`, required and valid.
@@ -289,6 +453,11 @@ pub(crate) fn print_agent(a: &Agent) -> String {
     }
     out.push('\n');
     out
+}
+
+/// A Go duration flag value (`720h`, `90m`).
+fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    sigil_cli::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// SPIRE's three-state flag: `true`, `false`, anything else means "all".
@@ -536,6 +705,89 @@ Selectors         : k8s_psat:cluster:demo
         assert_eq!(
             agent_id(&args).unwrap_err().to_string(),
             "path cannot have a trailing slash"
+        );
+    }
+
+    #[test]
+    fn purge_flags_default_to_thirty_days_and_no_dry_run() {
+        let AgentCommand::Purge(a) = parse(&["purge"]) else {
+            panic!("not purge");
+        };
+        assert_eq!(a.expired_for, Duration::from_secs(30 * 24 * 3600));
+        assert!(!a.dry_run);
+        let AgentCommand::Purge(a) = parse(&["purge", "-expiredFor", "1h30m", "-dryRun"]) else {
+            panic!("not purge");
+        };
+        assert_eq!(a.expired_for, Duration::from_secs(5400));
+        assert!(a.dry_run);
+    }
+
+    #[test]
+    fn purge_picks_agents_expired_longer_than_the_grace() {
+        let with_expiry = |path: &str, expires_at: i64| Agent {
+            id: Some(Spiffeid {
+                trust_domain: "example.org".into(),
+                path: path.into(),
+            }),
+            x509svid_expires_at: expires_at,
+            ..Agent::default()
+        };
+        let agents = [
+            with_expiry("/old", 1_000),
+            with_expiry("/recent", 9_500),
+            with_expiry("/valid", 20_000),
+        ];
+        let ids = expired_agents(
+            &agents,
+            Duration::from_secs(10_000),
+            Duration::from_secs(1_000),
+        )
+        .unwrap();
+        assert_eq!(
+            ids.iter().map(|i| i.path.as_str()).collect::<Vec<_>>(),
+            ["/old"]
+        );
+    }
+
+    #[test]
+    fn purge_output_matches_spire() {
+        let found = |id: &str, deleted: bool, error: &str| ExpiredAgent {
+            agent_id: id.into(),
+            deleted,
+            error: error.into(),
+        };
+        assert_eq!(
+            render_purge(&[], false, OutputFormat::Pretty).stdout,
+            "No agents to purge.\n"
+        );
+        assert_eq!(
+            render_purge(&[], false, OutputFormat::Json).stdout,
+            "{\"expired_agents\":[]}\n"
+        );
+        let dry = [found("spiffe://e.org/a", false, "")];
+        assert_eq!(
+            render_purge(&dry, true, OutputFormat::Pretty).stdout,
+            "Found 1 expired agent\n\n\nAgents that can be purged:\nSPIFFE ID         : spiffe://e.org/a\n"
+        );
+        let done = [
+            found("spiffe://e.org/a", true, ""),
+            found(
+                "spiffe://e.org/b",
+                false,
+                "rpc error: code = Internal desc = x",
+            ),
+        ];
+        assert_eq!(
+            render_purge(&done, false, OutputFormat::Pretty).stdout,
+            "Found 2 expired agents\n\nAgents purged:\nSPIFFE ID         : spiffe://e.org/a\n\
+             Agents not purged:\nSPIFFE ID         : spiffe://e.org/b\n\
+             Error             : rpc error: code = Internal desc = x\n"
+        );
+        assert_eq!(
+            render_purge(&done, false, OutputFormat::Json).stdout,
+            "{\"expired_agents\":[{\"agent_id\":\"spiffe://e.org/a\",\"deleted\":true},\
+             {\"agent_id\":\"spiffe://e.org/b\",\"deleted\":false,\
+             \"error\":\"rpc error: code = Internal desc = x\"}]}\n"
         );
     }
 }

@@ -96,6 +96,23 @@ pub(crate) fn go_time_utc(secs: i64) -> String {
     }
 }
 
+/// Go's `time.Unix(secs, 0).UTC().Format(time.RFC3339)`:
+/// `2019-03-12T17:04:26Z`.
+pub(crate) fn rfc3339_utc(secs: i64) -> String {
+    match time::OffsetDateTime::from_unix_timestamp(secs) {
+        Ok(t) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            t.year(),
+            u8::from(t.month()),
+            t.day(),
+            t.hour(),
+            t.minute(),
+            t.second()
+        ),
+        Err(_) => format!("{secs} (unix seconds)"),
+    }
+}
+
 /// The text Go gives an errno (`no such file or directory`), from an I/O
 /// error: Rust's message without the ` (os error N)` suffix, lowercased.
 pub(crate) fn go_errno_text(err: &std::io::Error) -> String {
@@ -163,6 +180,7 @@ mod tests {
     fn time_string_matches_go_utc_format() {
         assert_eq!(go_time_utc(1552410266), "2019-03-12 17:04:26 +0000 UTC");
         assert_eq!(go_time_utc(0), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(rfc3339_utc(1552410266), "2019-03-12T17:04:26Z");
     }
 
     #[test]

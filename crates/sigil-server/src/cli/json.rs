@@ -10,9 +10,14 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value};
-use sigil_proto::spire::api::server::{agent::v1 as agentv1, entry::v1 as entryv1};
+use sigil_proto::spire::api::server::localauthority::v1::AuthorityState;
+use sigil_proto::spire::api::server::{
+    agent::v1 as agentv1, bundle::v1 as bundlev1, debug::v1 as debugv1, entry::v1 as entryv1,
+    svid::v1 as svidv1,
+};
 use sigil_proto::spire::api::types::{
-    Agent, Bundle, Entry, JoinToken, JwtKey, Selector, Spiffeid, Status, WitKey, X509Certificate,
+    Agent, Bundle, Entry, JoinToken, JwtKey, LogLevel, Logger, Selector, Spiffeid, Status, WitKey,
+    X509Certificate,
 };
 
 /// Go's `json.Encoder.Encode` of the value: compact, object keys sorted
@@ -21,6 +26,23 @@ pub(crate) fn encode(value: &Value) -> String {
     let mut out = String::new();
     write_value(&mut out, value);
     out.push('\n');
+    out
+}
+
+/// Go's `json.Marshal` of a struct (what SPIRE prints for results that are
+/// not API messages), newline-terminated: the fields in declaration order,
+/// values written as [`encode`] writes them.
+pub(crate) fn encode_struct(fields: &[(&str, Value)]) -> String {
+    let mut out = String::from("{");
+    for (i, (k, v)) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_string(&mut out, k);
+        out.push(':');
+        write_value(&mut out, v);
+    }
+    out.push_str("}\n");
     out
 }
 
@@ -191,6 +213,137 @@ pub(crate) fn list_agents_response(r: &agentv1::ListAgentsResponse) -> Value {
         ("agents", Value::Array(r.agents.iter().map(agent).collect())),
         ("next_page_token", r.next_page_token.as_str().into()),
     ])
+}
+
+pub(crate) fn list_federated_bundles_response(r: &bundlev1::ListFederatedBundlesResponse) -> Value {
+    object([
+        (
+            "bundles",
+            Value::Array(r.bundles.iter().map(bundle).collect()),
+        ),
+        ("next_page_token", r.next_page_token.as_str().into()),
+    ])
+}
+
+pub(crate) fn set_federated_bundle_response(
+    r: &bundlev1::BatchSetFederatedBundleResponse,
+) -> Value {
+    let results = r
+        .results
+        .iter()
+        .map(|r| {
+            let mut fields = vec![("status", status(r.status.as_ref()))];
+            if let Some(b) = &r.bundle {
+                fields.push(("bundle", bundle(b)));
+            }
+            object(fields)
+        })
+        .collect();
+    object([("results", Value::Array(results))])
+}
+
+pub(crate) fn delete_federated_bundle_response(
+    r: &bundlev1::BatchDeleteFederatedBundleResponse,
+) -> Value {
+    let results = r
+        .results
+        .iter()
+        .map(|r| {
+            object([
+                ("status", status(r.status.as_ref())),
+                ("trust_domain", r.trust_domain.as_str().into()),
+            ])
+        })
+        .collect();
+    object([("results", Value::Array(results))])
+}
+
+pub(crate) fn authority_state(a: &AuthorityState) -> Value {
+    object([
+        ("authority_id", Value::from(a.authority_id.as_str())),
+        ("expires_at", int64(a.expires_at)),
+        (
+            "upstream_authority_subject_key_id",
+            a.upstream_authority_subject_key_id.as_str().into(),
+        ),
+    ])
+}
+
+/// A message whose fields are all `AuthorityState`s; unset ones are left
+/// out (protojson writes them as null, which SPIRE then drops).
+pub(crate) fn authority_states<'a>(
+    fields: impl IntoIterator<Item = (&'a str, Option<&'a AuthorityState>)>,
+) -> Value {
+    object(
+        fields
+            .into_iter()
+            .filter_map(|(name, state)| state.map(|s| (name, authority_state(s)))),
+    )
+}
+
+/// A message holding one string field.
+pub(crate) fn string_field(name: &str, value: &str) -> Value {
+    object([(name, Value::from(value))])
+}
+
+pub(crate) fn logger(l: &Logger) -> Value {
+    object([
+        ("current_level", log_level(l.current_level)),
+        ("launch_level", log_level(l.launch_level)),
+    ])
+}
+
+pub(crate) fn debug_info(r: &debugv1::GetInfoResponse) -> Value {
+    let chain = r
+        .svid_chain
+        .iter()
+        .map(|c| {
+            let mut fields = vec![
+                ("expires_at", int64(c.expires_at)),
+                ("subject", c.subject.as_str().into()),
+            ];
+            if let Some(id) = &c.id {
+                fields.push(("id", spiffe_id(id)));
+            }
+            object(fields)
+        })
+        .collect();
+    object([
+        ("svid_chain", Value::Array(chain)),
+        ("uptime", r.uptime.into()),
+        ("agents_count", r.agents_count.into()),
+        ("federated_bundles_count", r.federated_bundles_count.into()),
+        ("entries_count", r.entries_count.into()),
+    ])
+}
+
+pub(crate) fn mint_jwt_svid_response(r: &svidv1::MintJwtsvidResponse) -> Value {
+    let Some(svid) = &r.svid else {
+        return empty();
+    };
+    let mut fields = vec![
+        ("token", Value::from(svid.token.as_str())),
+        ("expires_at", int64(svid.expires_at)),
+        ("issued_at", int64(svid.issued_at)),
+        ("hint", svid.hint.as_str().into()),
+    ];
+    if let Some(id) = &svid.id {
+        fields.push(("id", spiffe_id(id)));
+    }
+    object([("svid", object(fields))])
+}
+
+/// Bytes as protojson and Go's `encoding/json` write them: standard base64.
+pub(crate) fn base64(bytes: &[u8]) -> Value {
+    Value::String(STANDARD.encode(bytes))
+}
+
+/// protojson writes a known enum value by name, an unknown one as a number.
+fn log_level(v: i32) -> Value {
+    match LogLevel::try_from(v) {
+        Ok(level) => level.as_str_name().into(),
+        Err(_) => v.into(),
+    }
 }
 
 fn x509_certificate(c: &X509Certificate) -> Value {

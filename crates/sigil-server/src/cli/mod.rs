@@ -1,4 +1,5 @@
 //! The admin commands of `sigil-server` (`token`, `entry`, `agent`, `bundle`,
+//! `localauthority`, `upstreamauthority`, `logger`, `debug`, `x509`, `jwt`,
 //! `healthcheck`): SPIRE's `spire-server` CLI, same flags, same output.
 //!
 //! Every command talks to a running server over its admin Unix socket with the
@@ -13,11 +14,18 @@
 
 mod agent;
 mod bundle;
+mod debug;
 mod entry;
+mod federation;
 mod fmt;
 mod healthcheck;
 mod json;
+mod localauthority;
+mod logger;
+mod mint;
+mod rpc;
 mod token;
+mod upstreamauthority;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,9 +35,15 @@ use tonic::transport::{Channel, Endpoint};
 
 pub use agent::AgentCommand;
 pub use bundle::BundleCommand;
+pub use debug::DebugCommand;
 pub use entry::EntryCommand;
+pub use federation::FederationCommand;
 pub use healthcheck::HealthcheckArgs;
+pub use localauthority::LocalAuthorityCommand;
+pub use logger::LoggerCommand;
+pub use mint::{JwtCommand, X509Command};
 pub use token::TokenCommand;
+pub use upstreamauthority::UpstreamAuthorityCommand;
 
 /// Where the admin socket is when `-socketPath` is not given (SPIRE's default).
 pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-server/private/api.sock";
@@ -54,11 +68,32 @@ pub enum AdminCommand {
     /// Manage attested agents
     #[command(subcommand)]
     Agent(AgentCommand),
-    /// Show or count trust bundles
+    /// Manage the server's and federated trust bundles
     #[command(subcommand)]
     Bundle(BundleCommand),
     /// Determines server health status
     Healthcheck(HealthcheckArgs),
+    /// Manage dynamic federation relationships
+    #[command(subcommand)]
+    Federation(FederationCommand),
+    /// Manage the local X.509 and JWT authorities
+    #[command(subcommand, name = "localauthority")]
+    LocalAuthority(LocalAuthorityCommand),
+    /// Manage X.509 upstream authorities
+    #[command(subcommand, name = "upstreamauthority")]
+    UpstreamAuthority(UpstreamAuthorityCommand),
+    /// Get or change the server's log level
+    #[command(subcommand)]
+    Logger(LoggerCommand),
+    /// Debug information about the server
+    #[command(subcommand)]
+    Debug(DebugCommand),
+    /// Mint X509-SVIDs
+    #[command(subcommand)]
+    X509(X509Command),
+    /// Mint JWT-SVIDs
+    #[command(subcommand)]
+    Jwt(JwtCommand),
 }
 
 /// Runs one admin command: prints its output on stdout/stderr as SPIRE does
@@ -71,6 +106,13 @@ pub async fn run(cmd: AdminCommand) -> ExitCode {
         AdminCommand::Agent(c) => agent::run(c).await,
         AdminCommand::Bundle(c) => bundle::run(c).await,
         AdminCommand::Healthcheck(a) => healthcheck::run(a).await,
+        AdminCommand::Federation(c) => federation::run(c).await,
+        AdminCommand::LocalAuthority(c) => localauthority::run(c).await,
+        AdminCommand::UpstreamAuthority(c) => upstreamauthority::run(c).await,
+        AdminCommand::Logger(c) => logger::run(c).await,
+        AdminCommand::Debug(c) => debug::run(c).await,
+        AdminCommand::X509(c) => mint::run_x509(c).await,
+        AdminCommand::Jwt(c) => mint::run_jwt(c).await,
     };
     let (outcome, error) = match result {
         Ok(outcome) => {
