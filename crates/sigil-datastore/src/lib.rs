@@ -34,7 +34,8 @@ pub const SUPPORTED_DATABASE_TYPES: &[&str] = &["sqlite3", "postgres"];
 ///
 /// - `sqlite3`: a file path, `file:` URI or `sqlite:` URL; the file is created
 ///   if missing. WAL journal, `synchronous=FULL`, foreign keys on.
-/// - `postgres`: a `postgres://user:pass@host:port/db?sslmode=...` URL.
+/// - `postgres`: a `postgres://user:pass@host:port/db?sslmode=...` URL, or
+///   libpq's keyword form (`dbname=db user=u password=p host=h sslmode=disable`).
 /// - `mysql`: not supported yet (an `InvalidConfig` error says so).
 pub async fn open(
     database_type: &str,
