@@ -17,6 +17,7 @@ mod spki;
 pub mod csr;
 pub mod jwt;
 pub mod key;
+pub mod pkix;
 pub mod tls;
 pub mod x509;
 

@@ -15,7 +15,7 @@ use sigil_proto::spire::api::agent::debug::v1::{GetInfoRequest, GetInfoResponse}
 use sigil_proto::spire::api::types::Spiffeid;
 use sigil_spiffe::SpiffeId;
 use tonic::{Request, Response, Status};
-use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate, X509Name};
+use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
 use super::{AdminError, AgentStatus};
 use crate::cache::CacheHandle;
@@ -161,7 +161,7 @@ fn describe_cert(der: &[u8]) -> Result<Cert, AdminError> {
             path: id.path().to_owned(),
         }),
         expires_at,
-        subject: go_name_string(cert.subject()),
+        subject: sigil_crypto::pkix::go_subject_string(der),
     })
 }
 
@@ -179,133 +179,9 @@ fn spiffe_id_of(cert: &X509Certificate<'_>) -> Option<SpiffeId> {
     }
 }
 
-/// Go's `pkix.Name.String()`, so `subject` reads as SPIRE reports it
-/// (`O=SPIRE,C=US`): the well-known attributes in Go's fixed order, most
-/// specific first, several values of one type joined with `+`; other
-/// attributes after them as `<oid>=#<hex DER>`.
-fn go_name_string(name: &X509Name<'_>) -> String {
-    // Go's ToRDNSequence order, which String() then reverses.
-    const KNOWN: [(&str, &str); 9] = [
-        ("2.5.4.6", "C"),
-        ("2.5.4.8", "ST"),
-        ("2.5.4.7", "L"),
-        ("2.5.4.9", "STREET"),
-        ("2.5.4.17", "POSTALCODE"),
-        ("2.5.4.10", "O"),
-        ("2.5.4.11", "OU"),
-        ("2.5.4.3", "CN"),
-        ("2.5.4.5", "SERIALNUMBER"),
-    ];
-    let attrs: Vec<(String, String, Vec<u8>)> = name
-        .iter_attributes()
-        .map(|a| {
-            let value = a
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|_| String::from_utf8_lossy(a.attr_value().as_bytes()).into());
-            (a.attr_type().to_id_string(), value, go_marshal_value(a))
-        })
-        .collect();
-
-    // Go keeps one CN and one SERIALNUMBER (the last); the others collect.
-    let mut rdns: Vec<String> = Vec::new();
-    for (oid, _, der) in &attrs {
-        if !KNOWN.iter().any(|(k, _)| k == oid) {
-            rdns.push(format!("{oid}=#{}", hex::encode(der)));
-        }
-    }
-    for (oid, label) in KNOWN {
-        let values: Vec<&str> = attrs
-            .iter()
-            .filter(|(o, _, _)| o == oid)
-            .map(|(_, v, _)| v.as_str())
-            .collect();
-        let values = match label {
-            "CN" | "SERIALNUMBER" => values.last().copied().into_iter().collect(),
-            _ => values,
-        };
-        if values.is_empty() {
-            continue;
-        }
-        rdns.push(
-            values
-                .iter()
-                .map(|v| format!("{label}={}", go_escape(v)))
-                .collect::<Vec<_>>()
-                .join("+"),
-        );
-    }
-    rdns.reverse();
-    rdns.join(",")
-}
-
-/// Go's escaping of attribute values in `RDNSequence.String()`.
-fn go_escape(value: &str) -> String {
-    let last = value.chars().count().saturating_sub(1);
-    let mut out = String::with_capacity(value.len());
-    for (i, c) in value.chars().enumerate() {
-        let escape = match c {
-            ',' | '+' | '"' | '\\' | '<' | '>' | ';' => true,
-            ' ' => i == 0 || i == last,
-            '#' => i == 0,
-            _ => false,
-        };
-        if escape {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// How Go re-marshals an attribute value it does not name: strings as
-/// PrintableString when they fit its alphabet, else UTF8String; anything
-/// else as it came.
-fn go_marshal_value(attr: &x509_parser::x509::AttributeTypeAndValue<'_>) -> Vec<u8> {
-    let any = attr.attr_value();
-    let (tag, body) = match attr.as_str() {
-        Ok(s) => {
-            let printable = s
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b" '()+,-./:=?*".contains(&b));
-            (if printable { 0x13 } else { 0x0c }, s.as_bytes())
-        }
-        Err(_) => {
-            let header = &any.header;
-            let class = (header.class() as u8) << 6;
-            let constructed = if header.is_constructed() { 0x20 } else { 0 };
-            let number = u8::try_from(header.tag().0).unwrap_or(0x1f).min(0x1e);
-            (class | constructed | number, any.as_bytes())
-        }
-    };
-    let mut der = vec![tag];
-    let len = body.len();
-    if len < 0x80 {
-        der.push(len as u8);
-    } else {
-        let bytes: Vec<u8> = len
-            .to_be_bytes()
-            .into_iter()
-            .skip_while(|b| *b == 0)
-            .collect();
-        der.push(0x80 | bytes.len() as u8);
-        der.extend(bytes);
-    }
-    der.extend_from_slice(body);
-    der
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn go_escaping_matches_pkix() {
-        assert_eq!(go_escape("a,b+c"), "a\\,b\\+c");
-        assert_eq!(go_escape(" x "), "\\ x\\ ");
-        assert_eq!(go_escape("#x#"), "\\#x#");
-        assert_eq!(go_escape("plain"), "plain");
-    }
 
     #[test]
     fn subject_is_formatted_as_go_does() {
