@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sigil_spiffe::{Bundle, Selector, SpiffeId};
+use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
 /// An X509-SVID the agent holds for one registration entry.
@@ -31,6 +31,9 @@ pub struct X509SvidRecord {
     pub key_pkcs8: Vec<u8>,
     /// Leaf expiry, unix seconds.
     pub expires_at: i64,
+    /// The trust domains the entry federates with: their bundles go to
+    /// workloads holding this SVID.
+    pub federates_with: Vec<TrustDomain>,
 }
 
 impl X509SvidRecord {
@@ -45,7 +48,8 @@ impl X509SvidRecord {
 pub struct Snapshot {
     /// Our trust domain's bundle.
     pub bundle: Arc<Bundle>,
-    /// Federated bundles (empty until federation exists).
+    /// The bundles of the trust domains authorized entries federate with,
+    /// ordered by trust domain. Never holds our own trust domain.
     pub federated_bundles: Vec<Arc<Bundle>>,
     /// One X509-SVID per authorized entry that has one, ordered by entry ID.
     pub svids: Vec<X509SvidRecord>,
@@ -55,6 +59,22 @@ impl Snapshot {
     /// The SVIDs a workload with `selectors` may have, in stable order.
     pub fn svids_for(&self, selectors: &[Selector]) -> Vec<&X509SvidRecord> {
         self.svids.iter().filter(|s| s.matches(selectors)).collect()
+    }
+
+    /// The federated bundles a holder of `svids` gets: those of the trust
+    /// domains any of them federates with, ordered by trust domain. A trust
+    /// domain whose bundle the agent does not have is left out, as SPIRE
+    /// does.
+    pub fn federated_bundles_for<'a>(&'a self, svids: &[&X509SvidRecord]) -> Vec<&'a Arc<Bundle>> {
+        self.federated_bundles
+            .iter()
+            .filter(|b| b.trust_domain != self.bundle.trust_domain)
+            .filter(|b| {
+                svids
+                    .iter()
+                    .any(|s| s.federates_with.contains(&b.trust_domain))
+            })
+            .collect()
     }
 }
 
@@ -118,8 +138,45 @@ mod tests {
             chain: vec![],
             key_pkcs8: vec![],
             expires_at: 0,
+            federates_with: vec![],
         };
         assert!(rec.matches(&[s("unix:uid:1000"), s("unix:gid:1000"), s("unix:user:a")]));
         assert!(!rec.matches(&[s("unix:uid:1000")]));
+    }
+
+    #[test]
+    fn federated_bundles_for_is_the_union_of_the_records_federations() {
+        let td = |n: &str| TrustDomain::new(n).unwrap();
+        let record = |tds: &[&str]| X509SvidRecord {
+            entry_id: "e".into(),
+            spiffe_id: SpiffeId::parse("spiffe://example.org/w").unwrap(),
+            selectors: vec![],
+            hint: String::new(),
+            chain: vec![],
+            key_pkcs8: vec![],
+            expires_at: 0,
+            federates_with: tds.iter().map(|t| td(t)).collect(),
+        };
+        let snapshot = Snapshot {
+            bundle: Arc::new(Bundle::new(td("example.org"))),
+            federated_bundles: ["a.org", "b.org", "c.org"]
+                .iter()
+                .map(|t| Arc::new(Bundle::new(td(t))))
+                .collect(),
+            svids: vec![],
+        };
+        let names = |bundles: Vec<&Arc<Bundle>>| -> Vec<String> {
+            bundles
+                .iter()
+                .map(|b| b.trust_domain.name().to_owned())
+                .collect()
+        };
+        let (one, two, none) = (record(&["a.org"]), record(&["c.org", "x.org"]), record(&[]));
+        assert_eq!(
+            names(snapshot.federated_bundles_for(&[&one, &two])),
+            ["a.org", "c.org"]
+        );
+        assert!(snapshot.federated_bundles_for(&[&none]).is_empty());
+        assert!(snapshot.federated_bundles_for(&[]).is_empty());
     }
 }

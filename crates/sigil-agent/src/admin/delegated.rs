@@ -255,15 +255,24 @@ fn check_delegate(
     Err(AdminError::NotAuthorizedDelegate)
 }
 
-/// The X509-SVIDs (with keys) of the workload with `selectors`, and, when
-/// it has any, the federated trust domains, sorted. An empty list is a
+/// The X509-SVIDs (with keys) of the workload with `selectors`, and the
+/// trust domain IDs its entries federate with (those the agent has bundles
+/// for), sorted. An empty list is a
 /// valid message: the workload has nothing (yet).
 fn x509_svids_response(
     snapshot: &Snapshot,
     selectors: &[Selector],
 ) -> SubscribeToX509sviDsResponse {
-    let x509_svids: Vec<X509svidWithKey> = snapshot
-        .svids_for(selectors)
+    let svids = snapshot.svids_for(selectors);
+    // SPIRE lists the trust domains whose bundles this workload receives:
+    // those its entries federate with and the agent has a bundle for.
+    let mut federates_with: Vec<String> = snapshot
+        .federated_bundles_for(&svids)
+        .into_iter()
+        .map(|b| b.trust_domain.id_string())
+        .collect();
+    federates_with.sort();
+    let x509_svids: Vec<X509svidWithKey> = svids
         .into_iter()
         .map(|svid| X509svidWithKey {
             x509_svid: Some(ApiX509svid {
@@ -275,25 +284,14 @@ fn x509_svids_response(
             x509_svid_key: svid.key_pkcs8.clone(),
         })
         .collect();
-    let mut federates_with: Vec<String> = if x509_svids.is_empty() {
-        Vec::new()
-    } else {
-        snapshot
-            .federated_bundles
-            .iter()
-            .filter(|b| b.trust_domain != snapshot.bundle.trust_domain)
-            .map(|b| b.trust_domain.id_string())
-            .collect()
-    };
-    federates_with.sort();
-    federates_with.dedup();
     SubscribeToX509sviDsResponse {
         x509_svids,
         federates_with,
     }
 }
 
-/// Our bundle and every federated one, keyed by trust domain ID.
+/// Our bundle and every federated one the agent holds, keyed by trust
+/// domain ID (SPIRE's delegated bundle streams are not per workload).
 fn all_bundles(
     snapshot: &Snapshot,
     encode: impl Fn(&Bundle) -> Vec<u8>,

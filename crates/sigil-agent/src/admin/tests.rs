@@ -37,7 +37,7 @@ use crate::attestor::{AttestError, UnixAttestor, UnixAttestorConfig, WorkloadAtt
 use crate::cache::{CacheHandle, Snapshot, X509SvidRecord};
 use crate::uds::{PeerInfo, UdsIncoming};
 use crate::workload::standard_jwks;
-use crate::workload::testutil::{FakeMinter, TestCa, selector};
+use crate::workload::testutil::{FakeMinter, TestCa, federating, selector};
 
 const TIMEOUT: Duration = Duration::from_secs(10);
 const DELEGATE: &str = "/delegate";
@@ -273,7 +273,10 @@ async fn authorized_delegate_streams_x509_svids_by_selectors_and_gets_pushes() {
     let other = TestCa::new("other.org").bundle();
     admin.publish(
         Some(DELEGATE),
-        vec![admin.ca.svid("web", "/web", &["k8s:ns:web"])],
+        vec![federating(
+            admin.ca.svid("web", "/web", &["k8s:ns:web"]),
+            &["other.org"],
+        )],
         vec![other.clone()],
     );
     let mut stream = admin

@@ -18,7 +18,7 @@ use sigil_proto::workload::{
 
 use super::x509::{Cert, SvidView, format_svids};
 use super::*;
-use crate::workload::testutil::{TestAgent, TestCa};
+use crate::workload::testutil::{TestAgent, TestCa, federating};
 
 #[derive(clap::Parser, Debug)]
 struct TestCli {
@@ -289,7 +289,10 @@ fn x509_json_uses_proto_names_base64_and_every_field() {
 #[tokio::test]
 async fn fetch_x509_write_saves_pem_files_with_a_private_key_mode() {
     let agent = TestAgent::start().await;
-    let web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    let web = federating(
+        agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["partner.org"],
+    );
     let partner = TestCa::new("partner.org").bundle();
     agent.publish(vec![web.clone()], vec![partner.clone()]);
     let out_dir = tempfile::tempdir().expect("tempdir");
@@ -617,7 +620,10 @@ async fn watch_prints_every_update_until_interrupted() {
         };
         wait_for(1).await;
         agent.publish(
-            vec![agent.ca.svid("e1", "/web", &["unix:uid:1000"])],
+            vec![federating(
+                agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+                &["partner.org"],
+            )],
             vec![TestCa::new("partner.org").bundle()],
         );
         wait_for(2).await;

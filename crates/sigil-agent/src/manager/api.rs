@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sigil_crypto::key::Signer;
-use sigil_spiffe::{Bundle, Selector, SpiffeId};
+use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
 use tonic::Status;
 
 /// A registration entry the agent is authorized for, as far as the agent
@@ -36,6 +36,8 @@ pub struct AuthorizedEntry {
     pub jwt_svid_ttl: i32,
     /// The SVID is meant for an SVIDStore plugin, not for workloads.
     pub store_svid: bool,
+    /// Trust domains whose bundles workloads of this entry receive.
+    pub federates_with: Vec<TrustDomain>,
 }
 
 /// An X509-SVID as the server issued it.
@@ -104,6 +106,10 @@ pub trait ServerApi: Send + Sync + std::fmt::Debug {
 
     /// `Bundle.GetBundle`: our trust domain's bundle.
     async fn get_bundle(&self) -> Result<Bundle, Status>;
+
+    /// `Bundle.GetFederatedBundle`: the bundle of trust domain `td`, which
+    /// must not be ours. `NotFound` when the server has none.
+    async fn get_federated_bundle(&self, td: &TrustDomain) -> Result<Bundle, Status>;
 
     /// `Entry.GetAuthorizedEntries`.
     async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status>;

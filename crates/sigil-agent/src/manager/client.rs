@@ -201,6 +201,18 @@ impl ServerApi for TonicServerApi {
         bundle_from_proto(&self.trust_domain, bundle).map_err(Status::internal)
     }
 
+    async fn get_federated_bundle(&self, td: &TrustDomain) -> Result<Bundle, Status> {
+        let mut client = bundle_pb::bundle_client::BundleClient::new(self.channel()?);
+        let bundle = client
+            .get_federated_bundle(bundle_pb::GetFederatedBundleRequest {
+                trust_domain: td.name().to_owned(),
+                output_mask: None,
+            })
+            .await?
+            .into_inner();
+        bundle_from_proto(td, bundle).map_err(Status::internal)
+    }
+
     async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {
         let mut client = entry_pb::entry_client::EntryClient::new(self.channel()?);
         let response = client
@@ -313,7 +325,7 @@ pub fn client_tls_config(
     )
 }
 
-/// Converts a `spire.api.types.Bundle` for our trust domain.
+/// Converts a `spire.api.types.Bundle` that must be trust domain `td`'s.
 pub fn bundle_from_proto(td: &TrustDomain, b: types::Bundle) -> Result<Bundle, String> {
     if b.trust_domain != td.name() {
         return Err(format!(
@@ -353,6 +365,16 @@ pub fn entry_from_proto(e: types::Entry) -> Result<AuthorizedEntry, String> {
         .iter()
         .map(|s| Selector::new(&s.r#type, &s.value).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?;
+    // The API carries names; IDs (`spiffe://td`) are accepted too, as SPIRE
+    // parses them with TrustDomainFromString.
+    let federates_with = e
+        .federates_with
+        .iter()
+        .map(|t| {
+            TrustDomain::new(t)
+                .map_err(|err| format!("invalid federated trust domain {t:?}: {err}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(AuthorizedEntry {
         id: e.id,
         spiffe_id,
@@ -363,6 +385,7 @@ pub fn entry_from_proto(e: types::Entry) -> Result<AuthorizedEntry, String> {
         x509_svid_ttl: e.x509_svid_ttl,
         jwt_svid_ttl: e.jwt_svid_ttl,
         store_svid: e.store_svid,
+        federates_with,
     })
 }
 
@@ -536,10 +559,28 @@ mod tests {
                 value: "uid:1000".into(),
             }],
             revision_number: 3,
+            federates_with: vec!["partner.org".into(), "spiffe://other.org".into()],
             ..Default::default()
         })
         .unwrap();
         assert_eq!(e.spiffe_id.as_str(), "spiffe://example.org/web");
+        assert_eq!(
+            e.federates_with,
+            [
+                TrustDomain::new("partner.org").unwrap(),
+                TrustDomain::new("other.org").unwrap()
+            ]
+        );
+        let bad_federation = types::Entry {
+            id: "e3".into(),
+            spiffe_id: Some(types::Spiffeid {
+                trust_domain: "example.org".into(),
+                path: "/web".into(),
+            }),
+            federates_with: vec!["Not A Domain".into()],
+            ..Default::default()
+        };
+        assert!(entry_from_proto(bad_federation).is_err());
         assert_eq!(e.selectors[0].to_string(), "unix:uid:1000");
         assert_eq!(e.revision_number, 3);
         assert!(

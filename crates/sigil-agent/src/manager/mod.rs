@@ -314,27 +314,33 @@ impl Manager {
             }),
         )?;
 
-        let cached = match data.load_svid_cache(&td, clock.unix_now()) {
-            Ok((stored_bundle, svids)) => {
+        let (federated, cached) = match data.load_svid_cache(&td, clock.unix_now()) {
+            Ok(loaded) => {
                 // The stored full bundle carries JWT authorities too; prefer it
                 // while its X.509 authorities agree with bundle.der.
-                if let Some(b) = stored_bundle
+                if let Some(b) = loaded.bundle
                     && b.x509_authorities == bundle.x509_authorities
                 {
                     bundle = b;
                 }
-                if !svids.is_empty() {
-                    tracing::info!(count = svids.len(), "Loaded cached X509-SVIDs");
+                if !loaded.svids.is_empty() {
+                    tracing::info!(count = loaded.svids.len(), "Loaded cached X509-SVIDs");
                 }
-                svids
+                if !loaded.federated.is_empty() {
+                    tracing::info!(
+                        count = loaded.federated.len(),
+                        "Loaded cached federated bundles"
+                    );
+                }
+                (loaded.federated, loaded.svids)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "Ignoring the stored SVID cache");
-                Vec::new()
+                (Vec::new(), Vec::new())
             }
         };
         let has_cached = !cached.is_empty();
-        let state = SyncState::new(td.clone(), bundle, cached);
+        let state = SyncState::new(td.clone(), bundle, federated, cached);
         let (snapshots, _) = watch::channel(Some(Arc::new(state.snapshot())));
         let jwt = Arc::new(CachingJwtMinter::new(api.clone(), clock.clone()));
 
@@ -520,7 +526,7 @@ impl Shared {
 
         match result {
             Ok(outcome) => {
-                if outcome.issued + outcome.dropped > 0 {
+                if outcome.issued + outcome.dropped > 0 || outcome.federated_changed {
                     tracing::debug!(?outcome, "Sync finished");
                 }
                 rotation
@@ -596,9 +602,15 @@ impl Shared {
         let data = self.data.clone();
         let td = state.td.clone();
         let bundle = state.bundle.clone();
+        let federated: Vec<_> = state.federated.values().cloned().collect();
         let svids: Vec<_> = state.svids.values().cloned().collect();
         let written = tokio::task::spawn_blocking(move || {
-            data.store_svid_cache(&td, Some(&bundle), &svids.iter().collect::<Vec<_>>())
+            data.store_svid_cache(
+                &td,
+                Some(&bundle),
+                &federated.iter().map(|b| &**b).collect::<Vec<_>>(),
+                &svids.iter().collect::<Vec<_>>(),
+            )
         })
         .await;
         match written {

@@ -5,8 +5,9 @@
 //! - `bundle.der`: the trust domain's X.509 authorities, concatenated DER
 //!   (SPIRE's name and format).
 //! - `svid_cache.json` (mode 0600, sigil's own): the workload X509-SVIDs
-//!   with their private keys and the full bundle (JWT authorities too), so a
-//!   restarted agent serves at once, even while the server is down.
+//!   with their private keys, the full bundle (JWT authorities too) and the
+//!   federated bundles, so a restarted agent serves at once, even while the
+//!   server is down.
 //!
 //! Every write is atomic (temporary file, fsync, rename). A corrupt
 //! `svid_cache.json` is only a lost cache: it is reported and ignored. The
@@ -69,6 +70,17 @@ pub struct CachedSvid {
     pub x509_svid_ttl: i32,
 }
 
+/// What `svid_cache.json` held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadedCache {
+    /// Our full bundle, if stored.
+    pub bundle: Option<Bundle>,
+    /// The federated bundles, ordered by trust domain.
+    pub federated: Vec<Bundle>,
+    /// The SVIDs not yet expired.
+    pub svids: Vec<CachedSvid>,
+}
+
 /// The `data_dir` files of one agent.
 #[derive(Debug, Clone)]
 pub struct DataDir {
@@ -106,17 +118,15 @@ impl DataDir {
         write(&self.dir.join(BUNDLE_FILE), &authorities.concat())
     }
 
-    /// Loads the workload SVID cache for `td`: the full bundle (if stored)
-    /// and the SVIDs not yet expired at `now`.
-    pub fn load_svid_cache(
-        &self,
-        td: &TrustDomain,
-        now: i64,
-    ) -> Result<(Option<Bundle>, Vec<CachedSvid>), StoreError> {
+    /// Loads the workload SVID cache for `td`: the full bundle (if stored),
+    /// the federated bundles and the SVIDs not yet expired at `now`.
+    pub fn load_svid_cache(&self, td: &TrustDomain, now: i64) -> Result<LoadedCache, StoreError> {
         let path = self.dir.join(SVID_CACHE_FILE);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, Vec::new())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(LoadedCache::default());
+            }
             Err(source) => return Err(StoreError::Io { path, source }),
         };
         let corrupt = |reason: String| StoreError::Corrupt {
@@ -142,6 +152,15 @@ impl DataDir {
             ),
             None => None,
         };
+        let mut federated = Vec::with_capacity(file.federated_bundles.len());
+        for b in file.federated_bundles {
+            let ftd = TrustDomain::new(&b.trust_domain)
+                .map_err(|e| corrupt(format!("federated bundle {:?}: {e}", b.trust_domain)))?;
+            federated.push(
+                Bundle::parse_jwks(&ftd, b.bundle.as_bytes())
+                    .map_err(|e| corrupt(format!("federated bundle {:?}: {e}", b.trust_domain)))?,
+            );
+        }
         let mut svids = Vec::with_capacity(file.svids.len());
         for s in file.svids {
             let entry_id = s.entry_id.clone();
@@ -152,7 +171,11 @@ impl DataDir {
                 svids.push(svid);
             }
         }
-        Ok((bundle, svids))
+        Ok(LoadedCache {
+            bundle,
+            federated,
+            svids,
+        })
     }
 
     /// Stores the workload SVID cache (mode 0600).
@@ -160,12 +183,21 @@ impl DataDir {
         &self,
         td: &TrustDomain,
         bundle: Option<&Bundle>,
+        federated: &[&Bundle],
         svids: &[&CachedSvid],
     ) -> Result<(), StoreError> {
+        let jwks = |b: &Bundle| String::from_utf8_lossy(&b.to_jwks()).into_owned();
         let file = CacheFile {
             version: CACHE_VERSION,
             trust_domain: td.name().to_owned(),
-            bundle: bundle.map(|b| String::from_utf8_lossy(&b.to_jwks()).into_owned()),
+            bundle: bundle.map(jwks),
+            federated_bundles: federated
+                .iter()
+                .map(|b| StoredBundle {
+                    trust_domain: b.trust_domain.name().to_owned(),
+                    bundle: jwks(b),
+                })
+                .collect(),
             svids: svids.iter().map(|s| StoredSvid::from_cached(s)).collect(),
         };
         let path = self.dir.join(SVID_CACHE_FILE);
@@ -226,7 +258,17 @@ struct CacheFile {
     /// The bundle as a SPIFFE bundle document.
     #[serde(default)]
     bundle: Option<String>,
+    /// Federated bundles; absent in files written before federation.
+    #[serde(default)]
+    federated_bundles: Vec<StoredBundle>,
     svids: Vec<StoredSvid>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredBundle {
+    trust_domain: String,
+    /// A SPIFFE bundle document.
+    bundle: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -247,6 +289,9 @@ struct StoredSvid {
     dns_names: Vec<String>,
     #[serde(default)]
     x509_svid_ttl: i32,
+    /// Trust domain names.
+    #[serde(default)]
+    federates_with: Vec<String>,
 }
 
 impl StoredSvid {
@@ -263,6 +308,12 @@ impl StoredSvid {
             revision_number: s.revision_number,
             dns_names: s.dns_names.clone(),
             x509_svid_ttl: s.x509_svid_ttl,
+            federates_with: s
+                .record
+                .federates_with
+                .iter()
+                .map(|t| t.name().to_owned())
+                .collect(),
         }
     }
 
@@ -286,6 +337,11 @@ impl StoredSvid {
         let key_pkcs8 = STANDARD
             .decode(&self.key_pkcs8)
             .map_err(|e| format!("key: {e}"))?;
+        let federates_with = self
+            .federates_with
+            .iter()
+            .map(|t| TrustDomain::new(t).map_err(|e| format!("federates_with: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(CachedSvid {
             record: X509SvidRecord {
                 entry_id: self.entry_id,
@@ -295,6 +351,7 @@ impl StoredSvid {
                 chain,
                 key_pkcs8,
                 expires_at: self.expires_at,
+                federates_with,
             },
             issued_at: self.issued_at,
             revision_number: self.revision_number,
@@ -327,26 +384,47 @@ mod tests {
     }
 
     #[test]
+    fn svid_cache_without_federation_fields_still_loads() {
+        let td = TrustDomain::new("example.org").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SVID_CACHE_FILE),
+            br#"{"version":1,"trust_domain":"example.org","svids":[]}"#,
+        )
+        .unwrap();
+        let loaded = DataDir::new(dir.path()).load_svid_cache(&td, 0).unwrap();
+        assert!(loaded.federated.is_empty());
+    }
+
+    #[test]
     fn svid_cache_round_trips_with_mode_0600_and_drops_expired() {
         let ca = TestCa::new("example.org");
         let td = TrustDomain::new("example.org").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let dd = DataDir::new(dir.path());
         let now = sigil_plugin::clock::unix(std::time::SystemTime::now());
-        let live = ca.cached_svid("e1", "/web", now - 10, now + 3600);
+        let mut live = ca.cached_svid("e1", "/web", now - 10, now + 3600);
+        live.record.federates_with = vec![TrustDomain::new("partner.org").unwrap()];
+        let partner = TestCa::new("partner.org");
+        let mut federated = Bundle::new(partner.td.clone());
+        federated.x509_authorities.push(partner.cert.clone());
         let dead = ca.cached_svid("e2", "/old", now - 7200, now - 3600);
         let mut bundle = Bundle::new(td.clone());
         bundle.x509_authorities.push(ca.cert.clone());
-        dd.store_svid_cache(&td, Some(&bundle), &[&live, &dead])
+        dd.store_svid_cache(&td, Some(&bundle), &[&federated], &[&live, &dead])
             .unwrap();
         let mode = std::fs::metadata(dir.path().join(SVID_CACHE_FILE))
             .unwrap()
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
-        let (b, svids) = dd.load_svid_cache(&td, now).unwrap();
-        assert_eq!(b.unwrap().x509_authorities, vec![ca.cert.clone()]);
-        assert_eq!(svids, vec![live]);
+        let loaded = dd.load_svid_cache(&td, now).unwrap();
+        assert_eq!(
+            loaded.bundle.unwrap().x509_authorities,
+            vec![ca.cert.clone()]
+        );
+        assert_eq!(loaded.federated, vec![federated]);
+        assert_eq!(loaded.svids, vec![live]);
 
         let other = TrustDomain::new("other.org").unwrap();
         assert!(matches!(

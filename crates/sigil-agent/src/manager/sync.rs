@@ -5,14 +5,21 @@
 //! per SVID, CSRs in batches of at most [`MAX_BATCH`]) for every entry that
 //! has none, whose SVID reached half its lifetime, or whose entry changed in
 //! a way the certificate reflects (revision, SPIFFE ID, DNS names, TTL).
-//! Selector and hint changes are applied to the cached record in place.
+//! Selector, hint and federation changes are applied to the cached record
+//! in place.
+//!
+//! It also keeps the bundles of the trust domains the authorized entries
+//! federate with, fetched each sync with `GetFederatedBundle`: a bundle no
+//! entry refers to any more is dropped, one the server no longer has
+//! (`NotFound`) too, and one whose fetch fails otherwise is kept as it was,
+//! so a server hiccup never takes trust away from workloads.
 //!
 //! This module owns [`SyncState`], the agent's current view. It never
 //! publishes or persists anything: the manager builds a [`Snapshot`] from
 //! the state after each attempt, successful or not, and publishes it only
 //! when it differs from the last one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
@@ -69,13 +76,15 @@ pub fn renewal_reason(
     None
 }
 
-/// The agent's current view: bundle, authorized entries, workload SVIDs.
+/// The agent's current view: bundles, authorized entries, workload SVIDs.
 #[derive(Debug, Clone)]
 pub struct SyncState {
     /// Our trust domain.
     pub td: TrustDomain,
     /// The newest bundle.
     pub bundle: Arc<Bundle>,
+    /// Bundles of the trust domains authorized entries federate with.
+    pub federated: BTreeMap<TrustDomain, Arc<Bundle>>,
     /// SVIDs by entry ID.
     pub svids: BTreeMap<String, CachedSvid>,
     /// Entries from the last successful fetch (`None` before the first).
@@ -93,12 +102,28 @@ pub struct SyncOutcome {
     pub dropped: usize,
     /// SVIDs the server refused to issue (the old one, if any, is kept).
     pub failed: usize,
+    /// Federated bundles were added, updated or dropped.
+    pub federated_changed: bool,
+    /// Federated bundles that could not be fetched (the old copy is kept).
+    pub federated_failed: usize,
 }
 
 impl SyncState {
-    /// A state holding `bundle` and previously cached SVIDs.
-    pub fn new(td: TrustDomain, bundle: Bundle, svids: Vec<CachedSvid>) -> Self {
+    /// A state holding `bundle`, previously stored federated bundles and
+    /// previously cached SVIDs. Federated bundles of our own trust domain
+    /// are ignored.
+    pub fn new(
+        td: TrustDomain,
+        bundle: Bundle,
+        federated: Vec<Bundle>,
+        svids: Vec<CachedSvid>,
+    ) -> Self {
         SyncState {
+            federated: federated
+                .into_iter()
+                .filter(|b| b.trust_domain != td)
+                .map(|b| (b.trust_domain.clone(), Arc::new(b)))
+                .collect(),
             td,
             bundle: Arc::new(bundle),
             svids: svids
@@ -113,7 +138,7 @@ impl SyncState {
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             bundle: self.bundle.clone(),
-            federated_bundles: Vec::new(),
+            federated_bundles: self.federated.values().cloned().collect(),
             svids: self.svids.values().map(|s| s.record.clone()).collect(),
         }
     }
@@ -171,6 +196,8 @@ impl SyncState {
             keep
         });
 
+        self.sync_federated(api, &entries, &mut outcome).await;
+
         let now = clock.unix_now();
         let mut stale: Vec<(&AuthorizedEntry, Renewal)> = Vec::new();
         for entry in entries.values() {
@@ -181,6 +208,9 @@ impl SyncState {
                 }
                 if c.record.hint != entry.hint {
                     c.record.hint = entry.hint.clone();
+                }
+                if c.record.federates_with != entry.federates_with {
+                    c.record.federates_with = entry.federates_with.clone();
                 }
             }
             if let Some(reason) = renewal_reason(entry, self.svids.get(&entry.id), now) {
@@ -232,6 +262,65 @@ impl SyncState {
         self.entries = Some(entries);
         Ok(outcome)
     }
+
+    /// Fetches the bundle of every trust domain `entries` federate with
+    /// (concurrently) and drops the ones no entry refers to.
+    async fn sync_federated(
+        &mut self,
+        api: &dyn ServerApi,
+        entries: &BTreeMap<String, AuthorizedEntry>,
+        outcome: &mut SyncOutcome,
+    ) {
+        let wanted: BTreeSet<&TrustDomain> = entries
+            .values()
+            .flat_map(|e| &e.federates_with)
+            .filter(|td| **td != self.td)
+            .collect();
+
+        let before = self.federated.len();
+        self.federated.retain(|td, _| {
+            let keep = wanted.contains(td);
+            if !keep {
+                tracing::info!(trust_domain = %td, "No entry federates with this trust domain any more; dropping its bundle");
+            }
+            keep
+        });
+        outcome.federated_changed |= self.federated.len() != before;
+
+        let fetched = futures::future::join_all(
+            wanted
+                .iter()
+                .map(|td| async move { (*td, api.get_federated_bundle(td).await) }),
+        )
+        .await;
+        for (td, result) in fetched {
+            match result {
+                Ok(bundle) if bundle.trust_domain != *td => {
+                    outcome.federated_failed += 1;
+                    tracing::warn!(trust_domain = %td, got = %bundle.trust_domain, "The server returned the bundle of another trust domain; keeping the current one");
+                }
+                Ok(bundle) => {
+                    if self.federated.get(td).map(|b| &**b) != Some(&bundle) {
+                        tracing::info!(trust_domain = %td, sequence_number = bundle.sequence_number, "Federated bundle updated");
+                        self.federated.insert(td.clone(), Arc::new(bundle));
+                        outcome.federated_changed = true;
+                    }
+                }
+                Err(status) if status.code() == tonic::Code::NotFound => {
+                    // The server has no bundle for it (never set, or
+                    // deleted): there is nothing to trust, as in SPIRE.
+                    tracing::warn!(trust_domain = %td, "Federated bundle not found");
+                    if self.federated.remove(td).is_some() {
+                        outcome.federated_changed = true;
+                    }
+                }
+                Err(status) => {
+                    outcome.federated_failed += 1;
+                    tracing::warn!(trust_domain = %td, code = ?status.code(), error = %status.message(), kept = self.federated.contains_key(td), "Failed to fetch federated bundle; keeping the last good copy");
+                }
+            }
+        }
+    }
 }
 
 /// Checks what the server issued for `entry` against the key we generated
@@ -262,6 +351,7 @@ fn accept_svid(
             chain,
             key_pkcs8: key.to_pkcs8_der(),
             expires_at: clock::unix(info.not_after),
+            federates_with: entry.federates_with.clone(),
         },
         issued_at: clock::unix(info.not_before),
         revision_number: entry.revision_number,
@@ -273,14 +363,14 @@ fn accept_svid(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::testing::{FakeServer, TestCa, entry};
+    use crate::manager::testing::{FakeServer, TestCa, entry, federated_entry};
     use sigil_plugin::clock::ManualClock;
     use std::time::Duration;
 
     fn start() -> (Arc<FakeServer>, Arc<ManualClock>, SyncState) {
         let server = Arc::new(FakeServer::new("example.org"));
         let clock = server.clock();
-        let state = SyncState::new(server.td(), server.bundle(), Vec::new());
+        let state = SyncState::new(server.td(), server.bundle(), Vec::new(), Vec::new());
         (server, clock, state)
     }
 
@@ -501,5 +591,170 @@ mod tests {
             .unwrap();
         assert!(out.bundle_changed);
         assert!(state.bundle.find_jwt_authority("kid-2").is_some());
+    }
+
+    fn foreign_bundle(td: &str) -> Bundle {
+        let ca = TestCa::new(td);
+        let mut b = Bundle::new(ca.td.clone());
+        b.x509_authorities.push(ca.cert);
+        b
+    }
+
+    fn federated_tds(state: &SyncState) -> Vec<String> {
+        state
+            .snapshot()
+            .federated_bundles
+            .iter()
+            .map(|b| b.trust_domain.name().to_owned())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn sync_fetches_the_bundles_of_federated_trust_domains_once_each() {
+        let (server, clock, mut state) = start();
+        let partner = foreign_bundle("partner.org");
+        server.set_federated_bundle(partner.clone());
+        server.set_federated_bundle(foreign_bundle("unused.org"));
+        server.set_entries(vec![
+            federated_entry("e1", "/web", &["unix:uid:1"], &["partner.org"]),
+            federated_entry(
+                "e2",
+                "/db",
+                &["unix:uid:2"],
+                &["partner.org", "example.org"],
+            ),
+        ]);
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(out.federated_changed);
+        // One fetch per trust domain, never our own, nothing unreferenced.
+        assert_eq!(
+            server.federated_fetches(),
+            vec![TrustDomain::new("partner.org").unwrap()]
+        );
+        let snap = state.snapshot();
+        assert_eq!(snap.federated_bundles.len(), 1);
+        assert_eq!(*snap.federated_bundles[0], partner);
+        assert_eq!(
+            snap.svids[0].federates_with,
+            vec![TrustDomain::new("partner.org").unwrap()]
+        );
+
+        // An unchanged bundle is no change.
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(!out.federated_changed);
+
+        // An updated one is.
+        let mut rotated = partner.clone();
+        rotated
+            .x509_authorities
+            .push(TestCa::new("partner.org").cert);
+        server.set_federated_bundle(rotated.clone());
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(out.federated_changed);
+        assert_eq!(*state.snapshot().federated_bundles[0], rotated);
+    }
+
+    #[tokio::test]
+    async fn federated_bundle_no_entry_refers_to_is_dropped_and_federation_changes_do_not_reissue()
+    {
+        let (server, clock, mut state) = start();
+        server.set_federated_bundle(foreign_bundle("partner.org"));
+        server.set_federated_bundle(foreign_bundle("third.org"));
+        server.set_entries(vec![federated_entry(
+            "e1",
+            "/web",
+            &["unix:uid:1"],
+            &["partner.org", "third.org"],
+        )]);
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(federated_tds(&state), ["partner.org", "third.org"]);
+
+        server.set_entries(vec![federated_entry(
+            "e1",
+            "/web",
+            &["unix:uid:1"],
+            &["third.org"],
+        )]);
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(out.federated_changed);
+        assert_eq!(out.issued, 0, "federation is not in the certificate");
+        assert_eq!(federated_tds(&state), ["third.org"]);
+        assert_eq!(
+            state.snapshot().svids[0].federates_with,
+            vec![TrustDomain::new("third.org").unwrap()]
+        );
+
+        server.set_entries(vec![entry("e1", "/web", &["unix:uid:1"])]);
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(state.snapshot().federated_bundles.is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_federated_fetch_keeps_the_last_good_copy_and_not_found_drops_it() {
+        let (server, clock, mut state) = start();
+        let partner = foreign_bundle("partner.org");
+        server.set_federated_bundle(partner.clone());
+        server.set_entries(vec![federated_entry(
+            "e1",
+            "/web",
+            &["unix:uid:1"],
+            &["partner.org", "missing.org"],
+        )]);
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        // The server has no bundle for missing.org: nothing to serve, no error.
+        assert_eq!(out.federated_failed, 0);
+        assert_eq!(federated_tds(&state), ["partner.org"]);
+
+        server.fail_federated("partner.org", true);
+        server.set_federated_bundle(foreign_bundle("partner.org"));
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(out.federated_failed, 1);
+        assert!(!out.federated_changed);
+        assert_eq!(*state.snapshot().federated_bundles[0], partner);
+
+        server.fail_federated("partner.org", false);
+        server.remove_federated_bundle("partner.org");
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(out.federated_changed);
+        assert!(state.snapshot().federated_bundles.is_empty());
+    }
+
+    #[test]
+    fn stored_federated_bundles_of_our_own_trust_domain_are_ignored() {
+        let server = FakeServer::new("example.org");
+        let state = SyncState::new(
+            server.td(),
+            server.bundle(),
+            vec![server.bundle(), foreign_bundle("partner.org")],
+            Vec::new(),
+        );
+        assert_eq!(federated_tds(&state), ["partner.org"]);
     }
 }

@@ -2,7 +2,7 @@
 //! sigil-server for the calls the manager makes (single-use join tokens,
 //! authorized entries, batch issuance, refusals, outages).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -82,6 +82,7 @@ impl TestCa {
                 chain: vec![cert],
                 key_pkcs8: key.to_pkcs8_der(),
                 expires_at: na,
+                federates_with: Vec::new(),
             },
             issued_at: nb,
             revision_number: 0,
@@ -106,6 +107,15 @@ pub fn entry(id: &str, path: &str, selectors: &[&str]) -> AuthorizedEntry {
         x509_svid_ttl: 0,
         jwt_svid_ttl: 0,
         store_svid: false,
+        federates_with: Vec::new(),
+    }
+}
+
+/// `entry` federating with `tds`.
+pub fn federated_entry(id: &str, path: &str, selectors: &[&str], tds: &[&str]) -> AuthorizedEntry {
+    AuthorizedEntry {
+        federates_with: tds.iter().map(|t| TrustDomain::new(t).unwrap()).collect(),
+        ..entry(id, path, selectors)
     }
 }
 
@@ -128,6 +138,9 @@ pub struct FakeServer {
     refused: Mutex<HashSet<String>>,
     tokens: Mutex<HashSet<String>>,
     bundle: Mutex<Bundle>,
+    federated: Mutex<BTreeMap<TrustDomain, Bundle>>,
+    failing_federated: Mutex<HashSet<TrustDomain>>,
+    federated_fetches: Mutex<Vec<TrustDomain>>,
     agent_id: Mutex<Option<SpiffeId>>,
     creds: Mutex<Vec<SeenCredentials>>,
     batch_sizes: Mutex<Vec<usize>>,
@@ -156,6 +169,9 @@ impl FakeServer {
             refused: Mutex::new(HashSet::new()),
             tokens: Mutex::new(HashSet::new()),
             bundle: Mutex::new(bundle),
+            federated: Mutex::new(BTreeMap::new()),
+            failing_federated: Mutex::new(HashSet::new()),
+            federated_fetches: Mutex::new(Vec::new()),
             agent_id: Mutex::new(None),
             creds: Mutex::new(Vec::new()),
             batch_sizes: Mutex::new(Vec::new()),
@@ -209,6 +225,34 @@ impl FakeServer {
                 public_key_der: self.ca_key.public_key_der().to_vec(),
                 expires_at: None,
             });
+    }
+    /// Stores (or replaces) the federated bundle of `bundle.trust_domain`.
+    pub fn set_federated_bundle(&self, bundle: Bundle) {
+        self.federated
+            .lock()
+            .unwrap()
+            .insert(bundle.trust_domain.clone(), bundle);
+    }
+    pub fn remove_federated_bundle(&self, td: &str) {
+        self.federated
+            .lock()
+            .unwrap()
+            .remove(&TrustDomain::new(td).unwrap());
+    }
+    /// Makes `GetFederatedBundle` for `td` fail with `Internal` (or work
+    /// again).
+    pub fn fail_federated(&self, td: &str, fail: bool) {
+        let td = TrustDomain::new(td).unwrap();
+        let mut failing = self.failing_federated.lock().unwrap();
+        if fail {
+            failing.insert(td);
+        } else {
+            failing.remove(&td);
+        }
+    }
+    /// Every trust domain `GetFederatedBundle` was called for, in order.
+    pub fn federated_fetches(&self) -> Vec<TrustDomain> {
+        self.federated_fetches.lock().unwrap().clone()
     }
     pub fn x509_issued(&self) -> usize {
         self.x509_issued.load(Ordering::SeqCst)
@@ -313,6 +357,25 @@ impl ServerApi for FakeServer {
     async fn get_bundle(&self) -> Result<Bundle, Status> {
         self.up()?;
         Ok(self.bundle())
+    }
+
+    async fn get_federated_bundle(&self, td: &TrustDomain) -> Result<Bundle, Status> {
+        self.up()?;
+        self.federated_fetches.lock().unwrap().push(td.clone());
+        if *td == self.td {
+            return Err(Status::invalid_argument(
+                "getting a federated bundle for the server's own trust domain is not allowed",
+            ));
+        }
+        if self.failing_federated.lock().unwrap().contains(td) {
+            return Err(Status::internal("datastore unavailable"));
+        }
+        self.federated
+            .lock()
+            .unwrap()
+            .get(td)
+            .cloned()
+            .ok_or_else(|| Status::not_found("bundle not found"))
     }
 
     async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sigil_plugin::clock::Clock;
 use sigil_plugin::keymanager::{DiskKeyManager, KeyManager, MemoryKeyManager};
 
-use super::testing::{FakeServer, entry};
+use super::testing::{FakeServer, TestCa, entry, federated_entry};
 use super::*;
 
 fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerConfig {
@@ -372,5 +372,56 @@ fn bootstrap_bundle_files_are_read_in_both_formats() {
     assert!(
         err.to_string().contains("unable to read trust bundle"),
         "{err}"
+    );
+}
+
+#[tokio::test]
+async fn federated_bundles_are_published_and_survive_a_restart_with_the_server_down() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let partner = TestCa::new("partner.org");
+    let mut bundle = sigil_spiffe::Bundle::new(partner.td.clone());
+    bundle.x509_authorities.push(partner.cert.clone());
+    server.set_federated_bundle(bundle.clone());
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let m = start(
+        &server,
+        config(&server, dir.path(), trust.clone()),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
+    assert!(m.snapshot().unwrap().federated_bundles.is_empty());
+
+    let mut updates = m.cache_handle().snapshots;
+    updates.borrow_and_update();
+    server.set_entries(vec![federated_entry(
+        "e1",
+        "/web",
+        &["unix:uid:1000"],
+        &["partner.org"],
+    )]);
+    m.sync_now().await.unwrap();
+    assert!(
+        updates.has_changed().unwrap(),
+        "a new snapshot was published"
+    );
+    let snap = m.snapshot().unwrap();
+    assert_eq!(snap.federated_bundles.len(), 1);
+    assert_eq!(*snap.federated_bundles[0], bundle);
+    drop(m);
+
+    server.set_reachable(false);
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.join_token = None;
+    let restarted = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let snap = restarted.snapshot().unwrap();
+    assert_eq!(snap.federated_bundles.len(), 1);
+    assert_eq!(*snap.federated_bundles[0], bundle);
+    assert_eq!(
+        snap.svids[0].federates_with,
+        vec![sigil_spiffe::TrustDomain::new("partner.org").unwrap()]
     );
 }

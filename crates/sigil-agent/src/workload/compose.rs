@@ -104,6 +104,7 @@ pub(crate) fn x509_svid_response(
         return Err(WorkloadError::NoIdentity);
     }
     let bundle = concat(&snapshot.bundle.x509_authorities);
+    let federated_bundles = federated(snapshot, &svids, |b| concat(&b.x509_authorities));
     Ok(X509svidResponse {
         svids: svids
             .into_iter()
@@ -116,12 +117,13 @@ pub(crate) fn x509_svid_response(
             })
             .collect(),
         crl: Vec::new(),
-        federated_bundles: federated(snapshot, |b| concat(&b.x509_authorities)),
+        federated_bundles,
     })
 }
 
-/// Our X.509 bundle and, for callers with an identity, the federated ones,
-/// keyed by trust domain ID. Without an identity: `NoIdentity`, unless
+/// Our X.509 bundle and, for callers with an identity, the bundles of the
+/// trust domains their entries federate with, keyed by trust domain ID.
+/// Without an identity: `NoIdentity`, unless
 /// `allow_unauthenticated` (then our own bundle only, as SPIRE's
 /// `allow_unauthenticated_verifiers` does).
 pub(crate) fn x509_bundles_response(
@@ -129,15 +131,11 @@ pub(crate) fn x509_bundles_response(
     selectors: &[Selector],
     allow_unauthenticated: bool,
 ) -> Result<X509BundlesResponse, WorkloadError> {
-    let has_identity = !identities(snapshot, selectors).is_empty();
-    if !has_identity && !allow_unauthenticated {
+    let svids = identities(snapshot, selectors);
+    if svids.is_empty() && !allow_unauthenticated {
         return Err(WorkloadError::NoIdentity);
     }
-    let mut bundles = if has_identity {
-        federated(snapshot, |b| concat(&b.x509_authorities))
-    } else {
-        HashMap::new()
-    };
+    let mut bundles = federated(snapshot, &svids, |b| concat(&b.x509_authorities));
     bundles.insert(
         snapshot.bundle.trust_domain.id_string(),
         concat(&snapshot.bundle.x509_authorities),
@@ -154,15 +152,11 @@ pub(crate) fn jwt_bundles_response(
     selectors: &[Selector],
     allow_unauthenticated: bool,
 ) -> Result<JwtBundlesResponse, WorkloadError> {
-    let has_identity = !identities(snapshot, selectors).is_empty();
-    if !has_identity && !allow_unauthenticated {
+    let svids = identities(snapshot, selectors);
+    if svids.is_empty() && !allow_unauthenticated {
         return Err(WorkloadError::NoIdentity);
     }
-    let mut bundles = if has_identity {
-        federated(snapshot, standard_jwks)
-    } else {
-        HashMap::new()
-    };
+    let mut bundles = federated(snapshot, &svids, standard_jwks);
     bundles.insert(
         snapshot.bundle.trust_domain.id_string(),
         standard_jwks(&snapshot.bundle),
@@ -223,11 +217,33 @@ pub(crate) fn concat(ders: &[Vec<u8>]) -> Vec<u8> {
     ders.concat()
 }
 
-fn federated(snapshot: &Snapshot, encode: impl Fn(&Bundle) -> Vec<u8>) -> HashMap<String, Vec<u8>> {
+/// The bundles a caller holding `svids` verifies with: ours first, then
+/// those of the trust domains its entries federate with (SPIRE's
+/// `getWorkloadBundles`).
+pub(crate) fn caller_bundles<'a>(
+    snapshot: &'a Snapshot,
+    svids: &[&X509SvidRecord],
+) -> Vec<&'a Bundle> {
+    std::iter::once(&*snapshot.bundle)
+        .chain(
+            snapshot
+                .federated_bundles_for(svids)
+                .into_iter()
+                .map(|b| &**b),
+        )
+        .collect()
+}
+
+/// The federated bundles of the trust domains `svids` federate with,
+/// encoded and keyed by trust domain ID.
+fn federated(
+    snapshot: &Snapshot,
+    svids: &[&X509SvidRecord],
+    encode: impl Fn(&Bundle) -> Vec<u8>,
+) -> HashMap<String, Vec<u8>> {
     snapshot
-        .federated_bundles
-        .iter()
-        .filter(|b| b.trust_domain != snapshot.bundle.trust_domain)
+        .federated_bundles_for(svids)
+        .into_iter()
         .map(|b| (b.trust_domain.id_string(), encode(b)))
         .collect()
 }

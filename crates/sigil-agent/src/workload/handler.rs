@@ -260,7 +260,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         }
         // A verifier needs no identity of its own, but is still attested,
         // as in SPIRE.
-        self.caller(&request).await?;
+        // Only the bundles of the trust domains the caller's entries
+        // federate with are trusted, as in SPIRE.
+        let selectors = self.caller(&request).await?;
         let snapshot = self.snapshot()?;
         let token = &request.get_ref().svid;
         let invalid = |e: sigil_spiffe::JwtSvidError| WorkloadError::InvalidToken(e.to_string());
@@ -268,8 +270,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .map_err(invalid)?
             .spiffe_id()
             .trust_domain();
-        let bundle = std::iter::once(&snapshot.bundle)
-            .chain(&snapshot.federated_bundles)
+        let callers = compose::identities(&snapshot, &selectors);
+        let bundle = compose::caller_bundles(&snapshot, &callers)
+            .into_iter()
             .find(|b| b.trust_domain == subject_td)
             .ok_or_else(|| {
                 WorkloadError::InvalidToken(format!(

@@ -20,7 +20,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Streaming};
 
 use super::compose;
-use super::testutil::{TestAgent, TestCa, selector};
+use super::testutil::{TestAgent, TestCa, federating, selector};
 use crate::cache::Snapshot;
 
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -169,7 +169,10 @@ async fn failed_attestation_is_unavailable_without_details() {
 #[tokio::test]
 async fn x509_stream_first_message_is_complete() {
     let agent = TestAgent::start().await;
-    let mut web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    let mut web = federating(
+        agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["partner.org"],
+    );
     web.hint = "internal".into();
     let federated = other_td("partner.org");
     agent.publish(vec![web.clone()], vec![federated.clone()]);
@@ -202,7 +205,10 @@ async fn x509_stream_first_message_is_complete() {
 #[tokio::test]
 async fn x509_stream_pushes_the_full_state_on_rotation_and_only_on_relevant_changes() {
     let agent = TestAgent::start().await;
-    let web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    let web = federating(
+        agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["partner.org"],
+    );
     let db = agent.ca.svid("e2", "/db", &["unix:uid:0"]);
     agent.publish(vec![web.clone(), db.clone()], vec![]);
 
@@ -220,7 +226,10 @@ async fn x509_stream_pushes_the_full_state_on_rotation_and_only_on_relevant_chan
     );
 
     // Rotation of the caller's SVID: a complete new message.
-    let web2 = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    let web2 = federating(
+        agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["partner.org"],
+    );
     agent.publish(vec![web2.clone(), db2.clone()], vec![]);
     let rotated = next(&mut stream).await.expect("ok").expect("message");
     assert_eq!(rotated.svids.len(), 1);
@@ -277,7 +286,10 @@ async fn x509_stream_ends_unavailable_when_the_manager_stops() {
 #[tokio::test]
 async fn x509_bundles_are_keyed_by_trust_domain_id_and_pushed_on_change() {
     let agent = TestAgent::start().await;
-    let web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    let web = federating(
+        agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["partner.org"],
+    );
     agent.publish(vec![web.clone()], vec![]);
     let mut stream = client(&agent)
         .await
@@ -313,7 +325,10 @@ async fn jwt_bundles_are_standard_jwks_of_jwt_authorities_only() {
     let agent = TestAgent::start().await;
     let partner = other_td("partner.org");
     agent.publish(
-        vec![agent.ca.svid("e1", "/web", &["unix:uid:1000"])],
+        vec![federating(
+            agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+            &["partner.org"],
+        )],
         vec![partner.clone()],
     );
     let mut stream = client(&agent)
@@ -536,6 +551,166 @@ async fn validate_rejects_missing_fields_garbage_and_unknown_trust_domains() {
         status.message().contains("signature"),
         "{}",
         status.message()
+    );
+}
+
+#[tokio::test]
+async fn federated_bundles_go_only_to_callers_whose_entries_federate_with_them() {
+    let agent = TestAgent::start().await;
+    let partner = other_td("partner.org");
+    let third = other_td("third.org");
+    let web = federating(
+        agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["partner.org"],
+    );
+    let db = agent.ca.svid("e2", "/db", &["unix:uid:0"]);
+    agent.publish(vec![web, db], vec![partner.clone(), third]);
+    let mut c = client(&agent).await;
+
+    // The caller federating with partner.org gets that bundle, not third.org's.
+    let x509 = next(&mut x509_stream(&agent).await)
+        .await
+        .expect("ok")
+        .expect("message");
+    let keys: BTreeSet<&str> = x509.federated_bundles.keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["spiffe://partner.org"]));
+    assert_eq!(
+        x509.federated_bundles["spiffe://partner.org"],
+        partner.x509_authorities.concat()
+    );
+    let mut bundles = c
+        .fetch_x509_bundles(req(X509BundlesRequest {}))
+        .await
+        .expect("opens")
+        .into_inner();
+    let bundles = next(&mut bundles).await.expect("ok").expect("message");
+    let keys: BTreeSet<&str> = bundles.bundles.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["spiffe://example.org", "spiffe://partner.org"])
+    );
+    let mut jwt = c
+        .fetch_jwt_bundles(req(JwtBundlesRequest {}))
+        .await
+        .expect("opens")
+        .into_inner();
+    let jwt = next(&mut jwt).await.expect("ok").expect("message");
+    let keys: BTreeSet<&str> = jwt.bundles.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        BTreeSet::from(["spiffe://example.org", "spiffe://partner.org"])
+    );
+    assert_eq!(
+        jwt.bundles["spiffe://partner.org"],
+        compose::standard_jwks(&partner)
+    );
+
+    // A caller whose entry federates with nothing gets our bundle only.
+    *agent.attestor.selectors.lock().expect("lock") = vec![selector("unix:uid:0")];
+    let x509 = next(&mut x509_stream(&agent).await)
+        .await
+        .expect("ok")
+        .expect("message");
+    assert_eq!(x509.svids[0].spiffe_id, "spiffe://example.org/db");
+    assert!(x509.federated_bundles.is_empty());
+    let mut bundles = c
+        .fetch_x509_bundles(req(X509BundlesRequest {}))
+        .await
+        .expect("opens")
+        .into_inner();
+    let bundles = next(&mut bundles).await.expect("ok").expect("message");
+    assert_eq!(
+        bundles.bundles.keys().collect::<Vec<_>>(),
+        ["spiffe://example.org"]
+    );
+    let mut jwt = c
+        .fetch_jwt_bundles(req(JwtBundlesRequest {}))
+        .await
+        .expect("opens")
+        .into_inner();
+    let jwt = next(&mut jwt).await.expect("ok").expect("message");
+    assert_eq!(
+        jwt.bundles.keys().collect::<Vec<_>>(),
+        ["spiffe://example.org"]
+    );
+}
+
+#[tokio::test]
+async fn federation_added_to_an_entry_pushes_the_bundle_to_its_streams() {
+    let agent = TestAgent::start().await;
+    let web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    agent.publish(vec![web.clone()], vec![other_td("partner.org")]);
+    let mut stream = x509_stream(&agent).await;
+    let first = next(&mut stream).await.expect("ok").expect("message");
+    assert!(first.federated_bundles.is_empty());
+
+    agent.publish(
+        vec![federating(web, &["partner.org"])],
+        vec![other_td("partner.org")],
+    );
+    let second = next(&mut stream).await.expect("ok").expect("message");
+    assert!(
+        second
+            .federated_bundles
+            .contains_key("spiffe://partner.org")
+    );
+}
+
+#[tokio::test]
+async fn jwt_svid_of_a_federated_trust_domain_validates_for_callers_federating_with_it() {
+    let agent = TestAgent::start().await;
+    let partner = TestCa::new("partner.org");
+    agent.publish(
+        vec![
+            federating(
+                agent.ca.svid("e1", "/web", &["unix:uid:1000"]),
+                &["partner.org"],
+            ),
+            agent.ca.svid("e2", "/db", &["unix:uid:0"]),
+        ],
+        vec![partner.bundle()],
+    );
+    let now = std::time::SystemTime::now();
+    let token = sigil_crypto::sign_jwt_svid(
+        partner.jwt_key.as_ref(),
+        super::testutil::JWT_KID,
+        &partner.td.id_with_path("/client").expect("id"),
+        &["web".to_owned()],
+        now,
+        now + Duration::from_secs(60),
+        None,
+    )
+    .expect("sign");
+    let mut c = client(&agent).await;
+    let validate = || {
+        req(ValidateJwtsvidRequest {
+            audience: "web".into(),
+            svid: token.clone(),
+        })
+    };
+
+    let validated = c
+        .validate_jwtsvid(validate())
+        .await
+        .expect("valid")
+        .into_inner();
+    assert_eq!(validated.spiffe_id, "spiffe://partner.org/client");
+    let claims = validated.claims.expect("claims");
+    // A foreign token keeps only sub, exp and aud.
+    let names: BTreeSet<&str> = claims.fields.keys().map(String::as_str).collect();
+    assert_eq!(names, BTreeSet::from(["aud", "exp", "sub"]));
+
+    // A caller whose entries do not federate with partner.org has no keys
+    // for it, even though the agent holds the bundle.
+    *agent.attestor.selectors.lock().expect("lock") = vec![selector("unix:uid:0")];
+    let status = c
+        .validate_jwtsvid(validate())
+        .await
+        .expect_err("not federated");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "no keys found for trust domain \"partner.org\""
     );
 }
 

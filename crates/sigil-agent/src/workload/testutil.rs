@@ -97,8 +97,18 @@ impl TestCa {
             chain: vec![cert],
             key_pkcs8: key.to_pkcs8_der(),
             expires_at: unix(not_after),
+            federates_with: Vec::new(),
         }
     }
+}
+
+/// `record` with its entry federating with `tds`.
+pub(crate) fn federating(mut record: X509SvidRecord, tds: &[&str]) -> X509SvidRecord {
+    record.federates_with = tds
+        .iter()
+        .map(|t| TrustDomain::new(t).expect("trust domain"))
+        .collect();
+    record
 }
 
 pub(crate) fn unix(t: SystemTime) -> i64 {
