@@ -8,11 +8,11 @@ use std::time::Duration;
 use sigil_cli::config::{ConfigError, PluginDecl, Section, parse_plugins};
 use sigil_crypto::key::KeyType;
 use sigil_crypto::x509::CaSubject;
+use sigil_datastore::{BundleEndpointProfile, FederationRelationship};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
 /// SPIRE `server` options sigil knows but does not implement yet.
 const UNSUPPORTED_SERVER: &[&str] = &[
-    "federation",
     "ca_key_type_wit",
     "default_wit_svid_ttl",
     "ratelimit",
@@ -74,7 +74,35 @@ pub struct ServerConfig {
     pub admin_ids: Vec<SpiffeId>,
     /// Declared plugins.
     pub plugins: Vec<PluginDecl>,
+    /// `federation { }`: our bundle endpoint and the static relationships.
+    pub federation: FederationConfig,
 }
+
+/// SPIRE's `server.federation` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FederationConfig {
+    /// `bundle_endpoint { }`: serve our bundle, when set.
+    pub bundle_endpoint: Option<BundleEndpointConfig>,
+    /// `federates_with "<td>" { }`, in trust domain order. As in SPIRE these
+    /// are not written to the datastore; they override a stored relationship
+    /// with the same trust domain.
+    pub federates_with: Vec<FederationRelationship>,
+}
+
+/// SPIRE's `server.federation.bundle_endpoint`, `https_spiffe` profile: the
+/// endpoint authenticates with the server's own X509-SVID.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleEndpointConfig {
+    /// `address`; default `0.0.0.0`.
+    pub address: IpAddr,
+    /// `port`; default 8443 (SPIRE's documented port). 0 picks a free port.
+    pub port: u16,
+    /// `refresh_hint`, advertised as `spiffe_refresh_hint`; default 5m.
+    pub refresh_hint: Duration,
+}
+
+/// The refresh hint the bundle endpoint advertises unless configured.
+pub const DEFAULT_REFRESH_HINT: Duration = Duration::from_secs(300);
 
 impl ServerConfig {
     /// Parses the text of a `server.conf`.
@@ -167,6 +195,10 @@ impl ServerConfig {
                 .map_err(|e| s.invalid_value("admin_ids", format!("{id:?}: {e}")))?;
             admin_ids.push(parsed);
         }
+        let federation = match s.take_block("federation")? {
+            Some(b) => parse_federation(b.body, &trust_domain)?,
+            None => FederationConfig::default(),
+        };
         s.finish(UNSUPPORTED_SERVER)?;
 
         if ca_ttl < default_x509_svid_ttl {
@@ -192,6 +224,7 @@ impl ServerConfig {
             jwt_issuer,
             admin_ids,
             plugins,
+            federation,
         })
     }
 
@@ -217,6 +250,155 @@ impl ServerConfig {
 pub fn server_id(td: &TrustDomain) -> SpiffeId {
     td.id_with_path("/spire/server")
         .expect("a fixed valid path under a valid trust domain is a valid SPIFFE ID")
+}
+
+fn parse_federation(mut f: Section, ours: &TrustDomain) -> Result<FederationConfig, ConfigError> {
+    let bundle_endpoint = match f.take_block("bundle_endpoint")? {
+        Some(b) => Some(parse_bundle_endpoint(b.body)?),
+        None => None,
+    };
+    let mut federates_with: Vec<FederationRelationship> = Vec::new();
+    for block in f.take_blocks("federates_with") {
+        let [label] = block.labels.as_slice() else {
+            return Err(f.invalid_value(
+                "federates_with",
+                "expected exactly one label, the trust domain: federates_with \"<trust domain>\" { }",
+            ));
+        };
+        let trust_domain = TrustDomain::new(label)
+            .map_err(|e| f.invalid_value("federates_with", format!("{label:?}: {e}")))?;
+        if &trust_domain == ours {
+            return Err(f.invalid_value(
+                "federates_with",
+                format!("{label:?} is this server's own trust domain"),
+            ));
+        }
+        if federates_with
+            .iter()
+            .any(|r| r.trust_domain == trust_domain)
+        {
+            return Err(ConfigError::Duplicate {
+                path: f.path().to_owned(),
+                key: format!("federates_with {label:?}"),
+            });
+        }
+        federates_with.push(parse_federates_with(block.body, trust_domain)?);
+    }
+    federates_with.sort_by(|a, b| a.trust_domain.name().cmp(b.trust_domain.name()));
+    f.finish(&[])?;
+    Ok(FederationConfig {
+        bundle_endpoint,
+        federates_with,
+    })
+}
+
+fn parse_bundle_endpoint(mut b: Section) -> Result<BundleEndpointConfig, ConfigError> {
+    let address = match b.take_string("address")? {
+        Some(a) => a
+            .parse()
+            .map_err(|_| b.invalid_value("address", format!("{a:?} is not an IP address")))?,
+        None => IpAddr::from([0, 0, 0, 0]),
+    };
+    let port = b.take_port("port")?.unwrap_or(8443);
+    let refresh_hint = b.take_duration("refresh_hint")?;
+    if let Some(h) = refresh_hint {
+        if h.is_zero() {
+            return Err(b.invalid_value("refresh_hint", "must be greater than zero"));
+        }
+        // SPIRE's warnings, word for word.
+        if h >= Duration::from_secs(24 * 3600) {
+            tracing::warn!(
+                "Bundle endpoint refresh hint set to a high value. To cover the case of \
+                 unscheduled trust bundle updates, it's recommended to have a smaller value, e.g. 5m"
+            );
+        }
+        if h < crate::federation::MINIMUM_REFRESH_HINT {
+            tracing::warn!(
+                "Bundle endpoint refresh hint set too low. SPIRE will not refresh more often than 1 minute"
+            );
+        }
+    }
+    let mut profiles = b.take_blocks("profile");
+    if profiles.len() > 1 {
+        return Err(b.invalid_value("profile", "exactly one bundle endpoint profile is expected"));
+    }
+    match profiles.pop() {
+        None => tracing::warn!(
+            "Bundle endpoint is configured but has no profile set, using https_spiffe as default; \
+             please configure a profile explicitly"
+        ),
+        Some(p) => match p.labels.as_slice() {
+            [name] if name == "https_spiffe" => p.body.finish(&[])?,
+            [name] if name == "https_web" => {
+                return Err(ConfigError::Unsupported {
+                    path: b.path().to_owned(),
+                    key: "profile \"https_web\"".into(),
+                });
+            }
+            _ => {
+                return Err(b.invalid_value(
+                    "profile",
+                    "unknown bundle endpoint profile; supported profiles are \"https_spiffe\" and \"https_web\"",
+                ));
+            }
+        },
+    }
+    b.finish(&["acme"])?;
+    Ok(BundleEndpointConfig {
+        address,
+        port,
+        refresh_hint: refresh_hint.unwrap_or(DEFAULT_REFRESH_HINT),
+    })
+}
+
+fn parse_federates_with(
+    mut w: Section,
+    trust_domain: TrustDomain,
+) -> Result<FederationRelationship, ConfigError> {
+    let url = w
+        .take_string("bundle_endpoint_url")?
+        .filter(|u| !u.is_empty())
+        .ok_or_else(|| w.missing("bundle_endpoint_url"))?;
+    let bundle_endpoint_url = crate::api::trustdomain::check_bundle_endpoint_url(&url)
+        .map_err(|e| w.invalid_value("bundle_endpoint_url", format!("{url:?}: {e}")))?;
+    let mut profiles = w.take_blocks("bundle_endpoint_profile");
+    if profiles.len() > 1 {
+        return Err(w.invalid_value(
+            "bundle_endpoint_profile",
+            "exactly one bundle endpoint profile is expected",
+        ));
+    }
+    let Some(p) = profiles.pop() else {
+        return Err(w.missing("bundle_endpoint_profile"));
+    };
+    let profile = match p.labels.as_slice() {
+        [name] if name == "https_web" => {
+            p.body.finish(&[])?;
+            BundleEndpointProfile::HttpsWeb
+        }
+        [name] if name == "https_spiffe" => {
+            let mut body = p.body;
+            let raw = body
+                .take_string("endpoint_spiffe_id")?
+                .ok_or_else(|| body.missing("endpoint_spiffe_id"))?;
+            let endpoint_spiffe_id = SpiffeId::parse(&raw)
+                .map_err(|e| body.invalid_value("endpoint_spiffe_id", format!("{raw:?}: {e}")))?;
+            body.finish(&[])?;
+            BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id }
+        }
+        _ => {
+            return Err(w.invalid_value(
+                "bundle_endpoint_profile",
+                "no bundle endpoint profile defined; supported profiles are \"https_spiffe\" and \"https_web\"",
+            ));
+        }
+    };
+    w.finish(&[])?;
+    Ok(FederationRelationship {
+        trust_domain,
+        bundle_endpoint_url,
+        profile,
+    })
 }
 
 fn key_type(s: &mut Section, key: &str) -> Result<Option<KeyType>, ConfigError> {
@@ -302,11 +484,11 @@ plugins {
         let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "log_levle = \"DEBUG\"");
         let e = ServerConfig::parse(&bad).unwrap_err().to_string();
         assert_eq!(e, "unknown option \"log_levle\" in server");
-        let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "federation {}");
+        let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "ratelimit {}");
         let e = ServerConfig::parse(&bad).unwrap_err().to_string();
         assert_eq!(
             e,
-            "option \"federation\" in server is not supported by sigil yet"
+            "option \"ratelimit\" in server is not supported by sigil yet"
         );
     }
 
@@ -321,5 +503,189 @@ plugins {
         let bad = SPIRE_EXAMPLE.replace("data_dir = \"./data/server\"", "");
         let e = ServerConfig::parse(&bad).unwrap_err().to_string();
         assert_eq!(e, "\"data_dir\" must be set in server");
+    }
+
+    fn with_federation(federation: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse(&SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            &format!("log_level = \"DEBUG\"\n    federation {{\n{federation}\n    }}"),
+        ))
+    }
+
+    #[test]
+    fn spire_federation_example_loads_with_https_spiffe_endpoint() {
+        let c = with_federation(
+            r#"
+        bundle_endpoint {
+            address = "127.0.0.1"
+            port = 8443
+            refresh_hint = "10m"
+            profile "https_spiffe" {}
+        }
+        federates_with "domain2.test" {
+            bundle_endpoint_url = "https://5.6.7.8:8443"
+            bundle_endpoint_profile "https_spiffe" {
+                endpoint_spiffe_id = "spiffe://domain2.test/beserver"
+            }
+        }
+        federates_with "domain1.test" {
+            bundle_endpoint_url = "https://1.2.3.4:8443"
+            bundle_endpoint_profile "https_web" {}
+        }"#,
+        )
+        .unwrap();
+        let be = c.federation.bundle_endpoint.unwrap();
+        assert_eq!(be.address, IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(be.port, 8443);
+        assert_eq!(be.refresh_hint, Duration::from_secs(600));
+        let rels = &c.federation.federates_with;
+        assert_eq!(rels.len(), 2);
+        assert_eq!(rels[0].trust_domain.name(), "domain1.test");
+        assert_eq!(rels[0].bundle_endpoint_url, "https://1.2.3.4:8443");
+        assert_eq!(rels[0].profile, BundleEndpointProfile::HttpsWeb);
+        assert_eq!(rels[1].trust_domain.name(), "domain2.test");
+        assert_eq!(
+            rels[1].profile,
+            BundleEndpointProfile::HttpsSpiffe {
+                endpoint_spiffe_id: SpiffeId::parse("spiffe://domain2.test/beserver").unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn bundle_endpoint_defaults_to_all_addresses_port_8443_and_a_5m_hint() {
+        let c = with_federation("bundle_endpoint {}").unwrap();
+        let be = c.federation.bundle_endpoint.unwrap();
+        assert_eq!(be.address, IpAddr::from([0, 0, 0, 0]));
+        assert_eq!(be.port, 8443);
+        assert_eq!(be.refresh_hint, DEFAULT_REFRESH_HINT);
+        let c = with_federation("").unwrap();
+        assert_eq!(c.federation, FederationConfig::default());
+        assert_eq!(
+            ServerConfig::parse(SPIRE_EXAMPLE).unwrap().federation,
+            FederationConfig::default()
+        );
+    }
+
+    #[test]
+    fn https_web_endpoint_and_acme_are_named_as_not_supported_yet() {
+        let e = with_federation(
+            r#"bundle_endpoint {
+                profile "https_web" {
+                    acme {
+                        domain_name = "example.org"
+                        email = "some@mail.com"
+                    }
+                }
+            }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "option \"profile \\\"https_web\\\"\" in server.federation.bundle_endpoint is not supported by sigil yet"
+        );
+        let e = with_federation(
+            r#"bundle_endpoint {
+                acme {
+                    domain_name = "example.org"
+                    email = "some@mail.com"
+                }
+            }"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "option \"acme\" in server.federation.bundle_endpoint is not supported by sigil yet"
+        );
+    }
+
+    #[test]
+    fn federates_with_errors_name_the_trust_domain_and_option() {
+        let cases = [
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_profile "https_web" {}
+                }"#,
+                "\"bundle_endpoint_url\" must be set in server.federation.federates_with \"b.org\"",
+            ),
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_url = "http://b.org"
+                    bundle_endpoint_profile "https_web" {}
+                }"#,
+                "invalid value for \"bundle_endpoint_url\" in server.federation.federates_with \"b.org\": \"http://b.org\": bundle endpoint URL must use the https scheme",
+            ),
+            (
+                r#"federates_with "b.org" { bundle_endpoint_url = "https://b.org" }"#,
+                "\"bundle_endpoint_profile\" must be set in server.federation.federates_with \"b.org\"",
+            ),
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_spiffe" {}
+                }"#,
+                "\"endpoint_spiffe_id\" must be set in server.federation.federates_with \"b.org\".bundle_endpoint_profile \"https_spiffe\"",
+            ),
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_spiffe" {
+                        endpoint_spiffe_id = "b.org/server"
+                    }
+                }"#,
+                "endpoint_spiffe_id",
+            ),
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_web" {
+                        endpoint_spiffe_id = "spiffe://b.org/x"
+                    }
+                }"#,
+                "unknown option \"endpoint_spiffe_id\" in server.federation.federates_with \"b.org\".bundle_endpoint_profile \"https_web\"",
+            ),
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_other" {}
+                }"#,
+                "no bundle endpoint profile defined",
+            ),
+            (
+                r#"federates_with "B.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_web" {}
+                }"#,
+                "invalid value for \"federates_with\" in server.federation: \"B.org\"",
+            ),
+            (
+                r#"federates_with "example.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_web" {}
+                }"#,
+                "\"example.org\" is this server's own trust domain",
+            ),
+            (
+                r#"federates_with "b.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_web" {}
+                }
+                federates_with "b.org" {
+                    bundle_endpoint_url = "https://b.org"
+                    bundle_endpoint_profile "https_web" {}
+                }"#,
+                "block \"federates_with \\\"b.org\\\"\" appears more than once in server.federation",
+            ),
+            (
+                "bundle_endpont {}",
+                "unknown option \"bundle_endpont\" in server.federation",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = with_federation(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}\n  got:  {e}\n  want: {want}");
+        }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! It owns the CA ([`ca`]), serves SPIRE's server API to agents and admins
 //! ([`api`], [`endpoints`]), keeps registration entries and attested agents in
-//! a datastore, and is configured by SPIRE's `server.conf` ([`config`]).
+//! a datastore, federates with other trust domains ([`federation`]), and is
+//! configured by SPIRE's `server.conf` ([`config`]).
 //! It never depends on the agent crate.
 #![forbid(unsafe_code)]
 
@@ -12,5 +13,6 @@ pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod endpoints;
+pub mod federation;
 pub mod plugin;
 pub mod run;

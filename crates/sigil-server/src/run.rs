@@ -14,6 +14,7 @@ use crate::api::{self, ApiState};
 use crate::ca::{CaConfig, CaManager};
 use crate::config::ServerConfig;
 use crate::endpoints;
+use crate::federation::{self, FederationManager};
 
 const PLUGIN_RULES: &[CountRule] = &[
     CountRule {
@@ -61,6 +62,9 @@ pub const ROTATION_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Running {
     /// The bound agent endpoint address.
     pub agent_addr: std::net::SocketAddr,
+    /// The bound bundle endpoint address, when `federation.bundle_endpoint`
+    /// is configured.
+    pub bundle_endpoint_addr: Option<std::net::SocketAddr>,
     /// Shared API state.
     pub state: Arc<ApiState>,
 }
@@ -177,6 +181,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
 
     let (changes, _) = watch::channel(0u64);
     let (server_svid_tx, server_svid) = watch::channel(Vec::new());
+    let federation = FederationManager::new(
+        ds.clone(),
+        cfg.trust_domain.clone(),
+        cfg.federation.federates_with.clone(),
+        changes.clone(),
+    );
+    tokio::spawn(federation.clone().run());
     let state = Arc::new(ApiState {
         td: cfg.trust_domain.clone(),
         server_id: cfg.server_id(),
@@ -189,6 +200,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         admin_ids: cfg.admin_ids.clone(),
         changes,
         server_svid,
+        federation,
     });
 
     // Housekeeping: expired join tokens.
@@ -221,6 +233,34 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             anyhow::anyhow!("could not bind {}:{}: {e}", cfg.bind_address, cfg.bind_port)
         })?;
     let agent_addr = listener.local_addr()?;
+    let bundle_endpoint_addr = match &cfg.federation.bundle_endpoint {
+        None => None,
+        Some(be) => {
+            let listener = TcpListener::bind((be.address, be.port))
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "could not bind bundle endpoint {}:{}: {e}",
+                        be.address,
+                        be.port
+                    )
+                })?;
+            let addr = listener.local_addr()?;
+            federation::endpoint::spawn(
+                listener,
+                tls.clone(),
+                ca.subscribe_bundle(),
+                be.refresh_hint,
+            )
+            .map_err(|e| anyhow::anyhow!("bundle endpoint TLS: {e}"))?;
+            tracing::info!(
+                addr = %addr,
+                refresh_hint = ?be.refresh_hint,
+                "Serving bundle endpoint"
+            );
+            Some(addr)
+        }
+    };
     let admin = endpoints::admin_incoming(&cfg.socket_path).map_err(|e| {
         anyhow::anyhow!(
             "could not bind admin socket {}: {e}",
@@ -296,5 +336,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         socket_path = %cfg.socket_path.display(),
         "Starting Server APIs"
     );
-    Ok(Running { agent_addr, state })
+    Ok(Running {
+        agent_addr,
+        bundle_endpoint_addr,
+        state,
+    })
 }

@@ -76,12 +76,12 @@ fn unknown_option_stops_startup_naming_it() {
 fn unsupported_spire_options_and_plugins_are_named() {
     let bad = GOOD.replace(
         "log_level = \"DEBUG\"",
-        "federation {\n bundle_endpoint {}\n}",
+        "federation {\n bundle_endpoint {\n profile \"https_web\" {}\n }\n}",
     );
     let (code, out) = run(&["validate"], &bad);
     assert_ne!(code, 0);
     assert!(
-        out.contains("\"federation\"") && out.contains("not supported"),
+        out.contains("https_web") && out.contains("not supported"),
         "{out}"
     );
 

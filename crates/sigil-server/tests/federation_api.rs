@@ -626,9 +626,10 @@ async fn update_applies_the_input_mask_and_delete_keeps_the_bundle() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refresh_bundle_is_unimplemented_for_an_existing_relationship() {
+async fn refresh_bundle_fetches_at_once_and_reports_the_endpoint_error() {
     let server = start("sgfrefresh").await;
-    create(&server, vec![web("a.org", "https://a.org")]).await;
+    // Nothing listens on port 1: the fetch fails without leaving the host.
+    create(&server, vec![web("a.org", "https://127.0.0.1:1")]).await;
     let refresh = |td: &str| {
         let mut client = server.trust_domains();
         let td = td.to_owned();
@@ -639,10 +640,14 @@ async fn refresh_bundle_is_unimplemented_for_an_existing_relationship() {
                 .unwrap_err()
         }
     };
-    assert_status(
-        refresh("a.org").await,
-        Code::Unimplemented,
-        "bundle endpoint refresh is not supported by sigil yet",
+    let err = refresh("a.org").await;
+    assert_eq!(err.code(), Code::Internal, "{err:?}");
+    assert!(
+        err.message().starts_with(
+            "failed to refresh bundle: failed to fetch federated bundle from endpoint: \
+             failed to fetch bundle: connecting to https://127.0.0.1:1: "
+        ),
+        "{err:?}"
     );
     assert_status(
         refresh("b.org").await,
@@ -864,10 +869,13 @@ Bundle endpoint profile   : https_web
 
     let (code, _, err) = cli(&server, &["refresh", "-id", "other.org"]).await;
     assert_eq!(code, 1);
-    assert_eq!(
-        err,
-        "Error: failed to refresh bundle: rpc error: code = Unimplemented desc = bundle \
-         endpoint refresh is not supported by sigil yet\n"
+    assert!(
+        err.starts_with(
+            "Error: failed to refresh bundle: rpc error: code = Internal desc = failed to \
+             refresh bundle: failed to fetch federated bundle from endpoint: failed to fetch \
+             bundle: connecting to https://other.org/bundle: "
+        ),
+        "{err}"
     );
     let (code, _, err) = cli(&server, &["refresh", "-id", "nobody.org"]).await;
     assert_eq!(code, 1);

@@ -55,6 +55,8 @@ pub struct ApiState {
     pub changes: watch::Sender<u64>,
     /// The server's own X509-SVID chain (leaf first), as last issued.
     pub server_svid: watch::Receiver<Vec<Vec<u8>>>,
+    /// Fetches federated bundles; told when relationships change.
+    pub federation: Arc<crate::federation::FederationManager>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -10,9 +10,10 @@
 //! datastore failures of a batch item (a duplicate, a missing relationship
 //! on update) as `Internal` with the datastore's reason appended.
 //!
-//! sigil does not run the federation bundle-fetching client yet, so nothing
-//! here fetches bundles: `RefreshBundle` answers `Unimplemented` for an
-//! existing relationship.
+//! Fetching is the [`crate::federation::FederationManager`]'s job: every
+//! batch change asks it to re-read relationships, and `RefreshBundle` has it
+//! fetch one trust domain's bundle at once (config relationships included,
+//! as in SPIRE), answering with the fetch's error.
 
 use std::sync::Arc;
 
@@ -30,9 +31,6 @@ use super::bundle::{batch_status, bundle_from_proto, parse_trust_domain};
 use super::convert::bundle_to_proto;
 use super::{ApiState, authenticate, require_admin, status_ok};
 use crate::ca::{decode_bundle, encode_bundle};
-
-/// What `RefreshBundle` says for a relationship that exists.
-pub const REFRESH_UNSUPPORTED: &str = "bundle endpoint refresh is not supported by sigil yet";
 
 /// The trust domain service.
 #[derive(Debug, Clone)]
@@ -146,7 +144,7 @@ const ALL_FIELDS: types::FederationRelationshipMask = types::FederationRelations
 /// Checks a bundle endpoint URL as SPIRE does (Go's `url.Parse`, then an
 /// https scheme, a host and no user info) and returns it as Go's `URL.String`
 /// would for it: as given, with the scheme lowercased.
-fn check_bundle_endpoint_url(raw: &str) -> Result<String, String> {
+pub fn check_bundle_endpoint_url(raw: &str) -> Result<String, String> {
     let parsed =
         go_url::parse(raw).map_err(|e| format!("failed to parse bundle endpoint URL: {e}"))?;
     if parsed.scheme != "https" {
@@ -501,6 +499,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 federation_relationship,
             });
         }
+        self.state.federation.trigger_reload();
         Ok(Response::new(
             pb::BatchCreateFederationRelationshipResponse { results },
         ))
@@ -523,6 +522,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 federation_relationship,
             });
         }
+        self.state.federation.trigger_reload();
         Ok(Response::new(
             pb::BatchUpdateFederationRelationshipResponse { results },
         ))
@@ -543,6 +543,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 trust_domain,
             });
         }
+        self.state.federation.trigger_reload();
         Ok(Response::new(
             pb::BatchDeleteFederationRelationshipResponse { results },
         ))
@@ -562,25 +563,18 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
                 Some(&e),
             )
         })?;
-        let rel = self
-            .state
-            .ds
-            .get_federation_relationship(&td)
-            .await
-            .map_err(|e| {
-                rpc_error(
-                    Code::Internal,
-                    "failed to refresh bundle",
-                    Some(&ds_reason(&e)),
-                )
-            })?;
-        if rel.is_none() {
-            return Err(Status::not_found(format!(
+        match self.state.federation.refresh_bundle(&td).await {
+            Ok(true) => Ok(Response::new(())),
+            Ok(false) => Err(Status::not_found(format!(
                 "no relationship with trust domain {}",
                 go_quote(td.name())
-            )));
+            ))),
+            Err(e) => Err(rpc_error(
+                Code::Internal,
+                "failed to refresh bundle",
+                Some(&e.to_string()),
+            )),
         }
-        Err(Status::unimplemented(REFRESH_UNSUPPORTED))
     }
 }
 

@@ -1,0 +1,366 @@
+//! Fetching one foreign trust domain's bundle from its SPIFFE bundle
+//! endpoint: `GET <bundle_endpoint_url>` over HTTPS/1.1, the server
+//! authenticated by its profile, the body read as a SPIFFE bundle document.
+//!
+//! - `https_spiffe`: the chain must verify against the X.509 authorities we
+//!   hold for the endpoint SPIFFE ID's trust domain, and the leaf must name
+//!   exactly that ID; the DNS name is not checked (SPIFFE Federation 5.2).
+//! - `https_web`: the chain must verify against the Web PKI roots
+//!   (`webpki-roots`) for the URL's host name or IP address.
+//!
+//! This module never touches the datastore; the caller chooses the roots.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::RootCertStore;
+use rustls_pki_types::ServerName;
+use sigil_crypto::tls::ServerIdPolicy;
+use sigil_spiffe::{Bundle, BundleError, SpiffeId, TrustDomain};
+use tokio::net::TcpStream;
+
+/// How a bundle endpoint proves who it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointAuth {
+    /// `https_web`: a certificate from a Web PKI CA for the URL's host.
+    Web,
+    /// `https_spiffe`: an X509-SVID with exactly `id`, chaining to `roots`
+    /// (DER X.509 authorities of `id`'s trust domain).
+    Spiffe {
+        /// The SPIFFE ID the endpoint must present.
+        id: SpiffeId,
+        /// The authorities it must chain to.
+        roots: Vec<Vec<u8>>,
+    },
+}
+
+/// Why a bundle could not be fetched. The `Display` texts name the URL and
+/// the step that failed, in SPIRE's words where SPIRE has some.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FetchError {
+    /// The URL is not `https://host[:port][/path]`.
+    #[error("invalid bundle endpoint URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// No TLS client could be built (for `https_spiffe`: no usable roots).
+    #[error("could not configure TLS for {url}: {reason}")]
+    TlsConfig {
+        /// The URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TCP connection failed.
+    #[error("failed to fetch bundle: connecting to {url}: {source}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed; for `https_spiffe` this includes a server
+    /// that presents another SPIFFE ID or a chain our bundle does not trust.
+    #[error("failed to fetch bundle: TLS handshake with {url}: {reason}")]
+    Handshake {
+        /// The URL.
+        url: String,
+        /// What rustls reported, with a certificate verifier's own reason
+        /// spelled out.
+        reason: String,
+    },
+    /// HTTP failed after the handshake.
+    #[error("failed to fetch bundle: {url}: {reason}")]
+    Http {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The endpoint answered with another status than 200.
+    #[error("unexpected status {status} fetching bundle: {body}")]
+    Status {
+        /// The HTTP status code.
+        status: u16,
+        /// The first bytes of the body.
+        body: String,
+    },
+    /// The body is not a valid SPIFFE bundle document.
+    #[error("failed to decode bundle from {url}: {source}")]
+    Decode {
+        /// The URL.
+        url: String,
+        /// The parser's reason.
+        source: BundleError,
+    },
+    /// The whole fetch took longer than [`FETCH_TIMEOUT`].
+    #[error("failed to fetch bundle: {url}: timed out after {FETCH_TIMEOUT:?}")]
+    Timeout {
+        /// The URL.
+        url: String,
+    },
+}
+
+/// The longest a single fetch may take, connection to last byte.
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The largest bundle document accepted.
+pub const MAX_BUNDLE_BYTES: usize = 4 << 20;
+
+/// The ALPN protocol both ends of a bundle endpoint use.
+pub const ALPN_HTTP1: &[u8] = b"http/1.1";
+
+/// Fetches `trust_domain`'s bundle from `url`, authenticating the endpoint
+/// as `auth` says.
+pub async fn fetch_bundle(
+    trust_domain: &TrustDomain,
+    url: &str,
+    auth: &EndpointAuth,
+) -> Result<Bundle, FetchError> {
+    match tokio::time::timeout(FETCH_TIMEOUT, fetch(trust_domain, url, auth)).await {
+        Ok(r) => r,
+        Err(_) => Err(FetchError::Timeout { url: url.into() }),
+    }
+}
+
+/// The parts of a bundle endpoint URL a fetch needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl {
+    /// Host name or IP address, without IPv6 brackets.
+    pub host: String,
+    /// The port (443 unless given).
+    pub port: u16,
+    /// Path and query to request (`/` when empty).
+    pub path_and_query: String,
+    /// The `Host` header value (authority without user info).
+    pub authority: String,
+}
+
+impl EndpointUrl {
+    /// Parses an `https` URL.
+    pub fn parse(url: &str) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+        match uri.scheme_str() {
+            Some(s) if s.eq_ignore_ascii_case("https") => {}
+            Some(s) => return Err(format!("scheme {s:?} is not https")),
+            None => return Err("the URL has no scheme; it must start with https://".into()),
+        }
+        let authority = uri.authority().ok_or("the URL has no host")?;
+        if authority.as_str().contains('@') {
+            return Err("the URL must not contain user info".into());
+        }
+        let host = authority.host();
+        let host = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .unwrap_or(host);
+        if host.is_empty() {
+            return Err("the URL has no host".into());
+        }
+        Ok(EndpointUrl {
+            host: host.to_owned(),
+            port: authority.port_u16().unwrap_or(443),
+            path_and_query: uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .filter(|p| !p.is_empty())
+                .unwrap_or("/")
+                .to_owned(),
+            authority: authority.as_str().to_owned(),
+        })
+    }
+
+    /// The name to verify (https_web) and send as SNI.
+    pub fn server_name(&self) -> Result<ServerName<'static>, String> {
+        ServerName::try_from(self.host.clone())
+            .map_err(|e| format!("{:?} is not a DNS name or IP address: {e}", self.host))
+    }
+}
+
+/// A client config for `auth`, offering HTTP/1.1 only.
+pub fn tls_config(auth: &EndpointAuth) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut config = match auth {
+        EndpointAuth::Spiffe { id, roots } => sigil_crypto::tls::client_config_with_policy(
+            roots.clone(),
+            ServerIdPolicy::Exact(id.clone()),
+            None,
+        )
+        .map_err(|e| e.to_string())?,
+        EndpointAuth::Web => {
+            rustls::ClientConfig::builder_with_provider(sigil_crypto::tls::provider())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(web_roots())
+                .with_no_client_auth()
+        }
+    };
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn web_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            Arc::new(RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            })
+        })
+        .clone()
+}
+
+async fn fetch(
+    trust_domain: &TrustDomain,
+    url: &str,
+    auth: &EndpointAuth,
+) -> Result<Bundle, FetchError> {
+    let invalid = |reason: String| FetchError::InvalidUrl {
+        url: url.into(),
+        reason,
+    };
+    let endpoint = EndpointUrl::parse(url).map_err(invalid)?;
+    let name = endpoint.server_name().map_err(invalid)?;
+    let config = tls_config(auth).map_err(|reason| FetchError::TlsConfig {
+        url: url.into(),
+        reason,
+    })?;
+
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|source| FetchError::Connect {
+            url: url.into(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| FetchError::Handshake {
+            url: url.into(),
+            reason: handshake_reason(&e),
+        })?;
+
+    let http_err = |e: &dyn std::fmt::Display| FetchError::Http {
+        url: url.into(),
+        reason: e.to_string(),
+    };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| http_err(&e))?;
+    let conn = tokio::spawn(conn);
+    let request = http::Request::get(endpoint.path_and_query.as_str())
+        .header(http::header::HOST, endpoint.authority.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| http_err(&e))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| http_err(&e))?;
+    let status = response.status();
+    let body = Limited::new(response.into_body(), MAX_BUNDLE_BYTES)
+        .collect()
+        .await
+        .map_err(|e| http_err(&format!("reading the body: {e}")))?
+        .to_bytes();
+    conn.abort();
+    if status != http::StatusCode::OK {
+        let shown = &body[..body.len().min(1024)];
+        return Err(FetchError::Status {
+            status: status.as_u16(),
+            body: String::from_utf8_lossy(shown).into_owned(),
+        });
+    }
+    Bundle::parse_jwks(trust_domain, &body).map_err(|source| FetchError::Decode {
+        url: url.into(),
+        source,
+    })
+}
+
+/// rustls shows a verifier's own error with `Debug`; show it with
+/// `Display` so a wrong endpoint SPIFFE ID reads as a sentence.
+fn handshake_reason(e: &std::io::Error) -> String {
+    use rustls::{CertificateError, Error as TlsError};
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<TlsError>())
+    {
+        Some(TlsError::InvalidCertificate(CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_url_takes_host_port_and_path() {
+        let u = EndpointUrl::parse("https://example.org/bundle.json?x=1").unwrap();
+        assert_eq!(u.host, "example.org");
+        assert_eq!(u.port, 443);
+        assert_eq!(u.path_and_query, "/bundle.json?x=1");
+        assert_eq!(u.authority, "example.org");
+        let u = EndpointUrl::parse("HTTPS://127.0.0.1:8443").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 8443));
+        assert_eq!(u.path_and_query, "/");
+        let u = EndpointUrl::parse("https://[::1]:9443/b").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 9443));
+        assert!(matches!(u.server_name().unwrap(), ServerName::IpAddress(_)));
+        assert!(matches!(
+            EndpointUrl::parse("https://example.org")
+                .unwrap()
+                .server_name()
+                .unwrap(),
+            ServerName::DnsName(_)
+        ));
+    }
+
+    #[test]
+    fn endpoint_url_refuses_other_schemes_user_info_and_no_host() {
+        let e = EndpointUrl::parse("http://example.org").unwrap_err();
+        assert_eq!(e, "scheme \"http\" is not https");
+        let e = EndpointUrl::parse("https://user@example.org").unwrap_err();
+        assert_eq!(e, "the URL must not contain user info");
+        assert!(EndpointUrl::parse("example.org/x").is_err());
+    }
+
+    #[test]
+    fn web_profile_trusts_the_webpki_roots_and_speaks_http1() {
+        let c = tls_config(&EndpointAuth::Web).unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(!web_roots().is_empty());
+    }
+
+    #[test]
+    fn spiffe_profile_without_roots_is_a_config_error() {
+        let id = SpiffeId::parse("spiffe://b.org/spire/server").unwrap();
+        let e = tls_config(&EndpointAuth::Spiffe { id, roots: vec![] }).unwrap_err();
+        assert!(e.contains("trust roots"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn fetch_names_the_url_when_nothing_listens() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let url = format!("https://{addr}");
+        let td = TrustDomain::new("b.org").unwrap();
+        let e = fetch_bundle(&td, &url, &EndpointAuth::Web)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, FetchError::Connect { .. }), "{e}");
+        assert!(e.to_string().contains(&url), "{e}");
+    }
+}
