@@ -113,6 +113,30 @@ pub enum AuthorityError {
     Ca(#[from] CaError),
 }
 
+/// Why an upstream authority cannot be tainted or revoked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamAuthorityError {
+    /// The server has no UpstreamAuthority.
+    #[error("upstream authority is not configured")]
+    NotConfigured,
+    /// The subject key ID is not one that may be used (SPIRE's reasons).
+    #[error("{0}")]
+    Invalid(&'static str),
+    /// No authority of the bundle has that subject key ID.
+    #[error("no upstream authority found with provided subject key ID")]
+    NotInBundle,
+    /// The authority is tainted already.
+    #[error("upstream authority is already tainted")]
+    AlreadyTainted,
+    /// Only tainted authorities can be revoked.
+    #[error("it is not possible to revoke an untainted root CA")]
+    NotTainted,
+    /// The CA failed.
+    #[error(transparent)]
+    Ca(#[from] CaError),
+}
+
 /// Authorities of our bundle marked tainted (SPIRE's `tainted` flag): agents
 /// and downstream servers replace SVIDs they signed. Stored with the bundle,
 /// so taints survive restarts.
@@ -163,6 +187,9 @@ pub struct AuthorityState {
     pub expires_at: SystemTime,
     /// Its slot state.
     pub status: SlotStatus,
+    /// For an upstream-signed X.509 CA, the hex AuthorityKeyIdentifier of the
+    /// upstream authority that signed it; empty otherwise.
+    pub upstream_authority_id: String,
 }
 
 /// The active authority and the one in the next slot (prepared or old).
@@ -278,6 +305,9 @@ trait SlotLike: Clone {
     fn set_status(&mut self, status: SlotStatus);
     fn authority_id(&self) -> String;
     fn not_after(&self) -> SystemTime;
+    fn upstream_authority_id(&self) -> String {
+        String::new()
+    }
 }
 
 impl SlotLike for X509Ca {
@@ -292,6 +322,9 @@ impl SlotLike for X509Ca {
     }
     fn not_after(&self) -> SystemTime {
         self.not_after
+    }
+    fn upstream_authority_id(&self) -> String {
+        x509_upstream_authority_id(&self.cert_der)
     }
 }
 
@@ -612,6 +645,87 @@ impl CaManager {
         Ok(old)
     }
 
+    /// Marks the upstream authority `skid` (hex SubjectKeyIdentifier of an
+    /// upstream root or intermediate) tainted, as SPIRE does: only one that
+    /// signed the old local authority, never the one behind the active CA.
+    pub async fn taint_x509_upstream(&self, skid: &str) -> Result<String, UpstreamAuthorityError> {
+        let skid = self.check_upstream_target(skid).await?;
+        self.modify_bundle(|b, taints| {
+            if !b
+                .x509_authorities
+                .iter()
+                .any(|der| x509_authority_id(der) == skid)
+            {
+                return Err(UpstreamAuthorityError::NotInBundle);
+            }
+            if !taints.x509.insert(skid.clone()) {
+                return Err(UpstreamAuthorityError::AlreadyTainted);
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(subject_key_id = %skid, "X.509 upstream authority tainted successfully");
+        Ok(skid)
+    }
+
+    /// Removes the tainted upstream authority `skid` from the bundle.
+    pub async fn revoke_x509_upstream(&self, skid: &str) -> Result<String, UpstreamAuthorityError> {
+        let skid = self.check_upstream_target(skid).await?;
+        self.modify_bundle(|b, taints| {
+            if !taints.x509.contains(&skid) {
+                return Err(UpstreamAuthorityError::NotTainted);
+            }
+            let before = b.x509_authorities.len();
+            b.x509_authorities
+                .retain(|der| x509_authority_id(der) != skid);
+            if b.x509_authorities.len() == before {
+                return Err(UpstreamAuthorityError::NotInBundle);
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(subject_key_id = %skid, "X.509 upstream authority successfully revoked");
+        Ok(skid)
+    }
+
+    async fn check_upstream_target(&self, skid: &str) -> Result<String, UpstreamAuthorityError> {
+        if self.cfg.upstream.is_none() {
+            return Err(UpstreamAuthorityError::NotConfigured);
+        }
+        let skid = skid.to_ascii_lowercase();
+        if skid.is_empty() {
+            return Err(UpstreamAuthorityError::Invalid(
+                "no subject key ID provided",
+            ));
+        }
+        let st = self.state.read().await;
+        if st
+            .x509_current
+            .as_ref()
+            .is_some_and(|c| x509_upstream_authority_id(&c.cert_der) == skid)
+        {
+            return Err(UpstreamAuthorityError::Invalid(
+                "unable to use upstream authority singing current authority",
+            ));
+        }
+        let Some(next) = st.x509_next.as_ref() else {
+            return Err(UpstreamAuthorityError::Invalid(
+                "upstream authority didn't sign the old local authority",
+            ));
+        };
+        if x509_upstream_authority_id(&next.cert_der) != skid {
+            return Err(UpstreamAuthorityError::Invalid(
+                "upstream authority didn't sign the old local authority",
+            ));
+        }
+        if next.status == SlotStatus::Prepared {
+            return Err(UpstreamAuthorityError::Invalid(
+                "only upstream authorities signing an old authority can be used",
+            ));
+        }
+        Ok(skid)
+    }
+
     /// Removes the tainted JWT key `authority_id` from the bundle. Any key of
     /// the bundle but the active and the prepared one may be revoked, as in
     /// SPIRE.
@@ -661,6 +775,7 @@ impl CaManager {
             authority_id: authority_id.to_owned(),
             expires_at,
             status: SlotStatus::Old,
+            upstream_authority_id: String::new(),
         })
     }
 
@@ -1190,6 +1305,32 @@ pub fn decode_bundle_with_taints(
     Ok((bundle, taints))
 }
 
+/// The ID of the upstream authority that signed a CA certificate: its
+/// AuthorityKeyIdentifier in lowercase hex (SPIRE's `upstream_authority_id`);
+/// empty for a self-signed certificate or one without the extension.
+pub fn x509_upstream_authority_id(der: &[u8]) -> String {
+    use x509_parser::extensions::ParsedExtension;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return String::new();
+    };
+    let aki = cert
+        .extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki
+                .key_identifier
+                .as_ref()
+                .map(|k| k.0.iter().map(|b| format!("{b:02x}")).collect::<String>()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    // Self-signed (names alone can coincide): its own key signed it.
+    if aki == x509_authority_id(der) {
+        return String::new();
+    }
+    aki
+}
+
 /// SPIRE's authority ID of an X.509 authority: its SubjectKeyIdentifier in
 /// lowercase hex, empty when it has none (or is not a certificate).
 pub fn x509_authority_id(der: &[u8]) -> String {
@@ -1213,6 +1354,7 @@ fn slot_state<S: SlotLike>(s: &S) -> AuthorityState {
         authority_id: s.authority_id(),
         expires_at: s.not_after(),
         status: s.status(),
+        upstream_authority_id: s.upstream_authority_id(),
     }
 }
 
@@ -1765,6 +1907,104 @@ mod tests {
             .unwrap();
         assert_eq!(chain[1], active.cert_der);
         sigil_crypto::x509::verify_chain(&chain, &[root], f.clock.now()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn upstream_root_rotation_then_taint_and_revoke_of_the_old_root() {
+        let mut f = fixture().await;
+        f.clock.set(SystemTime::now());
+        let dir = tempfile::tempdir().unwrap();
+        let write_root = |name: &str| {
+            let key = sigil_crypto::key::SoftwareKey::generate(KeyType::EcP256).unwrap();
+            let now = SystemTime::now();
+            let root = sigil_crypto::x509::self_signed_ca(
+                &key,
+                &TrustDomain::new(name).unwrap(),
+                &CaSubject::default(),
+                now - BACKDATE,
+                now + DAY * 30,
+            )
+            .unwrap();
+            std::fs::write(
+                dir.path().join("ca.crt"),
+                sigil_crypto::x509::pem_encode_certs(std::slice::from_ref(&root)),
+            )
+            .unwrap();
+            std::fs::write(dir.path().join("ca.key"), key.to_pkcs8_pem()).unwrap();
+            root
+        };
+        let r1 = write_root("example.org");
+        let data = serde_json::json!({
+            "cert_file_path": dir.path().join("ca.crt").to_str().unwrap(),
+            "key_file_path": dir.path().join("ca.key").to_str().unwrap(),
+        });
+        f.cfg.upstream = Some(
+            crate::plugin::upstreamauthority::build("disk", &data, &f.cfg.trust_domain).unwrap(),
+        );
+        let ca = start(&f).await;
+        let r1_id = x509_authority_id(&r1);
+        assert_eq!(
+            ca.x509_state().await.active.unwrap().upstream_authority_id,
+            r1_id
+        );
+        // The active CA's upstream authority cannot be tainted.
+        let err = ca.taint_x509_upstream(&r1_id).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unable to use upstream authority singing current authority"
+        );
+
+        // The operator rotates the upstream root on disk; the next CA is
+        // signed by it and activated.
+        let r2 = write_root("example.org");
+        let next = ca.prepare_x509_now().await.unwrap();
+        assert_eq!(next.upstream_authority_id, x509_authority_id(&r2));
+        // The new root signs only the prepared CA so far.
+        let err = ca
+            .taint_x509_upstream(&next.upstream_authority_id)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "only upstream authorities signing an old authority can be used"
+        );
+        ca.activate_x509(&next.authority_id).await.unwrap();
+        let err = ca.taint_x509_upstream("abcdef").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "upstream authority didn't sign the old local authority"
+        );
+        assert!(ca.bundle().x509_authorities.contains(&r1));
+        assert!(ca.bundle().x509_authorities.contains(&r2));
+
+        // Revoking needs a taint first; then the old root leaves the bundle.
+        let err = ca.revoke_x509_upstream(&r1_id).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "it is not possible to revoke an untainted root CA"
+        );
+        assert_eq!(
+            ca.taint_x509_upstream(&r1_id.to_uppercase()).await.unwrap(),
+            r1_id
+        );
+        assert!(ca.bundle_taints().is_x509_tainted(&r1));
+        assert!(matches!(
+            ca.taint_x509_upstream(&r1_id).await,
+            Err(UpstreamAuthorityError::AlreadyTainted)
+        ));
+        ca.revoke_x509_upstream(&r1_id).await.unwrap();
+        assert!(!ca.bundle().x509_authorities.contains(&r1));
+        assert!(ca.bundle().x509_authorities.contains(&r2));
+    }
+
+    #[tokio::test]
+    async fn upstream_taint_without_upstream_is_a_precondition_error() {
+        let f = fixture().await;
+        let ca = start(&f).await;
+        assert!(matches!(
+            ca.taint_x509_upstream("ab").await,
+            Err(UpstreamAuthorityError::NotConfigured)
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! SPIRE's code and message for the RPC at hand.
 //!
 //! sigil has no UpstreamAuthority plugins and no WIT-SVIDs yet, so the
-//! upstream and WIT RPCs answer `Unimplemented`.
+//! WIT RPCs answer `Unimplemented`.
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ fn state_proto(s: &AuthorityState) -> pb::AuthorityState {
     pb::AuthorityState {
         authority_id: s.authority_id.clone(),
         expires_at: unix(s.expires_at),
-        upstream_authority_subject_key_id: String::new(),
+        upstream_authority_subject_key_id: s.upstream_authority_id.clone(),
     }
 }
 
@@ -162,10 +162,19 @@ fn revoke_status(kind: Kind, e: AuthorityError) -> Status {
     }
 }
 
-fn upstream_unimplemented() -> Status {
-    Status::unimplemented(
-        "upstream authorities are not supported by sigil yet: the server's X.509 CA is always self-signed",
-    )
+fn upstream_status(action: &str, e: crate::ca::UpstreamAuthorityError) -> Status {
+    use crate::ca::UpstreamAuthorityError as E;
+    match e {
+        E::NotConfigured => Status::failed_precondition(e.to_string()),
+        E::Invalid(reason) => Status::invalid_argument(match action {
+            "taint" => format!("provided subject key id is not valid: {reason}"),
+            _ => format!("invalid subject key ID: {reason}"),
+        }),
+        other => Status::internal(match action {
+            "taint" => format!("failed to taint upstream authority: {other}"),
+            _ => format!("failed to revoke X.509 upstream authority: {other}"),
+        }),
+    }
 }
 
 fn wit_unimplemented() -> Status {
@@ -317,7 +326,15 @@ impl pb::local_authority_server::LocalAuthority for LocalAuthorityService {
         request: Request<pb::TaintX509UpstreamAuthorityRequest>,
     ) -> Result<Response<pb::TaintX509UpstreamAuthorityResponse>, Status> {
         self.authorize(&request).await?;
-        Err(upstream_unimplemented())
+        let skid = self
+            .state
+            .ca
+            .taint_x509_upstream(&request.get_ref().subject_key_id)
+            .await
+            .map_err(|e| upstream_status("taint", e))?;
+        Ok(Response::new(pb::TaintX509UpstreamAuthorityResponse {
+            upstream_authority_subject_key_id: skid,
+        }))
     }
 
     async fn revoke_x509_authority(
@@ -341,7 +358,15 @@ impl pb::local_authority_server::LocalAuthority for LocalAuthorityService {
         request: Request<pb::RevokeX509UpstreamAuthorityRequest>,
     ) -> Result<Response<pb::RevokeX509UpstreamAuthorityResponse>, Status> {
         self.authorize(&request).await?;
-        Err(upstream_unimplemented())
+        let skid = self
+            .state
+            .ca
+            .revoke_x509_upstream(&request.get_ref().subject_key_id)
+            .await
+            .map_err(|e| upstream_status("revoke", e))?;
+        Ok(Response::new(pb::RevokeX509UpstreamAuthorityResponse {
+            upstream_authority_subject_key_id: skid,
+        }))
     }
 
     async fn get_wit_authority_state(
