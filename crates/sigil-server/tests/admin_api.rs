@@ -4,184 +4,20 @@
 //! the way a SPIRE client would: codes, messages and the bundle it gets back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+mod common;
 
 use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
-use sigil_proto::spire::api::server::agent::v1 as agentpb;
 use sigil_proto::spire::api::server::bundle::v1 as bundlepb;
 use sigil_proto::spire::api::server::debug::v1 as debugpb;
 use sigil_proto::spire::api::server::entry::v1 as entrypb;
 use sigil_proto::spire::api::server::localauthority::v1 as lapb;
 use sigil_proto::spire::api::server::logger::v1 as loggerpb;
 use sigil_proto::spire::api::types;
-use sigil_server::config::ServerConfig;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
 use bundlepb::bundle_client::BundleClient;
+use common::{agent_channel, assert_status, codes, foreign_ca, start};
 use lapb::local_authority_client::LocalAuthorityClient;
-
-fn config(dir: &Path) -> ServerConfig {
-    ServerConfig::parse(&format!(
-        r#"
-server {{
-    bind_address = "127.0.0.1"
-    bind_port = "0"
-    socket_path = "{dir}/admin.sock"
-    trust_domain = "example.org"
-    data_dir = "{dir}/data"
-}}
-plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{dir}/data/ds.sqlite3"
-        }}
-    }}
-    KeyManager "memory" {{
-        plugin_data {{}}
-    }}
-    NodeAttestor "join_token" {{
-        plugin_data {{}}
-    }}
-}}
-"#,
-        dir = dir.display()
-    ))
-    .expect("valid config")
-}
-
-struct Server {
-    _dir: tempfile::TempDir,
-    running: sigil_server::run::Running,
-    admin: Channel,
-}
-
-async fn start(prefix: &str) -> Server {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path()))
-        .await
-        .expect("server starts");
-    let admin = admin_channel(&dir.path().join("admin.sock")).await;
-    Server {
-        _dir: dir,
-        running,
-        admin,
-    }
-}
-
-async fn admin_channel(sock: &Path) -> Channel {
-    let sock = sock.to_path_buf();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("admin socket")
-}
-
-async fn tls_channel(addr: std::net::SocketAddr, cfg: rustls::ClientConfig) -> Channel {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    Endpoint::try_from("http://sigil-server")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = rustls_pki_types::ServerName::try_from("sigil-server").expect("name");
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("TLS channel")
-}
-
-fn server_id() -> sigil_spiffe::SpiffeId {
-    sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap()
-}
-
-async fn roots(admin: &Channel) -> Vec<Vec<u8>> {
-    BundleClient::new(admin.clone())
-        .get_bundle(bundlepb::GetBundleRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .x509_authorities
-        .into_iter()
-        .map(|a| a.asn1)
-        .collect()
-}
-
-/// Attests an agent with a join token and returns an mTLS channel that
-/// presents its SVID.
-async fn agent_channel(server: &Server) -> Channel {
-    let roots = roots(&server.admin).await;
-    let token = agentpb::agent_client::AgentClient::new(server.admin.clone())
-        .create_join_token(agentpb::CreateJoinTokenRequest {
-            ttl: 600,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .value;
-    let addr = server.running.agent_addr;
-    let cfg = sigil_crypto::tls::client_config(roots.clone(), server_id(), None).unwrap();
-    let mut client = agentpb::agent_client::AgentClient::new(tls_channel(addr, cfg).await);
-    let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
-    let csr = sigil_crypto::csr::create_csr(&key, None).unwrap();
-    let req = agentpb::AttestAgentRequest {
-        step: Some(agentpb::attest_agent_request::Step::Params(
-            agentpb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: "join_token".into(),
-                    payload: token.as_bytes().to_vec(),
-                }),
-                params: Some(agentpb::AgentX509svidParams { csr }),
-            },
-        )),
-    };
-    let mut stream = client
-        .attest_agent(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().expect("a response");
-    let Some(agentpb::attest_agent_response::Step::Result(result)) = resp.step else {
-        panic!("expected a result");
-    };
-    let chain = result.svid.expect("svid").cert_chain;
-    let cfg =
-        sigil_crypto::tls::client_config(roots, server_id(), Some((chain, key.to_pkcs8_der())))
-            .unwrap();
-    tls_channel(addr, cfg).await
-}
-
-/// A CA certificate of another trust domain.
-fn foreign_ca(td: &str) -> Vec<u8> {
-    let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
-    let now = SystemTime::now();
-    sigil_crypto::x509::self_signed_ca(
-        &key,
-        &sigil_spiffe::TrustDomain::new(td).unwrap(),
-        &sigil_crypto::x509::CaSubject::default(),
-        now,
-        now + Duration::from_secs(3600),
-    )
-    .unwrap()
-}
 
 fn jwt_key(kid: &str) -> types::JwtKey {
     let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
@@ -224,20 +60,6 @@ fn entry_federated_with(path: &str, tds: &[&str]) -> types::Entry {
         federates_with: tds.iter().map(|s| (*s).to_owned()).collect(),
         ..Default::default()
     }
-}
-
-fn codes(statuses: impl IntoIterator<Item = Option<types::Status>>) -> Vec<(Code, String)> {
-    statuses
-        .into_iter()
-        .map(|s| {
-            let s = s.expect("status");
-            (Code::from(s.code), s.message)
-        })
-        .collect()
-}
-
-fn assert_status(err: tonic::Status, code: Code, message: &str) {
-    assert_eq!((err.code(), err.message()), (code, message), "{err:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1007,21 +829,30 @@ async fn x509_authority_prepare_activate_taint_revoke() {
     assert_ne!(b.x509_authorities[0].asn1, first_der);
     assert!(!b.x509_authorities[0].tainted);
 
-    // Upstream authorities and WIT-SVIDs do not exist in sigil yet.
+    // Without an UpstreamAuthority, SPIRE's precondition error; WIT-SVIDs do
+    // not exist in sigil yet.
     let err = la
         .taint_x509_upstream_authority(lapb::TaintX509UpstreamAuthorityRequest {
             subject_key_id: first.authority_id.clone(),
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_status(
+        err,
+        Code::FailedPrecondition,
+        "upstream authority is not configured",
+    );
     let err = la
         .revoke_x509_upstream_authority(lapb::RevokeX509UpstreamAuthorityRequest {
             subject_key_id: first.authority_id.clone(),
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::Unimplemented);
+    assert_status(
+        err,
+        Code::FailedPrecondition,
+        "upstream authority is not configured",
+    );
     let err = la
         .get_wit_authority_state(lapb::GetWitAuthorityStateRequest {})
         .await

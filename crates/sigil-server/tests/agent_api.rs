@@ -3,120 +3,14 @@
 //! authorization of SVID requests, single-use tokens, bans. No fakes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
+use common::{Server, attest, roots, server_id, start, tls_channel};
 use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
 use sigil_proto::spire::api::server::agent::v1 as agentpb;
-use sigil_proto::spire::api::server::bundle::v1 as bundlepb;
 use sigil_proto::spire::api::server::entry::v1 as entrypb;
 use sigil_proto::spire::api::server::svid::v1 as svidpb;
 use sigil_proto::spire::api::types;
-use sigil_server::config::ServerConfig;
-use tonic::transport::{Channel, Endpoint};
-
-fn config(dir: &Path) -> ServerConfig {
-    ServerConfig::parse(&format!(
-        r#"
-server {{
-    bind_address = "127.0.0.1"
-    bind_port = "0"
-    socket_path = "{dir}/admin.sock"
-    trust_domain = "example.org"
-    data_dir = "{dir}/data"
-}}
-plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{dir}/data/ds.sqlite3"
-        }}
-    }}
-    KeyManager "memory" {{
-        plugin_data {{}}
-    }}
-    NodeAttestor "join_token" {{
-        plugin_data {{}}
-    }}
-}}
-"#,
-        dir = dir.display()
-    ))
-    .expect("valid config")
-}
-
-async fn admin_channel(sock: &Path) -> Channel {
-    let sock = sock.to_path_buf();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("admin socket")
-}
-
-async fn tls_channel(addr: std::net::SocketAddr, cfg: rustls::ClientConfig) -> Channel {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    Endpoint::try_from("http://sigil-server")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = rustls_pki_types::ServerName::try_from("sigil-server").expect("name");
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("TLS channel")
-}
-
-struct Agent {
-    chain: Vec<Vec<u8>>,
-    key: SoftwareKey,
-}
-
-async fn attest(
-    addr: std::net::SocketAddr,
-    roots: Vec<Vec<u8>>,
-    token: &str,
-) -> Result<Agent, tonic::Status> {
-    let server_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
-    let cfg = sigil_crypto::tls::client_config(roots, server_id, None).unwrap();
-    let mut client = agentpb::agent_client::AgentClient::new(tls_channel(addr, cfg).await);
-    let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
-    let csr = sigil_crypto::csr::create_csr(&key, None).unwrap();
-    let req = agentpb::AttestAgentRequest {
-        step: Some(agentpb::attest_agent_request::Step::Params(
-            agentpb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: "join_token".into(),
-                    payload: token.as_bytes().to_vec(),
-                }),
-                params: Some(agentpb::AgentX509svidParams { csr }),
-            },
-        )),
-    };
-    let mut stream = client
-        .attest_agent(futures::stream::iter([req]))
-        .await?
-        .into_inner();
-    let resp = stream.message().await?.expect("a response");
-    let Some(agentpb::attest_agent_response::Step::Result(result)) = resp.step else {
-        panic!("expected a result");
-    };
-    Ok(Agent {
-        chain: result.svid.expect("svid").cert_chain,
-        key,
-    })
-}
 
 fn entry(parent: &str, id: &str) -> types::Entry {
     let split = |s: &str| {
@@ -140,26 +34,15 @@ fn entry(parent: &str, id: &str) -> types::Entry {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_gets_svids_only_for_its_authorized_entries() {
-    let dir = tempfile::Builder::new()
-        .prefix("sgapi")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path()))
-        .await
-        .expect("server starts");
-    let admin = admin_channel(&dir.path().join("admin.sock")).await;
+    let Server {
+        dir: _dir,
+        running,
+        admin,
+        ..
+    } = start("sgapi").await;
     let mut agent_admin = agentpb::agent_client::AgentClient::new(admin.clone());
     let mut entries = entrypb::entry_client::EntryClient::new(admin.clone());
-    let bundle = bundlepb::bundle_client::BundleClient::new(admin.clone())
-        .get_bundle(bundlepb::GetBundleRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let roots: Vec<Vec<u8>> = bundle
-        .x509_authorities
-        .iter()
-        .map(|a| a.asn1.clone())
-        .collect();
+    let roots = roots(&admin).await;
     assert!(!roots.is_empty());
 
     let token = agent_admin
@@ -213,7 +96,7 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
     );
 
     // mTLS with the agent SVID.
-    let server_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
+    let server_id = server_id();
     let cfg = sigil_crypto::tls::client_config(
         roots.clone(),
         server_id.clone(),
@@ -363,25 +246,15 @@ async fn agent_gets_svids_only_for_its_authorized_entries() {
 /// IDs the agent asks for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sync_authorized_entries_full_and_sparse_modes() {
-    let dir = tempfile::Builder::new()
-        .prefix("sgsync")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path()))
-        .await
-        .expect("server starts");
-    let admin = admin_channel(&dir.path().join("admin.sock")).await;
+    let Server {
+        dir: _dir,
+        running,
+        admin,
+        ..
+    } = start("sgsync").await;
     let mut agent_admin = agentpb::agent_client::AgentClient::new(admin.clone());
     let mut entries = entrypb::entry_client::EntryClient::new(admin.clone());
-    let roots: Vec<Vec<u8>> = bundlepb::bundle_client::BundleClient::new(admin.clone())
-        .get_bundle(bundlepb::GetBundleRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .x509_authorities
-        .into_iter()
-        .map(|a| a.asn1)
-        .collect();
+    let roots = roots(&admin).await;
     let token = agent_admin
         .create_join_token(agentpb::CreateJoinTokenRequest {
             ttl: 600,
@@ -395,7 +268,7 @@ async fn sync_authorized_entries_full_and_sparse_modes() {
     let agent = attest(running.agent_addr, roots.clone(), &token)
         .await
         .expect("attests");
-    let server_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
+    let server_id = server_id();
     let cfg = sigil_crypto::tls::client_config(
         roots,
         server_id,
@@ -494,13 +367,9 @@ async fn sync_authorized_entries_full_and_sparse_modes() {
 /// selectors include all its selectors are authorized for its children.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_alias_entries_authorize_agents_by_node_selectors() {
-    let dir = tempfile::Builder::new()
-        .prefix("sgalias")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path()))
-        .await
-        .expect("server starts");
+    let Server {
+        dir: _dir, running, ..
+    } = start("sgalias").await;
     let state = running.state.clone();
     let sel = |s: &str| sigil_spiffe::Selector::parse(s).unwrap();
     let id = |s: &str| sigil_spiffe::SpiffeId::parse(s).unwrap();
@@ -589,25 +458,15 @@ async fn node_alias_entries_authorize_agents_by_node_selectors() {
 /// bundle. A workload without the flag is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn downstream_workload_gets_an_intermediate_ca_and_others_do_not() {
-    let dir = tempfile::Builder::new()
-        .prefix("sgdown")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path()))
-        .await
-        .expect("server starts");
-    let admin = admin_channel(&dir.path().join("admin.sock")).await;
+    let Server {
+        dir: _dir,
+        running,
+        admin,
+        ..
+    } = start("sgdown").await;
     let mut agent_admin = agentpb::agent_client::AgentClient::new(admin.clone());
     let mut entries = entrypb::entry_client::EntryClient::new(admin.clone());
-    let roots: Vec<Vec<u8>> = bundlepb::bundle_client::BundleClient::new(admin.clone())
-        .get_bundle(bundlepb::GetBundleRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .x509_authorities
-        .into_iter()
-        .map(|a| a.asn1)
-        .collect();
+    let roots = roots(&admin).await;
     let token = agent_admin
         .create_join_token(agentpb::CreateJoinTokenRequest {
             ttl: 600,
@@ -638,7 +497,7 @@ async fn downstream_workload_gets_an_intermediate_ca_and_others_do_not() {
     let agent = attest(running.agent_addr, roots.clone(), &token)
         .await
         .unwrap();
-    let server_id = sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap();
+    let server_id = server_id();
     let agent_cfg = sigil_crypto::tls::client_config(
         roots.clone(),
         server_id.clone(),

@@ -6,187 +6,16 @@
 //! and messages, and the relationships and bundles it gets back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+mod common;
 
-use sigil_crypto::key::{KeyType, SoftwareKey};
-use sigil_proto::spire::api::server::agent::v1 as agentpb;
 use sigil_proto::spire::api::server::bundle::v1 as bundlepb;
 use sigil_proto::spire::api::server::trustdomain::v1 as tdpb;
 use sigil_proto::spire::api::types;
 use sigil_proto::spire::api::types::federation_relationship::BundleEndpointProfile;
-use sigil_server::config::ServerConfig;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 
+use common::{Server, agent_channel, assert_status, codes, foreign_ca, start};
 use tdpb::trust_domain_client::TrustDomainClient;
-
-fn config(dir: &Path) -> ServerConfig {
-    ServerConfig::parse(&format!(
-        r#"
-server {{
-    bind_address = "127.0.0.1"
-    bind_port = "0"
-    socket_path = "{dir}/admin.sock"
-    trust_domain = "example.org"
-    data_dir = "{dir}/data"
-}}
-plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{dir}/data/ds.sqlite3"
-        }}
-    }}
-    KeyManager "memory" {{
-        plugin_data {{}}
-    }}
-    NodeAttestor "join_token" {{
-        plugin_data {{}}
-    }}
-}}
-"#,
-        dir = dir.display()
-    ))
-    .expect("valid config")
-}
-
-struct Server {
-    dir: tempfile::TempDir,
-    running: sigil_server::run::Running,
-    admin: Channel,
-}
-
-impl Server {
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
-    }
-
-    fn trust_domains(&self) -> TrustDomainClient<Channel> {
-        TrustDomainClient::new(self.admin.clone())
-    }
-}
-
-async fn start(prefix: &str) -> Server {
-    let dir = tempfile::Builder::new()
-        .prefix(prefix)
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path()))
-        .await
-        .expect("server starts");
-    let admin = admin_channel(&dir.path().join("admin.sock")).await;
-    Server {
-        dir,
-        running,
-        admin,
-    }
-}
-
-async fn admin_channel(sock: &Path) -> Channel {
-    let sock = sock.to_path_buf();
-    Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("admin socket")
-}
-
-async fn tls_channel(addr: std::net::SocketAddr, cfg: rustls::ClientConfig) -> Channel {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    Endpoint::try_from("http://sigil-server")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let connector = connector.clone();
-            async move {
-                let tcp = tokio::net::TcpStream::connect(addr).await?;
-                let name = rustls_pki_types::ServerName::try_from("sigil-server").expect("name");
-                let tls = connector.connect(name, tcp).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
-            }
-        }))
-        .await
-        .expect("TLS channel")
-}
-
-fn server_id() -> sigil_spiffe::SpiffeId {
-    sigil_spiffe::SpiffeId::parse("spiffe://example.org/spire/server").unwrap()
-}
-
-/// Attests an agent with a join token and returns an mTLS channel that
-/// presents its SVID.
-async fn agent_channel(server: &Server) -> Channel {
-    let roots: Vec<Vec<u8>> = bundlepb::bundle_client::BundleClient::new(server.admin.clone())
-        .get_bundle(bundlepb::GetBundleRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .x509_authorities
-        .into_iter()
-        .map(|a| a.asn1)
-        .collect();
-    let token = agentpb::agent_client::AgentClient::new(server.admin.clone())
-        .create_join_token(agentpb::CreateJoinTokenRequest {
-            ttl: 600,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .value;
-    let addr = server.running.agent_addr;
-    let cfg = sigil_crypto::tls::client_config(roots.clone(), server_id(), None).unwrap();
-    let mut client = agentpb::agent_client::AgentClient::new(tls_channel(addr, cfg).await);
-    let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
-    let csr = sigil_crypto::csr::create_csr(&key, None).unwrap();
-    let req = agentpb::AttestAgentRequest {
-        step: Some(agentpb::attest_agent_request::Step::Params(
-            agentpb::attest_agent_request::Params {
-                data: Some(types::AttestationData {
-                    r#type: "join_token".into(),
-                    payload: token.as_bytes().to_vec(),
-                }),
-                params: Some(agentpb::AgentX509svidParams { csr }),
-            },
-        )),
-    };
-    let mut stream = client
-        .attest_agent(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let resp = stream.message().await.unwrap().expect("a response");
-    let Some(agentpb::attest_agent_response::Step::Result(result)) = resp.step else {
-        panic!("expected a result");
-    };
-    let chain = result.svid.expect("svid").cert_chain;
-    let cfg =
-        sigil_crypto::tls::client_config(roots, server_id(), Some((chain, key.to_pkcs8_der())))
-            .unwrap();
-    tls_channel(addr, cfg).await
-}
-
-/// A CA certificate of another trust domain.
-fn foreign_ca(td: &str) -> Vec<u8> {
-    let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
-    let now = SystemTime::now();
-    sigil_crypto::x509::self_signed_ca(
-        &key,
-        &sigil_spiffe::TrustDomain::new(td).unwrap(),
-        &sigil_crypto::x509::CaSubject::default(),
-        now,
-        now + Duration::from_secs(3600),
-    )
-    .unwrap()
-}
 
 fn foreign_bundle(td: &str) -> types::Bundle {
     types::Bundle {
@@ -221,22 +50,8 @@ fn spiffe(td: &str, url: &str, endpoint_id: &str) -> types::FederationRelationsh
     }
 }
 
-fn codes(statuses: impl IntoIterator<Item = Option<types::Status>>) -> Vec<(Code, String)> {
-    statuses
-        .into_iter()
-        .map(|s| {
-            let s = s.expect("status");
-            (Code::from(s.code), s.message)
-        })
-        .collect()
-}
-
 fn ok() -> (Code, String) {
     (Code::Ok, "OK".into())
-}
-
-fn assert_status(err: tonic::Status, code: Code, message: &str) {
-    assert_eq!((err.code(), err.message()), (code, message), "{err:?}");
 }
 
 async fn create(

@@ -8,10 +8,12 @@
 //! No fakes: both servers, their endpoints and the fetches are real.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
+use common::{Server, bundle_endpoint_config, start_with};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use sigil_proto::spire::api::server::bundle::v1 as bundlepb;
@@ -19,18 +21,10 @@ use sigil_proto::spire::api::server::localauthority::v1 as lapb;
 use sigil_proto::spire::api::server::trustdomain::v1 as tdpb;
 use sigil_proto::spire::api::types;
 use sigil_proto::spire::api::types::federation_relationship::BundleEndpointProfile;
-use sigil_server::config::ServerConfig;
 use sigil_server::federation::client::{self, EndpointAuth};
 use sigil_spiffe::{Bundle, SpiffeId, TrustDomain};
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
-
-struct Server {
-    _dir: tempfile::TempDir,
-    td: String,
-    running: sigil_server::run::Running,
-    admin: Channel,
-}
+use tonic::transport::Channel;
 
 impl Server {
     fn url(&self) -> String {
@@ -39,10 +33,6 @@ impl Server {
 
     fn bundles(&self) -> bundlepb::bundle_client::BundleClient<Channel> {
         bundlepb::bundle_client::BundleClient::new(self.admin.clone())
-    }
-
-    fn trust_domains(&self) -> tdpb::trust_domain_client::TrustDomainClient<Channel> {
-        tdpb::trust_domain_client::TrustDomainClient::new(self.admin.clone())
     }
 
     async fn own_bundle(&self) -> types::Bundle {
@@ -155,68 +145,9 @@ impl Server {
     }
 }
 
-fn config(dir: &Path, td: &str) -> ServerConfig {
-    ServerConfig::parse(&format!(
-        r#"
-server {{
-    bind_address = "127.0.0.1"
-    bind_port = "0"
-    socket_path = "{dir}/admin.sock"
-    trust_domain = "{td}"
-    data_dir = "{dir}/data"
-    federation {{
-        bundle_endpoint {{
-            address = "127.0.0.1"
-            port = 0
-            refresh_hint = "2m"
-            profile "https_spiffe" {{}}
-        }}
-    }}
-}}
-plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{dir}/data/ds.sqlite3"
-        }}
-    }}
-    KeyManager "memory" {{
-        plugin_data {{}}
-    }}
-}}
-"#,
-        dir = dir.display()
-    ))
-    .expect("valid config")
-}
-
+/// A server for `td` serving its bundle on an `https_spiffe` endpoint.
 async fn start(td: &str) -> Server {
-    let dir = tempfile::Builder::new()
-        .prefix("sgfed")
-        .tempdir_in("/tmp")
-        .unwrap();
-    let running = sigil_server::run::start(config(dir.path(), td))
-        .await
-        .expect("server starts");
-    let sock = dir.path().join("admin.sock");
-    let admin = Endpoint::try_from("http://localhost")
-        .unwrap()
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = sock.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .expect("admin socket");
-    Server {
-        _dir: dir,
-        td: td.into(),
-        running,
-        admin,
-    }
+    start_with("sgfed", td, bundle_endpoint_config).await
 }
 
 /// X.509 authorities (DER) and JWT authorities (key ID, key).
