@@ -224,3 +224,25 @@ fn banned_agent_shuts_down_and_forgets_its_svid() {
         "the agent SVID is removed, so a restart must attest again"
     );
 }
+
+#[test]
+fn evicted_agent_stops_because_a_join_token_cannot_reattest() {
+    let mut td = TrustDomain::new();
+    td.start_server();
+    let token = td.join_token();
+    td.start_agent(0, Some(&token));
+    td.server_cli(&[
+        "agent",
+        "evict",
+        "-spiffeID",
+        &td.join_token_agent_id(&token),
+    ])
+    .ok();
+    let code = td
+        .wait_agent_exit(0, Duration::from_secs(30))
+        .expect("the evicted agent stops by itself");
+    assert_ne!(code, 0);
+    let log = std::fs::read_to_string(td.path().join("agent0.log")).unwrap();
+    assert!(log.contains("attest again"), "{log}");
+    assert!(!td.path().join("agent0-data/agent_svid.der").exists());
+}

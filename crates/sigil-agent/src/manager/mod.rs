@@ -393,7 +393,7 @@ impl Manager {
         }
     }
 
-    /// Receives a reason when the agent must stop (the server banned it).
+    /// Receives a reason when the agent must stop (banned, or it must attest again).
     pub fn fatal(&self) -> watch::Receiver<Option<String>> {
         self.shared.fatal.subscribe()
     }
@@ -532,10 +532,28 @@ impl Shared {
                 rotation
             }
             Err(status) => {
-                if sigil_proto::status::permission_denied_reason(&status)
-                    == Some(sigil_proto::status::Reason::AgentBanned)
-                {
-                    self.banned(status.message());
+                use sigil_proto::status::Reason;
+                match sigil_proto::status::permission_denied_reason(&status) {
+                    Some(Reason::AgentBanned) => self.stop(
+                        "Agent is banned: removing SVID and shutting down",
+                        format!("the server banned this agent: {}", status.message()),
+                    ),
+                    // SPIRE re-attests for these; a join token cannot be used
+                    // twice, so (as SPIRE does when re-attestation fails) the
+                    // agent forgets its SVID and stops.
+                    Some(
+                        Reason::AgentNotAttested
+                        | Reason::AgentNotActive
+                        | Reason::AgentExpired
+                        | Reason::AgentMustReattest,
+                    ) => self.stop(
+                        "Agent needs to re-attest, which join_token attestation cannot do: removing SVID and shutting down",
+                        format!(
+                            "the server requires this agent to attest again ({}); restart it with a new join token",
+                            status.message()
+                        ),
+                    ),
+                    _ => {}
                 }
                 Err(ManagerError::SyncFailed {
                     server: self.cfg.server.clone(),
@@ -546,21 +564,18 @@ impl Shared {
         }
     }
 
-    /// The server banned this agent: forget the agent SVID (a restart must
-    /// attest again, as with SPIRE) and tell whoever runs the agent to stop.
-    fn banned(&self, message: &str) {
-        tracing::error!(
-            reason = message,
-            "Agent is banned: removing its SVID and shutting down"
-        );
+    /// The server refuses this agent for good (banned, or it must attest
+    /// again): forget the agent SVID, as SPIRE does, so a restart attests
+    /// afresh, and tell whoever runs the agent to stop with `reason`.
+    fn stop(&self, log: &str, reason: String) {
+        tracing::error!(reason = %reason, "{log}");
         let svid = self.cfg.data_dir.join("agent_svid.der");
         if let Err(e) = std::fs::remove_file(&svid)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(error = %e, path = %svid.display(), "Could not remove the agent SVID");
         }
-        self.fatal
-            .send_replace(Some(format!("the server banned this agent: {message}")));
+        self.fatal.send_replace(Some(reason));
     }
 
     async fn rotate_agent_if_due(&self) -> Result<(), ManagerError> {
