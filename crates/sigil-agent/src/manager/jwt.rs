@@ -17,6 +17,11 @@ use crate::cache::{JwtError, JwtMinter, JwtSvidRecord};
 
 type Key = (String, Vec<String>);
 
+/// At most this many tokens are cached (SPIRE caps its JWT-SVID cache at
+/// 1000 too). A workload asking with a new audience every time cannot grow
+/// the agent's memory without bound.
+pub const MAX_CACHED_JWT_SVIDS: usize = 1000;
+
 #[derive(Debug, Clone)]
 struct Cached {
     record: JwtSvidRecord,
@@ -89,7 +94,20 @@ impl JwtMinter for CachingJwtMinter {
                     hint: issued.hint,
                     expires_at: issued.expires_at,
                 };
-                self.lock().insert(
+                let mut cache = self.lock();
+                if cache.len() >= MAX_CACHED_JWT_SVIDS && !cache.contains_key(&key) {
+                    // Expired tokens go first; if none, the oldest one.
+                    cache.retain(|_, c| c.record.expires_at > now);
+                    if cache.len() >= MAX_CACHED_JWT_SVIDS
+                        && let Some(oldest) = cache
+                            .iter()
+                            .min_by_key(|(_, c)| c.issued_at)
+                            .map(|(k, _)| k.clone())
+                    {
+                        cache.remove(&oldest);
+                    }
+                }
+                cache.insert(
                     key,
                     Cached {
                         record: record.clone(),
@@ -149,6 +167,15 @@ mod tests {
         let renewed = m.jwt_svid("e1", &["a".into(), "b".into()]).await.unwrap();
         assert_ne!(renewed.token, a.token);
         assert_eq!(server.jwt_issued(), 4);
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded_when_every_call_uses_a_new_audience() {
+        let (_server, _clock, m) = minter();
+        for i in 0..MAX_CACHED_JWT_SVIDS + 25 {
+            m.jwt_svid("e1", &[format!("aud-{i}")]).await.unwrap();
+        }
+        assert_eq!(m.len(), MAX_CACHED_JWT_SVIDS);
     }
 
     #[tokio::test]
