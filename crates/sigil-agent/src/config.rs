@@ -20,7 +20,9 @@ use sigil_cli::config::{ConfigError, PluginDecl, Section, parse_plugins};
 use sigil_crypto::key::KeyType;
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
-use crate::attestor::unix::UnixAttestorConfig;
+use sigil_plugin::catalog::CatalogError;
+
+use crate::catalog::{AgentContext, Catalog};
 
 /// Environment variable overriding the sync interval (a Go duration).
 pub const SYNC_INTERVAL_ENV: &str = "SIGIL_AGENT_SYNC_INTERVAL";
@@ -93,8 +95,8 @@ pub enum AgentConfigError {
     #[error("{0}")]
     Invalid(String),
     /// The plugin section is wrong (counts, names, options).
-    #[error("{0}")]
-    Plugin(String),
+    #[error(transparent)]
+    Plugin(#[from] CatalogError),
     /// A file named by the configuration could not be read.
     #[error("{what} {}: {source}", path.display())]
     Read {
@@ -134,48 +136,6 @@ pub enum TrustBundleSource {
     /// Neither was configured, but `data_dir` holds the bundle a previous
     /// run stored; it is used as is.
     Stored,
-}
-
-/// The node attestor the agent uses. Only `join_token` exists so far.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeAttestorConfig {
-    /// `NodeAttestor "join_token"`: the token comes from `join_token`,
-    /// `join_token_file` or `run -joinToken`.
-    JoinToken,
-}
-
-/// The key manager holding the agent's own private key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyManagerConfig {
-    /// `KeyManager "memory"`: the key dies with the process, so a restarted
-    /// agent must attest again.
-    Memory,
-    /// `KeyManager "disk" { plugin_data { directory = "..." } }`.
-    Disk {
-        /// Where the key file lives.
-        directory: PathBuf,
-    },
-}
-
-impl KeyManagerConfig {
-    /// The plugin name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            KeyManagerConfig::Memory => "memory",
-            KeyManagerConfig::Disk { .. } => "disk",
-        }
-    }
-
-    /// The `plugin_data` as JSON, in the shape
-    /// `sigil_plugin::keymanager::build` reads.
-    pub fn plugin_data(&self) -> serde_json::Value {
-        match self {
-            KeyManagerConfig::Memory => serde_json::json!({}),
-            KeyManagerConfig::Disk { directory } => {
-                serde_json::json!({ "directory": directory.to_string_lossy() })
-            }
-        }
-    }
 }
 
 /// `sigil-agent run` flags that override the file, as in SPIRE (flags win).
@@ -234,13 +194,8 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// How long the first contact with the server is retried.
     pub bootstrap_timeout: Duration,
-    /// The node attestor.
-    pub node_attestor: NodeAttestorConfig,
-    /// The key manager.
-    pub key_manager: KeyManagerConfig,
-    /// The `unix` workload attestor's options.
-    pub unix_attestor: UnixAttestorConfig,
-    /// Every declared (enabled) plugin, as written.
+    /// Every declared (enabled) plugin, as written; [`AgentConfig::catalog`]
+    /// builds them.
     pub plugins: Vec<PluginDecl>,
     /// The admin API socket (`admin_socket_path`), made absolute; `None`
     /// serves no admin API. Never inside the Workload API socket's
@@ -421,8 +376,6 @@ impl AgentConfig {
                 AgentConfigError::Invalid(format!("error validating authorized delegate: {e}"))
             })?;
 
-        let (node_attestor, key_manager, unix_attestor) = check_plugins(&plugins)?;
-
         Ok(AgentConfig {
             server_address,
             server_port,
@@ -436,9 +389,6 @@ impl AgentConfig {
             workload_key_type,
             sync_interval,
             bootstrap_timeout: DEFAULT_BOOTSTRAP_TIMEOUT,
-            node_attestor,
-            key_manager,
-            unix_attestor,
             plugins,
             admin_socket_path,
             authorized_delegates,
@@ -491,6 +441,19 @@ impl AgentConfig {
             self.bootstrap_timeout = env_duration(BOOTSTRAP_TIMEOUT_ENV, v)?;
         }
         Ok(())
+    }
+
+    /// Builds the declared plugins: the one path from `plugins { }` to
+    /// running plugins, shared by `validate` and `run`.
+    pub fn catalog(&self) -> Result<Catalog, CatalogError> {
+        Catalog::load(
+            &self.plugins,
+            &AgentContext {
+                trust_domain: self.trust_domain.clone(),
+                data_dir: self.data_dir.clone(),
+                join_token: self.join_token.clone(),
+            },
+        )
     }
 
     /// The server's SPIFFE ID, `spiffe://<td>/spire/server`.
@@ -598,126 +561,6 @@ fn check_log_options(level: &str, format: &str) -> Result<(), AgentConfigError> 
     Ok(())
 }
 
-fn check_plugins(
-    plugins: &[PluginDecl],
-) -> Result<(NodeAttestorConfig, KeyManagerConfig, UnixAttestorConfig), AgentConfigError> {
-    use sigil_plugin::catalog::{CountRule, check_counts};
-    const RULES: &[CountRule] = &[
-        CountRule {
-            kind: "NodeAttestor",
-            min: 1,
-            max: 1,
-        },
-        CountRule {
-            kind: "KeyManager",
-            min: 1,
-            max: 1,
-        },
-        CountRule {
-            kind: "WorkloadAttestor",
-            min: 1,
-            max: usize::MAX,
-        },
-        CountRule {
-            kind: "SVIDStore",
-            min: 0,
-            max: 0,
-        },
-    ];
-    let kinds: Vec<&str> = plugins.iter().map(|p| p.kind.as_str()).collect();
-    check_counts(&kinds, RULES).map_err(|e| {
-        AgentConfigError::Plugin(if e.contains("at most 0") {
-            format!("{e}: this plugin type is not supported by sigil yet")
-        } else {
-            e
-        })
-    })?;
-    let of = |kind: &'static str| plugins.iter().filter(move |p| p.kind == kind);
-    let has_options = |p: &PluginDecl| p.data.as_object().is_some_and(|o| !o.is_empty());
-
-    let mut node_attestor = None;
-    for p in of("NodeAttestor") {
-        if p.name != "join_token" {
-            return Err(AgentConfigError::Plugin(format!(
-                "NodeAttestor {:?} is not supported by sigil yet (supported: join_token)",
-                p.name
-            )));
-        }
-        if has_options(p) {
-            return Err(AgentConfigError::Plugin(
-                "NodeAttestor \"join_token\" takes no plugin_data options".into(),
-            ));
-        }
-        node_attestor = Some(NodeAttestorConfig::JoinToken);
-    }
-
-    let mut key_manager = None;
-    for p in of("KeyManager") {
-        key_manager = Some(match p.name.as_str() {
-            "memory" => {
-                if has_options(p) {
-                    return Err(AgentConfigError::Plugin(
-                        "KeyManager \"memory\" takes no plugin_data options".into(),
-                    ));
-                }
-                KeyManagerConfig::Memory
-            }
-            "disk" => {
-                let obj = p.data.as_object().cloned().unwrap_or_default();
-                if let Some(k) = obj.keys().find(|k| k.as_str() != "directory") {
-                    return Err(AgentConfigError::Plugin(format!(
-                        "KeyManager \"disk\": unknown option {k:?} in plugin_data (supported: directory)"
-                    )));
-                }
-                let directory = obj
-                    .get("directory")
-                    .and_then(|v| v.as_str())
-                    .filter(|d| !d.is_empty())
-                    .ok_or_else(|| {
-                        AgentConfigError::Plugin(
-                            "KeyManager \"disk\": \"directory\" must be set in plugin_data".into(),
-                        )
-                    })?;
-                KeyManagerConfig::Disk {
-                    directory: PathBuf::from(directory),
-                }
-            }
-            other => {
-                return Err(AgentConfigError::Plugin(format!(
-                    "KeyManager {other:?} is not supported by sigil yet (supported: memory, disk)"
-                )));
-            }
-        });
-    }
-
-    let mut unix = None;
-    for p in of("WorkloadAttestor") {
-        if p.name != "unix" {
-            return Err(AgentConfigError::Plugin(format!(
-                "WorkloadAttestor {:?} is not supported by sigil yet (supported: unix)",
-                p.name
-            )));
-        }
-        if unix.is_some() {
-            return Err(AgentConfigError::Plugin(
-                "WorkloadAttestor \"unix\" is declared more than once".into(),
-            ));
-        }
-        unix = Some(
-            UnixAttestorConfig::from_plugin_data(&p.data)
-                .map_err(|e| AgentConfigError::Plugin(e.to_string()))?,
-        );
-    }
-
-    match (node_attestor, key_manager, unix) {
-        (Some(n), Some(k), Some(u)) => Ok((n, k, u)),
-        // check_counts guarantees one of each.
-        _ => Err(AgentConfigError::Plugin(
-            "NodeAttestor, KeyManager and WorkloadAttestor plugins must be configured".into(),
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -751,8 +594,13 @@ plugins {
 }
 "#;
 
+    /// The error from parsing `text` and loading its catalog, as
+    /// `validate` and `run` do.
     fn err(text: &str) -> String {
-        AgentConfig::parse(text).unwrap_err().to_string()
+        match AgentConfig::parse(text) {
+            Err(e) => e.to_string(),
+            Ok(c) => c.catalog().unwrap_err().to_string(),
+        }
     }
 
     #[test]
@@ -773,14 +621,11 @@ plugins {
             }
         );
         assert_eq!(c.join_token, None);
-        assert_eq!(c.node_attestor, NodeAttestorConfig::JoinToken);
-        assert_eq!(
-            c.key_manager,
-            KeyManagerConfig::Disk {
-                directory: PathBuf::from("./.data")
-            }
-        );
-        assert_eq!(c.unix_attestor, UnixAttestorConfig::default());
+        let catalog = c.catalog().unwrap();
+        assert_eq!(catalog.node_attestor.name(), "join_token");
+        assert_eq!(catalog.key_manager.name(), "disk");
+        assert_eq!(catalog.workload_attestors.len(), 1);
+        assert_eq!(catalog.workload_attestors[0].name(), "unix");
         assert_eq!(c.sync_interval, DEFAULT_SYNC_INTERVAL);
         assert_eq!(c.workload_key_type, KeyType::EcP256);
         assert_eq!(c.server_id().as_str(), "spiffe://example.org/spire/server");
@@ -822,11 +667,11 @@ plugins {
         let bad = SPIRE_EXAMPLE.replace("NodeAttestor \"join_token\"", "NodeAttestor \"aws_iid\"");
         assert_eq!(
             err(&bad),
-            "NodeAttestor \"aws_iid\" is not supported by sigil yet (supported: join_token)"
+            "NodeAttestor \"aws_iid\": is not supported by sigil yet (supported: join_token)"
         );
-        let bad = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"k8s\"");
+        let bad = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"docker\"");
         assert!(
-            err(&bad).contains("\"k8s\" is not supported"),
+            err(&bad).contains("\"docker\": is not supported"),
             "{}",
             err(&bad)
         );

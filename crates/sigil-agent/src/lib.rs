@@ -11,9 +11,11 @@
 pub mod admin;
 pub mod attestor;
 pub mod cache;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod manager;
+pub mod plugin;
 pub mod run;
 pub mod uds;
 pub mod workload;

@@ -12,11 +12,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use sigil_plugin::clock::SystemClock;
-use sigil_plugin::keymanager::{self, Role};
 
 use crate::admin::{AdminApi, AdminConfig};
-use crate::attestor::{UnixAttestor, WorkloadAttestor};
-use crate::config::{AgentConfig, KeyManagerConfig, RunFlags};
+use crate::attestor::{Combined, WorkloadAttestor};
+use crate::config::{AgentConfig, RunFlags};
 use crate::manager::client::TonicServerApi;
 use crate::manager::{Manager, ManagerConfig};
 
@@ -124,7 +123,7 @@ pub async fn run_command(args: RunArgs) -> ExitCode {
 /// `sigil-agent validate`: checks the configuration file, as SPIRE's
 /// `spire-agent validate` does, with its messages.
 pub fn validate_command(args: &RunArgs) -> ExitCode {
-    match args.load() {
+    match args.load().and_then(|cfg| Ok(cfg.catalog()?)) {
         Ok(_) => {
             println!("SPIRE agent configuration file is valid.");
             ExitCode::SUCCESS
@@ -142,13 +141,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("could not create data_dir {}", cfg.data_dir.display()))?;
 
-    let km = keymanager::build(
-        cfg.key_manager.name(),
-        &cfg.key_manager.plugin_data(),
-        Role::Agent,
-    )
-    .context("could not load the KeyManager plugin")?;
-    if cfg.key_manager == KeyManagerConfig::Memory {
+    let catalog = cfg.catalog().context("could not load plugins")?;
+    if catalog.key_manager.name() == "memory" {
         tracing::warn!(
             "Node attestation is not reattestable and the 'memory' key manager is in use; if the agent process is restarted, it will be unable to obtain a new SVID and will need to be manually evicted to be able to re-attest."
         );
@@ -166,16 +160,16 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         "Starting agent"
     );
     let manager = Manager::start(
-        ManagerConfig::from_agent_config(&cfg),
+        ManagerConfig::from_agent_config(&cfg, catalog.node_attestor.clone()),
         api,
-        km,
+        catalog.key_manager.clone(),
         Arc::new(SystemClock),
     )
     .await
     .context("agent failed to start")?;
     let manager = Arc::new(manager);
 
-    let attestor: Arc<dyn WorkloadAttestor> = Arc::new(UnixAttestor::new(cfg.unix_attestor));
+    let attestor: Arc<dyn WorkloadAttestor> = Combined::of(catalog.workload_attestors.clone());
     if let Some(dir) = cfg.socket_path.parent()
         && !dir.as_os_str().is_empty()
     {

@@ -1,15 +1,21 @@
-//! Plugin traits shared by the server and the agent, the built-in key
-//! managers both sides use, and the rules for how many of each plugin type a
-//! configuration may declare.
+//! The plugin mechanism shared by the server and the agent: the catalog
+//! machinery (count rules, built-in lists, typed plugin errors), the plugin
+//! traits both sides or both halves of a pair need, their conformance
+//! suites, and the built-in key managers.
 //!
-//! A plugin sees only its own `plugin_data`, never the whole configuration.
+//! Each side owns its catalog (`sigil_server::catalog`,
+//! `sigil_agent::catalog`): one file per plugin type listing its built-ins.
+//! A plugin sees only its own `plugin_data` and the context its side hands
+//! it, never the whole configuration.
 #![forbid(unsafe_code)]
 
+pub mod bundlepublisher;
 pub mod catalog;
 pub mod clock;
 pub mod keymanager;
+pub mod nodeattestor;
 pub mod upstreamauthority;
 
-pub use catalog::{CountRule, check_counts};
+pub use catalog::{CatalogError, CountError, CountRule, PluginError, Problem};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use keymanager::{KeyManager, KeyManagerError};

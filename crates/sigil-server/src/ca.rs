@@ -1502,6 +1502,15 @@ struct JwtJournalEntry {
 mod tests {
     use super::*;
     use sigil_plugin::clock::ManualClock;
+
+    fn test_ctx(td: &TrustDomain) -> crate::catalog::ServerContext {
+        crate::catalog::ServerContext {
+            trust_domain: td.clone(),
+            data_dir: std::env::temp_dir(),
+            clock: Arc::new(sigil_plugin::clock::SystemClock),
+            join_tokens: Arc::new(crate::catalog::DataStoreJoinTokens::default()),
+        }
+    }
     use sigil_plugin::keymanager::DiskKeyManager;
 
     const DAY: Duration = Duration::from_secs(24 * 3600);
@@ -1878,7 +1887,8 @@ mod tests {
             "key_file_path": dir.path().join("ca.key").to_str().unwrap(),
         });
         f.cfg.upstream = Some(
-            crate::plugin::upstreamauthority::build("disk", &data, &f.cfg.trust_domain).unwrap(),
+            crate::plugin::upstreamauthority::disk::build(&data, &test_ctx(&f.cfg.trust_domain))
+                .unwrap(),
         );
         let ca = start(&f).await;
         let active = ca.x509_ca().await.unwrap();
@@ -1939,7 +1949,8 @@ mod tests {
             "key_file_path": dir.path().join("ca.key").to_str().unwrap(),
         });
         f.cfg.upstream = Some(
-            crate::plugin::upstreamauthority::build("disk", &data, &f.cfg.trust_domain).unwrap(),
+            crate::plugin::upstreamauthority::disk::build(&data, &test_ctx(&f.cfg.trust_domain))
+                .unwrap(),
         );
         let ca = start(&f).await;
         let r1_id = x509_authority_id(&r1);

@@ -101,8 +101,7 @@ plugins {{
             expires_at: state.clock.unix_now() + 600,
         })
         .await?;
-    let agent_id = crate::api::agent::join_token_agent_id(&td, &token)
-        .map_err(|s| anyhow::anyhow!(s.message().to_owned()))?;
+    let agent_id = crate::plugin::nodeattestor::join_token::agent_id(&td, &token)?;
     let user = std::env::var("USER").unwrap_or_else(|_| format!("uid{uid}"));
     let user_path: String = user
         .chars()

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod ca;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod dev;

@@ -85,7 +85,7 @@ fn load(args: &ConfigArgs) -> Result<ServerConfig, String> {
 }
 
 fn validate(args: ConfigArgs) -> ExitCode {
-    match load(&args).and_then(|cfg| sigil_server::run::validate(&cfg)) {
+    match load(&args).and_then(|cfg| sigil_server::run::validate(&cfg).map_err(|e| e.to_string())) {
         Ok(()) => {
             println!("SPIRE server configuration file is valid.");
             ExitCode::SUCCESS

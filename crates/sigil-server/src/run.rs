@@ -3,56 +3,19 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sigil_plugin::catalog::{CountRule, check_counts};
+use sigil_plugin::catalog::CatalogError;
 use sigil_plugin::clock::{Clock, SystemClock};
-use sigil_plugin::keymanager::{self, KeyManager, Role};
+use sigil_plugin::nodeattestor::JoinTokens;
 use sigil_proto::spire::api::server as srv;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::api::{self, ApiState};
 use crate::ca::{CaConfig, CaManager};
+use crate::catalog::{Catalog, DataStoreJoinTokens, ServerContext};
 use crate::config::ServerConfig;
 use crate::endpoints;
 use crate::federation::{self, FederationManager};
-
-const PLUGIN_RULES: &[CountRule] = &[
-    CountRule {
-        kind: "DataStore",
-        min: 1,
-        max: 1,
-    },
-    CountRule {
-        kind: "KeyManager",
-        min: 1,
-        max: 1,
-    },
-    CountRule {
-        kind: "NodeAttestor",
-        min: 0,
-        max: usize::MAX,
-    },
-    CountRule {
-        kind: "UpstreamAuthority",
-        min: 0,
-        max: 1,
-    },
-    CountRule {
-        kind: "Notifier",
-        min: 0,
-        max: 0,
-    },
-    CountRule {
-        kind: "BundlePublisher",
-        min: 0,
-        max: 0,
-    },
-    CountRule {
-        kind: "CredentialComposer",
-        min: 0,
-        max: 0,
-    },
-];
 
 /// How often the CA checks whether to prepare or activate authorities.
 pub const ROTATION_INTERVAL: Duration = Duration::from_secs(10);
@@ -70,96 +33,46 @@ pub struct Running {
 }
 
 /// Checks everything in the config that can be checked without starting:
-/// plugin counts and names, plugin options.
-pub fn validate(cfg: &ServerConfig) -> Result<(), String> {
-    let kinds: Vec<&str> = cfg.plugins.iter().map(|p| p.kind.as_str()).collect();
-    check_counts(&kinds, PLUGIN_RULES).map_err(|e| {
-        if e.contains("at most 0") {
-            format!("{e}: this plugin type is not supported by sigil yet")
-        } else {
-            e
-        }
-    })?;
-    for p in cfg.plugins_of("NodeAttestor") {
-        if p.name != "join_token" {
-            return Err(format!(
-                "NodeAttestor {:?} is not supported by sigil yet (supported: join_token)",
-                p.name
-            ));
-        }
-        if p.data.as_object().is_some_and(|o| !o.is_empty()) {
-            return Err("NodeAttestor \"join_token\" takes no plugin_data options".into());
-        }
-    }
-    let ds = cfg.plugins_of("DataStore")[0];
-    if ds.name != "sql" {
-        return Err(format!(
-            "DataStore {:?} is not supported (supported: sql)",
-            ds.name
-        ));
-    }
-    datastore_settings(ds)?;
-    let km = cfg.plugins_of("KeyManager")[0];
-    if !["memory", "disk"].contains(&km.name.as_str()) {
-        return Err(format!(
-            "KeyManager {:?} is not supported by sigil yet (supported: memory, disk)",
-            km.name
-        ));
-    }
-    upstream_authority(cfg)?;
-    Ok(())
+/// plugin counts, names and options, through the same catalog `start`
+/// loads.
+pub fn validate(cfg: &ServerConfig) -> Result<(), CatalogError> {
+    load_catalog(cfg, Arc::new(DataStoreJoinTokens::default())).map(|_| ())
 }
 
-/// Builds the configured UpstreamAuthority, if any (its files are read, so
-/// `validate` catches a missing or mismatched CA).
-fn upstream_authority(
+/// Loads the catalog for `cfg`; join tokens come from `join_tokens`.
+fn load_catalog(
     cfg: &ServerConfig,
-) -> Result<Option<Arc<dyn sigil_plugin::upstreamauthority::UpstreamAuthority>>, String> {
-    match cfg.plugins_of("UpstreamAuthority").first() {
-        None => Ok(None),
-        Some(p) => crate::plugin::upstreamauthority::build(&p.name, &p.data, &cfg.trust_domain)
-            .map(Some)
-            .map_err(|e| e.to_string()),
-    }
-}
-
-fn datastore_settings(p: &sigil_cli::PluginDecl) -> Result<(String, String), String> {
-    let obj = p
-        .data
-        .as_object()
-        .ok_or("DataStore \"sql\": plugin_data must be a block")?;
-    for k in obj.keys() {
-        if !["database_type", "connection_string"].contains(&k.as_str()) {
-            return Err(format!(
-                "DataStore \"sql\": option {k:?} is not supported by sigil yet"
-            ));
-        }
-    }
-    let get = |k: &str| {
-        obj.get(k)
-            .and_then(|v| v.as_str())
-            .map(str::to_owned)
-            .ok_or_else(|| format!("DataStore \"sql\": {k:?} must be set"))
-    };
-    Ok((get("database_type")?, get("connection_string")?))
+    join_tokens: Arc<dyn JoinTokens>,
+) -> Result<Catalog, CatalogError> {
+    Catalog::load(
+        &cfg.plugins,
+        &ServerContext {
+            trust_domain: cfg.trust_domain.clone(),
+            data_dir: cfg.data_dir.clone(),
+            clock: Arc::new(SystemClock),
+            join_tokens,
+        },
+    )
 }
 
 /// Starts every part of the server and returns once both listeners are up.
 pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
-    validate(&cfg).map_err(anyhow::Error::msg)?;
+    // The catalog is loaded (and so the config validated) before anything
+    // touches the disk or the database; the datastore it describes is
+    // then opened and handed to the plugins that read it.
+    let join_tokens = Arc::new(DataStoreJoinTokens::default());
+    let catalog = load_catalog(&cfg, join_tokens.clone())?;
     std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
         anyhow::anyhow!("could not create data_dir {}: {e}", cfg.data_dir.display())
     })?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-
-    let (db_type, conn) =
-        datastore_settings(cfg.plugins_of("DataStore")[0]).map_err(anyhow::Error::msg)?;
-    let ds = sigil_datastore::open(&db_type, &conn)
-        .await
-        .map_err(|e| anyhow::anyhow!("DataStore \"sql\": {e}"))?;
-
-    let km_decl = cfg.plugins_of("KeyManager")[0];
-    let km: Arc<dyn KeyManager> = keymanager::build(&km_decl.name, &km_decl.data, Role::Server)?;
+    let ds = sigil_datastore::open(
+        &catalog.datastore.database_type,
+        &catalog.datastore.connection_string,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("DataStore \"sql\": {e}"))?;
+    join_tokens.connect(ds.clone());
 
     let ca = CaManager::start(
         CaConfig {
@@ -170,9 +83,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             subject: cfg.ca_subject.clone(),
             jwt_issuer: cfg.jwt_issuer.clone(),
             journal_path: cfg.data_dir.join("journal.json"),
-            upstream: upstream_authority(&cfg).map_err(anyhow::Error::msg)?,
+            upstream: catalog.upstream_authority.clone(),
         },
-        km,
+        catalog.key_manager.clone(),
         ds.clone(),
         clock.clone(),
     )
@@ -201,6 +114,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         changes,
         server_svid,
         federation,
+        node_attestors: catalog.node_attestors.clone(),
     });
 
     // Housekeeping: expired join tokens.

@@ -19,6 +19,40 @@ use crate::uds::PeerInfo;
 
 pub use unix::{UnixAttestor, UnixAttestorConfig};
 
+use std::sync::Arc;
+
+/// Several attestors as one: each attests the caller and the selectors
+/// are concatenated in declaration order, as SPIRE combines them. Any
+/// attestor's failure fails the attestation, so a caller is never served
+/// on partial facts.
+pub struct Combined {
+    attestors: Vec<Arc<dyn WorkloadAttestor>>,
+}
+
+impl Combined {
+    /// Combines `attestors` (the catalog guarantees at least one); a
+    /// single attestor is returned as is.
+    pub fn of(mut attestors: Vec<Arc<dyn WorkloadAttestor>>) -> Arc<dyn WorkloadAttestor> {
+        if attestors.len() == 1 {
+            return attestors.remove(0);
+        }
+        Arc::new(Combined { attestors })
+    }
+}
+
+#[async_trait]
+impl WorkloadAttestor for Combined {
+    fn name(&self) -> &str {
+        "combined"
+    }
+
+    async fn attest(&self, peer: &PeerInfo) -> Result<Vec<Selector>, AttestError> {
+        let all =
+            futures::future::try_join_all(self.attestors.iter().map(|a| a.attest(peer))).await?;
+        Ok(all.into_iter().flatten().collect())
+    }
+}
+
 /// A workload attestor plugin: given the credentials of a connected peer,
 /// returns the selectors that describe it.
 #[async_trait]

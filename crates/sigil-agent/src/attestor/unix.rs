@@ -97,6 +97,25 @@ impl UnixAttestorConfig {
     }
 }
 
+/// Builds the `unix` attestor for the catalog.
+pub fn build(
+    data: &serde_json::Value,
+    _ctx: &crate::catalog::AgentContext,
+) -> Result<std::sync::Arc<dyn WorkloadAttestor>, sigil_plugin::PluginError> {
+    let config = UnixAttestorConfig::from_plugin_data(data).map_err(|e| {
+        let reason = match e {
+            AttestError::Config { reason, .. } => reason,
+            other => other.to_string(),
+        };
+        sigil_plugin::PluginError::new(
+            "WorkloadAttestor",
+            UnixAttestor::NAME,
+            sigil_plugin::Problem::Invalid(reason),
+        )
+    })?;
+    Ok(std::sync::Arc::new(UnixAttestor::new(config)))
+}
+
 /// The `unix` workload attestor.
 #[derive(Debug, Clone)]
 pub struct UnixAttestor {

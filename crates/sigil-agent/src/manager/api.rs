@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sigil_crypto::key::Signer;
+use sigil_plugin::nodeattestor::AgentNodeAttestor;
 use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
 use tonic::Status;
 
@@ -38,6 +39,15 @@ pub struct AuthorizedEntry {
     pub store_svid: bool,
     /// Trust domains whose bundles workloads of this entry receive.
     pub federates_with: Vec<TrustDomain>,
+}
+
+/// The outcome of node attestation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attested {
+    /// The agent SVID chain, leaf first, DER.
+    pub chain: Vec<Vec<u8>>,
+    /// Whether the agent may re-attest by itself instead of renewing.
+    pub reattestable: bool,
 }
 
 /// An X509-SVID as the server issued it.
@@ -92,14 +102,15 @@ pub trait ServerApi: Send + Sync + std::fmt::Debug {
         identity: Option<AgentIdentity>,
     ) -> Result<(), sigil_crypto::CryptoError>;
 
-    /// `Agent.AttestAgent` with one params message; returns the agent SVID
-    /// chain.
+    /// `Agent.AttestAgent`: the params message (the attestor's type and
+    /// `payload`, the CSR), then one `attestor.respond` per challenge the
+    /// server sends, until the result.
     async fn attest_agent(
         &self,
-        attestation_type: &str,
+        attestor: &dyn AgentNodeAttestor,
         payload: Vec<u8>,
         csr: Vec<u8>,
-    ) -> Result<Vec<Vec<u8>>, Status>;
+    ) -> Result<Attested, Status>;
 
     /// `Agent.RenewAgent`; returns the new agent SVID chain.
     async fn renew_agent(&self, csr: Vec<u8>) -> Result<Vec<Vec<u8>>, Status>;

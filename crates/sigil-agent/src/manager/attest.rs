@@ -5,8 +5,8 @@
 //! [`KEY_A`] / [`KEY_B`] (SPIRE's names); rotation writes the other slot so
 //! the key in use is never overwritten before the new SVID is in hand. A
 //! stored SVID is reused only if it has not expired and the KeyManager
-//! still holds its key; otherwise the agent attests again, which for
-//! `join_token` needs an unused token.
+//! still holds its key; otherwise the agent attests again with its node
+//! attestor (which, for a single-use join token, needs a new token).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use std::time::Duration;
 use sigil_crypto::key::{KeyType, Signer};
 use sigil_plugin::clock::{self, Clock};
 use sigil_plugin::keymanager::KeyManager;
+use sigil_plugin::nodeattestor::AgentNodeAttestor;
 use sigil_spiffe::{SpiffeId, TrustDomain};
 use tonic::Status;
 
@@ -136,22 +137,29 @@ pub async fn load_stored(
     Ok(None)
 }
 
-/// Node attestation with a join token: new key in [`KEY_A`], CSR without
-/// SPIFFE ID, `AttestAgent`. Transient failures are retried for up to
-/// `timeout`; a refusal is returned at once with the server's message.
-pub async fn attest_join_token(
+/// Node attestation with the configured attestor: a new key in `key_id`,
+/// a CSR without SPIFFE ID, the attestor's payload, `AttestAgent` (with any
+/// challenge rounds the server half asks for). Returns the agent SVID and
+/// whether the server lets the agent re-attest by itself. Transient
+/// failures are retried for up to `timeout` (zero: one attempt); a refusal
+/// is returned at once with the server's message.
+pub async fn attest(
     api: &dyn ServerApi,
     km: &dyn KeyManager,
     td: &TrustDomain,
-    token: &str,
+    attestor: &dyn AgentNodeAttestor,
+    key_id: &'static str,
     server: &str,
     timeout: Duration,
-) -> Result<AgentSvid, ManagerError> {
-    tracing::info!("SVID is not found. Starting node attestation");
-    let key = km.generate_key(KEY_A, AGENT_KEY_TYPE).await?;
+) -> Result<(AgentSvid, bool), ManagerError> {
+    let payload = attestor
+        .payload()
+        .await
+        .map_err(ManagerError::NodeAttestor)?;
+    let key = km.generate_key(key_id, AGENT_KEY_TYPE).await?;
     let csr = sigil_crypto::csr::create_csr(key.as_ref(), None)?;
-    let chain = retry_transient(server, "node attestation", timeout, || {
-        api.attest_agent("join_token", token.as_bytes().to_vec(), csr.clone())
+    let attested = retry_transient(server, "node attestation", timeout, || {
+        api.attest_agent(attestor, payload.clone(), csr.clone())
     })
     .await
     .map_err(|e| match e {
@@ -161,9 +169,15 @@ pub async fn attest_join_token(
             message: status.message().to_owned(),
         },
     })?;
-    let svid = AgentSvid::from_chain(chain, key, KEY_A, td).map_err(ManagerError::BadAgentSvid)?;
-    tracing::info!(spiffe_id = %svid.spiffe_id, reattestable = false, "Node attestation was successful");
-    Ok(svid)
+    let svid = AgentSvid::from_chain(attested.chain, key, key_id, td)
+        .map_err(ManagerError::BadAgentSvid)?;
+    tracing::info!(
+        spiffe_id = %svid.spiffe_id,
+        reattestable = attested.reattestable,
+        node_attestor = attestor.name(),
+        "Node attestation was successful"
+    );
+    Ok((svid, attested.reattestable))
 }
 
 /// Renews the agent SVID with a new key in the other slot.

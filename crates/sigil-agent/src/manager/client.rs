@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use sigil_crypto::CryptoError;
+use sigil_plugin::nodeattestor::AgentNodeAttestor;
 use sigil_proto::spire::api::server::agent::v1 as agent_pb;
 use sigil_proto::spire::api::server::bundle::v1 as bundle_pb;
 use sigil_proto::spire::api::server::entry::v1 as entry_pb;
@@ -32,7 +33,9 @@ use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
-use super::api::{AgentIdentity, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust};
+use super::api::{
+    AgentIdentity, Attested, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust,
+};
 
 /// How long establishing a connection (TCP + TLS) may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,49 +130,73 @@ impl ServerApi for TonicServerApi {
 
     async fn attest_agent(
         &self,
-        attestation_type: &str,
+        attestor: &dyn AgentNodeAttestor,
         payload: Vec<u8>,
         csr: Vec<u8>,
-    ) -> Result<Vec<Vec<u8>>, Status> {
+    ) -> Result<Attested, Status> {
         let mut client = agent_pb::agent_client::AgentClient::new(self.channel()?);
-        let request = agent_pb::AttestAgentRequest {
+        let params = agent_pb::AttestAgentRequest {
             step: Some(agent_pb::attest_agent_request::Step::Params(
                 agent_pb::attest_agent_request::Params {
                     data: Some(types::AttestationData {
-                        r#type: attestation_type.to_owned(),
+                        r#type: attestor.name().to_owned(),
                         payload,
                     }),
                     params: Some(agent_pb::AgentX509svidParams { csr }),
                 },
             )),
         };
-        // join_token needs no challenge round, so the request stream holds
-        // exactly the params message.
+        // The request stream stays open for challenge responses; it holds
+        // at most one message waiting, as the server asks one challenge at
+        // a time.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(params)
+            .await
+            .map_err(|_| Status::internal("attestation request stream closed"))?;
         let mut responses = client
-            .attest_agent(tokio_stream::iter([request]))
+            .attest_agent(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        let response = responses.message().await?.ok_or_else(|| {
-            Status::unavailable("the server closed the attestation stream without a result")
-        })?;
-        match response.step {
-            Some(agent_pb::attest_agent_response::Step::Result(result)) => {
-                let svid = result
-                    .svid
-                    .ok_or_else(|| Status::internal("attest response is missing SVID"))?;
-                if svid.cert_chain.is_empty() {
+        loop {
+            let response = responses.message().await?.ok_or_else(|| {
+                Status::unavailable("the server closed the attestation stream without a result")
+            })?;
+            match response.step {
+                Some(agent_pb::attest_agent_response::Step::Result(result)) => {
+                    let svid = result
+                        .svid
+                        .ok_or_else(|| Status::internal("attest response is missing SVID"))?;
+                    if svid.cert_chain.is_empty() {
+                        return Err(Status::internal(
+                            "attest response has an empty SVID cert chain",
+                        ));
+                    }
+                    return Ok(Attested {
+                        chain: svid.cert_chain,
+                        reattestable: result.reattestable,
+                    });
+                }
+                Some(agent_pb::attest_agent_response::Step::Challenge(challenge)) => {
+                    let answer = attestor.respond(&challenge).await.map_err(|e| {
+                        Status::failed_precondition(format!(
+                            "the {} node attestor could not answer the server's challenge: {e}",
+                            attestor.name()
+                        ))
+                    })?;
+                    tx.send(agent_pb::AttestAgentRequest {
+                        step: Some(agent_pb::attest_agent_request::Step::ChallengeResponse(
+                            answer,
+                        )),
+                    })
+                    .await
+                    .map_err(|_| Status::unavailable("attestation request stream closed"))?;
+                }
+                None => {
                     return Err(Status::internal(
-                        "attest response has an empty SVID cert chain",
+                        "attest response has neither result nor challenge",
                     ));
                 }
-                Ok(svid.cert_chain)
             }
-            Some(agent_pb::attest_agent_response::Step::Challenge(_)) => Err(Status::internal(
-                "the server sent an attestation challenge, which join_token attestation does not answer",
-            )),
-            None => Err(Status::internal(
-                "attest response has neither result nor challenge",
-            )),
         }
     }
 

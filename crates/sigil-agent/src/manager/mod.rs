@@ -32,6 +32,7 @@ use std::time::Duration;
 use sigil_crypto::key::KeyType;
 use sigil_plugin::clock::Clock;
 use sigil_plugin::keymanager::{KeyManager, KeyManagerError};
+use sigil_plugin::nodeattestor::{AgentNodeAttestor, NodeAttestorError};
 use sigil_spiffe::{Bundle, SpiffeId, TrustDomain};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -62,8 +63,8 @@ pub struct ManagerConfig {
     pub data_dir: PathBuf,
     /// How the server is authenticated before the agent has a bundle.
     pub trust_bundle: TrustBundleSource,
-    /// The join token, for node attestation.
-    pub join_token: Option<String>,
+    /// The node attestor (agent half).
+    pub node_attestor: Arc<dyn AgentNodeAttestor>,
     /// Key type of workload X509-SVIDs.
     pub workload_key_type: KeyType,
     /// Time between syncs.
@@ -73,14 +74,15 @@ pub struct ManagerConfig {
 }
 
 impl ManagerConfig {
-    /// The manager's part of an agent configuration.
-    pub fn from_agent_config(cfg: &AgentConfig) -> Self {
+    /// The manager's part of an agent configuration, with the node
+    /// attestor from its catalog.
+    pub fn from_agent_config(cfg: &AgentConfig, node_attestor: Arc<dyn AgentNodeAttestor>) -> Self {
         ManagerConfig {
             trust_domain: cfg.trust_domain.clone(),
             server: format!("{}:{}", cfg.server_address, cfg.server_port),
             data_dir: cfg.data_dir.clone(),
             trust_bundle: cfg.trust_bundle.clone(),
-            join_token: cfg.join_token.clone(),
+            node_attestor,
             workload_key_type: cfg.workload_key_type,
             sync_interval: cfg.sync_interval,
             bootstrap_timeout: cfg.bootstrap_timeout,
@@ -104,14 +106,29 @@ pub enum ManagerError {
     /// Building a CSR or TLS configuration failed.
     #[error(transparent)]
     Crypto(#[from] sigil_crypto::CryptoError),
-    /// The agent must attest but has no join token.
-    #[error(
-        "no usable agent SVID in {} and no join token: set join_token in agent.conf or pass -joinToken",
-        data_dir.display()
-    )]
-    NoJoinToken {
+    /// The agent must attest but its node attestor has no evidence to
+    /// offer (no join token, no token file).
+    #[error("no usable agent SVID in {} and {reason}", data_dir.display())]
+    NoEvidence {
         /// The data directory looked in.
         data_dir: PathBuf,
+        /// What the attestor lacks.
+        reason: NodeAttestorError,
+    },
+    /// The node attestor failed.
+    #[error("node attestor: {0}")]
+    NodeAttestor(NodeAttestorError),
+    /// The server requires this agent to attest again.
+    #[error("the server requires this agent to attest again: {message}")]
+    MustReattest {
+        /// The server's message.
+        message: String,
+    },
+    /// The agent SVID expired (a long outage) and cannot be renewed.
+    #[error("the agent SVID expired at {expired_at} (unix seconds); the agent must attest again")]
+    SvidExpired {
+        /// When it expired.
+        expired_at: i64,
     },
     /// The server refused node attestation.
     #[error("node attestation failed: the server refused: {message} (code {code:?})")]
@@ -196,12 +213,17 @@ struct Shared {
     persisted: AtomicBool,
     /// Unix seconds of the last successful sync; 0 before the first.
     last_sync: AtomicI64,
+    /// How many times the agent attested again since start.
+    reattestations: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
 struct Creds {
     agent: AgentSvid,
     roots: Vec<Vec<u8>>,
+    /// Whether the server lets this agent attest again by itself (then it
+    /// re-attests instead of renewing).
+    reattestable: bool,
 }
 
 impl Manager {
@@ -249,28 +271,34 @@ impl Manager {
             },
         };
 
-        let agent =
+        let (agent, reattestable) =
             match attest::load_stored(&data, key_manager.as_ref(), &td, clock.as_ref()).await? {
-                Some(agent) => agent,
+                Some(agent) => (agent, data.load_reattestable()?),
                 None => {
-                    let token =
-                        cfg.join_token
-                            .clone()
-                            .ok_or_else(|| ManagerError::NoJoinToken {
-                                data_dir: cfg.data_dir.clone(),
-                            })?;
+                    tracing::info!("SVID is not found. Starting node attestation");
                     api.set_credentials(bootstrap_trust.clone(), None)?;
-                    let agent = attest::attest_join_token(
+                    let (agent, reattestable) = attest::attest(
                         api.as_ref(),
                         key_manager.as_ref(),
                         &td,
-                        &token,
+                        cfg.node_attestor.as_ref(),
+                        attest::KEY_A,
                         &cfg.server,
                         cfg.bootstrap_timeout,
                     )
-                    .await?;
+                    .await
+                    .map_err(|e| match e {
+                        ManagerError::NodeAttestor(reason @ NodeAttestorError::NoEvidence(_)) => {
+                            ManagerError::NoEvidence {
+                                data_dir: cfg.data_dir.clone(),
+                                reason,
+                            }
+                        }
+                        other => other,
+                    })?;
                     data.store_agent_svid(&agent.chain)?;
-                    agent
+                    data.store_reattestable(reattestable)?;
+                    (agent, reattestable)
                 }
             };
         api.set_credentials(
@@ -354,10 +382,15 @@ impl Manager {
             notify: Notify::new(),
             fatal: watch::channel(None).0,
             snapshots,
-            creds: Mutex::new(Creds { agent, roots }),
+            creds: Mutex::new(Creds {
+                agent,
+                roots,
+                reattestable,
+            }),
             state: tokio::sync::Mutex::new(state),
             persisted: AtomicBool::new(false),
             last_sync: AtomicI64::new(0),
+            reattestations: std::sync::atomic::AtomicU64::new(0),
         });
 
         // With cached SVIDs, serve them now and sync in the background.
@@ -429,6 +462,16 @@ impl Manager {
         }
     }
 
+    /// How many times the agent attested again by itself since start.
+    pub fn reattestations(&self) -> u64 {
+        self.shared.reattestations.load(Ordering::SeqCst)
+    }
+
+    /// Whether the server lets this agent re-attest by itself.
+    pub fn reattestable(&self) -> bool {
+        self.shared.creds().reattestable
+    }
+
     /// How many JWT-SVIDs the agent holds cached.
     pub fn cached_jwt_svids(&self) -> usize {
         self.jwt.len()
@@ -481,14 +524,108 @@ impl Shared {
         Ok(())
     }
 
-    /// Rotates the agent SVID if due, then syncs; publishes and persists
-    /// whatever changed, even when a step failed.
+    /// Makes sure the agent has a usable SVID (re-attesting when the server
+    /// or an expired SVID demands it and the attestor can), rotates it if
+    /// due, then syncs; publishes and persists whatever changed, even when
+    /// a step failed.
     async fn tick(&self) -> Result<(), ManagerError> {
+        let creds = self.creds();
+        if self.clock.unix_now() >= creds.agent.not_after {
+            // A long outage outlived the agent SVID: renewing needs a valid
+            // one, so only fresh attestation helps.
+            let expired = ManagerError::SvidExpired {
+                expired_at: creds.agent.not_after,
+            };
+            if !creds.reattestable {
+                self.prune_and_publish().await;
+                self.stop(
+                    "Agent SVID expired and the node attestor cannot re-attest: removing SVID and shutting down",
+                    format!("{expired}; it cannot re-attest by itself: restart it with new attestation evidence (a new join token)"),
+                );
+                return Err(expired);
+            }
+            tracing::warn!(
+                expired_at = creds.agent.not_after,
+                "Agent SVID expired; re-attesting"
+            );
+            if let Err(e) = self.reattest().await {
+                self.prune_and_publish().await;
+                return Err(e);
+            }
+        }
+
         let rotation = self.rotate_agent_if_due().await;
         if let Err(e) = &rotation {
             tracing::error!(error = %e, "Could not rotate the agent SVID; will retry");
         }
+        match self.sync_and_publish().await {
+            Err(ManagerError::MustReattest { message }) => {
+                if !self.creds().reattestable {
+                    self.stop(
+                        "Agent needs to re-attest, which its node attestor cannot do: removing SVID and shutting down",
+                        format!(
+                            "the server requires this agent to attest again ({message}); its node attestor cannot re-attest by itself: restart it with new attestation evidence (a new join token)"
+                        ),
+                    );
+                    return Err(ManagerError::MustReattest { message });
+                }
+                tracing::warn!(reason = %message, "The server requires re-attestation; re-attesting");
+                self.reattest().await?;
+                self.sync_and_publish().await?;
+                rotation
+            }
+            Err(e) => Err(e),
+            Ok(()) => rotation,
+        }
+    }
 
+    /// Drops expired SVIDs and publishes, for ticks that cannot reach the
+    /// server at all.
+    async fn prune_and_publish(&self) {
+        let mut state = self.state.lock().await;
+        state.prune_expired(self.clock.unix_now());
+        self.publish(&state).await;
+    }
+
+    /// Attests again with the node attestor, with a new key in the other
+    /// slot, over a connection without the (possibly expired or revoked)
+    /// agent SVID. On failure the old credentials stay in place.
+    async fn reattest(&self) -> Result<(), ManagerError> {
+        let creds = self.creds();
+        self.api
+            .set_credentials(ServerTrust::Bundle(creds.roots.clone()), None)?;
+        let attested = attest::attest(
+            self.api.as_ref(),
+            self.km.as_ref(),
+            &self.cfg.trust_domain,
+            self.cfg.node_attestor.as_ref(),
+            creds.agent.next_key_id(),
+            &self.cfg.server,
+            Duration::ZERO,
+        )
+        .await;
+        let (agent, reattestable) = match attested {
+            Ok(a) => a,
+            Err(e) => {
+                self.set_creds(creds)?;
+                return Err(e);
+            }
+        };
+        self.data.store_agent_svid(&agent.chain)?;
+        self.data.store_reattestable(reattestable)?;
+        self.reattestations.fetch_add(1, Ordering::SeqCst);
+        self.set_creds(Creds {
+            agent,
+            roots: creds.roots,
+            reattestable,
+        })
+    }
+
+    /// One sync with the server: bundle, entries, SVIDs; then publishes
+    /// and persists what changed. A banned agent stops here; a refusal
+    /// that calls for re-attestation is returned as
+    /// [`ManagerError::MustReattest`] for [`Shared::tick`] to handle.
+    async fn sync_and_publish(&self) -> Result<(), ManagerError> {
         let mut state = self.state.lock().await;
         let result = state
             .sync(
@@ -506,8 +643,8 @@ impl Shared {
                 tracing::warn!(error = %e, "Could not store the trust bundle");
             }
             self.set_creds(Creds {
-                agent: creds.agent,
                 roots: roots.clone(),
+                ..creds
             })?;
         }
 
@@ -529,7 +666,7 @@ impl Shared {
                 if outcome.issued + outcome.dropped > 0 || outcome.federated_changed {
                     tracing::debug!(?outcome, "Sync finished");
                 }
-                rotation
+                Ok(())
             }
             Err(status) => {
                 use sigil_proto::status::Reason;
@@ -538,21 +675,17 @@ impl Shared {
                         "Agent is banned: removing SVID and shutting down",
                         format!("the server banned this agent: {}", status.message()),
                     ),
-                    // SPIRE re-attests for these; a join token cannot be used
-                    // twice, so (as SPIRE does when re-attestation fails) the
-                    // agent forgets its SVID and stops.
+                    // SPIRE re-attests for these when it can.
                     Some(
                         Reason::AgentNotAttested
                         | Reason::AgentNotActive
                         | Reason::AgentExpired
                         | Reason::AgentMustReattest,
-                    ) => self.stop(
-                        "Agent needs to re-attest, which join_token attestation cannot do: removing SVID and shutting down",
-                        format!(
-                            "the server requires this agent to attest again ({}); restart it with a new join token",
-                            status.message()
-                        ),
-                    ),
+                    ) => {
+                        return Err(ManagerError::MustReattest {
+                            message: status.message().to_owned(),
+                        });
+                    }
                     _ => {}
                 }
                 Err(ManagerError::SyncFailed {
@@ -578,11 +711,18 @@ impl Shared {
         self.fatal.send_replace(Some(reason));
     }
 
+    /// Rotates the agent SVID at half life: re-attests when the agent may
+    /// (the server refuses renewal to such agents, as SPIRE does),
+    /// otherwise renews it.
     async fn rotate_agent_if_due(&self) -> Result<(), ManagerError> {
         let creds = self.creds();
         let now = self.clock.unix_now();
         if !should_rotate(now, creds.agent.not_before, creds.agent.not_after) {
             return Ok(());
+        }
+        if creds.reattestable {
+            tracing::debug!("Rotating agent SVID by re-attesting");
+            return self.reattest().await;
         }
         let renewed = attest::renew(
             self.api.as_ref(),
@@ -594,7 +734,7 @@ impl Shared {
         self.data.store_agent_svid(&renewed.chain)?;
         self.set_creds(Creds {
             agent: renewed,
-            roots: creds.roots,
+            ..creds
         })
     }
 

@@ -30,6 +30,15 @@ pub const BUNDLE_FILE: &str = crate::config::BUNDLE_FILE;
 /// The workload SVID cache file.
 pub const SVID_CACHE_FILE: &str = "svid_cache.json";
 
+/// File in `data_dir` recording facts about the agent SVID's attestation
+/// (today only whether the agent may re-attest by itself).
+pub const AGENT_STATE_FILE: &str = "agent_state.json";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct AgentState {
+    reattestable: bool,
+}
+
 const CACHE_VERSION: u32 = 1;
 
 /// Why a stored file could not be read or written.
@@ -106,6 +115,34 @@ impl DataDir {
     /// Stores the agent SVID chain.
     pub fn store_agent_svid(&self, chain: &[Vec<u8>]) -> Result<(), StoreError> {
         write(&self.dir.join(AGENT_SVID_FILE), &chain.concat())
+    }
+
+    /// Whether the stored agent SVID came from an attestation the server
+    /// lets the agent repeat by itself (`false` when never recorded).
+    pub fn load_reattestable(&self) -> Result<bool, StoreError> {
+        let path = self.dir.join(AGENT_STATE_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(StoreError::Io { path, source }),
+        };
+        let state: AgentState =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                path,
+                reason: e.to_string(),
+            })?;
+        Ok(state.reattestable)
+    }
+
+    /// Records whether the agent may re-attest by itself.
+    pub fn store_reattestable(&self, reattestable: bool) -> Result<(), StoreError> {
+        let path = self.dir.join(AGENT_STATE_FILE);
+        let bytes =
+            serde_json::to_vec(&AgentState { reattestable }).map_err(|e| StoreError::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        write(&path, &bytes)
     }
 
     /// The stored X.509 authorities, if any.

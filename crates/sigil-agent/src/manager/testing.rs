@@ -16,7 +16,11 @@ use sigil_spiffe::bundle::JwtAuthority;
 use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
 use tonic::Status;
 
-use super::api::{AgentIdentity, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust};
+use sigil_plugin::nodeattestor::{AgentNodeAttestor, NodeAttestorError};
+
+use super::api::{
+    AgentIdentity, Attested, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust,
+};
 use super::store::CachedSvid;
 use crate::cache::X509SvidRecord;
 
@@ -148,6 +152,33 @@ pub struct FakeServer {
     jwt_issued: AtomicUsize,
     renewals: AtomicUsize,
     attestations: AtomicUsize,
+    /// Nodes the `fake_pop` attestor may attest.
+    pop_nodes: Mutex<HashSet<String>>,
+    /// The agent was attested by `fake_pop` (so it must re-attest, not renew).
+    reattestable: AtomicBool,
+    /// The agent was evicted: syncs are refused until it attests again.
+    evicted: AtomicBool,
+}
+
+/// A re-attestable test node attestor: the payload is the node name and
+/// the server's one challenge must be answered with its bytes reversed.
+#[derive(Debug)]
+pub struct FakePopAgent(pub String);
+
+/// Its attestation type.
+pub const FAKE_POP: &str = "fake_pop";
+
+#[async_trait]
+impl AgentNodeAttestor for FakePopAgent {
+    fn name(&self) -> &'static str {
+        FAKE_POP
+    }
+    async fn payload(&self) -> Result<Vec<u8>, NodeAttestorError> {
+        Ok(self.0.clone().into_bytes())
+    }
+    async fn respond(&self, challenge: &[u8]) -> Result<Vec<u8>, NodeAttestorError> {
+        Ok(challenge.iter().rev().copied().collect())
+    }
 }
 
 impl FakeServer {
@@ -179,6 +210,9 @@ impl FakeServer {
             jwt_issued: AtomicUsize::new(0),
             renewals: AtomicUsize::new(0),
             attestations: AtomicUsize::new(0),
+            pop_nodes: Mutex::new(HashSet::new()),
+            reattestable: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
         }
     }
 
@@ -211,6 +245,14 @@ impl FakeServer {
     }
     pub fn set_reachable(&self, up: bool) {
         self.reachable.store(up, Ordering::SeqCst);
+    }
+    pub fn add_pop_node(&self, node: &str) {
+        self.pop_nodes.lock().unwrap().insert(node.into());
+    }
+    /// Deletes the agent, as `agent evict` does: its next call is refused
+    /// with SPIRE's "not attested" reason.
+    pub fn evict(&self) {
+        self.evicted.store(true, Ordering::SeqCst);
     }
     pub fn add_token(&self, token: &str) {
         self.tokens.lock().unwrap().insert(token.into());
@@ -321,29 +363,52 @@ impl ServerApi for FakeServer {
 
     async fn attest_agent(
         &self,
-        attestation_type: &str,
+        attestor: &dyn AgentNodeAttestor,
         payload: Vec<u8>,
         csr: Vec<u8>,
-    ) -> Result<Vec<Vec<u8>>, Status> {
+    ) -> Result<Attested, Status> {
         self.up()?;
-        assert_eq!(attestation_type, "join_token");
-        let token = String::from_utf8(payload).unwrap();
-        if !self.tokens.lock().unwrap().remove(&token) {
-            return Err(Status::invalid_argument(
-                "failed to attest: join token does not exist or has already been used",
-            ));
-        }
+        let name = String::from_utf8(payload).unwrap();
+        let reattestable = match attestor.name() {
+            "join_token" => {
+                if !self.tokens.lock().unwrap().remove(&name) {
+                    return Err(Status::invalid_argument(
+                        "failed to attest: join token does not exist or has already been used",
+                    ));
+                }
+                false
+            }
+            FAKE_POP => {
+                let answer = attestor.respond(b"nonce").await.unwrap();
+                if answer != b"ecnon" || !self.pop_nodes.lock().unwrap().contains(&name) {
+                    return Err(Status::permission_denied("failed to attest: not this node"));
+                }
+                true
+            }
+            other => panic!("unexpected attestation type {other}"),
+        };
         self.attestations.fetch_add(1, Ordering::SeqCst);
         let id = self
             .td
-            .id_with_path(&format!("/spire/agent/join_token/{token}"))
+            .id_with_path(&format!("/spire/agent/{}/{name}", attestor.name()))
             .unwrap();
         *self.agent_id.lock().unwrap() = Some(id.clone());
-        self.issue(&id, &csr, self.agent_ttl())
+        self.reattestable.store(reattestable, Ordering::SeqCst);
+        self.evicted.store(false, Ordering::SeqCst);
+        Ok(Attested {
+            chain: self.issue(&id, &csr, self.agent_ttl())?,
+            reattestable,
+        })
     }
 
     async fn renew_agent(&self, csr: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
         self.up()?;
+        if self.reattestable.load(Ordering::SeqCst) {
+            return Err(sigil_proto::status::permission_denied(
+                sigil_proto::status::Reason::AgentMustReattest,
+                "agent must reattest instead of renew",
+            ));
+        }
         let id = self
             .agent_id
             .lock()
@@ -380,6 +445,12 @@ impl ServerApi for FakeServer {
 
     async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {
         self.up()?;
+        if self.evicted.load(Ordering::SeqCst) {
+            return Err(sigil_proto::status::permission_denied(
+                sigil_proto::status::Reason::AgentNotAttested,
+                "agent is not attested",
+            ));
+        }
         Ok(self.entries.lock().unwrap().clone())
     }
 

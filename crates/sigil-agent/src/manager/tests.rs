@@ -8,7 +8,7 @@ use std::time::Duration;
 use sigil_plugin::clock::Clock;
 use sigil_plugin::keymanager::{DiskKeyManager, KeyManager, MemoryKeyManager};
 
-use super::testing::{FakeServer, TestCa, entry, federated_entry};
+use super::testing::{FakePopAgent, FakeServer, TestCa, entry, federated_entry};
 use super::*;
 
 fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerConfig {
@@ -17,12 +17,16 @@ fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerC
         server: "127.0.0.1:8081".into(),
         data_dir: dir.to_owned(),
         trust_bundle: trust,
-        join_token: Some("tok".into()),
+        node_attestor: token(Some("tok")),
         workload_key_type: KeyType::EcP256,
         // Long: tests drive syncs themselves unless they trigger one.
         sync_interval: Duration::from_secs(3600),
         bootstrap_timeout: Duration::from_secs(1),
     }
+}
+
+fn token(t: Option<&str>) -> Arc<dyn AgentNodeAttestor> {
+    Arc::new(crate::plugin::nodeattestor::join_token::JoinTokenAgent::new(t.map(str::to_owned)))
 }
 
 fn bundle_file(server: &FakeServer, dir: &Path) -> TrustBundleSource {
@@ -98,7 +102,7 @@ async fn restart_with_disk_key_manager_reuses_the_agent_svid() {
     drop(first);
     // The token is spent; a restart must not need it.
     let mut cfg = config(&server, dir.path(), trust);
-    cfg.join_token = None;
+    cfg.node_attestor = token(None);
     let second = start(&server, cfg, disk_km(dir.path())).await.unwrap();
     assert_eq!(second.agent_id(), id);
     assert_eq!(server.attestations(), 1);
@@ -141,9 +145,9 @@ async fn missing_join_token_is_a_precise_error() {
     let server = Arc::new(FakeServer::new("example.org"));
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
-    cfg.join_token = None;
+    cfg.node_attestor = token(None);
     let err = start(&server, cfg, disk_km(dir.path())).await.unwrap_err();
-    assert!(matches!(err, ManagerError::NoJoinToken { .. }), "{err}");
+    assert!(matches!(err, ManagerError::NoEvidence { .. }), "{err}");
     assert!(err.to_string().contains("-joinToken"), "{err}");
 }
 
@@ -415,7 +419,7 @@ async fn federated_bundles_are_published_and_survive_a_restart_with_the_server_d
 
     server.set_reachable(false);
     let mut cfg = config(&server, dir.path(), trust);
-    cfg.join_token = None;
+    cfg.node_attestor = token(None);
     let restarted = start(&server, cfg, disk_km(dir.path())).await.unwrap();
     let snap = restarted.snapshot().unwrap();
     assert_eq!(snap.federated_bundles.len(), 1);
@@ -423,5 +427,153 @@ async fn federated_bundles_are_published_and_survive_a_restart_with_the_server_d
     assert_eq!(
         snap.svids[0].federates_with,
         vec![sigil_spiffe::TrustDomain::new("partner.org").unwrap()]
+    );
+}
+
+fn pop(node: &str) -> Arc<dyn AgentNodeAttestor> {
+    Arc::new(FakePopAgent(node.into()))
+}
+
+/// An agent attested by a re-attestable attestor, with one entry.
+async fn pop_agent(server: &Arc<FakeServer>, dir: &Path) -> Manager {
+    server.add_pop_node("node-1");
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    let mut cfg = config(server, dir, bundle_file(server, dir));
+    cfg.node_attestor = pop("node-1");
+    start(server, cfg, disk_km(dir)).await.unwrap()
+}
+
+#[tokio::test]
+async fn evicted_reattestable_agent_attests_again_by_itself_and_keeps_serving() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = pop_agent(&server, dir.path()).await;
+    assert!(m.reattestable());
+    let id = m.agent_id();
+    assert_eq!(
+        id.as_str(),
+        "spiffe://example.org/spire/agent/fake_pop/node-1"
+    );
+    assert_eq!(server.attestations(), 1);
+
+    server.evict();
+    m.sync_now().await.unwrap();
+    assert_eq!(server.attestations(), 2, "the agent attested again");
+    assert_eq!(m.reattestations(), 1);
+    assert_eq!(m.agent_id(), id, "same node, same agent ID");
+    assert!(m.fatal().borrow().is_none(), "the agent keeps running");
+    assert_eq!(
+        m.snapshot().unwrap().svids.len(),
+        1,
+        "workloads keep their SVIDs"
+    );
+    let creds = server.last_credentials().unwrap();
+    assert!(creds.leaf.is_some(), "back on mTLS with the new agent SVID");
+}
+
+#[tokio::test]
+async fn evicted_join_token_agent_stops_with_the_reason() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let m = start(
+        &server,
+        config(&server, dir.path(), trust),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
+    assert!(!m.reattestable());
+    server.evict();
+    let err = m.sync_now().await.unwrap_err();
+    assert!(matches!(err, ManagerError::MustReattest { .. }), "{err}");
+    let reason = m.fatal().borrow().clone().expect("the agent must stop");
+    assert!(reason.contains("new join token"), "{reason}");
+    assert!(reason.contains("agent is not attested"), "{reason}");
+    assert_eq!(server.attestations(), 1, "no attempt with the spent token");
+    assert!(!dir.path().join("agent_svid.der").exists());
+}
+
+#[tokio::test]
+async fn reattestable_agent_rotates_by_attesting_again_not_by_renewing() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = pop_agent(&server, dir.path()).await;
+    let first_expiry = m.agent_svid_expires_at();
+    server
+        .clock()
+        .advance(Duration::from_secs(server.agent_ttl() / 2 + 10));
+    m.sync_now().await.unwrap();
+    assert_eq!(server.renewals(), 0);
+    assert_eq!(server.attestations(), 2);
+    assert!(m.agent_svid_expires_at() > first_expiry);
+}
+
+#[tokio::test]
+async fn agent_svid_expired_during_an_outage_attests_again_or_stops_with_the_reason() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    let m = pop_agent(&server, dir.path()).await;
+    server.set_reachable(false);
+    server
+        .clock()
+        .advance(Duration::from_secs(server.agent_ttl() + 60));
+    assert!(m.sync_now().await.is_err(), "server still down");
+    assert!(m.fatal().borrow().is_none());
+    server.set_reachable(true);
+    m.sync_now().await.unwrap();
+    assert!(m.agent_svid_expires_at() > server.clock().unix_now());
+    assert_eq!(m.reattestations(), 1);
+
+    // A join-token agent cannot: it stops and says why.
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let m = start(
+        &server,
+        config(&server, dir.path(), trust),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
+    server
+        .clock()
+        .advance(Duration::from_secs(server.agent_ttl() + 60));
+    let err = m.sync_now().await.unwrap_err();
+    assert!(matches!(err, ManagerError::SvidExpired { .. }), "{err}");
+    let reason = m.fatal().borrow().clone().expect("the agent must stop");
+    assert!(reason.contains("expired"), "{reason}");
+}
+
+#[tokio::test]
+async fn whether_the_agent_may_reattest_survives_a_restart() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    drop(pop_agent(&server, dir.path()).await);
+    let mut cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    cfg.node_attestor = pop("node-1");
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    assert!(m.reattestable());
+    assert_eq!(server.attestations(), 1, "the stored SVID was reused");
+}
+
+#[tokio::test]
+async fn a_node_the_server_does_not_know_is_refused_at_first_attestation() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    cfg.node_attestor = pop("stranger");
+    let err = start(&server, cfg, disk_km(dir.path())).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ManagerError::AttestationRefused {
+                code: tonic::Code::PermissionDenied,
+                ..
+            }
+        ),
+        "{err}"
     );
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sigil_crypto::key::{KeyType, Signer};
 
+use crate::catalog::{PluginError, Problem, decode};
+
 pub mod conformance;
 pub mod disk;
 pub mod memory;
@@ -67,75 +69,68 @@ pub trait KeyManager: Send + Sync + std::fmt::Debug {
     async fn get_keys(&self) -> Result<Vec<(String, Arc<dyn Signer>)>, KeyManagerError>;
 }
 
-/// Builds a built-in key manager from its config block. `role` picks the
-/// option names: the server's disk manager takes `keys_path` (a file), the
-/// agent's takes `directory`, as in SPIRE.
-pub fn build(
-    name: &str,
+/// The plugin type name in config files.
+pub const KIND: &str = "KeyManager";
+
+/// Built-in `memory`: keys live in memory and die with the process. No
+/// options.
+pub fn build_memory<C>(
     data: &serde_json::Value,
-    role: Role,
-) -> Result<Arc<dyn KeyManager>, KeyManagerError> {
-    match name {
-        "memory" => {
-            reject_unknown(name_static(name), data, &[])?;
-            Ok(Arc::new(MemoryKeyManager::default()))
-        }
-        "disk" => {
-            let key = match role {
-                Role::Server => "keys_path",
-                Role::Agent => "directory",
-            };
-            reject_unknown("disk", data, &[key])?;
-            let path =
-                data.get(key)
-                    .and_then(|v| v.as_str())
-                    .ok_or_else(|| KeyManagerError::Config {
-                        plugin: "disk",
-                        reason: format!("{key:?} must be set"),
-                    })?;
-            let path = match role {
-                Role::Server => std::path::PathBuf::from(path),
-                Role::Agent => std::path::Path::new(path).join("keys.json"),
-            };
-            Ok(Arc::new(DiskKeyManager::open(path)?))
-        }
-        other => Err(KeyManagerError::Config {
-            plugin: "catalog",
-            reason: format!("unknown KeyManager plugin {other:?} (built-in: memory, disk)"),
-        }),
-    }
+    _ctx: &C,
+) -> Result<Arc<dyn KeyManager>, PluginError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {}
+    let Options {} = decode(KIND, "memory", data, &[])?;
+    Ok(Arc::new(MemoryKeyManager::default()))
 }
 
-/// Which side of the system a plugin is built for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// sigil-server.
-    Server,
-    /// sigil-agent.
-    Agent,
-}
-
-fn name_static(name: &str) -> &'static str {
-    match name {
-        "memory" => "memory",
-        "disk" => "disk",
-        _ => "unknown",
-    }
-}
-
-fn reject_unknown(
-    plugin: &'static str,
+/// Built-in `disk` as the server configures it: `keys_path`, the JSON file
+/// holding every key.
+pub fn build_disk_server<C>(
     data: &serde_json::Value,
-    allowed: &[&str],
-) -> Result<(), KeyManagerError> {
-    if let Some(k) = data
-        .as_object()
-        .and_then(|obj| obj.keys().find(|k| !allowed.contains(&k.as_str())))
-    {
-        return Err(KeyManagerError::Config {
-            plugin,
-            reason: format!("unknown option {k:?} in plugin_data"),
-        });
+    _ctx: &C,
+) -> Result<Arc<dyn KeyManager>, PluginError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        keys_path: String,
     }
-    Ok(())
+    let o: Options = decode(KIND, "disk", data, &[])?;
+    open_disk(std::path::PathBuf::from(non_empty(
+        "keys_path",
+        o.keys_path,
+    )?))
+}
+
+/// Built-in `disk` as the agent configures it: `directory`, where
+/// `keys.json` lives.
+pub fn build_disk_agent<C>(
+    data: &serde_json::Value,
+    _ctx: &C,
+) -> Result<Arc<dyn KeyManager>, PluginError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        directory: String,
+    }
+    let o: Options = decode(KIND, "disk", data, &[])?;
+    open_disk(std::path::Path::new(&non_empty("directory", o.directory)?).join("keys.json"))
+}
+
+fn non_empty(option: &str, v: String) -> Result<String, PluginError> {
+    if v.is_empty() {
+        return Err(PluginError::new(
+            KIND,
+            "disk",
+            Problem::MissingOption(option.to_owned()),
+        ));
+    }
+    Ok(v)
+}
+
+fn open_disk(path: std::path::PathBuf) -> Result<Arc<dyn KeyManager>, PluginError> {
+    DiskKeyManager::open(path)
+        .map(|km| Arc::new(km) as Arc<dyn KeyManager>)
+        .map_err(|e| PluginError::new(KIND, "disk", Problem::Load(e.to_string())))
 }

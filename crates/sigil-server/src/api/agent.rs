@@ -6,8 +6,9 @@
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sigil_datastore::{AttestedNode, JoinToken, ListNodesRequest, NodeMask, RegistrationEntry};
+use sigil_plugin::nodeattestor::{Challenges, NodeAttestorError};
 use sigil_proto::spire::api::server::agent::v1 as pb;
 use sigil_proto::spire::api::types;
 use sigil_spiffe::{Selector, SpiffeId};
@@ -16,6 +17,8 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{
     agent_to_proto, id_from_proto, id_to_proto, match_from_proto, selectors_from_proto,
 };
+use crate::plugin::nodeattestor::join_token;
+
 use super::{ApiState, authenticate, ca_status, ds_status, require_admin, require_agent};
 
 /// The agent service.
@@ -74,9 +77,13 @@ impl AgentService {
         Ok((chain, info.serial_hex, sigil_plugin::clock::unix(not_after)))
     }
 
+    /// Runs one attestation: checks the params, lets the attestor for the
+    /// data type judge the evidence (putting challenges over `challenges`),
+    /// then signs the agent SVID and records the node.
     async fn attest(
         &self,
         first: pb::AttestAgentRequest,
+        challenges: &mut dyn Challenges,
     ) -> Result<pb::AttestAgentResponse, Status> {
         let params = match first.step {
             Some(pb::attest_agent_request::Step::Params(p)) => p,
@@ -102,29 +109,28 @@ impl AgentService {
                 "malformed param: missing attestation data payload",
             ));
         }
-        if data.r#type != "join_token" {
-            return Err(Status::failed_precondition(format!(
-                "error getting node attestor: could not find node attestor type {:?}",
-                data.r#type
+        let attestor = self
+            .state
+            .node_attestors
+            .iter()
+            .find(|a| a.name() == data.r#type)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "error getting node attestor: could not find node attestor type {:?}",
+                    data.r#type
+                ))
+            })?;
+        let result = attestor
+            .attest(&data.payload, challenges)
+            .await
+            .map_err(attest_status)?;
+        let agent_id = result.agent_id;
+        if !agent_id.is_member_of(&self.state.td) || !agent_id.path().starts_with("/spire/agent/") {
+            return Err(Status::internal(format!(
+                "failed to attest: node attestor returned {agent_id}, which is not an agent ID of trust domain {}",
+                self.state.td
             )));
         }
-        let token = std::str::from_utf8(&data.payload)
-            .map_err(|_| Status::invalid_argument("join token is not valid UTF-8"))?;
-        let taken = self
-            .state
-            .ds
-            .take_join_token(token)
-            .await
-            .map_err(ds_status)?;
-        let Some(taken) = taken else {
-            return Err(Status::invalid_argument(
-                "failed to attest: join token does not exist or has already been used",
-            ));
-        };
-        if taken.expires_at < self.state.clock.unix_now() {
-            return Err(Status::invalid_argument("join token expired"));
-        }
-        let agent_id = join_token_agent_id(&self.state.td, token)?;
 
         let existing = self
             .state
@@ -140,27 +146,27 @@ impl AgentService {
         let (chain, serial, not_after) = self.sign_agent_svid(&agent_id, &svid_params.csr).await?;
         self.state
             .ds
-            .set_node_selectors(&agent_id, Vec::new())
+            .set_node_selectors(&agent_id, result.selectors.clone())
             .await
             .map_err(ds_status)?;
         let node = AttestedNode {
             spiffe_id: agent_id.clone(),
-            attestation_data_type: "join_token".into(),
+            attestation_data_type: attestor.name().into(),
             cert_serial_number: serial,
             cert_not_after: not_after,
             new_cert_serial_number: String::new(),
             new_cert_not_after: 0,
-            can_reattest: false,
-            selectors: Vec::new(),
+            can_reattest: result.can_reattest,
+            selectors: result.selectors,
         };
         if existing.is_some() {
             let mask = NodeMask {
+                attestation_data_type: true,
                 cert_serial_number: true,
                 cert_not_after: true,
                 new_cert_serial_number: true,
                 new_cert_not_after: true,
                 can_reattest: true,
-                ..NodeMask::default()
             };
             self.state
                 .ds
@@ -175,7 +181,7 @@ impl AgentService {
                 .map_err(ds_status)?;
         }
         self.state.notify_changed();
-        tracing::info!(agent_id = %agent_id, node_attestor_type = "join_token", "Agent attestation request completed");
+        tracing::info!(agent_id = %agent_id, node_attestor_type = attestor.name(), "Agent attestation request completed");
         Ok(pb::AttestAgentResponse {
             step: Some(pb::attest_agent_response::Step::Result(
                 pb::attest_agent_response::Result {
@@ -185,22 +191,69 @@ impl AgentService {
                         expires_at: not_after,
                         hint: String::new(),
                     }),
-                    reattestable: false,
+                    reattestable: result.can_reattest,
                 },
             )),
         })
     }
 }
 
-/// `spiffe://<td>/spire/agent/join_token/<token>`.
-pub fn join_token_agent_id(
-    td: &sigil_spiffe::TrustDomain,
-    token: &str,
-) -> Result<SpiffeId, Status> {
-    td.id_with_path(&format!("/spire/agent/join_token/{token}"))
-        .map_err(|e| {
-            Status::invalid_argument(format!("join token {token:?} cannot form an agent ID: {e}"))
-        })
+/// How long the server waits for the agent's answer to one challenge.
+const CHALLENGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Challenges carried over the AttestAgent stream, as SPIRE does: each is
+/// an `AttestAgentResponse{challenge}` answered by an
+/// `AttestAgentRequest{challenge_response}`.
+struct StreamChallenges {
+    inbound: Streaming<pb::AttestAgentRequest>,
+    outbound: tokio::sync::mpsc::Sender<Result<pb::AttestAgentResponse, Status>>,
+}
+
+#[tonic::async_trait]
+impl Challenges for StreamChallenges {
+    async fn challenge(&mut self, challenge: Vec<u8>) -> Result<Vec<u8>, NodeAttestorError> {
+        let gone = || NodeAttestorError::Channel("the agent closed the attestation stream".into());
+        self.outbound
+            .send(Ok(pb::AttestAgentResponse {
+                step: Some(pb::attest_agent_response::Step::Challenge(challenge)),
+            }))
+            .await
+            .map_err(|_| gone())?;
+        let msg = tokio::time::timeout(CHALLENGE_TIMEOUT, self.inbound.message())
+            .await
+            .map_err(|_| {
+                NodeAttestorError::Channel(format!(
+                    "no challenge response within {CHALLENGE_TIMEOUT:?}"
+                ))
+            })?
+            .map_err(|e| {
+                NodeAttestorError::Channel(format!(
+                    "failed to receive challenge response: {}",
+                    e.message()
+                ))
+            })?
+            .ok_or_else(gone)?;
+        match msg.step {
+            Some(pb::attest_agent_request::Step::ChallengeResponse(r)) => Ok(r),
+            _ => Err(NodeAttestorError::Invalid(
+                "expected a challenge response".into(),
+            )),
+        }
+    }
+}
+
+/// SPIRE's mapping: the attestor's verdict keeps its code, the message
+/// says attestation failed.
+fn attest_status(e: NodeAttestorError) -> Status {
+    let msg = format!("failed to attest: {e}");
+    match e {
+        NodeAttestorError::Invalid(_)
+        | NodeAttestorError::NoEvidence(_)
+        | NodeAttestorError::Channel(_) => Status::invalid_argument(msg),
+        NodeAttestorError::Denied(_) => Status::permission_denied(msg),
+        NodeAttestorError::Internal(_) => Status::internal(msg),
+        _ => Status::internal(msg),
+    }
 }
 
 type AttestStream = Pin<Box<dyn Stream<Item = Result<pb::AttestAgentResponse, Status>> + Send>>;
@@ -358,12 +411,29 @@ impl pb::agent_server::Agent for AgentService {
             .ok_or_else(|| {
                 Status::invalid_argument("failed to receive request from stream: stream closed")
             })?;
-        let response = self.attest(first).await;
-        if let Err(e) = &response {
-            tracing::warn!(error = %e.message(), "agent attestation failed");
-        }
-        let response = response?;
-        let out: AttestStream = Box::pin(futures::stream::iter([Ok(response)]));
+        // The attestation runs in its own task so challenges can flow over
+        // the response stream. Failures before any challenge are returned
+        // as the call's status, as with a unary error.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let mut challenges = StreamChallenges {
+                inbound: stream,
+                outbound: tx.clone(),
+            };
+            let response = svc.attest(first, &mut challenges).await;
+            if let Err(e) = &response {
+                tracing::warn!(error = %e.message(), "agent attestation failed");
+            }
+            let _ = tx.send(response).await;
+        });
+        let first = match rx.recv().await {
+            Some(Ok(msg)) => msg,
+            Some(Err(status)) => return Err(status),
+            None => return Err(Status::internal("attestation ended without a result")),
+        };
+        let rest = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let out: AttestStream = Box::pin(futures::stream::iter([Ok(first)]).chain(rest));
         Ok(Response::new(out))
     }
 
@@ -439,7 +509,9 @@ impl pb::agent_server::Agent for AgentService {
         };
         // The token becomes a path segment of the agent ID; reject tokens
         // that could not.
-        let agent_id = join_token_agent_id(&self.state.td, &token)?;
+        let agent_id = join_token::agent_id(&self.state.td, &token).map_err(|e| {
+            Status::invalid_argument(format!("join token {token:?} cannot form an agent ID: {e}"))
+        })?;
         let expires_at = self.state.clock.unix_now() + i64::from(r.ttl);
         self.state
             .ds

@@ -57,6 +57,8 @@ pub struct ApiState {
     pub server_svid: watch::Receiver<Vec<Vec<u8>>>,
     /// Fetches federated bundles; told when relationships change.
     pub federation: Arc<crate::federation::FederationManager>,
+    /// The node attestors (server halves), from the catalog.
+    pub node_attestors: Vec<Arc<dyn sigil_plugin::nodeattestor::ServerNodeAttestor>>,
 }
 
 impl std::fmt::Debug for ApiState {

@@ -1,3 +1,6 @@
-//! Built-in server plugins, one module per plugin type.
+//! Built-in server plugins, one folder per plugin type and one file per
+//! plugin. The catalog (`crate::catalog`) lists them.
 
+pub mod datastore;
+pub mod nodeattestor;
 pub mod upstreamauthority;

@@ -7,16 +7,20 @@
 //! last good credentials are used.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use sigil_crypto::key::SoftwareKey;
 use sigil_crypto::x509::{IntermediateCaParams, cert_info, parse_pem_certs, sign_intermediate_ca};
+use sigil_plugin::catalog::{PluginError, Problem, decode};
 use sigil_plugin::upstreamauthority::{
     MintX509CaRequest, MintedX509Ca, UpstreamAuthority, UpstreamError,
 };
 use sigil_spiffe::TrustDomain;
+
+use crate::catalog::ServerContext;
 
 /// Certificates are backdated by this much to tolerate clock skew.
 const BACKDATE: Duration = Duration::from_secs(10);
@@ -41,36 +45,48 @@ struct Loaded {
     roots: Vec<Vec<u8>>,
 }
 
-impl DiskUpstreamAuthority {
-    /// Reads `plugin_data { cert_file_path, key_file_path, bundle_file_path }`
-    /// and checks that the files load.
-    pub fn from_plugin_data(
-        data: &serde_json::Value,
-        td: TrustDomain,
-    ) -> Result<Self, UpstreamError> {
-        let obj = data.as_object().cloned().unwrap_or_default();
-        if let Some(k) = obj.keys().find(|k| {
-            !["cert_file_path", "key_file_path", "bundle_file_path"].contains(&k.as_str())
-        }) {
-            return Err(config(format!("unknown option {k:?} in plugin_data")));
-        }
-        let path = |k: &str| obj.get(k).and_then(|v| v.as_str()).map(PathBuf::from);
-        let cert_path =
-            path("cert_file_path").ok_or_else(|| config("cert_file_path must be set".into()))?;
-        let key_path =
-            path("key_file_path").ok_or_else(|| config("key_file_path must be set".into()))?;
-        let plugin = DiskUpstreamAuthority {
-            td,
-            key_path,
-            cert_path,
-            bundle_path: path("bundle_file_path").filter(|p| !p.as_os_str().is_empty()),
-            cached: Mutex::new(None),
-        };
-        let loaded = plugin.load()?;
-        *plugin.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(loaded);
-        Ok(plugin)
-    }
+/// The plugin name in config.
+pub const NAME: &str = "disk";
 
+/// Builds the plugin for the catalog; the files are read now, so
+/// `validate` catches a missing or mismatched CA.
+pub fn build(
+    data: &serde_json::Value,
+    ctx: &ServerContext,
+) -> Result<Arc<dyn UpstreamAuthority>, PluginError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Options {
+        cert_file_path: String,
+        key_file_path: String,
+        #[serde(default)]
+        bundle_file_path: String,
+    }
+    let o: Options = decode("UpstreamAuthority", NAME, data, &[])?;
+    let problem = |p| PluginError::new("UpstreamAuthority", NAME, p);
+    for (option, value) in [
+        ("cert_file_path", &o.cert_file_path),
+        ("key_file_path", &o.key_file_path),
+    ] {
+        if value.is_empty() {
+            return Err(problem(Problem::MissingOption(option.into())));
+        }
+    }
+    let plugin = DiskUpstreamAuthority {
+        td: ctx.trust_domain.clone(),
+        key_path: PathBuf::from(o.key_file_path),
+        cert_path: PathBuf::from(o.cert_file_path),
+        bundle_path: Some(PathBuf::from(o.bundle_file_path)).filter(|p| !p.as_os_str().is_empty()),
+        cached: Mutex::new(None),
+    };
+    let loaded = plugin
+        .load()
+        .map_err(|e| problem(Problem::Load(e.to_string())))?;
+    *plugin.cached.lock().unwrap_or_else(|p| p.into_inner()) = Some(loaded);
+    Ok(Arc::new(plugin))
+}
+
+impl DiskUpstreamAuthority {
     fn load(&self) -> Result<Loaded, UpstreamError> {
         let read = |p: &PathBuf, what: &str| {
             std::fs::read(p).map_err(|e| {
@@ -184,13 +200,6 @@ fn chains_to(td: &TrustDomain, key: &SoftwareKey, chain: &[Vec<u8>], roots: &[Ve
     sigil_crypto::x509::verify_chain(&path, roots, now).is_ok()
 }
 
-fn config(reason: String) -> UpstreamError {
-    UpstreamError::Config {
-        plugin: "disk",
-        reason,
-    }
-}
-
 #[async_trait]
 impl UpstreamAuthority for DiskUpstreamAuthority {
     fn name(&self) -> &'static str {
@@ -237,6 +246,22 @@ mod tests {
     };
     use std::process::Command;
 
+    /// Builds the plugin as the catalog does.
+    fn from_plugin_data(
+        data: &serde_json::Value,
+        td: TrustDomain,
+    ) -> Result<Arc<dyn UpstreamAuthority>, PluginError> {
+        build(
+            data,
+            &ServerContext {
+                trust_domain: td,
+                data_dir: std::env::temp_dir(),
+                clock: Arc::new(sigil_plugin::clock::SystemClock),
+                join_tokens: Arc::new(crate::catalog::DataStoreJoinTokens::default()),
+            },
+        )
+    }
+
     fn td() -> TrustDomain {
         TrustDomain::new("example.org").unwrap()
     }
@@ -273,7 +298,7 @@ mod tests {
         root
     }
 
-    async fn mint(up: &DiskUpstreamAuthority, ttl: Duration) -> (MintedX509Ca, SoftwareKey) {
+    async fn mint(up: &Arc<dyn UpstreamAuthority>, ttl: Duration) -> (MintedX509Ca, SoftwareKey) {
         let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
         let csr = sigil_crypto::csr::create_csr(&key, None).unwrap();
         let minted = up
@@ -313,7 +338,7 @@ mod tests {
     async fn self_signed_root_signs_the_server_ca() {
         let dir = tempfile::tempdir().unwrap();
         let root = write_root(dir.path());
-        let up = DiskUpstreamAuthority::from_plugin_data(&data(dir.path(), false), td()).unwrap();
+        let up = from_plugin_data(&data(dir.path(), false), td()).unwrap();
         let (minted, key) = mint(&up, Duration::from_secs(600)).await;
         assert_eq!(minted.upstream_roots, vec![root]);
         assert_eq!(
@@ -331,7 +356,7 @@ mod tests {
     async fn ca_lifetime_is_cut_to_the_upstream_expiry() {
         let dir = tempfile::tempdir().unwrap();
         let root = write_root(dir.path());
-        let up = DiskUpstreamAuthority::from_plugin_data(&data(dir.path(), false), td()).unwrap();
+        let up = from_plugin_data(&data(dir.path(), false), td()).unwrap();
         let (minted, _) = mint(&up, Duration::from_secs(48 * 3600)).await;
         assert_eq!(
             cert_info(&minted.ca_chain[0]).unwrap().not_after,
@@ -362,7 +387,7 @@ mod tests {
         sh(
             "printf 'basicConstraints=critical,CA:true\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > ext.cnf && openssl x509 -req -in int.csr -CA bundle.crt -CAkey root.key -CAcreateserial -out ca.crt -days 1 -extfile ext.cnf 2>/dev/null",
         );
-        let up = DiskUpstreamAuthority::from_plugin_data(&data(d, true), td()).unwrap();
+        let up = from_plugin_data(&data(d, true), td()).unwrap();
         let (minted, key) = mint(&up, Duration::from_secs(600)).await;
         assert_eq!(
             minted.ca_chain.len(),
@@ -373,7 +398,7 @@ mod tests {
         svid_verifies(&minted, &key);
 
         // Without the bundle, a non-self-signed upstream CA is refused.
-        let err = DiskUpstreamAuthority::from_plugin_data(&data(d, false), td()).unwrap_err();
+        let err = from_plugin_data(&data(d, false), td()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("only self-signed CAs are supported"),
@@ -383,7 +408,7 @@ mod tests {
         sh(
             "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout other.key -out bundle.crt -subj /CN=other-root -days 2 -addext basicConstraints=critical,CA:true 2>/dev/null",
         );
-        let err = DiskUpstreamAuthority::from_plugin_data(&data(d, true), td()).unwrap_err();
+        let err = from_plugin_data(&data(d, true), td()).unwrap_err();
         assert!(
             err.to_string()
                 .contains("cannot be validated with the provided bundle"),
@@ -397,26 +422,21 @@ mod tests {
         write_root(dir.path());
         let mut bad = data(dir.path(), false);
         bad["keys_path"] = "x".into();
-        let err = DiskUpstreamAuthority::from_plugin_data(&bad, td()).unwrap_err();
+        let err = from_plugin_data(&bad, td()).unwrap_err();
         assert!(
             err.to_string().contains("unknown option \"keys_path\""),
             "{err}"
         );
-        let err = DiskUpstreamAuthority::from_plugin_data(
-            &serde_json::json!({"key_file_path": "k"}),
-            td(),
-        )
-        .unwrap_err();
+        let err = from_plugin_data(&serde_json::json!({"key_file_path": "k"}), td()).unwrap_err();
         assert!(
-            err.to_string().contains("cert_file_path must be set"),
+            err.to_string().contains("\"cert_file_path\" must be set"),
             "{err}"
         );
         // A key that does not match the certificate.
-        let up = DiskUpstreamAuthority::from_plugin_data(&data(dir.path(), false), td()).unwrap();
+        let up = from_plugin_data(&data(dir.path(), false), td()).unwrap();
         let other = SoftwareKey::generate(KeyType::EcP256).unwrap();
         std::fs::write(dir.path().join("ca.key"), other.to_pkcs8_pem()).unwrap();
-        let err =
-            DiskUpstreamAuthority::from_plugin_data(&data(dir.path(), false), td()).unwrap_err();
+        let err = from_plugin_data(&data(dir.path(), false), td()).unwrap_err();
         assert!(err.to_string().contains("do not match"), "{err}");
         // The running plugin keeps signing with what it loaded before.
         std::fs::remove_file(dir.path().join("ca.crt")).unwrap();

@@ -1,0 +1,18 @@
+//! NodeAttestor (agent half): how this agent proves its node. Exactly one.
+//! The trait pair lives in `sigil_plugin::nodeattestor`.
+
+use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
+use sigil_plugin::nodeattestor::AgentNodeAttestor;
+
+use super::AgentContext;
+use crate::plugin::nodeattestor::join_token;
+
+/// The NodeAttestor type.
+pub static TYPE: PluginType<dyn AgentNodeAttestor, AgentContext> = PluginType {
+    kind: "NodeAttestor",
+    count: CountRule::EXACTLY_ONE,
+    builtins: &[Builtin {
+        name: join_token::NAME,
+        build: join_token::build,
+    }],
+};

@@ -1,0 +1,3 @@
+//! Built-in NodeAttestor plugins (agent halves), one file each.
+
+pub mod join_token;

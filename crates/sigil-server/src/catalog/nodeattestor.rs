@@ -1,0 +1,19 @@
+//! NodeAttestor (server halves): how agents prove their node. Any number,
+//! one per attestation type; an agent whose type has no attestor here is
+//! refused. The trait pair lives in `sigil_plugin::nodeattestor`.
+
+use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
+use sigil_plugin::nodeattestor::ServerNodeAttestor;
+
+use super::ServerContext;
+use crate::plugin::nodeattestor::join_token;
+
+/// The NodeAttestor type.
+pub static TYPE: PluginType<dyn ServerNodeAttestor, ServerContext> = PluginType {
+    kind: "NodeAttestor",
+    count: CountRule::ANY,
+    builtins: &[Builtin {
+        name: join_token::NAME,
+        build: join_token::build,
+    }],
+};

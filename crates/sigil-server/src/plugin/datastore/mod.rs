@@ -1,0 +1,3 @@
+//! Built-in DataStore plugins.
+
+pub mod sql;

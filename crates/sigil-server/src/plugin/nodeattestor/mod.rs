@@ -1,0 +1,3 @@
+//! Built-in NodeAttestor plugins (server halves), one file each.
+
+pub mod join_token;
