@@ -6,7 +6,12 @@
 //! Processes are killed when the [`TrustDomain`] is dropped; their logs are
 //! kept in the temp dir and printed by [`TrustDomain::dump_logs`] (call it
 //! when an assertion is about to fail).
+//!
+//! [`kube`] runs a real Kubernetes control plane (kube-apiserver and etcd,
+//! no kubelet) and a fake kubelet, for the Kubernetes plugins' tests.
 #![forbid(unsafe_code)]
+
+pub mod kube;
 
 use std::fs;
 use std::net::TcpListener;
