@@ -589,15 +589,16 @@ impl K8sAttestor {
             Some(text) => located(cgroup::locate_legacy(text))?,
             None => None,
         };
-        if found.is_none() && self.config.use_new_container_locator {
-            if let Some(text) = read_if_present(&reader, &dir, "mountinfo")? {
-                if verbose {
-                    for line in text.lines() {
-                        tracing::debug!(pid = peer.pid, mount = line, "PID mount enumerated");
-                    }
+        if found.is_none()
+            && self.config.use_new_container_locator
+            && let Some(text) = read_if_present(&reader, &dir, "mountinfo")?
+        {
+            if verbose {
+                for line in text.lines() {
+                    tracing::debug!(pid = peer.pid, mount = line, "PID mount enumerated");
                 }
-                found = located(cgroup::locate_in_mountinfo(&text))?;
             }
+            found = located(cgroup::locate_in_mountinfo(&text))?;
         }
         reader.ensure_alive()?;
         Ok(found)
