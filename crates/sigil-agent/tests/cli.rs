@@ -69,10 +69,10 @@ fn unknown_and_unsupported_agent_options_are_named() {
     assert_ne!(code, 0);
     assert!(out.contains("log_levl"), "{out}");
     let (code, out) =
-        validate(&GOOD.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"k8s\""));
+        validate(&GOOD.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"docker\""));
     assert_ne!(code, 0);
     assert!(
-        out.contains("k8s") && out.contains("not supported"),
+        out.contains("docker") && out.contains("not supported"),
         "{out}"
     );
 }

@@ -474,6 +474,146 @@ impl rustls::sign::Signer for SchemeSigner {
     }
 }
 
+/// Server certificate verifier that validates the chain to `roots` with
+/// webpki (serverAuth EKU) and ignores the name the server presents.
+///
+/// For servers reached by an address their certificate does not name, where
+/// the operator's trust is in the issuing CA alone: SPIRE's `k8s` workload
+/// attestor talks to the kubelet this way on 127.0.0.1 when it does not know
+/// the node name.
+#[derive(Debug)]
+pub struct ChainOnlyServerVerifier {
+    anchors: Vec<TrustAnchor<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ChainOnlyServerVerifier {
+    /// A verifier trusting the DER `roots`.
+    pub fn new(roots: &[Vec<u8>]) -> Result<Self, CryptoError> {
+        if roots.is_empty() {
+            return Err(CryptoError::EmptyInput {
+                what: "the set of trust roots",
+            });
+        }
+        let ders: Vec<CertificateDer<'_>> = roots
+            .iter()
+            .map(|r| CertificateDer::from(r.as_slice()))
+            .collect();
+        let anchors = trust_anchors(&ders)?
+            .into_iter()
+            .map(|a| a.to_owned())
+            .collect();
+        Ok(ChainOnlyServerVerifier {
+            anchors,
+            algorithms: provider().signature_verification_algorithms,
+        })
+    }
+}
+
+impl ServerCertVerifier for ChainOnlyServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_webpki_path(
+            end_entity,
+            intermediates,
+            &self.anchors,
+            now,
+            EkuPolicy::ServerAuth,
+        )
+        .map_err(webpki_to_rustls)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Server certificate "verifier" that accepts any certificate. The handshake
+/// signatures are still checked, so the peer holds the key of the
+/// certificate it sent, but nothing says who that peer is.
+///
+/// Only for an operator's explicit opt-out, such as SPIRE's
+/// `skip_kubelet_verification`.
+#[derive(Debug)]
+pub struct UnverifiedServer {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl UnverifiedServer {
+    /// The verifier, with the aws-lc-rs signature algorithms.
+    pub fn new() -> Self {
+        UnverifiedServer {
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
+}
+
+impl Default for UnverifiedServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerCertVerifier for UnverifiedServer {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

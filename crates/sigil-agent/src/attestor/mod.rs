@@ -2,11 +2,12 @@
 //! socket" into selectors that registration entries can match.
 //!
 //! This module owns the [`WorkloadAttestor`] shape and its error type; each
-//! attestor (today [`unix::UnixAttestor`]) lives in a submodule. An attestor
+//! attestor (today [`unix::UnixAttestor`] and [`k8s::K8sAttestor`]) lives in a submodule. An attestor
 //! only reports facts about the peer. It never decides which identities the
 //! peer gets, and it fails rather than report facts about a process that may
 //! not be the one that connected.
 
+pub mod k8s;
 pub mod unix;
 
 use std::io;
@@ -125,6 +126,9 @@ pub enum AttestError {
     /// The blocking attestation task did not complete.
     #[error("attestation task failed: {0}")]
     Task(String),
+    /// The `k8s` attestor could not attest the caller.
+    #[error("k8s workload attestation: {0}")]
+    K8s(#[from] k8s::K8sError),
     /// The attestor's configuration is invalid.
     #[error("invalid {plugin} workload attestor configuration: {reason}")]
     Config {

@@ -236,13 +236,14 @@ impl WorkloadAttestor for UnixAttestor {
 }
 
 /// Reads under one `/proc/<pid>` and turns failures into precise errors.
-struct ProcReader<'a> {
-    peer: &'a PeerInfo,
-    proc_dir: &'a Path,
+/// Shared with the other attestors that read `/proc`.
+pub(super) struct ProcReader<'a> {
+    pub(super) peer: &'a PeerInfo,
+    pub(super) proc_dir: &'a Path,
 }
 
 impl ProcReader<'_> {
-    fn ensure_alive(&self) -> Result<(), AttestError> {
+    pub(super) fn ensure_alive(&self) -> Result<(), AttestError> {
         if self.peer.still_alive() {
             Ok(())
         } else {
@@ -252,7 +253,7 @@ impl ProcReader<'_> {
 
     /// A read failure is reported as the caller being gone when it is, since
     /// that is the cause the operator needs to see.
-    fn fail(&self, what: &str, source: io::Error) -> AttestError {
+    pub(super) fn fail(&self, what: &str, source: io::Error) -> AttestError {
         if !self.peer.still_alive() {
             return AttestError::ProcessGone { pid: self.peer.pid };
         }
@@ -263,7 +264,7 @@ impl ProcReader<'_> {
         }
     }
 
-    fn open_dir(&self) -> Result<OwnedFd, AttestError> {
+    pub(super) fn open_dir(&self) -> Result<OwnedFd, AttestError> {
         rustix::fs::open(
             self.proc_dir,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -278,7 +279,7 @@ impl ProcReader<'_> {
             .map_err(|e| self.fail(name, e.into()))
     }
 
-    fn read_to_string(&self, dir: &OwnedFd, name: &str) -> Result<String, AttestError> {
+    pub(super) fn read_to_string(&self, dir: &OwnedFd, name: &str) -> Result<String, AttestError> {
         let mut text = String::new();
         self.open_in(dir, name)?
             .read_to_string(&mut text)

@@ -6,14 +6,20 @@
 use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
 
 use super::AgentContext;
-use crate::attestor::{WorkloadAttestor, unix};
+use crate::attestor::{WorkloadAttestor, k8s, unix};
 
 /// The WorkloadAttestor type.
 pub static TYPE: PluginType<dyn WorkloadAttestor, AgentContext> = PluginType {
     kind: "WorkloadAttestor",
     count: CountRule::AT_LEAST_ONE,
-    builtins: &[Builtin {
-        name: unix::UnixAttestor::NAME,
-        build: unix::build,
-    }],
+    builtins: &[
+        Builtin {
+            name: unix::UnixAttestor::NAME,
+            build: unix::build,
+        },
+        Builtin {
+            name: k8s::K8sAttestor::NAME,
+            build: k8s::K8sAttestor::build,
+        },
+    ],
 };
