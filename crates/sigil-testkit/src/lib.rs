@@ -11,6 +11,7 @@
 //! no kubelet) and a fake kubelet, for the Kubernetes plugins' tests.
 #![forbid(unsafe_code)]
 
+pub mod cgroup;
 pub mod kube;
 
 use std::fs;
@@ -139,6 +140,9 @@ pub struct Options {
     pub unix_attestor_data: String,
     /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority).
     pub server_extra_plugins: String,
+    /// Extra plugin blocks for the agents' configs (e.g. another
+    /// WorkloadAttestor).
+    pub agent_extra_plugins: String,
 }
 
 impl Default for Options {
@@ -154,6 +158,7 @@ impl Default for Options {
             agent_sync_interval: "1s".into(),
             unix_attestor_data: String::new(),
             server_extra_plugins: String::new(),
+            agent_extra_plugins: String::new(),
         }
     }
 }
@@ -393,6 +398,7 @@ plugins {{
 {unix}
         }}
     }}
+    {extra}
 }}
 "#,
             port = self.server_port,
@@ -401,6 +407,7 @@ plugins {{
             data = data.display(),
             bundle = bundle.display(),
             unix = self.opts.unix_attestor_data,
+            extra = self.opts.agent_extra_plugins,
         );
         let path = self.path().join(format!("agent{n}.conf"));
         fs::write(&path, conf).expect("write agent.conf");
