@@ -7,6 +7,7 @@
 //! peer gets, and it fails rather than report facts about a process that may
 //! not be the one that connected.
 
+pub mod conformance;
 pub mod k8s;
 pub mod unix;
 

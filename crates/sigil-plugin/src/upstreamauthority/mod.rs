@@ -7,6 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sigil_crypto::x509::CaSubject;
 
+pub mod conformance;
+
 /// A request to sign the server's next X.509 CA.
 #[derive(Debug, Clone)]
 pub struct MintX509CaRequest {

@@ -5,6 +5,8 @@
 use async_trait::async_trait;
 use sigil_spiffe::Bundle;
 
+pub mod conformance;
+
 /// Why a bundle could not be published.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
