@@ -142,11 +142,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         .with_context(|| format!("could not create data_dir {}", cfg.data_dir.display()))?;
 
     let catalog = cfg.catalog().context("could not load plugins")?;
-    if catalog.key_manager.name() == "memory" {
-        tracing::warn!(
-            "Node attestation is not reattestable and the 'memory' key manager is in use; if the agent process is restarted, it will be unable to obtain a new SVID and will need to be manually evicted to be able to re-attest."
-        );
-    }
 
     let api = Arc::new(TonicServerApi::new(
         &cfg.server_address,
@@ -168,6 +163,13 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     .await
     .context("agent failed to start")?;
     let manager = Arc::new(manager);
+    // As SPIRE warns: only an agent that cannot re-attest is stuck after a
+    // restart that lost its key.
+    if !manager.reattestable() && catalog.key_manager.name() == "memory" {
+        tracing::warn!(
+            "Node attestation is not reattestable and the 'memory' key manager is in use; if the agent process is restarted, it will be unable to obtain a new SVID and will need to be manually evicted to be able to re-attest."
+        );
+    }
 
     let attestor: Arc<dyn WorkloadAttestor> = Combined::of(catalog.workload_attestors.clone());
     if let Some(dir) = cfg.socket_path.parent()
