@@ -186,13 +186,29 @@ pub fn peer_spiffe_id(cert_der: &[u8]) -> Result<SpiffeId, CryptoError> {
 #[derive(Debug)]
 pub struct SpiffeServerVerifier {
     anchors: Vec<TrustAnchor<'static>>,
-    policy: ServerIdPolicy,
+    /// `None`: the chain alone is checked (see [`SpiffeServerVerifier::chain_only`]).
+    policy: Option<ServerIdPolicy>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl SpiffeServerVerifier {
     /// A verifier trusting the DER `roots`.
     pub fn new(roots: &[Vec<u8>], policy: ServerIdPolicy) -> Result<Self, CryptoError> {
+        Self::with_policy(roots, Some(policy))
+    }
+
+    /// A verifier that checks only the chain to `roots` (serverAuth EKU),
+    /// not the name the server presents nor any SPIFFE ID.
+    ///
+    /// For servers reached by an address their certificate does not name,
+    /// where the operator's trust is in the issuing CA alone: SPIRE's `k8s`
+    /// workload attestor talks to the kubelet this way on 127.0.0.1 when it
+    /// does not know the node name.
+    pub fn chain_only(roots: &[Vec<u8>]) -> Result<Self, CryptoError> {
+        Self::with_policy(roots, None)
+    }
+
+    fn with_policy(roots: &[Vec<u8>], policy: Option<ServerIdPolicy>) -> Result<Self, CryptoError> {
         if roots.is_empty() {
             return Err(CryptoError::EmptyInput {
                 what: "the set of trust roots",
@@ -231,8 +247,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
             EkuPolicy::ServerAuth,
         )
         .map_err(webpki_to_rustls)?;
-        let id = leaf_spiffe_id(end_entity).map_err(other_cert_error)?;
-        self.policy.check(&id).map_err(other_cert_error)?;
+        if let Some(policy) = &self.policy {
+            let id = leaf_spiffe_id(end_entity).map_err(other_cert_error)?;
+            policy.check(&id).map_err(other_cert_error)?;
+        }
         Ok(ServerCertVerified::assertion())
     }
 
@@ -471,85 +489,6 @@ impl rustls::sign::Signer for SchemeSigner {
 
     fn scheme(&self) -> SignatureScheme {
         self.scheme
-    }
-}
-
-/// Server certificate verifier that validates the chain to `roots` with
-/// webpki (serverAuth EKU) and ignores the name the server presents.
-///
-/// For servers reached by an address their certificate does not name, where
-/// the operator's trust is in the issuing CA alone: SPIRE's `k8s` workload
-/// attestor talks to the kubelet this way on 127.0.0.1 when it does not know
-/// the node name.
-#[derive(Debug)]
-pub struct ChainOnlyServerVerifier {
-    anchors: Vec<TrustAnchor<'static>>,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ChainOnlyServerVerifier {
-    /// A verifier trusting the DER `roots`.
-    pub fn new(roots: &[Vec<u8>]) -> Result<Self, CryptoError> {
-        if roots.is_empty() {
-            return Err(CryptoError::EmptyInput {
-                what: "the set of trust roots",
-            });
-        }
-        let ders: Vec<CertificateDer<'_>> = roots
-            .iter()
-            .map(|r| CertificateDer::from(r.as_slice()))
-            .collect();
-        let anchors = trust_anchors(&ders)?
-            .into_iter()
-            .map(|a| a.to_owned())
-            .collect();
-        Ok(ChainOnlyServerVerifier {
-            anchors,
-            algorithms: provider().signature_verification_algorithms,
-        })
-    }
-}
-
-impl ServerCertVerifier for ChainOnlyServerVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        verify_webpki_path(
-            end_entity,
-            intermediates,
-            &self.anchors,
-            now,
-            EkuPolicy::ServerAuth,
-        )
-        .map_err(webpki_to_rustls)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
     }
 }
 

@@ -23,6 +23,19 @@ pub use unix::{UnixAttestor, UnixAttestorConfig};
 
 use std::sync::Arc;
 
+/// A workload attestor's configuration error, as the catalog reports it.
+pub(crate) fn plugin_error(plugin: &str, e: AttestError) -> sigil_plugin::PluginError {
+    let reason = match e {
+        AttestError::Config { reason, .. } => reason,
+        other => other.to_string(),
+    };
+    sigil_plugin::PluginError::new(
+        "WorkloadAttestor",
+        plugin,
+        sigil_plugin::Problem::Invalid(reason),
+    )
+}
+
 /// Several attestors as one: each attests the caller and the selectors
 /// are concatenated in declaration order, as SPIRE combines them. Any
 /// attestor's failure fails the attestation, so a caller is never served

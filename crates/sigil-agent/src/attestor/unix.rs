@@ -102,17 +102,8 @@ pub fn build(
     data: &serde_json::Value,
     _ctx: &crate::catalog::AgentContext,
 ) -> Result<std::sync::Arc<dyn WorkloadAttestor>, sigil_plugin::PluginError> {
-    let config = UnixAttestorConfig::from_plugin_data(data).map_err(|e| {
-        let reason = match e {
-            AttestError::Config { reason, .. } => reason,
-            other => other.to_string(),
-        };
-        sigil_plugin::PluginError::new(
-            "WorkloadAttestor",
-            UnixAttestor::NAME,
-            sigil_plugin::Problem::Invalid(reason),
-        )
-    })?;
+    let config = UnixAttestorConfig::from_plugin_data(data)
+        .map_err(|e| super::plugin_error(UnixAttestor::NAME, e))?;
     Ok(std::sync::Arc::new(UnixAttestor::new(config)))
 }
 

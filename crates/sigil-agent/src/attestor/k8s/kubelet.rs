@@ -552,7 +552,8 @@ fn build_tls_config(tls: &TlsSettings) -> Result<ClientConfig, KubeletError> {
                     })?
             } else {
                 Arc::new(
-                    sigil_crypto::tls::ChainOnlyServerVerifier::new(&roots).map_err(anchor_err)?,
+                    sigil_crypto::tls::SpiffeServerVerifier::chain_only(&roots)
+                        .map_err(anchor_err)?,
                 )
             }
         }

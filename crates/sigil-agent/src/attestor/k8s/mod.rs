@@ -456,17 +456,8 @@ impl K8sAttestor {
         data: &serde_json::Value,
         _ctx: &crate::catalog::AgentContext,
     ) -> Result<std::sync::Arc<dyn WorkloadAttestor>, sigil_plugin::PluginError> {
-        let attestor = K8sAttestor::from_plugin_data(data).map_err(|e| {
-            let reason = match e {
-                AttestError::Config { reason, .. } => reason,
-                other => other.to_string(),
-            };
-            sigil_plugin::PluginError::new(
-                "WorkloadAttestor",
-                Self::NAME,
-                sigil_plugin::Problem::Invalid(reason),
-            )
-        })?;
+        let attestor =
+            K8sAttestor::from_plugin_data(data).map_err(|e| super::plugin_error(Self::NAME, e))?;
         Ok(std::sync::Arc::new(attestor))
     }
 
