@@ -139,6 +139,9 @@ pub struct Options {
     pub unix_attestor_data: String,
     /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority).
     pub server_extra_plugins: String,
+    /// The agent's NodeAttestor block (`join_token` by default); read when
+    /// an agent's config is written, so tests can change it per agent.
+    pub agent_node_attestor: String,
 }
 
 impl Default for Options {
@@ -154,6 +157,8 @@ impl Default for Options {
             agent_sync_interval: "1s".into(),
             unix_attestor_data: String::new(),
             server_extra_plugins: String::new(),
+            agent_node_attestor: "NodeAttestor \"join_token\" {\n        plugin_data {}\n    }"
+                .into(),
         }
     }
 }
@@ -384,9 +389,7 @@ plugins {{
 }}
 
 plugins {{
-    NodeAttestor "join_token" {{
-        plugin_data {{}}
-    }}
+    {node_attestor}
     {km}
     WorkloadAttestor "unix" {{
         plugin_data {{
@@ -401,6 +404,7 @@ plugins {{
             data = data.display(),
             bundle = bundle.display(),
             unix = self.opts.unix_attestor_data,
+            node_attestor = self.opts.agent_node_attestor,
         );
         let path = self.path().join(format!("agent{n}.conf"));
         fs::write(&path, conf).expect("write agent.conf");
