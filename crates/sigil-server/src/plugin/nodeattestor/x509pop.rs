@@ -277,7 +277,11 @@ mod tests {
 
         fn write(&self, dir: &Path) -> String {
             let path = dir.join("ca.pem");
-            std::fs::write(&path, sigil_crypto::pem_encode_certs(&[self.der.clone()])).unwrap();
+            std::fs::write(
+                &path,
+                sigil_crypto::pem_encode_certs(std::slice::from_ref(&self.der)),
+            )
+            .unwrap();
             path.display().to_string()
         }
     }
