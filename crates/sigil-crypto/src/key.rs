@@ -11,11 +11,11 @@ use std::str::FromStr;
 
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::rsa;
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
-    RSA_PKCS1_SHA256,
+    self, ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair, KeyPair,
+    RSA_PKCS1_SHA256, RSA_PSS_SHA256,
 };
+use aws_lc_rs::{digest, rsa};
 
 use crate::CryptoError;
 use crate::spki::{self, Curve, KeyAlg};
@@ -106,6 +106,23 @@ pub trait Signer: Send + Sync + fmt::Debug {
     fn public_key_der(&self) -> &[u8];
     /// Signs `message` (not a digest: the signer hashes).
     fn sign(&self, message: &[u8]) -> Result<Vec<u8>, CryptoError>;
+
+    /// Signs a 32-byte digest the caller computed, without hashing it again,
+    /// for protocols that define their own hash (SPIRE's x509pop proof of
+    /// possession signs `SHA-256(challenge || nonce)` this way). ECDSA keys
+    /// sign the digest's integer value and return ASN.1 DER; RSA keys return
+    /// RSASSA-PSS with SHA-256, MGF1-SHA-256 and a 32-byte salt. Verify with
+    /// [`verify_sha256_digest_signature`]. Signers that cannot sign a digest
+    /// (some remote signers) keep this default, which refuses.
+    fn sign_sha256_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
+        let _ = digest;
+        Err(CryptoError::Signing {
+            reason: format!(
+                "this {} signer cannot sign a precomputed digest",
+                self.key_type()
+            ),
+        })
+    }
 }
 
 /// A private key held in process memory (SPIRE's `memory` and `disk` key
@@ -306,6 +323,86 @@ impl Signer for SoftwareKey {
                 Ok(sig)
             }
         }
+    }
+
+    fn sign_sha256_digest(&self, digest: &[u8; 32]) -> Result<Vec<u8>, CryptoError> {
+        let failed = |what: &str| CryptoError::Signing {
+            reason: format!("{} {what} digest signing failed", self.key_type),
+        };
+        match &self.inner {
+            Inner::Ec(k, KeyType::EcP384) => {
+                // aws-lc-rs pairs a P-384 key with SHA-384 digests. ECDSA
+                // signs the digest as an integer, and 16 zero bytes in front
+                // of a 32-byte digest make a 48-byte value with the same
+                // integer, which is what Go's ecdsa.Sign does with a short
+                // hash on P-384.
+                let mut wide = [0u8; 48];
+                wide[16..].copy_from_slice(digest);
+                let d = aws_lc_rs::digest::Digest::import_less_safe(&wide, &digest::SHA384)
+                    .map_err(|_| failed("ECDSA"))?;
+                k.sign_digest(&d)
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(|_| failed("ECDSA"))
+            }
+            Inner::Ec(k, _) => {
+                let d = aws_lc_rs::digest::Digest::import_less_safe(digest, &digest::SHA256)
+                    .map_err(|_| failed("ECDSA"))?;
+                k.sign_digest(&d)
+                    .map(|s| s.as_ref().to_vec())
+                    .map_err(|_| failed("ECDSA"))
+            }
+            Inner::Rsa(k) => {
+                let d = aws_lc_rs::digest::Digest::import_less_safe(digest, &digest::SHA256)
+                    .map_err(|_| failed("RSA-PSS"))?;
+                let mut sig = vec![0u8; k.public_modulus_len()];
+                k.sign_digest(&RSA_PSS_SHA256, &d, &mut sig)
+                    .map_err(|_| failed("RSA-PSS"))?;
+                Ok(sig)
+            }
+        }
+    }
+}
+
+/// RSA-PSS verification with the largest salt the key allows, which is what
+/// Go's `rsa.SignPSS` uses when given no options (SPIRE's agents).
+static RSA_PSS_SHA256_MAX_SALT: signature::RsaParameters =
+    signature::RSA_PSS_2048_8192_SHA256.with_pss_salt_length(signature::RsaPssSaltLength::Max);
+
+/// Verifies a signature made by [`Signer::sign_sha256_digest`] or by Go's
+/// `ecdsa.Sign` / `rsa.SignPSS(.., crypto.SHA256, digest, nil)` over the
+/// 32-byte `digest`, under the public key `spki_der` (SubjectPublicKeyInfo).
+/// ECDSA (P-256, P-384) signatures are ASN.1 DER. RSA-PSS signatures are
+/// accepted with a 32-byte salt or the largest salt the key allows (the
+/// two salt lengths signers use; Go's verifier would also take others).
+pub fn verify_sha256_digest_signature(
+    spki_der: &[u8],
+    digest: &[u8; 32],
+    sig: &[u8],
+) -> Result<(), CryptoError> {
+    let key = spki::parse_spki(spki_der)?;
+    let d = aws_lc_rs::digest::Digest::import_less_safe(digest, &digest::SHA256).map_err(|_| {
+        CryptoError::BadSignature {
+            what: "digest".to_owned(),
+        }
+    })?;
+    let bad = || CryptoError::BadSignature {
+        what: format!("{} signature over the digest", key.alg.describe()),
+    };
+    let verify = |alg: &'static dyn signature::VerificationAlgorithm| {
+        signature::UnparsedPublicKey::new(alg, &key.raw_key).verify_digest(&d, sig)
+    };
+    match key.alg {
+        KeyAlg::Ec(Curve::P256) => verify(&signature::ECDSA_P256_SHA256_ASN1).map_err(|_| bad()),
+        KeyAlg::Ec(Curve::P384) => verify(&signature::ECDSA_P384_SHA256_ASN1).map_err(|_| bad()),
+        KeyAlg::Rsa { .. } => verify(&signature::RSA_PSS_2048_8192_SHA256)
+            .or_else(|_| verify(&RSA_PSS_SHA256_MAX_SALT))
+            .map_err(|_| bad()),
+        ref other => Err(CryptoError::PublicKeyRejected {
+            reason: format!(
+                "{} keys cannot verify digest signatures (EC P-256, EC P-384 and RSA can)",
+                other.describe()
+            ),
+        }),
     }
 }
 

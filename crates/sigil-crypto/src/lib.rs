@@ -29,6 +29,7 @@ pub use error::CryptoError;
 pub use jwt::{AwsLcJwtVerifier, jwt_alg_for, sign_jwt, sign_jwt_svid, verify_jws_signature};
 pub use key::{
     KeyType, Signer, SoftwareKey, ecdsa_der_to_fixed, ecdsa_fixed_to_der, parse_pem_or_der_key,
+    verify_sha256_digest_signature,
 };
 pub use tls::{
     ClientAuth, ServerIdPolicy, SpiffeServerVerifier, client_config, client_config_with_policy,
@@ -37,5 +38,5 @@ pub use tls::{
 pub use x509::{
     CaSubject, CertInfo, IntermediateCaParams, X509SvidParams, cert_info, leaf_spiffe_id,
     parse_pem_certs, pem_encode_certs, self_signed_ca, sign_intermediate_ca, sign_x509_svid,
-    verify_chain,
+    verify_chain, verify_chain_any_usage,
 };

@@ -339,6 +339,85 @@ pub fn verify_chain(
     leaf_spiffe_id(leaf)
 }
 
+/// Validates `leaf_and_intermediates` (leaf first) up to one of `roots` at
+/// time `now`, accepting any extended key usage (Go's `ExtKeyUsageAny`, as
+/// SPIRE's x509pop node attestor verifies node certificates), and returns
+/// the verified path above the leaf: the intermediates used, leaf side
+/// first, then the root, as DER. Unlike [`verify_chain`] the leaf need not
+/// be an SVID.
+pub fn verify_chain_any_usage(
+    leaf_and_intermediates: &[Vec<u8>],
+    roots: &[Vec<u8>],
+    now: SystemTime,
+) -> Result<Vec<Vec<u8>>, CryptoError> {
+    let (leaf, intermediates) =
+        leaf_and_intermediates
+            .split_first()
+            .ok_or(CryptoError::EmptyInput {
+                what: "the certificate chain",
+            })?;
+    if roots.is_empty() {
+        return Err(CryptoError::EmptyInput {
+            what: "the set of trust roots",
+        });
+    }
+    let root_ders: Vec<CertificateDer<'_>> = roots
+        .iter()
+        .map(|r| CertificateDer::from(r.as_slice()))
+        .collect();
+    let anchors = trust_anchors(&root_ders)?;
+    let intermediates: Vec<CertificateDer<'_>> = intermediates
+        .iter()
+        .map(|c| CertificateDer::from(c.as_slice()))
+        .collect();
+    let since_epoch = now
+        .duration_since(UNIX_EPOCH)
+        .map_err(|_| CryptoError::TimeOutOfRange {
+            reason: "verification time is before 1970".to_owned(),
+        })?;
+    let failed = |e: webpki::Error| CryptoError::ChainVerification {
+        reason: format!("{e:?}"),
+    };
+    let leaf = CertificateDer::from(leaf.as_slice());
+    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(failed)?;
+    let algs = crate::tls::provider().signature_verification_algorithms.all;
+    let path = ee
+        .verify_for_usage(
+            algs,
+            &anchors,
+            &intermediates,
+            UnixTime::since_unix_epoch(since_epoch),
+            AnyUsage,
+            None,
+            None,
+        )
+        .map_err(failed)?;
+    let mut above: Vec<Vec<u8>> = path
+        .intermediate_certificates()
+        .map(|c| c.der().to_vec())
+        .collect();
+    let anchor = path.anchor();
+    // Anchors were made from `roots` in order; find the one the path ends at.
+    if let Some(i) = anchors.iter().position(|a| {
+        a.subject == anchor.subject && a.subject_public_key_info == anchor.subject_public_key_info
+    }) {
+        above.push(roots[i].clone());
+    }
+    Ok(above)
+}
+
+/// Accepts any extended key usage, well formed.
+struct AnyUsage;
+
+impl webpki::ExtendedKeyUsageValidator for AnyUsage {
+    fn validate(&self, iter: webpki::KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        for purpose in iter {
+            purpose?;
+        }
+        Ok(())
+    }
+}
+
 /// The SPIFFE ID of an X509-SVID leaf, after the structural rules that make
 /// it one: exactly one URI SAN, a valid SPIFFE ID, and no certificate- or
 /// CRL-signing key usage. Does not validate the chain.

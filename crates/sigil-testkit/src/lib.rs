@@ -143,6 +143,9 @@ pub struct Options {
     /// Extra plugin blocks for the agents' configs (e.g. another
     /// WorkloadAttestor).
     pub agent_extra_plugins: String,
+    /// The agent's NodeAttestor block (`join_token` by default); read when
+    /// an agent's config is written, so tests can change it per agent.
+    pub agent_node_attestor: String,
 }
 
 impl Default for Options {
@@ -159,6 +162,8 @@ impl Default for Options {
             unix_attestor_data: String::new(),
             server_extra_plugins: String::new(),
             agent_extra_plugins: String::new(),
+            agent_node_attestor: "NodeAttestor \"join_token\" {\n        plugin_data {}\n    }"
+                .into(),
         }
     }
 }
@@ -389,9 +394,7 @@ plugins {{
 }}
 
 plugins {{
-    NodeAttestor "join_token" {{
-        plugin_data {{}}
-    }}
+    {node_attestor}
     {km}
     WorkloadAttestor "unix" {{
         plugin_data {{
@@ -408,6 +411,7 @@ plugins {{
             bundle = bundle.display(),
             unix = self.opts.unix_attestor_data,
             extra = self.opts.agent_extra_plugins,
+            node_attestor = self.opts.agent_node_attestor,
         );
         let path = self.path().join(format!("agent{n}.conf"));
         fs::write(&path, conf).expect("write agent.conf");

@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use sigil_spiffe::{Selector, SpiffeId};
 
 pub mod conformance;
+pub mod x509pop;
 
 /// What the server half concludes about an agent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,14 +6,20 @@ use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
 use sigil_plugin::nodeattestor::ServerNodeAttestor;
 
 use super::ServerContext;
-use crate::plugin::nodeattestor::join_token;
+use crate::plugin::nodeattestor::{join_token, x509pop};
 
 /// The NodeAttestor type.
 pub static TYPE: PluginType<dyn ServerNodeAttestor, ServerContext> = PluginType {
     kind: "NodeAttestor",
     count: CountRule::ANY,
-    builtins: &[Builtin {
-        name: join_token::NAME,
-        build: join_token::build,
-    }],
+    builtins: &[
+        Builtin {
+            name: join_token::NAME,
+            build: join_token::build,
+        },
+        Builtin {
+            name: x509pop::NAME,
+            build: x509pop::build,
+        },
+    ],
 };
