@@ -137,8 +137,11 @@ pub struct Options {
     pub agent_sync_interval: String,
     /// Extra lines for the agent's unix WorkloadAttestor plugin_data.
     pub unix_attestor_data: String,
-    /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority).
+    /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority,
+    /// another NodeAttestor).
     pub server_extra_plugins: String,
+    /// The agent's NodeAttestor block; empty means `join_token`.
+    pub agent_node_attestor: String,
 }
 
 impl Default for Options {
@@ -154,6 +157,7 @@ impl Default for Options {
             agent_sync_interval: "1s".into(),
             unix_attestor_data: String::new(),
             server_extra_plugins: String::new(),
+            agent_node_attestor: String::new(),
         }
     }
 }
@@ -384,9 +388,7 @@ plugins {{
 }}
 
 plugins {{
-    NodeAttestor "join_token" {{
-        plugin_data {{}}
-    }}
+    {node_attestor}
     {km}
     WorkloadAttestor "unix" {{
         plugin_data {{
@@ -401,6 +403,11 @@ plugins {{
             data = data.display(),
             bundle = bundle.display(),
             unix = self.opts.unix_attestor_data,
+            node_attestor = if self.opts.agent_node_attestor.is_empty() {
+                "NodeAttestor \"join_token\" {\n        plugin_data {}\n    }"
+            } else {
+                &self.opts.agent_node_attestor
+            },
         );
         let path = self.path().join(format!("agent{n}.conf"));
         fs::write(&path, conf).expect("write agent.conf");

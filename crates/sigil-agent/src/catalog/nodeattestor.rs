@@ -5,14 +5,20 @@ use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
 use sigil_plugin::nodeattestor::AgentNodeAttestor;
 
 use super::AgentContext;
-use crate::plugin::nodeattestor::join_token;
+use crate::plugin::nodeattestor::{join_token, k8s_psat};
 
 /// The NodeAttestor type.
 pub static TYPE: PluginType<dyn AgentNodeAttestor, AgentContext> = PluginType {
     kind: "NodeAttestor",
     count: CountRule::EXACTLY_ONE,
-    builtins: &[Builtin {
-        name: join_token::NAME,
-        build: join_token::build,
-    }],
+    builtins: &[
+        Builtin {
+            name: join_token::NAME,
+            build: join_token::build,
+        },
+        Builtin {
+            name: k8s_psat::NAME,
+            build: k8s_psat::build,
+        },
+    ],
 };

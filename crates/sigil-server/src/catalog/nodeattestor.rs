@@ -6,14 +6,20 @@ use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
 use sigil_plugin::nodeattestor::ServerNodeAttestor;
 
 use super::ServerContext;
-use crate::plugin::nodeattestor::join_token;
+use crate::plugin::nodeattestor::{join_token, k8s_psat};
 
 /// The NodeAttestor type.
 pub static TYPE: PluginType<dyn ServerNodeAttestor, ServerContext> = PluginType {
     kind: "NodeAttestor",
     count: CountRule::ANY,
-    builtins: &[Builtin {
-        name: join_token::NAME,
-        build: join_token::build,
-    }],
+    builtins: &[
+        Builtin {
+            name: join_token::NAME,
+            build: join_token::build,
+        },
+        Builtin {
+            name: k8s_psat::NAME,
+            build: k8s_psat::build,
+        },
+    ],
 };
