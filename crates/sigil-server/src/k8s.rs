@@ -12,6 +12,9 @@ use std::path::PathBuf;
 
 use kube::config::{InClusterError, KubeConfigOptions, Kubeconfig, KubeconfigError};
 
+/// How long one request may wait for the API server's answer.
+pub const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Why a Kubernetes client cannot be made.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -58,7 +61,7 @@ impl ClusterClient {
     /// Loads the configuration from `kube_config_file`, or from the
     /// in-cluster environment when it is empty. Reads files only.
     pub fn load(kube_config_file: &str) -> Result<ClusterClient, K8sError> {
-        let (source, config) = if kube_config_file.is_empty() {
+        let (source, mut config) = if kube_config_file.is_empty() {
             (
                 String::from("in-cluster"),
                 kube::Config::incluster().map_err(K8sError::InCluster)?,
@@ -79,6 +82,8 @@ impl ClusterClient {
             .map_err(err)?;
             (kube_config_file.to_owned(), config)
         };
+        // A stuck API server must not hold an agent's attestation forever.
+        config.read_timeout = Some(READ_TIMEOUT);
         Ok(ClusterClient {
             source,
             config,
