@@ -667,7 +667,7 @@ plugins {
         let bad = SPIRE_EXAMPLE.replace("NodeAttestor \"join_token\"", "NodeAttestor \"aws_iid\"");
         assert_eq!(
             err(&bad),
-            "NodeAttestor \"aws_iid\": is not supported by sigil yet (supported: join_token, x509pop)"
+            "NodeAttestor \"aws_iid\": is not supported by sigil yet (supported: join_token, x509pop, k8s_psat)"
         );
         let bad = SPIRE_EXAMPLE.replace("WorkloadAttestor \"unix\"", "WorkloadAttestor \"docker\"");
         assert!(

@@ -306,7 +306,14 @@ impl Section {
                 m.insert(label.clone(), value);
                 value = serde_json::Value::Object(m);
             }
-            map.insert(b.ident, value);
+            // Repeated labelled blocks (`clusters "a" {} clusters "b" {}`)
+            // add up to one object, as HCL 1 decodes them for SPIRE.
+            match map.get_mut(&b.ident) {
+                Some(existing) => merge(existing, value),
+                None => {
+                    map.insert(b.ident, value);
+                }
+            }
         }
         serde_json::Value::Object(map)
     }
@@ -331,6 +338,23 @@ impl Section {
                 key,
             }),
         }
+    }
+}
+
+/// Merges `add` into `into`: objects key by key, anything else replaced.
+fn merge(into: &mut serde_json::Value, add: serde_json::Value) {
+    match (into, add) {
+        (serde_json::Value::Object(into), serde_json::Value::Object(add)) => {
+            for (k, v) in add {
+                match into.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        into.insert(k, v);
+                    }
+                }
+            }
+        }
+        (into, add) => *into = add,
     }
 }
 
@@ -472,6 +496,40 @@ plugins {
         assert_eq!(plugins[0].data["database_type"], "sqlite3");
         assert_eq!(plugins[1].data, serde_json::json!({}));
         top.finish(&[]).unwrap();
+    }
+
+    #[test]
+    fn plugin_data_reads_both_spire_map_forms_and_keeps_every_labelled_block() {
+        let text = r#"
+plugins {
+    NodeAttestor "k8s_psat" {
+        plugin_data {
+            clusters = {
+                "a" = { service_account_allow_list = ["ns:sa"] }
+            }
+        }
+    }
+    NodeAttestor "other" {
+        plugin_data {
+            clusters "a" { service_account_allow_list = ["ns:a"] }
+            clusters "b" { service_account_allow_list = ["ns:b"] }
+        }
+    }
+}
+"#;
+        let mut top = Section::parse(text).unwrap();
+        let plugins = parse_plugins(top.take_block("plugins").unwrap().unwrap().body).unwrap();
+        assert_eq!(
+            plugins[0].data,
+            serde_json::json!({"clusters": {"a": {"service_account_allow_list": ["ns:sa"]}}})
+        );
+        assert_eq!(
+            plugins[1].data,
+            serde_json::json!({"clusters": {
+                "a": {"service_account_allow_list": ["ns:a"]},
+                "b": {"service_account_allow_list": ["ns:b"]},
+            }})
+        );
     }
 
     #[test]

@@ -15,5 +15,6 @@ pub mod config;
 pub mod dev;
 pub mod endpoints;
 pub mod federation;
+pub mod k8s;
 pub mod plugin;
 pub mod run;

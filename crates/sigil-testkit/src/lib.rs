@@ -138,7 +138,8 @@ pub struct Options {
     pub agent_sync_interval: String,
     /// Extra lines for the agent's unix WorkloadAttestor plugin_data.
     pub unix_attestor_data: String,
-    /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority).
+    /// Extra plugin blocks for the server config (e.g. an UpstreamAuthority,
+    /// another NodeAttestor).
     pub server_extra_plugins: String,
     /// Extra plugin blocks for the agents' configs (e.g. another
     /// WorkloadAttestor).

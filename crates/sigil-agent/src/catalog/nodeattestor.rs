@@ -5,7 +5,7 @@ use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
 use sigil_plugin::nodeattestor::AgentNodeAttestor;
 
 use super::AgentContext;
-use crate::plugin::nodeattestor::{join_token, x509pop};
+use crate::plugin::nodeattestor::{join_token, k8s_psat, x509pop};
 
 /// The NodeAttestor type.
 pub static TYPE: PluginType<dyn AgentNodeAttestor, AgentContext> = PluginType {
@@ -19,6 +19,10 @@ pub static TYPE: PluginType<dyn AgentNodeAttestor, AgentContext> = PluginType {
         Builtin {
             name: x509pop::NAME,
             build: x509pop::build,
+        },
+        Builtin {
+            name: k8s_psat::NAME,
+            build: k8s_psat::build,
         },
     ],
 };

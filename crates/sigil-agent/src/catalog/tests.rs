@@ -156,7 +156,7 @@ async fn every_builtin_passes_its_types_conformance_suite() {
     // NodeAttestor pairs need both halves: each plugin's tests run
     // `sigil_plugin::nodeattestor::conformance::run_all` (join_token in
     // sigil-server's plugin file). Every agent half must be listed here.
-    let mut covered = vec!["join_token", "x509pop"];
+    let mut covered = vec!["join_token", "x509pop", "k8s_psat"];
     covered.sort_unstable();
     let mut names = nodeattestor::TYPE.names();
     names.sort_unstable();

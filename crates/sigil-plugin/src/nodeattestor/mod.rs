@@ -7,13 +7,15 @@
 //! by itself (SPIRE's `AttestResult{AgentID, Selectors, CanReattest}`).
 //! The conversation rides SPIRE's `AttestAgent` stream unchanged: params
 //! (type + payload), then any number of challenge / response rounds, then
-//! the result. Each half of a built-in lives in one file on its side, and
-//! this module names none of them.
+//! the result. Each half of a built-in lives in one file on its side; a
+//! built-in whose agent half needs nothing of the agent (`k8s_psat`) keeps
+//! it here, with the formats both halves share, so server tests can pair it.
 
 use async_trait::async_trait;
 use sigil_spiffe::{Selector, SpiffeId};
 
 pub mod conformance;
+pub mod k8s_psat;
 pub mod x509pop;
 
 /// What the server half concludes about an agent.

@@ -6,7 +6,7 @@ use sigil_plugin::catalog::{Builtin, CountRule, PluginType};
 use sigil_plugin::nodeattestor::ServerNodeAttestor;
 
 use super::ServerContext;
-use crate::plugin::nodeattestor::{join_token, x509pop};
+use crate::plugin::nodeattestor::{join_token, k8s_psat, x509pop};
 
 /// The NodeAttestor type.
 pub static TYPE: PluginType<dyn ServerNodeAttestor, ServerContext> = PluginType {
@@ -20,6 +20,10 @@ pub static TYPE: PluginType<dyn ServerNodeAttestor, ServerContext> = PluginType 
         Builtin {
             name: x509pop::NAME,
             build: x509pop::build,
+        },
+        Builtin {
+            name: k8s_psat::NAME,
+            build: k8s_psat::build,
         },
     ],
 };

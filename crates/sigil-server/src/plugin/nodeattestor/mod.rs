@@ -1,4 +1,5 @@
 //! Built-in NodeAttestor plugins (server halves), one file each.
 
 pub mod join_token;
+pub mod k8s_psat;
 pub mod x509pop;
