@@ -77,6 +77,36 @@ pub enum KubeError {
     /// A CA certificate in PEM could not be read.
     #[error("reading the CA certificate failed: {0}")]
     Ca(ureq::Error),
+    /// The API server answered with a status the caller did not expect.
+    #[error("{request}: HTTP {status}: {body}")]
+    Status {
+        /// Method and path.
+        request: String,
+        /// The HTTP status.
+        status: u16,
+        /// The response body.
+        body: Value,
+    },
+    /// A process of the control plane did not come up.
+    #[error("{what}: {problem}")]
+    Start {
+        /// The process and its address.
+        what: String,
+        /// What happened.
+        problem: StartProblem,
+    },
+}
+
+/// How a control-plane process failed to come up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartProblem {
+    /// It exited first.
+    #[error("exited with {0} before it was ready")]
+    Exited(std::process::ExitStatus),
+    /// It did not answer in time.
+    #[error("not ready after {0:?}")]
+    NotReady(Duration),
 }
 
 /// A blocking HTTPS client for the API server, authenticated with a bearer
@@ -310,7 +340,7 @@ impl KubeControlPlane {
                 }
                 Err(err) => {
                     eprintln!("kube control plane: attempt {attempt} failed: {err}");
-                    last_err = err;
+                    last_err = err.to_string();
                 }
             }
         }
@@ -609,12 +639,15 @@ impl Drop for KubeControlPlane {
 }
 
 /// Lists the pods bound to `node` (a field selector on `spec.nodeName`).
-fn pods_on_node(client: &ApiClient, node: &str) -> Result<Value, String> {
+fn pods_on_node(client: &ApiClient, node: &str) -> Result<Value, KubeError> {
     let path = format!("/api/v1/pods?fieldSelector=spec.nodeName%3D{node}");
-    match client.request("GET", &path, None) {
-        Ok((200, list)) => Ok(list),
-        Ok((status, body)) => Err(format!("GET {path}: HTTP {status}: {body}")),
-        Err(e) => Err(format!("GET {path}: {e}")),
+    match client.request("GET", &path, None)? {
+        (200, list) => Ok(list),
+        (status, body) => Err(KubeError::Status {
+            request: format!("GET {path}"),
+            status,
+            body,
+        }),
     }
 }
 
@@ -705,7 +738,7 @@ fn start_processes(
     apiserver_bin: &Path,
     admin_token: &str,
     ca_pem: &str,
-) -> Result<Started, String> {
+) -> Result<Started, KubeError> {
     let client_port = free_port();
     let peer_port = free_port();
     let metrics_port = free_port();
@@ -747,7 +780,10 @@ fn start_processes(
     });
     if let Err(e) = ready {
         kill(etcd);
-        return Err(format!("etcd on {client_url}: {e}"));
+        return Err(KubeError::Start {
+            what: format!("etcd on {client_url}"),
+            problem: e,
+        });
     }
 
     let path = |name: &str| dir.join(name).display().to_string();
@@ -784,7 +820,7 @@ fn start_processes(
         Err(e) => {
             kill(apiserver);
             kill(etcd);
-            return Err(e.to_string());
+            return Err(e);
         }
     };
     let ready = poll(Duration::from_secs(120), &mut apiserver, || {
@@ -793,7 +829,10 @@ fn start_processes(
     if let Err(e) = ready {
         kill(apiserver);
         kill(etcd);
-        return Err(format!("kube-apiserver on {url}: {e}"));
+        return Err(KubeError::Start {
+            what: format!("kube-apiserver on {url}"),
+            problem: e,
+        });
     }
     Ok(Started {
         etcd,
@@ -808,17 +847,17 @@ fn poll<T>(
     timeout: Duration,
     child: &mut Child,
     mut f: impl FnMut() -> Option<T>,
-) -> Result<T, String> {
+) -> Result<T, StartProblem> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
             return Ok(v);
         }
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("exited with {status} before it was ready"));
+            return Err(StartProblem::Exited(status));
         }
         if Instant::now() > deadline {
-            return Err(format!("not ready after {timeout:?}"));
+            return Err(StartProblem::NotReady(timeout));
         }
         std::thread::sleep(Duration::from_millis(100));
     }
