@@ -14,12 +14,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use sigil_e2e::my_uid;
+use sigil_e2e::spire::{self, SpireAgent, SpireServer};
 use sigil_testkit::kube::KubeControlPlane;
-use sigil_testkit::{CmdResult, Options, TrustDomain, free_port, wait_for};
+use sigil_testkit::{CmdResult, Options, TrustDomain, wait_for};
 
 /// A cluster with one node and an agent pod of `spire:spire-agent`, plus
 /// what the refusal cases need.
@@ -310,176 +310,41 @@ fn refused_k8s_psat_agents_stop_with_the_servers_precise_reason() {
 // ---------------------------------------------------------------------------
 // Interop with real SPIRE.
 
-fn spire_bin() -> Option<PathBuf> {
-    match std::env::var("SIGIL_TEST_SPIRE_BIN") {
-        Ok(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "SIGIL_TEST_SPIRE_BIN must be set in CI"
-            );
-            eprintln!("skipping: SIGIL_TEST_SPIRE_BIN not set (see .ci/install-spire.sh)");
-            None
-        }
-    }
-}
-
-fn run(bin: &Path, args: &[&str]) -> CmdResult {
-    let out = Command::new(bin).args(args).output().expect("run SPIRE");
-    CmdResult {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[test]
 fn a_real_spire_agent_attests_to_sigil_server_with_k8s_psat() {
-    let Some(spire) = spire_bin() else { return };
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let Some(c) = cluster(dir.path()) else { return };
-    let agent_bin = spire.join("spire-agent");
     let mut td = k8s_trust_domain(&c);
     td.start_server();
-    let bundle = td.path().join("bootstrap.pem");
-    std::fs::write(&bundle, td.server_cli(&["bundle", "show"]).ok().stdout).unwrap();
-    let data = td.path().join("spire-agent-data");
-    let sock = td.path().join("spire-agent.sock");
-    let conf = td.path().join("spire-agent.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"agent {{
-    data_dir = "{data}"
-    log_level = "DEBUG"
-    server_address = "127.0.0.1"
-    server_port = "{port}"
-    socket_path = "{sock}"
-    trust_bundle_path = "{bundle}"
-    trust_domain = "example.org"
-}}
-
-plugins {{
-    {attestor}
-    KeyManager "disk" {{
-        plugin_data {{
-            directory = "{data}"
-        }}
-    }}
-    WorkloadAttestor "unix" {{
-        plugin_data {{
-        }}
-    }}
-}}
-"#,
-            data = data.display(),
-            port = td.server_port,
-            sock = sock.display(),
-            bundle = bundle.display(),
-            attestor = agent_block(CLUSTER, &c.token_path),
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(&agent_bin);
-    cmd.arg("run").arg("-config").arg(&conf);
-    let agent = td.spawn_process("spire-agent", cmd);
-    let sock_s = sock.to_str().unwrap().to_owned();
-    wait_for("spire-agent healthy", Duration::from_secs(60), || {
-        assert!(
-            td.process_running(agent),
-            "spire-agent exited; see spire-agent.log"
-        );
-        (run(&agent_bin, &["healthcheck", "-socketPath", &sock_s]).code == 0).then_some(())
-    });
+    let agent = SpireAgent::start(&mut td, &spire, &agent_block(CLUSTER, &c.token_path), &[]);
     let agents = td.server_cli(&["agent", "list"]).ok();
     assert!(agents.stdout.contains(&c.agent_id()), "{}", agents.stdout);
 
     let id = register_under_cluster_alias(|a| td.server_cli(a));
-    wait_for(
-        "X509-SVID from spire-agent",
-        Duration::from_secs(60),
-        || {
-            let out = run(
-                &agent_bin,
-                &["api", "fetch", "x509", "-socketPath", &sock_s],
-            );
-            (out.code == 0 && out.stdout.contains(&id)).then_some(())
-        },
-    );
+    agent.wait_for_x509_svid(&id);
 }
 
 #[test]
 fn sigil_agent_attests_to_a_real_spire_server_with_k8s_psat() {
-    let Some(spire) = spire_bin() else { return };
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let Some(c) = cluster(dir.path()) else { return };
-    let server_bin = spire.join("spire-server");
     let mut td = TrustDomain::with(Options {
         agent_node_attestor: agent_block(CLUSTER, &c.token_path),
         ..Options::default()
     });
-    let port = free_port();
-    let data = td.path().join("spire-server-data");
-    let sock = td.path().join("spire-server.sock");
-    let conf = td.path().join("spire-server.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"server {{
-    bind_address = "127.0.0.1"
-    bind_port = "{port}"
-    socket_path = "{sock}"
-    trust_domain = "example.org"
-    data_dir = "{data}"
-    log_level = "DEBUG"
-    ca_ttl = "24h"
-    default_x509_svid_ttl = "1h"
-}}
-
-plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{data}/datastore.sqlite3"
-        }}
-    }}
-{attestor}
-    KeyManager "memory" {{
-        plugin_data = {{}}
-    }}
-}}
-"#,
-            sock = sock.display(),
-            data = data.display(),
-            attestor = c.server_block(),
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(&server_bin);
-    cmd.arg("run").arg("-config").arg(&conf);
-    let server = td.spawn_process("spire-server", cmd);
-    let sock_s = sock.to_str().unwrap().to_owned();
-    wait_for("spire-server healthy", Duration::from_secs(60), || {
-        assert!(
-            td.process_running(server),
-            "spire-server exited; see spire-server.log"
-        );
-        (run(&server_bin, &["healthcheck", "-socketPath", &sock_s]).code == 0).then_some(())
-    });
-    let pem = run(&server_bin, &["bundle", "show", "-socketPath", &sock_s])
-        .ok()
-        .stdout;
-    std::fs::write(td.path().join("agent0-bootstrap.pem"), pem).unwrap();
-    td.server_port = port;
+    let server = SpireServer::start(&mut td, &spire, &c.server_block());
+    server.serve_sigil_agent(&mut td, 0);
     td.start_agent(0, None);
 
-    let agents = run(&server_bin, &["agent", "list", "-socketPath", &sock_s]).ok();
+    let agents = server.cli(&["agent", "list"]).ok();
     assert!(agents.stdout.contains(&c.agent_id()), "{}", agents.stdout);
-    let id = register_under_cluster_alias(|a| {
-        let mut args = a.to_vec();
-        args.extend(["-socketPath", &sock_s]);
-        run(&server_bin, &args)
-    });
+    let id = register_under_cluster_alias(|a| server.cli(a));
     wait_for(
         "X509-SVID from sigil-agent",
         Duration::from_secs(60),

@@ -8,103 +8,29 @@
 //! - the real `spire-server` CLI drives `sigil-server`'s admin socket.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use sigil_e2e::my_uid;
-use sigil_testkit::{CmdResult, TrustDomain, free_port, wait_for};
+use sigil_e2e::spire::{self, SpireAgent, SpireServer, run};
+use sigil_testkit::{TrustDomain, wait_for};
 
-fn spire_bin() -> Option<PathBuf> {
-    match std::env::var("SIGIL_TEST_SPIRE_BIN") {
-        Ok(dir) => Some(PathBuf::from(dir)),
-        Err(_) => {
-            assert!(
-                std::env::var("CI").is_err(),
-                "SIGIL_TEST_SPIRE_BIN must be set in CI"
-            );
-            eprintln!("skipping: SIGIL_TEST_SPIRE_BIN not set (see .ci/install-spire.sh)");
-            None
+const JOIN_TOKEN: &str = r#"NodeAttestor "join_token" {
+        plugin_data {
         }
-    }
-}
-
-fn run(bin: &Path, args: &[&str]) -> CmdResult {
-    let out = Command::new(bin)
-        .args(args)
-        .output()
-        .expect("run SPIRE binary");
-    CmdResult {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn spire_agent_conf(dir: &Path, server_port: u16, bundle: &Path) -> PathBuf {
-    let data = dir.join("spire-agent-data");
-    let conf = format!(
-        r#"agent {{
-    data_dir = "{data}"
-    log_level = "DEBUG"
-    server_address = "127.0.0.1"
-    server_port = "{server_port}"
-    socket_path = "{sock}"
-    trust_bundle_path = "{bundle}"
-    trust_domain = "example.org"
-}}
-
-plugins {{
-    NodeAttestor "join_token" {{
-        plugin_data {{
-        }}
-    }}
-    KeyManager "disk" {{
-        plugin_data {{
-            directory = "{data}"
-        }}
-    }}
-    WorkloadAttestor "unix" {{
-        plugin_data {{
-        }}
-    }}
-}}
-"#,
-        data = data.display(),
-        sock = dir.join("spire-agent.sock").display(),
-        bundle = bundle.display(),
-    );
-    let path = dir.join("spire-agent.conf");
-    std::fs::write(&path, conf).unwrap();
-    path
-}
+    }"#;
 
 #[test]
 fn spire_agent_attests_to_sigil_server_and_serves_svids() {
-    let Some(spire) = spire_bin() else { return };
-    let agent_bin = spire.join("spire-agent");
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let mut td = TrustDomain::new();
     td.start_server();
     let token = td.join_token();
-    let bundle = td.path().join("bootstrap.pem");
-    std::fs::write(&bundle, td.server_cli(&["bundle", "show"]).ok().stdout).unwrap();
-    let conf = spire_agent_conf(td.path(), td.server_port, &bundle);
-    let mut cmd = Command::new(&agent_bin);
-    cmd.arg("run")
-        .arg("-config")
-        .arg(&conf)
-        .arg("-joinToken")
-        .arg(&token);
-    let agent = td.spawn_process("spire-agent", cmd);
-    let sock = td.path().join("spire-agent.sock");
-    let sock_s = sock.to_str().unwrap().to_owned();
-    wait_for("spire-agent healthy", Duration::from_secs(60), || {
-        assert!(
-            td.process_running(agent),
-            "spire-agent exited; see spire-agent.log"
-        );
-        (run(&agent_bin, &["healthcheck", "-socketPath", &sock_s]).code == 0).then_some(())
-    });
+    let agent = SpireAgent::start(&mut td, &spire, JOIN_TOKEN, &["-joinToken", &token]);
+    let agent_bin = agent.bin.clone();
+    let sock_s = agent.sock.to_str().unwrap().to_owned();
 
     // The node shows up as an attested agent in sigil-server.
     let agents = td.server_cli(&["agent", "list"]).ok();
@@ -211,68 +137,18 @@ fn spire_agent_attests_to_sigil_server_and_serves_svids() {
     wait_for(
         "spire-agent to shut down after the ban",
         Duration::from_secs(60),
-        || (!td.process_running(agent)).then_some(()),
+        || (!td.process_running(agent.process)).then_some(()),
     );
-}
-
-fn spire_server_conf(dir: &Path, port: u16) -> PathBuf {
-    let data = dir.join("spire-server-data");
-    let conf = format!(
-        r#"server {{
-    bind_address = "127.0.0.1"
-    bind_port = "{port}"
-    socket_path = "{sock}"
-    trust_domain = "example.org"
-    data_dir = "{data}"
-    log_level = "DEBUG"
-    ca_ttl = "24h"
-    default_x509_svid_ttl = "1h"
-}}
-
-plugins {{
-    DataStore "sql" {{
-        plugin_data {{
-            database_type = "sqlite3"
-            connection_string = "{data}/datastore.sqlite3"
-        }}
-    }}
-    NodeAttestor "join_token" {{
-        plugin_data {{
-        }}
-    }}
-    KeyManager "memory" {{
-        plugin_data = {{}}
-    }}
-}}
-"#,
-        sock = dir.join("spire-server.sock").display(),
-        data = data.display(),
-    );
-    let path = dir.join("spire-server.conf");
-    std::fs::write(&path, conf).unwrap();
-    path
 }
 
 #[test]
 fn sigil_agent_attests_to_spire_server_and_serves_svids() {
-    let Some(spire) = spire_bin() else { return };
-    let server_bin = spire.join("spire-server");
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let mut td = TrustDomain::new();
-    let port = free_port();
-    let conf = spire_server_conf(td.path(), port);
-    let mut cmd = Command::new(&server_bin);
-    cmd.arg("run").arg("-config").arg(&conf);
-    let server = td.spawn_process("spire-server", cmd);
-    let sock = td.path().join("spire-server.sock");
-    let sock_s = sock.to_str().unwrap().to_owned();
-    wait_for("spire-server healthy", Duration::from_secs(60), || {
-        assert!(
-            td.process_running(server),
-            "spire-server exited; see spire-server.log"
-        );
-        (run(&server_bin, &["healthcheck", "-socketPath", &sock_s]).code == 0).then_some(())
-    });
-    let token = run(&server_bin, &["token", "generate", "-socketPath", &sock_s]).ok();
+    let server = SpireServer::start(&mut td, &spire, JOIN_TOKEN);
+    let token = server.cli(&["token", "generate"]).ok();
     let token = token
         .stdout
         .lines()
@@ -281,30 +157,22 @@ fn sigil_agent_attests_to_spire_server_and_serves_svids() {
         .trim()
         .to_owned();
     // sigil-agent #0 bootstraps from SPIRE's bundle and dials SPIRE's port.
-    let pem = run(&server_bin, &["bundle", "show", "-socketPath", &sock_s])
-        .ok()
-        .stdout;
-    std::fs::write(td.path().join("agent0-bootstrap.pem"), pem).unwrap();
-    td.server_port = port;
+    server.serve_sigil_agent(&mut td, 0);
     td.start_agent(0, Some(&token));
 
     let id = "spiffe://example.org/workload/under-sigil-agent";
-    run(
-        &server_bin,
-        &[
+    server
+        .cli(&[
             "entry",
             "create",
-            "-socketPath",
-            &sock_s,
             "-parentID",
             &format!("spiffe://example.org/spire/agent/join_token/{token}"),
             "-spiffeID",
             id,
             "-selector",
             &format!("unix:uid:{}", my_uid()),
-        ],
-    )
-    .ok();
+        ])
+        .ok();
     wait_for(
         "X509-SVID from sigil-agent",
         Duration::from_secs(60),
@@ -321,13 +189,15 @@ fn sigil_agent_attests_to_spire_server_and_serves_svids() {
         "{}",
         jwt.stdout
     );
-    let agents = run(&server_bin, &["agent", "list", "-socketPath", &sock_s]).ok();
+    let agents = server.cli(&["agent", "list"]).ok();
     assert!(agents.stdout.contains(&token), "{}", agents.stdout);
 }
 
 #[test]
 fn spire_server_cli_drives_sigil_server() {
-    let Some(spire) = spire_bin() else { return };
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let cli = spire.join("spire-server");
     let mut td = TrustDomain::new();
     td.start_server();
@@ -506,7 +376,9 @@ fn sigil_show(td: &TrustDomain, entry_id: &str) -> String {
 /// the sigil-agent do mutual TLS, each authorizing the other's exact ID.
 #[test]
 fn mixed_fleet_workloads_accept_each_others_svids() {
-    let Some(spire) = spire_bin() else { return };
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let Some(go_bin) = std::env::var_os("SIGIL_TEST_GO_SPIFFE") else {
         assert!(
             std::env::var("CI").is_err(),
@@ -515,7 +387,6 @@ fn mixed_fleet_workloads_accept_each_others_svids() {
         eprintln!("skipping: SIGIL_TEST_GO_SPIFFE not set");
         return;
     };
-    let spire_agent = spire.join("spire-agent");
     let mut td = TrustDomain::new();
     td.start_server();
 
@@ -524,25 +395,8 @@ fn mixed_fleet_workloads_accept_each_others_svids() {
     td.start_agent(0, Some(&sigil_token));
     // The spire-agent node.
     let spire_token = td.join_token();
-    let bundle = td.path().join("bootstrap.pem");
-    std::fs::write(&bundle, td.server_cli(&["bundle", "show"]).ok().stdout).unwrap();
-    let conf = spire_agent_conf(td.path(), td.server_port, &bundle);
-    let mut cmd = Command::new(&spire_agent);
-    cmd.arg("run")
-        .arg("-config")
-        .arg(&conf)
-        .arg("-joinToken")
-        .arg(&spire_token);
-    let agent = td.spawn_process("spire-agent", cmd);
-    let spire_sock = td.path().join("spire-agent.sock");
-    let spire_sock_s = spire_sock.to_str().unwrap().to_owned();
-    wait_for("spire-agent healthy", Duration::from_secs(60), || {
-        assert!(
-            td.process_running(agent),
-            "spire-agent exited; see spire-agent.log"
-        );
-        (run(&spire_agent, &["healthcheck", "-socketPath", &spire_sock_s]).code == 0).then_some(())
-    });
+    let spire_agent = SpireAgent::start(&mut td, &spire, JOIN_TOKEN, &["-joinToken", &spire_token]);
+    let spire_sock = spire_agent.sock.clone();
 
     let uid = format!("unix:uid:{}", my_uid());
     let server_id = "spiffe://example.org/fleet/on-spire-agent";
@@ -563,13 +417,7 @@ fn mixed_fleet_workloads_accept_each_others_svids() {
         ])
         .ok();
     }
-    wait_for("SVID on the spire-agent", Duration::from_secs(60), || {
-        let out = run(
-            &spire_agent,
-            &["api", "fetch", "x509", "-socketPath", &spire_sock_s],
-        );
-        (out.code == 0 && out.stdout.contains(server_id)).then_some(())
-    });
+    spire_agent.wait_for_x509_svid(server_id);
     wait_for("SVID on the sigil-agent", Duration::from_secs(60), || {
         let out = td.agent_cli(0, &["api", "fetch", "x509"]);
         (out.code == 0 && out.stdout.contains(client_id)).then_some(())
@@ -627,7 +475,9 @@ fn mixed_fleet_workloads_accept_each_others_svids() {
 /// output (pretty and `-output json`).
 #[test]
 fn sigil_and_spire_cli_outputs_are_identical() {
-    let Some(spire) = spire_bin() else { return };
+    let Some(spire) = spire::bin_dir() else {
+        return;
+    };
     let spire_cli = spire.join("spire-server");
     let mut td = TrustDomain::new();
     td.start_server();

@@ -856,6 +856,128 @@ mod tests {
         round_trip(KeyType::Rsa2048);
     }
 
+    fn openssl(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+        let out = std::process::Command::new("/usr/bin/openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run /usr/bin/openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// The `pkeyutl` options that sign or verify a precomputed SHA-256
+    /// digest as Go's `rsa.SignPSS`/`rsa.VerifyPSS(.., crypto.SHA256, digest,
+    /// nil)` do (PSS, MGF1-SHA-256, the largest salt when signing, any salt
+    /// when verifying); ECDSA needs none: `pkeyutl` signs its input as the
+    /// digest, as Go's `ecdsa.Sign` does, also when it is shorter than the
+    /// curve's order (P-384).
+    fn go_pss(kt: KeyType, salt: &'static str) -> Vec<&'static str> {
+        match kt {
+            KeyType::Rsa2048 | KeyType::Rsa4096 => vec![
+                "-pkeyopt",
+                "digest:sha256",
+                "-pkeyopt",
+                "rsa_padding_mode:pss",
+                "-pkeyopt",
+                salt,
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// SPIRE's agent signs with Go's crypto; openssl signs the same way
+    /// (RSA-PSS with the largest salt, ECDSA over the bare 32-byte digest)
+    /// and sigil's server side accepts it. The other way round, what
+    /// sigil's agent signs verifies as Go's server verifies it.
+    #[test]
+    fn signatures_interoperate_with_an_independent_implementation() {
+        for kt in [KeyType::EcP256, KeyType::EcP384, KeyType::Rsa2048] {
+            let dir = tempfile::tempdir().unwrap();
+            let d = dir.path();
+            let key = SoftwareKey::generate(kt).unwrap();
+            std::fs::write(d.join("key.pem"), key.to_pkcs8_pem()).unwrap();
+            let (leaf_der, _) = node_chain(&key);
+            std::fs::write(
+                d.join("leaf.pem"),
+                sigil_crypto::pem_encode_certs(std::slice::from_ref(&leaf_der)),
+            )
+            .unwrap();
+            let leaf = NodeCert::parse(&leaf_der, "leaf").unwrap();
+
+            // openssl (as a Go agent) answers, sigil verifies.
+            let challenge = generate_challenge(&leaf).unwrap();
+            let agent_nonce = vec![0x5a; NONCE_LEN];
+            let server_nonce = match (&challenge.rsa_signature, &challenge.ecdsa_signature) {
+                (Some(c), _) | (_, Some(c)) => c.nonce.clone(),
+                _ => unreachable!(),
+            };
+            let digest = combine_nonces(&server_nonce, &agent_nonce).unwrap();
+            std::fs::write(d.join("digest"), digest).unwrap();
+            let mut args = vec![
+                "pkeyutl", "-sign", "-inkey", "key.pem", "-in", "digest", "-out", "sig",
+            ];
+            args.extend(go_pss(kt, "rsa_pss_saltlen:max"));
+            openssl(d, &args);
+            let sig = std::fs::read(d.join("sig")).unwrap();
+            let response = match kt {
+                KeyType::Rsa2048 => Response {
+                    rsa_signature: Some(RsaResponse {
+                        nonce: agent_nonce,
+                        signature: sig,
+                    }),
+                    ecdsa_signature: None,
+                },
+                _ => {
+                    let field = if kt == KeyType::EcP256 { 32 } else { 48 };
+                    let fixed = sigil_crypto::ecdsa_der_to_fixed(&sig, field).unwrap();
+                    let (r, s) = fixed.split_at(field);
+                    Response {
+                        rsa_signature: None,
+                        ecdsa_signature: Some(EcdsaResponse {
+                            nonce: agent_nonce,
+                            r: strip_zeros(r).to_vec(),
+                            s: strip_zeros(s).to_vec(),
+                        }),
+                    }
+                }
+            };
+            verify_response(&leaf, &challenge, &response)
+                .unwrap_or_else(|e| panic!("{kt}: openssl's answer refused: {e}"));
+
+            // sigil answers, openssl (as a Go server) verifies.
+            let response = calculate_response(&key, &challenge).unwrap();
+            let (nonce, sig) = match (&response.rsa_signature, &response.ecdsa_signature) {
+                (Some(r), _) => (r.nonce.clone(), r.signature.clone()),
+                (_, Some(e)) => {
+                    let field = if kt == KeyType::EcP256 { 32 } else { 48 };
+                    let (rr, ss) = (strip_zeros(&e.r), strip_zeros(&e.s));
+                    let mut fixed = vec![0u8; 2 * field];
+                    fixed[field - rr.len()..field].copy_from_slice(rr);
+                    fixed[2 * field - ss.len()..].copy_from_slice(ss);
+                    (
+                        e.nonce.clone(),
+                        sigil_crypto::ecdsa_fixed_to_der(&fixed).unwrap(),
+                    )
+                }
+                _ => unreachable!(),
+            };
+            let digest = combine_nonces(&server_nonce, &nonce).unwrap();
+            std::fs::write(d.join("digest"), digest).unwrap();
+            std::fs::write(d.join("sig"), sig).unwrap();
+            let mut args = vec![
+                "pkeyutl", "-verify", "-certin", "-inkey", "leaf.pem", "-in", "digest", "-sigfile",
+                "sig",
+            ];
+            args.extend(go_pss(kt, "rsa_pss_saltlen:auto"));
+            openssl(d, &args);
+        }
+    }
+
     #[test]
     fn a_response_signed_by_another_key_is_refused() {
         let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
