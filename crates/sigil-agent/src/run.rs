@@ -165,7 +165,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let manager = Arc::new(manager);
     // As SPIRE warns: only an agent that cannot re-attest is stuck after a
     // restart that lost its key.
-    if !manager.reattestable() && catalog.key_manager.name() == "memory" {
+    if !manager.reattestable() && !catalog.key_manager.keys_survive_restart() {
         tracing::warn!(
             "Node attestation is not reattestable and the 'memory' key manager is in use; if the agent process is restarted, it will be unable to obtain a new SVID and will need to be manually evicted to be able to re-attest."
         );

@@ -22,6 +22,10 @@ impl KeyManager for MemoryKeyManager {
         "memory"
     }
 
+    fn keys_survive_restart(&self) -> bool {
+        false
+    }
+
     async fn generate_key(
         &self,
         id: &str,

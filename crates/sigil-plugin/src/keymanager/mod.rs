@@ -54,6 +54,12 @@ pub trait KeyManager: Send + Sync + std::fmt::Debug {
     /// The plugin name (`memory`, `disk`).
     fn name(&self) -> &'static str;
 
+    /// Whether keys outlive the process (a restarted agent or server finds
+    /// them again). Managers that keep keys in memory say no.
+    fn keys_survive_restart(&self) -> bool {
+        true
+    }
+
     /// Generates a new key under `id`, replacing any key with that ID, and
     /// returns its signer. Durable managers persist it before returning.
     async fn generate_key(
