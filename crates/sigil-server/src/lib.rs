@@ -17,4 +17,5 @@ pub mod endpoints;
 pub mod federation;
 pub mod k8s;
 pub mod plugin;
+pub mod publish;
 pub mod run;

@@ -16,6 +16,7 @@ use crate::catalog::{Catalog, DataStoreJoinTokens, ServerContext};
 use crate::config::ServerConfig;
 use crate::endpoints;
 use crate::federation::{self, FederationManager};
+use crate::publish;
 
 /// How often the CA checks whether to prepare or activate authorities.
 pub const ROTATION_INTERVAL: Duration = Duration::from_secs(10);
@@ -91,6 +92,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     )
     .await?;
     tokio::spawn(ca.clone().run_rotation(ROTATION_INTERVAL));
+    publish::spawn(
+        &catalog.bundle_publishers,
+        &ca.subscribe_bundle(),
+        publish::Backoff::default(),
+    );
 
     let (changes, _) = watch::channel(0u64);
     let (server_svid_tx, server_svid) = watch::channel(Vec::new());

@@ -148,4 +148,4 @@ fn rules() -> [(&'static str, CountRule); 5] {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use sigil_cli::config::{PluginDecl, Section, parse_plugins};
 use sigil_plugin::catalog::{CatalogError, CountError, PluginError, Problem};
 use sigil_plugin::clock::SystemClock;
-use sigil_spiffe::TrustDomain;
+use sigil_spiffe::{Bundle, JwtAuthority, TrustDomain};
 
 use super::*;
 
@@ -154,8 +154,10 @@ fn count_rules_follow_spire() {
         e.to_string()
             .ends_with("this plugin type is not supported by sigil yet")
     );
-    let e = load(r#"BundlePublisher "k8s_configmap" {}"#).unwrap_err();
-    assert!(e.to_string().contains("supported: none"), "{e}");
+    // Any number of BundlePublishers, including one with no clusters.
+    load(r#"BundlePublisher "k8s_configmap" {}"#).unwrap();
+    let e = load(r#"BundlePublisher "aws_s3" {}"#).unwrap_err();
+    assert!(e.to_string().contains("supported: k8s_configmap"), "{e}");
     // Any number of server NodeAttestors, including none.
     load("").unwrap();
 }
@@ -257,8 +259,105 @@ async fn every_builtin_passes_its_types_conformance_suite() {
     let mut names = nodeattestor::TYPE.names();
     names.sort_unstable();
     assert_eq!(names, covered, "a NodeAttestor without a conformance run");
-    assert!(
-        bundlepublisher::TYPE.names().is_empty(),
-        "a BundlePublisher needs a conformance suite"
+    assert_eq!(
+        bundlepublisher::TYPE.names(),
+        ["k8s_configmap"],
+        "a BundlePublisher without a conformance run"
     );
+    k8s_configmap_passes_the_bundlepublisher_suite(&c, dir.path()).await;
+}
+
+/// Two different bundles of `td`: X.509 and JWT authorities, as a SPIFFE
+/// document reads them back (no `expires_at`).
+pub(crate) fn two_bundles(td: &TrustDomain) -> (Bundle, Bundle) {
+    use sigil_crypto::key::{KeyType, Signer as _, SoftwareKey};
+    let now = std::time::SystemTime::now();
+    let ca = |kt| {
+        let key = SoftwareKey::generate(kt).unwrap();
+        sigil_crypto::x509::self_signed_ca(
+            &key,
+            td,
+            &sigil_crypto::x509::CaSubject::default(),
+            now - std::time::Duration::from_secs(60),
+            now + std::time::Duration::from_secs(24 * 3600),
+        )
+        .unwrap()
+    };
+    let jwt = |kid: &str| JwtAuthority {
+        key_id: kid.into(),
+        public_key_der: SoftwareKey::generate(KeyType::EcP256)
+            .unwrap()
+            .public_key_der()
+            .to_vec(),
+        expires_at: None,
+    };
+    let mut first = Bundle::new(td.clone());
+    first.x509_authorities = vec![ca(KeyType::EcP256)];
+    first.jwt_authorities = vec![jwt("kid-1")];
+    first.sequence_number = 1;
+    let mut second = first.clone();
+    second.x509_authorities.push(ca(KeyType::Rsa2048));
+    second.jwt_authorities.push(jwt("kid-2"));
+    second.sequence_number = 2;
+    second.refresh_hint_seconds = Some(300);
+    (first, second)
+}
+
+/// The suite against a real kube-apiserver (skipped, with a notice, when
+/// `SIGIL_TEST_KUBE_BIN` is unset outside CI), reading the ConfigMap back
+/// through the API server.
+async fn k8s_configmap_passes_the_bundlepublisher_suite(c: &ServerContext, dir: &std::path::Path) {
+    use sigil_testkit::kube::KubeControlPlane;
+    let Some(kube) = tokio::task::spawn_blocking(KubeControlPlane::start)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let kube = Arc::new(kube);
+    let kubeconfig = dir.join("kubeconfig");
+    kube.write_kubeconfig(&kubeconfig);
+    {
+        let kube = kube.clone();
+        tokio::task::spawn_blocking(move || kube.create_namespace("spire"))
+            .await
+            .unwrap();
+    }
+    let publisher = bundlepublisher::TYPE
+        .build(
+            "k8s_configmap",
+            &serde_json::json!({"clusters": {"test": {
+                "configmap_name": "trust-bundle",
+                "configmap_key": "bundle.spiffe",
+                "namespace": "spire",
+                "kubeconfig_path": kubeconfig.to_string_lossy(),
+                "format": "spiffe",
+            }}}),
+            c,
+        )
+        .unwrap();
+    let (first, second) = two_bundles(&c.trust_domain);
+    let td = c.trust_domain.clone();
+    sigil_plugin::bundlepublisher::conformance::run_all(publisher, &first, &second, || {
+        let kube = kube.clone();
+        let td = td.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let (status, cm) = kube.request(
+                    "GET",
+                    "/api/v1/namespaces/spire/configmaps/trust-bundle",
+                    None,
+                );
+                if status == 404 {
+                    return None;
+                }
+                assert_eq!(status, 200, "{cm:#}");
+                let doc = cm["data"]["bundle.spiffe"].as_str()?;
+                Some(Bundle::parse_jwks(&td, doc.as_bytes()).unwrap())
+            })
+            .await
+            .unwrap()
+        }
+    })
+    .await;
 }
