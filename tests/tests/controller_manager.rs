@@ -170,7 +170,7 @@ fn cluster_spiffeid_entries_follow_pods_through_create_relabel_and_delete() {
     sel.sort();
     assert_eq!(
         sel,
-        [format!("k8s:ns:team-a"), format!("k8s:pod-uid:{uid_a}")]
+        ["k8s:ns:team-a".to_owned(), format!("k8s:pod-uid:{uid_a}")]
     );
     assert_eq!(a["x509_svid_ttl"], 3600, "{a:#}");
     assert_eq!(a["hint"], "web", "{a:#}");

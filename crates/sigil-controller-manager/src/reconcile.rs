@@ -173,8 +173,12 @@ fn id_str(id: &Option<PbId>) -> String {
         .unwrap_or_default()
 }
 
+/// What makes two entries the same one: SPIFFE ID, parent ID and the
+/// sorted selectors.
+pub type EntryKey = (String, String, Vec<(String, String)>);
+
 /// The identity of an entry for matching declared against current.
-pub fn key(e: &Entry) -> (String, String, Vec<(String, String)>) {
+pub fn key(e: &Entry) -> EntryKey {
     let mut sel: Vec<(String, String)> = e
         .selectors
         .iter()
@@ -270,7 +274,7 @@ pub fn plan(
     }
     // Group declared and current entries by key.
     type Group = (Vec<(Entry, usize)>, Vec<Entry>);
-    let mut groups: BTreeMap<(String, String, Vec<(String, String)>), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<EntryKey, Group> = BTreeMap::new();
     for (_, declared) in per_pod {
         let has_primary = declared.iter().any(|(_, _, fb)| !fb);
         for (entry, i, fallback) in declared {
