@@ -301,42 +301,18 @@ pub fn verify_chain(
     roots: &[Vec<u8>],
     now: SystemTime,
 ) -> Result<SpiffeId, CryptoError> {
-    let (leaf, intermediates) =
-        leaf_and_intermediates
-            .split_first()
-            .ok_or(CryptoError::EmptyInput {
-                what: "the certificate chain",
-            })?;
-    if roots.is_empty() {
-        return Err(CryptoError::EmptyInput {
-            what: "the set of trust roots",
-        });
-    }
-    let root_ders: Vec<CertificateDer<'_>> = roots
-        .iter()
-        .map(|r| CertificateDer::from(r.as_slice()))
-        .collect();
-    let anchors = trust_anchors(&root_ders)?;
-    let intermediates: Vec<CertificateDer<'_>> = intermediates
-        .iter()
-        .map(|c| CertificateDer::from(c.as_slice()))
-        .collect();
-    let since_epoch = now
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| CryptoError::TimeOutOfRange {
-            reason: "verification time is before 1970".to_owned(),
-        })?;
+    let chain = ChainInputs::new(leaf_and_intermediates, roots, now)?;
     verify_webpki_path(
-        &CertificateDer::from(leaf.as_slice()),
-        &intermediates,
-        &anchors,
-        UnixTime::since_unix_epoch(since_epoch),
+        &chain.leaf,
+        &chain.intermediates,
+        &chain.anchors,
+        chain.now,
         EkuPolicy::Either,
     )
     .map_err(|e| CryptoError::ChainVerification {
         reason: format!("{e:?}"),
     })?;
-    leaf_spiffe_id(leaf)
+    leaf_spiffe_id(&chain.leaf)
 }
 
 /// Validates `leaf_and_intermediates` (leaf first) up to one of `roots` at
@@ -350,43 +326,19 @@ pub fn verify_chain_any_usage(
     roots: &[Vec<u8>],
     now: SystemTime,
 ) -> Result<Vec<Vec<u8>>, CryptoError> {
-    let (leaf, intermediates) =
-        leaf_and_intermediates
-            .split_first()
-            .ok_or(CryptoError::EmptyInput {
-                what: "the certificate chain",
-            })?;
-    if roots.is_empty() {
-        return Err(CryptoError::EmptyInput {
-            what: "the set of trust roots",
-        });
-    }
-    let root_ders: Vec<CertificateDer<'_>> = roots
-        .iter()
-        .map(|r| CertificateDer::from(r.as_slice()))
-        .collect();
-    let anchors = trust_anchors(&root_ders)?;
-    let intermediates: Vec<CertificateDer<'_>> = intermediates
-        .iter()
-        .map(|c| CertificateDer::from(c.as_slice()))
-        .collect();
-    let since_epoch = now
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| CryptoError::TimeOutOfRange {
-            reason: "verification time is before 1970".to_owned(),
-        })?;
+    let chain = ChainInputs::new(leaf_and_intermediates, roots, now)?;
+    let (anchors, intermediates) = (&chain.anchors, &chain.intermediates);
     let failed = |e: webpki::Error| CryptoError::ChainVerification {
         reason: format!("{e:?}"),
     };
-    let leaf = CertificateDer::from(leaf.as_slice());
-    let ee = webpki::EndEntityCert::try_from(&leaf).map_err(failed)?;
+    let ee = webpki::EndEntityCert::try_from(&chain.leaf).map_err(failed)?;
     let algs = crate::tls::provider().signature_verification_algorithms.all;
     let path = ee
         .verify_for_usage(
             algs,
-            &anchors,
-            &intermediates,
-            UnixTime::since_unix_epoch(since_epoch),
+            anchors,
+            intermediates,
+            chain.now,
             AnyUsage,
             None,
             None,
@@ -404,6 +356,56 @@ pub fn verify_chain_any_usage(
         above.push(roots[i].clone());
     }
     Ok(above)
+}
+
+/// A chain and roots as webpki takes them, checked for emptiness.
+struct ChainInputs<'a> {
+    leaf: CertificateDer<'a>,
+    intermediates: Vec<CertificateDer<'a>>,
+    anchors: Vec<rustls_pki_types::TrustAnchor<'static>>,
+    now: UnixTime,
+}
+
+impl<'a> ChainInputs<'a> {
+    fn new(
+        leaf_and_intermediates: &'a [Vec<u8>],
+        roots: &[Vec<u8>],
+        now: SystemTime,
+    ) -> Result<Self, CryptoError> {
+        let (leaf, intermediates) =
+            leaf_and_intermediates
+                .split_first()
+                .ok_or(CryptoError::EmptyInput {
+                    what: "the certificate chain",
+                })?;
+        if roots.is_empty() {
+            return Err(CryptoError::EmptyInput {
+                what: "the set of trust roots",
+            });
+        }
+        let root_ders: Vec<CertificateDer<'_>> = roots
+            .iter()
+            .map(|r| CertificateDer::from(r.as_slice()))
+            .collect();
+        let anchors = trust_anchors(&root_ders)?
+            .into_iter()
+            .map(|a| a.to_owned())
+            .collect();
+        let since_epoch =
+            now.duration_since(UNIX_EPOCH)
+                .map_err(|_| CryptoError::TimeOutOfRange {
+                    reason: "verification time is before 1970".to_owned(),
+                })?;
+        Ok(ChainInputs {
+            leaf: CertificateDer::from(leaf.as_slice()),
+            intermediates: intermediates
+                .iter()
+                .map(|c| CertificateDer::from(c.as_slice()))
+                .collect(),
+            anchors,
+            now: UnixTime::since_unix_epoch(since_epoch),
+        })
+    }
 }
 
 /// Accepts any extended key usage, well formed.
