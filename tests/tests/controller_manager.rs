@@ -1,5 +1,5 @@
 //! sigil-controller-manager against a real kube-apiserver and a real
-//! sigil-server: the ClusterSPIFFEID CRD from `deploy/crds/` applies, one
+//! sigil-server: the ClusterSPIFFEID CRD from `deploy/helm/sigil/crds/` applies, one
 //! entry per selected pod appears with the templated ID, parented to the
 //! node's `k8s_psat` agent ID, and entries follow the pods (create, relabel,
 //! delete); the object's status counts what was done. Needs
@@ -18,7 +18,7 @@ const CLUSTER: &str = "prod";
 fn apply_crd(kube: &KubeControlPlane) {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/crds/spire.spiffe.io_clusterspiffeids.yaml"
+        "/../deploy/helm/sigil/crds/spire.spiffe.io_clusterspiffeids.yaml"
     );
     let text = std::fs::read_to_string(path).unwrap();
     let crd: Value = serde_saphyr::from_str(&text).unwrap();
