@@ -1206,7 +1206,7 @@ impl CaManager {
         };
         let bytes =
             serde_json::to_vec_pretty(&journal).map_err(|e| self.journal_err(e.to_string()))?;
-        sigil_plugin::keymanager::disk::write_atomic(&self.cfg.journal_path, &bytes)
+        sigil_cli::secure_fs::write_private_atomic(&self.cfg.journal_path, &bytes)
             .map_err(|e| self.journal_err(e.to_string()))
     }
 

@@ -139,22 +139,27 @@ impl AsyncWrite for LocalConn {
     }
 }
 
+/// Mode of the admin socket: the server's user and group may connect, as
+/// SPIRE's (0770).
+pub const ADMIN_SOCKET_MODE: u32 = 0o770;
+
 /// Binds the admin socket (replacing a stale socket file) and yields its
-/// connections.
-pub fn admin_incoming(path: &Path) -> io::Result<ReceiverStream<Result<LocalConn, io::Error>>> {
-    if let Some(dir) = path.parent()
-        && !dir.exists()
-    {
-        std::fs::create_dir_all(dir)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    let listener = UnixListener::bind(path)?;
+/// connections. The socket is `0770` from the moment it can be connected
+/// to, whatever the umask; its directory is created `0700` when missing and
+/// refused when another user could replace the socket (see
+/// [`sigil_cli::secure_fs`]).
+pub fn admin_incoming(
+    path: &Path,
+) -> Result<ReceiverStream<Result<LocalConn, io::Error>>, sigil_cli::secure_fs::SecureFsError> {
+    let std_listener = sigil_cli::secure_fs::bind_unix_socket(path, ADMIN_SOCKET_MODE, 0o700)?;
+    let listener = std_listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(std_listener))
+        .map_err(|source| sigil_cli::secure_fs::SecureFsError::Io {
+            op: "listening on",
+            path: path.to_owned(),
+            source,
+        })?;
     let (tx, rx) = mpsc::channel(64);
     tokio::spawn(async move {
         loop {

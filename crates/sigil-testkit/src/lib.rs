@@ -82,7 +82,7 @@ pub struct CmdResult {
     pub stderr: String,
 }
 
-impl CmdResult {
+impl From<Output> for CmdResult {
     fn from(out: Output) -> Self {
         CmdResult {
             code: out.status.code().unwrap_or(-1),
@@ -90,7 +90,9 @@ impl CmdResult {
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
     }
+}
 
+impl CmdResult {
     /// Panics with both streams unless the command succeeded.
     pub fn ok(self) -> Self {
         assert_eq!(

@@ -23,8 +23,6 @@ pub mod logger;
 #[cfg(test)]
 mod tests;
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -109,15 +107,8 @@ impl AdminApi {
     /// Binds `socket_path` (stale socket replaced, mode 0770) and serves
     /// until the returned future is dropped or the server fails.
     pub async fn serve(self, socket_path: &Path) -> anyhow::Result<()> {
-        let incoming = UdsIncoming::bind(socket_path)
+        let incoming = UdsIncoming::bind_with_mode(socket_path, ADMIN_SOCKET_MODE, 0o700)
             .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
-        fs::set_permissions(socket_path, fs::Permissions::from_mode(ADMIN_SOCKET_MODE))
-            .with_context(|| {
-                format!(
-                    "unable to change UDS permissions of {}",
-                    socket_path.display()
-                )
-            })?;
         tracing::info!(network = "unix", address = %socket_path.display(), "Starting Admin APIs");
         self.serve_incoming(incoming)
             .await

@@ -54,6 +54,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The file cannot be written safely.
+    #[error(transparent)]
+    Write(sigil_cli::secure_fs::SecureFsError),
     /// The file exists but its content is unusable.
     #[error("{}: {reason}", path.display())]
     Corrupt {
@@ -282,10 +285,7 @@ fn read_der_certs(path: &Path) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    sigil_plugin::keymanager::disk::write_atomic(path, bytes).map_err(|source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    sigil_cli::secure_fs::write_private_atomic(path, bytes).map_err(StoreError::Write)
 }
 
 #[derive(Serialize, Deserialize)]

@@ -8,14 +8,14 @@
 //! place. Serve it with `tonic::transport::Server::serve_with_incoming`;
 //! handlers read the caller with `request.extensions().get::<PeerInfo>()`.
 
-use std::fs;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::Stream;
+use sigil_cli::secure_fs::{self, SecureFsError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tonic::transport::server::Connected;
@@ -32,32 +32,37 @@ pub struct UdsIncoming {
 }
 
 impl UdsIncoming {
-    /// Binds `path`: creates missing parent directories, removes a stale
-    /// socket left by a previous run (refusing to remove anything that is not
-    /// a socket), and makes the socket connectable by every user.
+    /// Binds the public Workload API socket at `path`: connectable by every
+    /// user (`0777`), its directory created `0755` when missing. See
+    /// [`UdsIncoming::bind_with_mode`].
     ///
     /// Must be called inside a tokio runtime.
-    pub fn bind(path: impl AsRef<Path>) -> io::Result<UdsIncoming> {
+    pub fn bind(path: impl AsRef<Path>) -> Result<UdsIncoming, SecureFsError> {
+        UdsIncoming::bind_with_mode(path, 0o777, 0o755)
+    }
+
+    /// Binds `path` with permission bits `mode`, which the socket has from
+    /// the moment anyone can connect to it: missing directories are created
+    /// with `dir_mode`, directories another user could write to are refused,
+    /// and a stale socket left by a previous run is replaced (anything else
+    /// at `path` is refused). See [`sigil_cli::secure_fs`].
+    ///
+    /// Must be called inside a tokio runtime.
+    pub fn bind_with_mode(
+        path: impl AsRef<Path>,
+        mode: u32,
+        dir_mode: u32,
+    ) -> Result<UdsIncoming, SecureFsError> {
         let path = path.as_ref();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent)?;
-        }
-        match fs::symlink_metadata(path) {
-            Ok(meta) if meta.file_type().is_socket() => fs::remove_file(path)?,
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    format!(
-                        "{} exists and is not a socket; refusing to replace it",
-                        path.display()
-                    ),
-                ));
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        let listener = UnixListener::bind(path)?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o777))?;
+        let std_listener = secure_fs::bind_unix_socket(path, mode, dir_mode)?;
+        let listener = std_listener
+            .set_nonblocking(true)
+            .and_then(|()| UnixListener::from_std(std_listener))
+            .map_err(|source| SecureFsError::Io {
+                op: "listening on",
+                path: path.to_owned(),
+                source,
+            })?;
         Ok(UdsIncoming {
             listener,
             path: path.to_owned(),
@@ -166,6 +171,8 @@ impl AsyncWrite for UdsConnection {
 mod tests {
     use super::*;
     use crate::uds::authority::tests::{BAD_AUTHORITY, frame};
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio_stream::wrappers::UnixListenerStream;
@@ -260,7 +267,7 @@ mod tests {
         let plain = dir.path().join("not-a-socket");
         fs::write(&plain, b"keep me").expect("write");
         let err = UdsIncoming::bind(&plain).expect_err("must not replace a file");
-        assert_eq!(err.kind(), io::ErrorKind::AlreadyExists);
+        assert!(matches!(err, SecureFsError::NotASocket { .. }), "{err}");
         assert_eq!(fs::read(&plain).expect("read"), b"keep me");
     }
 

@@ -4,7 +4,6 @@
 //! either the old or the new set of keys, never a torn file.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -92,7 +91,8 @@ impl DiskKeyManager {
                 .collect(),
         };
         let bytes = serde_json::to_vec_pretty(&file).map_err(|e| self.storage(e.to_string()))?;
-        write_atomic(&self.path, &bytes).map_err(|e| self.storage(e.to_string()))
+        sigil_cli::secure_fs::write_private_atomic(&self.path, &bytes)
+            .map_err(|e| self.storage(e.to_string()))
     }
 
     fn storage(&self, reason: String) -> KeyManagerError {
@@ -141,31 +141,6 @@ impl KeyManager for DiskKeyManager {
             .map(|(id, (_, k))| (id.clone(), k.clone() as Arc<dyn Signer>))
             .collect())
     }
-}
-
-/// Writes `bytes` to `path` so that a crash at any point leaves either the
-/// old file or the new one.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("keys")
-    ));
-    {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]
