@@ -1271,3 +1271,50 @@ fn the_controller_with_the_chart_config_and_rbac_registers_pods() {
     assert_eq!(status["stats"]["podsSelected"], 1, "{status:#}");
     assert!(td.process_running(controller), "the controller kept running");
 }
+
+/// Values whose content is free-form (passed through to Kubernetes or to
+/// a ClusterSPIFFEID spec): documented as a whole.
+const FREE_FORM_VALUES: [&str; 9] = [
+    "server.podSecurityContext",
+    "server.securityContext",
+    "server.livenessProbe",
+    "server.readinessProbe",
+    "controllerManager.securityContext",
+    "agent.securityContext",
+    "agent.livenessProbe",
+    "agent.readinessProbe",
+    "agent.updateStrategy",
+];
+
+fn value_keys(prefix: &str, v: &Value, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(map) if !map.is_empty() && !FREE_FORM_VALUES.contains(&prefix) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                value_keys(&key, v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn the_chart_readme_documents_every_value() {
+    let chart = chart_dir();
+    let values: Value =
+        serde_saphyr::from_str(&fs::read_to_string(chart.join("values.yaml")).unwrap()).unwrap();
+    let readme = fs::read_to_string(chart.join("README.md")).unwrap();
+    let mut keys = Vec::new();
+    value_keys("", &values, &mut keys);
+    assert!(keys.contains(&"controllerManager.identities.clusterSPIFFEIDs.default.spiffeIDTemplate".to_owned()));
+    assert!(keys.contains(&"server.podCertificates.signerName".to_owned()));
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !readme.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(missing.is_empty(), "values missing from the README's table: {missing:?}");
+}
