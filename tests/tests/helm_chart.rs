@@ -23,8 +23,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sigil_testkit::{CmdResult, TrustDomain, wait_for};
 use sigil_testkit::kube::KubeControlPlane;
+use sigil_testkit::{CmdResult, TrustDomain, wait_for};
 
 /// Environment variable naming the directory holding `helm`.
 const HELM_BIN_ENV: &str = "SIGIL_TEST_HELM_BIN";
@@ -309,10 +309,8 @@ fn create_crds(kube: &KubeControlPlane, crds: &[Value]) {
                     .iter()
                     .filter(|v| v["served"] == true)
                     .all(|v| {
-                        let path = format!(
-                            "/apis/{group}/{}/{plural}",
-                            v["name"].as_str().unwrap()
-                        );
+                        let path =
+                            format!("/apis/{group}/{}/{plural}", v["name"].as_str().unwrap());
                         kube.request("GET", &path, None).0 == 200
                     });
                 (established && served).then_some(())
@@ -582,7 +580,9 @@ fn the_controller_manager_runs_in_the_server_pod_sharing_the_admin_socket() {
     let pc = helm.values_file("pod-certificates.yaml", POD_CERTIFICATES_VALUES);
     let docs = helm.template(Some(&pc));
     assert!(
-        !docs.iter().any(|d| d["metadata"]["name"] == "sigil-default"),
+        !docs
+            .iter()
+            .any(|d| d["metadata"]["name"] == "sigil-default"),
         "enabled: false leaves it out"
     );
     let csid = find(&docs, "ClusterSPIFFEID", "sigil-web");
@@ -730,7 +730,11 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         .collect();
     files.sort();
     assert!(files.contains(&"spire.spiffe.io_clusterspiffeids.yaml".to_owned()));
-    assert_eq!(crds.len(), files.len(), "one CRD per file of crds/: {files:?}");
+    assert_eq!(
+        crds.len(),
+        files.len(),
+        "one CRD per file of crds/: {files:?}"
+    );
     create_crds(&kube, &crds);
 
     // Every other object, for every set of values, in a strict dry run:
@@ -763,11 +767,39 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         ("sigil-server", "get", "secrets", NAMESPACE, "s", false),
         // BundlePublisher k8s_configmap: the bundle ConfigMap, in the
         // release namespace only.
-        ("sigil-server", "get", "configmaps", NAMESPACE, "sigil-bundle", true),
-        ("sigil-server", "patch", "configmaps", NAMESPACE, "sigil-bundle", true),
+        (
+            "sigil-server",
+            "get",
+            "configmaps",
+            NAMESPACE,
+            "sigil-bundle",
+            true,
+        ),
+        (
+            "sigil-server",
+            "patch",
+            "configmaps",
+            NAMESPACE,
+            "sigil-bundle",
+            true,
+        ),
         ("sigil-server", "create", "configmaps", NAMESPACE, "", true),
-        ("sigil-server", "patch", "configmaps", NAMESPACE, "sigil-server", false),
-        ("sigil-server", "get", "configmaps", "default", "sigil-bundle", false),
+        (
+            "sigil-server",
+            "patch",
+            "configmaps",
+            NAMESPACE,
+            "sigil-server",
+            false,
+        ),
+        (
+            "sigil-server",
+            "get",
+            "configmaps",
+            "default",
+            "sigil-bundle",
+            false,
+        ),
         ("sigil-server", "create", "configmaps", "default", "", false),
         // No controller, no custom resources; pod certificates are off.
         ("sigil-server", "list", csids, "", "", false),
@@ -776,7 +808,14 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         ("sigil-agent", "get", "nodes/proxy", "", "n", true),
         ("sigil-agent", "get", "pods", "default", "p", true),
         ("sigil-agent", "create", tokenreviews, "", "", false),
-        ("sigil-agent", "get", "configmaps", NAMESPACE, "sigil-bundle", false),
+        (
+            "sigil-agent",
+            "get",
+            "configmaps",
+            NAMESPACE,
+            "sigil-bundle",
+            false,
+        ),
         ("sigil-agent", "create", "pods", "default", "", false),
     ];
     check_access(&kube, &cases);
@@ -811,9 +850,30 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         // The custom resources: read them, write their status only.
         ("sigil-server", "watch", csids, "", "", true),
         ("sigil-server", "get", csids, "", "sigil-default", true),
-        ("sigil-server", "patch", &format!("{csids}/status"), "", "x", true),
-        ("sigil-server", "update", &format!("{csids}/status"), "", "x", true),
-        ("sigil-server", "list", "clusterstaticentries.spire.spiffe.io", "", "", true),
+        (
+            "sigil-server",
+            "patch",
+            &format!("{csids}/status"),
+            "",
+            "x",
+            true,
+        ),
+        (
+            "sigil-server",
+            "update",
+            &format!("{csids}/status"),
+            "",
+            "x",
+            true,
+        ),
+        (
+            "sigil-server",
+            "list",
+            "clusterstaticentries.spire.spiffe.io",
+            "",
+            "",
+            true,
+        ),
         (
             "sigil-server",
             "patch",
@@ -831,7 +891,14 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         ("sigil-server", "list", "configmaps", "", "", false),
         ("sigil-server", "delete", "pods", "default", "p", false),
         ("sigil-server", "patch", "nodes", "", "n", false),
-        ("sigil-server", "create", "leases.coordination.k8s.io", NAMESPACE, "", false),
+        (
+            "sigil-server",
+            "create",
+            "leases.coordination.k8s.io",
+            NAMESPACE,
+            "",
+            false,
+        ),
         ("sigil-server", "sign", signers, "", signer, false),
         // The agent gets none of it.
         ("sigil-agent", "list", csids, "", "", false),
@@ -867,14 +934,42 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         ("sigil-server", "sign", signers, "", signer, true),
         ("sigil-server", "attest", signers, "", signer, true),
         ("sigil-server", "sign", signers, "", "spiffe.io/*", false),
-        ("sigil-server", "attest", signers, "", "spiffe.io/other", false),
-        ("sigil-server", "sign", signers, "", "kubernetes.io/kube-apiserver-client", false),
+        (
+            "sigil-server",
+            "attest",
+            signers,
+            "",
+            "spiffe.io/other",
+            false,
+        ),
+        (
+            "sigil-server",
+            "sign",
+            signers,
+            "",
+            "kubernetes.io/kube-apiserver-client",
+            false,
+        ),
         ("sigil-server", "approve", signers, "", signer, false),
         // The requests: watch them, write their status only.
         ("sigil-server", "watch", pcrs, "", "", true),
         ("sigil-server", "list", pcrs, "team-a", "", true),
-        ("sigil-server", "update", &format!("{pcrs}/status"), "team-a", "r", true),
-        ("sigil-server", "patch", &format!("{pcrs}/status"), "team-a", "r", true),
+        (
+            "sigil-server",
+            "update",
+            &format!("{pcrs}/status"),
+            "team-a",
+            "r",
+            true,
+        ),
+        (
+            "sigil-server",
+            "patch",
+            &format!("{pcrs}/status"),
+            "team-a",
+            "r",
+            true,
+        ),
         ("sigil-server", "update", pcrs, "team-a", "r", false),
         ("sigil-server", "create", pcrs, "team-a", "", false),
         ("sigil-server", "delete", pcrs, "team-a", "r", false),
@@ -884,8 +979,22 @@ fn every_rendered_manifest_crds_included_is_accepted_by_the_api_server() {
         ("sigil-server", "delete", ctbs, "", "b", true),
         ("sigil-server", "watch", ctbs, "", "", true),
         // Not the other certificate APIs.
-        ("sigil-server", "list", "certificatesigningrequests.certificates.k8s.io", "", "", false),
-        ("sigil-server", "update", "certificatesigningrequests.certificates.k8s.io/status", "", "c", false),
+        (
+            "sigil-server",
+            "list",
+            "certificatesigningrequests.certificates.k8s.io",
+            "",
+            "",
+            false,
+        ),
+        (
+            "sigil-server",
+            "update",
+            "certificatesigningrequests.certificates.k8s.io/status",
+            "",
+            "c",
+            false,
+        ),
         ("sigil-agent", "sign", signers, "", signer, false),
         ("sigil-agent", "list", pcrs, "", "", false),
     ];
@@ -1214,30 +1323,33 @@ fn the_controller_with_the_chart_config_and_rbac_registers_pods() {
     kube.create_namespace("team-a");
     kube.create_service_account("team-a", "web");
     let node_uid = kube.create_node("node-1", &[]);
-    for (ns, name, sa) in [("team-a", "web-0", "web"), (NAMESPACE, "agent-0", "sigil-agent")] {
+    for (ns, name, sa) in [
+        ("team-a", "web-0", "web"),
+        (NAMESPACE, "agent-0", "sigil-agent"),
+    ] {
         kube.create_pod(ns, name, sa, "node-1", &[], &[("app", "app:1")]);
         kube.set_pod_status(ns, name, &json!({ "phase": "Running" }));
     }
 
     let mut td = TrustDomain::new();
     td.start_server();
-    let text = find(&objects, "ConfigMap", "sigil-controller-manager")["data"]
-        ["controller-manager.yaml"]
-        .as_str()
-        .unwrap();
+    let text =
+        find(&objects, "ConfigMap", "sigil-controller-manager")["data"]["controller-manager.yaml"]
+            .as_str()
+            .unwrap();
     let socket = admin_socket(&objects);
-    let config = replace_once(
-        text,
-        &socket,
-        td.server_socket().to_str().unwrap(),
-    );
+    let config = replace_once(text, &socket, td.server_socket().to_str().unwrap());
     let config_path = td.path().join("controller-manager.yaml");
     fs::write(&config_path, config).unwrap();
     let kubeconfig = td.path().join("kubeconfig");
     kube.write_kubeconfig(&kubeconfig);
     let admin = fs::read_to_string(&kubeconfig).unwrap();
     let token = service_account_token(&kube, "sigil-server");
-    fs::write(&kubeconfig, replace_once(&admin, kube.admin_token(), &token)).unwrap();
+    fs::write(
+        &kubeconfig,
+        replace_once(&admin, kube.admin_token(), &token),
+    )
+    .unwrap();
     let mut cmd = Command::new(sigil_testkit::bin("sigil-controller-manager"));
     cmd.arg("--config")
         .arg(&config_path)
@@ -1260,16 +1372,23 @@ fn the_controller_with_the_chart_config_and_rbac_registers_pods() {
         entries[0]["parent_id"]["path"],
         format!("/spire/agent/k8s_psat/kubernetes/{node_uid}")
     );
-    let status = wait_for("the status of sigil-default", Duration::from_secs(15), || {
-        let csid = kube.request_ok(
-            "GET",
-            "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/sigil-default",
-            None,
-        );
-        (csid["status"]["stats"]["entriesToSet"] == 1).then(|| csid["status"].clone())
-    });
+    let status = wait_for(
+        "the status of sigil-default",
+        Duration::from_secs(15),
+        || {
+            let csid = kube.request_ok(
+                "GET",
+                "/apis/spire.spiffe.io/v1alpha1/clusterspiffeids/sigil-default",
+                None,
+            );
+            (csid["status"]["stats"]["entriesToSet"] == 1).then(|| csid["status"].clone())
+        },
+    );
     assert_eq!(status["stats"]["podsSelected"], 1, "{status:#}");
-    assert!(td.process_running(controller), "the controller kept running");
+    assert!(
+        td.process_running(controller),
+        "the controller kept running"
+    );
 }
 
 /// Values whose content is free-form (passed through to Kubernetes or to
@@ -1310,11 +1429,16 @@ fn the_chart_readme_documents_every_value() {
     let readme = fs::read_to_string(chart.join("README.md")).unwrap();
     let mut keys = Vec::new();
     value_keys("", &values, &mut keys);
-    assert!(keys.contains(&"controllerManager.identities.clusterSPIFFEIDs.default.spiffeIDTemplate".to_owned()));
+    assert!(keys.contains(
+        &"controllerManager.identities.clusterSPIFFEIDs.default.spiffeIDTemplate".to_owned()
+    ));
     assert!(keys.contains(&"server.podCertificates.signerName".to_owned()));
     let missing: Vec<&String> = keys
         .iter()
         .filter(|k| !readme.contains(&format!("| `{k}` |")))
         .collect();
-    assert!(missing.is_empty(), "values missing from the README's table: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "values missing from the README's table: {missing:?}"
+    );
 }

@@ -108,7 +108,7 @@ connection-string
 {{- fail "controllerManager.enabled needs server.replicaCount=1: sigil-controller-manager has no leader election yet, and one per replica would race" }}
 {{- end }}
 {{- if .Values.server.podCertificates.enabled }}
-{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[^/]+$" .Values.server.podCertificates.signerName) }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$" .Values.server.podCertificates.signerName) }}
 {{- fail (printf "server.podCertificates.signerName must be <domain>/<path>, like spiffe.io/x509-svid, not %q" .Values.server.podCertificates.signerName) }}
 {{- end }}
 {{- end }}
