@@ -25,6 +25,10 @@
 {{- printf "%s-agent" (include "sigil.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{- define "sigil.controllerManager.fullname" -}}
+{{- printf "%s-controller-manager" (include "sigil.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "sigil.bundleConfigMap" -}}
 {{- default (printf "%s-bundle" (include "sigil.fullname" .)) .Values.bundleConfigMap.name }}
 {{- end }}
@@ -57,6 +61,10 @@ app.kubernetes.io/component: agent
 {{- printf "%s:%s" .Values.server.image.repository (default .Chart.AppVersion .Values.server.image.tag) }}
 {{- end }}
 
+{{- define "sigil.controllerManager.image" -}}
+{{- printf "%s:%s" .Values.controllerManager.image.repository (default .Chart.AppVersion .Values.controllerManager.image.tag) }}
+{{- end }}
+
 {{- define "sigil.agent.image" -}}
 {{- printf "%s:%s" .Values.agent.image.repository (default .Chart.AppVersion .Values.agent.image.tag) }}
 {{- end }}
@@ -81,6 +89,7 @@ connection-string
 
 {{/* Paths inside the pods. */}}
 {{- define "sigil.server.socketPath" -}}/tmp/spire-server/private/api.sock{{- end }}
+{{- define "sigil.controllerManager.configPath" -}}/run/sigil/controller-manager/controller-manager.yaml{{- end }}
 {{- define "sigil.agent.socketPath" -}}/run/sigil/sockets/{{ .Values.agent.socketName }}{{- end }}
 {{- define "sigil.agent.psatTokenPath" -}}/var/run/secrets/tokens/spire-agent{{- end }}
 
@@ -94,6 +103,14 @@ connection-string
 {{- end }}
 {{- if and (eq .Values.server.dataStore.type "sqlite3") (gt (int .Values.server.replicaCount) 1) }}
 {{- fail "server.replicaCount > 1 needs server.dataStore.type=postgres: each replica would have its own SQLite database" }}
+{{- end }}
+{{- if and .Values.controllerManager.enabled (gt (int .Values.server.replicaCount) 1) }}
+{{- fail "controllerManager.enabled needs server.replicaCount=1: sigil-controller-manager has no leader election yet, and one per replica would race" }}
+{{- end }}
+{{- if .Values.server.podCertificates.enabled }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/.+$" .Values.server.podCertificates.signerName) }}
+{{- fail (printf "server.podCertificates.signerName must be <domain>/<path>, like spiffe.io/x509-svid, not %q" .Values.server.podCertificates.signerName) }}
+{{- end }}
 {{- end }}
 {{- if not .Values.trustDomain }}
 {{- fail "trustDomain is required" }}
