@@ -513,9 +513,17 @@ fn the_controller_manager_runs_in_the_server_pod_sharing_the_admin_socket() {
     assert!(cm["livenessProbe"].is_null() && cm["readinessProbe"].is_null());
     assert_eq!(cm["securityContext"]["readOnlyRootFilesystem"], true);
 
-    // Both mount the same emptyDir at the admin socket's directory.
+    // Both mount the same emptyDir above the admin socket's directory:
+    // the server makes that directory itself (0700, its own), because an
+    // emptyDir is world-writable and sigil refuses to put its socket
+    // straight into a directory every user may write (sigil_cli::secure_fs).
     let socket = admin_socket(&docs);
-    let dir = Path::new(&socket).parent().unwrap().to_str().unwrap();
+    let dir = Path::new(&socket)
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .to_str()
+        .unwrap();
     let volume = mount_at(server, dir)["name"].clone();
     assert_eq!(mount_at(cm, dir)["name"], volume);
     assert_eq!(mount_at(cm, dir)["readOnly"], true);

@@ -138,8 +138,8 @@ pub fn validate_command(args: &RunArgs) -> ExitCode {
 /// Runs the agent until SIGINT or SIGTERM.
 pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let started_at = std::time::SystemTime::now();
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("could not create data_dir {}", cfg.data_dir.display()))?;
+    sigil_cli::secure_fs::prepare_dir(&cfg.data_dir, 0o700, false)
+        .with_context(|| format!("could not use data_dir {}", cfg.data_dir.display()))?;
 
     let catalog = cfg.catalog().context("could not load plugins")?;
 
@@ -172,12 +172,6 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     }
 
     let attestor: Arc<dyn WorkloadAttestor> = Combined::of(catalog.workload_attestors.clone());
-    if let Some(dir) = cfg.socket_path.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("could not create socket directory {}", dir.display()))?;
-    }
     tracing::info!(address = %cfg.socket_path.display(), network = "unix", "Starting Workload and SDS APIs");
 
     let admin = async {

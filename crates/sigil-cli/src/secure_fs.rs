@@ -5,13 +5,17 @@
 //!
 //! - **Directories are checked before use.** The directory holding a socket
 //!   or a private file, and every directory above a socket, must be owned by
-//!   root or by this process's effective user. A directory anyone may write
-//!   to (`o+w`) is refused unless it has the sticky bit (as `/tmp` does),
-//!   because any local user could then swap the socket or file. The one
-//!   exception is the innermost directory when this process owns it: it is
-//!   tightened (`o-w`) with a warning, since nobody else could have made it
-//!   (a Kubernetes `emptyDir` is created `0777`). Group write is left alone:
-//!   as in SPIRE, the group is trusted (the admin socket is `0770`).
+//!   root or by this process's effective user: another user who made
+//!   `/tmp/spire-server` first could replace the socket inside at will. The
+//!   directory holding the socket or file must also not be writable by every
+//!   user (`o+w`) unless it has the sticky bit (as `/tmp` does); when this
+//!   process owns it, it is tightened (`o-w`) with a warning instead, since
+//!   nobody else could have made it. Directories above it may be
+//!   world-writable (a Kubernetes `emptyDir` is `0777`, or `2777` with an
+//!   `fsGroup`, and owned by root): put the socket or file in a directory
+//!   of its own below such a volume, which sigil creates. Group write is
+//!   left alone: as in SPIRE, the group is trusted (the admin socket is
+//!   `0770`).
 //! - **Sockets get their final mode before anyone can connect.** They are
 //!   bound under a random name in their directory, given their mode, then
 //!   renamed into place; there is no moment at which the umask decides who
@@ -113,10 +117,11 @@ pub fn prepare_dir(dir: &Path, mode: u32, whole_chain: bool) -> Result<(), Secur
             .map_err(io_err("resolving the current directory for", dir))?
             .join(dir)
     };
-    check_dir(&abs, true)?;
+    let me = euid();
+    check_dir(&abs, me, true)?;
     if whole_chain {
         for ancestor in abs.ancestors().skip(1) {
-            check_dir(ancestor, false)?;
+            check_dir(ancestor, me, false)?;
         }
     }
     Ok(())
@@ -141,16 +146,16 @@ fn create_missing(dir: &Path, mode: u32) -> Result<(), SecureFsError> {
 }
 
 /// Checks one directory (following a symlink to it, as opening a path
-/// under it would). `innermost` allows tightening a directory this process
-/// owns.
-fn check_dir(dir: &Path, innermost: bool) -> Result<(), SecureFsError> {
+/// under it would) for a process whose effective uid is `me`. Only the
+/// `innermost` directory is checked for world write (and tightened when
+/// `me` owns it).
+fn check_dir(dir: &Path, me: u32, innermost: bool) -> Result<(), SecureFsError> {
     let meta = fs::metadata(dir).map_err(io_err("inspecting", dir))?;
     if !meta.is_dir() {
         return Err(SecureFsError::NotADirectory {
             path: dir.to_owned(),
         });
     }
-    let me = euid();
     if meta.uid() != 0 && meta.uid() != me {
         return Err(SecureFsError::ForeignOwner {
             path: dir.to_owned(),
@@ -159,8 +164,8 @@ fn check_dir(dir: &Path, innermost: bool) -> Result<(), SecureFsError> {
         });
     }
     let mode = meta.mode() & 0o7777;
-    if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-        if innermost && meta.uid() == me {
+    if innermost && mode & 0o002 != 0 && mode & 0o1000 == 0 {
+        if meta.uid() == me {
             tracing::warn!(
                 path = %dir.display(),
                 mode = format!("{mode:04o}"),
@@ -341,19 +346,50 @@ mod tests {
     }
 
     #[test]
-    fn world_writable_ancestor_without_sticky_bit_is_refused() {
+    fn world_writable_directory_of_the_socket_is_refused_unless_ours_or_sticky() {
         let dir = tempfile::tempdir().unwrap();
         let open = dir.path().join("open");
-        fs::create_dir_all(open.join("inner")).unwrap();
+        fs::create_dir(&open).unwrap();
         fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
-        let err = bind_unix_socket(&open.join("inner/api.sock"), 0o770, 0o700).unwrap_err();
-        assert!(
-            matches!(&err, SecureFsError::WritableByOthers { path, .. } if path == &open),
-            "{err}"
-        );
-        // With the sticky bit (like /tmp) it is accepted.
+        // Seen by a process that does not own it (and is not root).
+        let owner = fs::metadata(&open).unwrap().uid();
+        let stranger = owner.wrapping_add(4242);
+        if owner == 0 {
+            let err = check_dir(&open, stranger, true).unwrap_err();
+            assert!(
+                matches!(&err, SecureFsError::WritableByOthers { path, mode: 0o777 } if path == &open),
+                "{err}"
+            );
+            assert!(err.to_string().contains("chmod o-w"), "{err}");
+        } else {
+            let err = check_dir(&open, stranger, true).unwrap_err();
+            assert!(matches!(&err, SecureFsError::ForeignOwner { .. }), "{err}");
+        }
+        assert_eq!(mode_of(&open), 0o777, "a stranger must not change it");
+        // With the sticky bit (like /tmp) it is accepted as it is.
         fs::set_permissions(&open, fs::Permissions::from_mode(0o1777)).unwrap();
-        bind_unix_socket(&open.join("inner/api.sock"), 0o770, 0o700).unwrap();
+        if owner == 0 {
+            check_dir(&open, stranger, true).unwrap();
+        }
+        check_dir(&open, owner, true).unwrap();
+        assert_eq!(mode_of(&open), 0o1777);
+    }
+
+    #[test]
+    fn world_writable_volume_above_a_private_socket_directory_is_accepted() {
+        // A Kubernetes emptyDir (2777) with sigil's own directory below it.
+        let dir = tempfile::tempdir().unwrap();
+        let volume = dir.path().join("volume");
+        fs::create_dir(&volume).unwrap();
+        fs::set_permissions(&volume, fs::Permissions::from_mode(0o2777)).unwrap();
+        let socket = volume.join("private/api.sock");
+        let _l = bind_unix_socket(&socket, 0o770, 0o700).unwrap();
+        assert_eq!(mode_of(&volume.join("private")), 0o700);
+        assert_eq!(
+            mode_of(&volume),
+            0o2777,
+            "only the innermost directory is ours to change"
+        );
     }
 
     #[test]

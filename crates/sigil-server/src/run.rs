@@ -63,9 +63,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     // then opened and handed to the plugins that read it.
     let join_tokens = Arc::new(DataStoreJoinTokens::default());
     let catalog = load_catalog(&cfg, join_tokens.clone())?;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        anyhow::anyhow!("could not create data_dir {}: {e}", cfg.data_dir.display())
-    })?;
+    sigil_cli::secure_fs::prepare_dir(&cfg.data_dir, 0o700, false)
+        .map_err(|e| anyhow::anyhow!("could not use data_dir {}: {e}", cfg.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ds = sigil_datastore::open(
         &catalog.datastore.database_type,
