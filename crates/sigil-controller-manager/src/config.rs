@@ -52,6 +52,33 @@ pub struct FileConfig {
     /// Log level.
     #[serde(default)]
     pub log_level: Option<String>,
+    /// Which kinds to reconcile (all when absent).
+    #[serde(default)]
+    pub reconcile: Option<ReconcileConfig>,
+}
+
+/// Which kinds to reconcile, as spire-controller-manager's `reconcile`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    /// ClusterSPIFFEID objects.
+    #[serde(rename = "clusterSPIFFEIDs", default)]
+    pub cluster_spiffe_ids: bool,
+    /// ClusterFederatedTrustDomain objects.
+    #[serde(rename = "clusterFederatedTrustDomains", default)]
+    pub cluster_federated_trust_domains: bool,
+    /// ClusterStaticEntry objects.
+    #[serde(rename = "clusterStaticEntries", default)]
+    pub cluster_static_entries: bool,
+}
+
+impl ReconcileConfig {
+    /// Every kind.
+    pub const ALL: ReconcileConfig = ReconcileConfig {
+        cluster_spiffe_ids: true,
+        cluster_federated_trust_domains: true,
+        cluster_static_entries: true,
+    };
 }
 
 /// Why the configuration is unusable.
@@ -130,10 +157,12 @@ pub struct Config {
     pub class_name: String,
     /// With a class name, also classless objects.
     pub watch_classless: bool,
-    /// Entry ID prefix ("" for none).
+    /// Entry ID prefix, ending in `.` ("" for none).
     pub entry_id_prefix: String,
     /// Idle reconciliation interval.
     pub gc_interval: Duration,
+    /// Which kinds to reconcile.
+    pub reconcile: ReconcileConfig,
 }
 
 impl Config {
@@ -185,8 +214,12 @@ impl Config {
             ignore_namespaces,
             watch_classless: f.watch_classless.unwrap_or(false),
             class_name,
-            entry_id_prefix: f.entry_id_prefix.unwrap_or_default(),
+            entry_id_prefix: match f.entry_id_prefix.unwrap_or_default() {
+                p if p.is_empty() || p.ends_with('.') => p,
+                p => format!("{p}."),
+            },
             gc_interval,
+            reconcile: f.reconcile.unwrap_or(ReconcileConfig::ALL),
         })
     }
 
@@ -204,13 +237,29 @@ impl Config {
         }
     }
 
-    /// True when this controller owns `entry`: with an `entryIDPrefix`,
-    /// entries whose ID has it; without, entries parented to a `k8s_psat`
-    /// agent of this cluster and selecting a pod by UID, the shape of every
-    /// entry it creates.
+    /// The ID prefix of the ClusterStaticEntry entries this controller
+    /// creates: `entryIDPrefix` when set, else
+    /// `clusterstaticentry.<clusterName>.`.
+    pub fn static_entry_prefix(&self) -> String {
+        if self.entry_id_prefix.is_empty() {
+            format!("clusterstaticentry.{}.", self.cluster_name)
+        } else {
+            self.entry_id_prefix.clone()
+        }
+    }
+
+    /// True when this controller owns `entry`. With an `entryIDPrefix`,
+    /// entries whose ID has it. Without, the shapes of the entries it
+    /// creates: entries parented to a `k8s_psat` agent of this cluster that
+    /// select a pod by UID (ClusterSPIFFEID entries, server-assigned IDs),
+    /// and entries whose ID starts with [`Config::static_entry_prefix`]
+    /// (ClusterStaticEntry entries, whose parents can be anything).
     pub fn owns(&self, entry: &sigil_proto::spire::api::types::Entry) -> bool {
         if !self.entry_id_prefix.is_empty() {
             return entry.id.starts_with(&self.entry_id_prefix);
+        }
+        if entry.id.starts_with(&self.static_entry_prefix()) {
+            return true;
         }
         let agent_prefix = format!("/spire/agent/k8s_psat/{}/", self.cluster_name);
         entry.parent_id.as_ref().is_some_and(|p| {
