@@ -249,7 +249,14 @@ pub fn render(
         &spec.spiffe_id.render(&data)?,
         Some(&cfg.trust_domain),
     )?;
-    let parent = entries::spiffe_id("parent ID", &parent_id(cfg, node_uid), None)?;
+    let parent = match &cfg.parent_id_template {
+        Some(t) => entries::spiffe_id(
+            "parentIDTemplate",
+            &t.render(&data)?,
+            Some(&cfg.trust_domain),
+        )?,
+        None => entries::spiffe_id("parent ID", &parent_id(cfg, node_uid), None)?,
+    };
     let mut selectors = vec![entries::selector(&format!("k8s:pod-uid:{pod_uid}"))?];
     for t in &spec.workload_selectors {
         selectors.push(entries::selector(&t.render(&data)?)?);

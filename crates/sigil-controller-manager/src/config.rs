@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::template::Template;
+
 /// SPIRE's default admin socket for the controller manager.
 pub const DEFAULT_SOCKET_PATH: &str = "/spire-server/api.sock";
 
@@ -55,6 +57,9 @@ pub struct FileConfig {
     /// Which kinds to reconcile (all when absent).
     #[serde(default)]
     pub reconcile: Option<ReconcileConfig>,
+    /// Template of the parent ID of pod entries (node fields only).
+    #[serde(rename = "parentIDTemplate", default)]
+    pub parent_id_template: Option<String>,
 }
 
 /// Which kinds to reconcile, as spire-controller-manager's `reconcile`.
@@ -163,6 +168,9 @@ pub struct Config {
     pub gc_interval: Duration,
     /// Which kinds to reconcile.
     pub reconcile: ReconcileConfig,
+    /// The parent ID template of pod entries; `None` for the `k8s_psat`
+    /// agent ID of the node.
+    pub parent_id_template: Option<Template>,
 }
 
 impl Config {
@@ -203,6 +211,28 @@ impl Config {
             })?,
         };
         let class_name = f.class_name.unwrap_or_default();
+        let parent_id_template = match f.parent_id_template.as_deref() {
+            None | Some("") => None,
+            Some(s) => {
+                let t = Template::parse(s).map_err(|e| ConfigError::Invalid {
+                    field: "parentIDTemplate",
+                    reason: e.to_string(),
+                })?;
+                if t.reads_pod() {
+                    return Err(ConfigError::Invalid {
+                        field: "parentIDTemplate",
+                        reason: "it may only use .TrustDomain, .ClusterName, .ClusterDomain, .NodeMeta and .NodeSpec fields".to_owned(),
+                    });
+                }
+                if f.entry_id_prefix.as_deref().unwrap_or_default().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        field: "parentIDTemplate",
+                        reason: "sigil-controller-manager needs entryIDPrefix with it, to tell the entries it owns from others".to_owned(),
+                    });
+                }
+                Some(t)
+            }
+        };
         Ok(Config {
             trust_domain,
             cluster_name,
@@ -220,6 +250,7 @@ impl Config {
             },
             gc_interval,
             reconcile: f.reconcile.unwrap_or(ReconcileConfig::ALL),
+            parent_id_template,
         })
     }
 
@@ -268,5 +299,43 @@ impl Config {
             .selectors
             .iter()
             .any(|s| s.r#type == "k8s" && s.value.starts_with("pod-uid:"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn file(yaml: &str) -> FileConfig {
+        serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn entry_id_prefix_gets_a_dot_and_parent_id_template_needs_it() {
+        let base = "trustDomain: example.org\nclusterName: prod\n";
+        let c = Config::resolve(file(&format!("{base}entryIDPrefix: east\n"))).unwrap();
+        assert_eq!(c.entry_id_prefix, "east.");
+        assert_eq!(c.static_entry_prefix(), "east.");
+        let c = Config::resolve(file(base)).unwrap();
+        assert_eq!(c.static_entry_prefix(), "clusterstaticentry.prod.");
+        assert_eq!(c.reconcile, ReconcileConfig::ALL);
+        let tmpl = "parentIDTemplate: 'spiffe://{{ .TrustDomain }}/node/{{ .NodeMeta.Name }}'\n";
+        let e = Config::resolve(file(&format!("{base}{tmpl}"))).unwrap_err();
+        assert!(e.to_string().contains("entryIDPrefix"), "{e}");
+        let c = Config::resolve(file(&format!("{base}{tmpl}entryIDPrefix: east.\n"))).unwrap();
+        assert!(c.parent_id_template.is_some());
+        let e = Config::resolve(file(&format!(
+            "{base}entryIDPrefix: e\nparentIDTemplate: 'spiffe://x/{{{{ .PodMeta.Name }}}}'\n"
+        )))
+        .unwrap_err();
+        assert!(e.to_string().contains("NodeMeta"), "{e}");
+        let c = Config::resolve(file(&format!(
+            "{base}reconcile:\n  clusterSPIFFEIDs: true\n"
+        )))
+        .unwrap();
+        assert!(c.reconcile.cluster_spiffe_ids && !c.reconcile.cluster_static_entries);
+        assert!(serde_saphyr::from_str::<FileConfig>("staticManifestPath: /x\n").is_err());
     }
 }

@@ -235,6 +235,26 @@ impl Template {
         &self.source
     }
 
+    /// True when the template reads the pod (`.PodMeta`, `.PodSpec`).
+    pub fn reads_pod(&self) -> bool {
+        self.parts.iter().any(|p| match p {
+            Part::Text(_) => false,
+            Part::Field(f) => matches!(
+                f,
+                Field::PodNamespace
+                    | Field::PodName
+                    | Field::PodUid
+                    | Field::PodServiceAccountName
+                    | Field::PodNodeName
+                    | Field::PodHostname
+                    | Field::PodSubdomain
+                    | Field::PodSchedulerName
+                    | Field::PodPriorityClassName
+                    | Field::Key(Map::PodLabels | Map::PodAnnotations, _)
+            ),
+        })
+    }
+
     /// Renders the template against `data`.
     pub fn render(&self, data: &Data<'_>) -> Result<String, RenderError> {
         fn s(v: &Option<String>) -> &str {
