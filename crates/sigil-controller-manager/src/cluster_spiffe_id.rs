@@ -430,4 +430,129 @@ mod tests {
         let e = Spec::parse(&json!({"spiffeIDTemplate": "{{ .PodSpec.Volumes }}"})).unwrap_err();
         assert!(e.to_string().contains("spiffeIDTemplate"), "{e}");
     }
+
+    fn config(extra: &str) -> Config {
+        let f: crate::config::FileConfig = serde_saphyr::from_str(&format!(
+            "trustDomain: example.org\nclusterName: prod\nclusterDomain: cluster.local\n{extra}"
+        ))
+        .unwrap();
+        Config::resolve(f).unwrap()
+    }
+
+    fn object(name: &str, created: &str, spec: serde_json::Value) -> Object {
+        Object {
+            name: name.to_owned(),
+            age: Age {
+                created: created.to_owned(),
+                uid: name.to_owned(),
+            },
+            spec: Spec::parse(&spec).map(|(s, _)| s),
+        }
+    }
+
+    #[test]
+    fn pods_get_templated_entries_with_service_names_and_fallbacks_yield() {
+        let namespaces: Vec<Namespace> = serde_json::from_value(json!([
+            {"metadata": {"name": "shop", "labels": {"kubernetes.io/metadata.name": "shop"}}},
+            {"metadata": {"name": "kube-system"}},
+        ]))
+        .unwrap();
+        let pods: Vec<Pod> = serde_json::from_value(json!([
+            {"metadata": {"name": "web-0", "namespace": "shop", "uid": "p1", "labels": {"app": "web"}},
+             "spec": {"nodeName": "n1", "serviceAccountName": "web", "containers": []}},
+            {"metadata": {"name": "job-0", "namespace": "shop", "uid": "p2", "labels": {"app": "job"}},
+             "spec": {"nodeName": "n1", "containers": []}},
+            {"metadata": {"name": "pending", "namespace": "shop", "uid": "p3", "labels": {"app": "web"}},
+             "spec": {"containers": []}},
+            {"metadata": {"name": "dns", "namespace": "kube-system", "uid": "p4", "labels": {"app": "web"}},
+             "spec": {"nodeName": "n1", "containers": []}},
+        ]))
+        .unwrap();
+        let nodes: Vec<Node> = serde_json::from_value(json!([
+            {"metadata": {"name": "n1", "uid": "node-uid-1"}, "spec": {"providerID": "i-1"}},
+        ]))
+        .unwrap();
+        let endpoints: Vec<k8s_openapi::api::core::v1::Endpoints> = serde_json::from_value(json!([
+            {"metadata": {"name": "web", "namespace": "shop"}, "subsets": [
+                {"addresses": [{"ip": "10.0.0.1", "targetRef": {"kind": "Pod", "uid": "p1"}}]}]},
+        ]))
+        .unwrap();
+        let services = ServiceNames::index(&endpoints);
+        let cluster = Cluster {
+            namespaces: &namespaces,
+            pods: &pods,
+            nodes: &nodes,
+            services: &services,
+        };
+        let objects = [
+            object(
+                "web",
+                "2026-01-01T00:00:00Z",
+                json!({
+                    "spiffeIDTemplate": "spiffe://{{ .TrustDomain }}/sa/{{ .PodSpec.ServiceAccountName }}",
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "dnsNameTemplates": ["{{ .PodMeta.Name }}.example.org", "web"],
+                    "autoPopulateDNSNames": true,
+                }),
+            ),
+            object(
+                "default",
+                "2026-01-02T00:00:00Z",
+                json!({"spiffeIDTemplate": "spiffe://example.org/pod/{{ .PodMeta.Name }}", "fallback": true}),
+            ),
+        ];
+        let cfg = config("");
+        let (declared, stats) = declare(&cfg, &objects, 3, cluster);
+        let mut got: Vec<(String, usize, Vec<String>, String)> = declared
+            .iter()
+            .map(|d| {
+                let id = d.entry.spiffe_id.clone().unwrap();
+                let parent = d.entry.parent_id.clone().unwrap();
+                (id.path, d.by, d.entry.dns_names.clone(), parent.path)
+            })
+            .collect();
+        got.sort();
+        let parent = "/spire/agent/k8s_psat/prod/node-uid-1".to_owned();
+        assert_eq!(
+            got,
+            [
+                ("/pod/job-0".to_owned(), 4, vec![], parent.clone()),
+                (
+                    "/sa/web".to_owned(),
+                    3,
+                    [
+                        "web-0.example.org",
+                        "web",
+                        "web.shop",
+                        "web.shop.svc",
+                        "web.shop.svc.cluster.local"
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                    parent
+                ),
+            ]
+        );
+        // kube-system is ignored; the pod without a node is selected but
+        // has no entry.
+        assert_eq!(
+            (
+                stats[0].namespaces_selected,
+                stats[0].namespaces_ignored,
+                stats[0].pods_selected
+            ),
+            (2, 1, 2)
+        );
+        assert_eq!(stats[1].pods_selected, 3);
+
+        // parentIDTemplate renders from the node.
+        let cfg = config(
+            "entryIDPrefix: east\nparentIDTemplate: 'spiffe://example.org/node/{{ .NodeMeta.Name }}/{{ .NodeSpec.ProviderID }}'\n",
+        );
+        let (declared, _) = declare(&cfg, &objects[..1], 0, cluster);
+        assert_eq!(
+            declared[0].entry.parent_id.clone().unwrap().path,
+            "/node/n1/i-1"
+        );
+    }
 }
