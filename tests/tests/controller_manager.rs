@@ -484,6 +484,14 @@ fn scenario(kube: &KubeControlPlane, server: &mut Server, label: &str) {
         );
     }
     server.wait_ids(&[MANUAL, WEB_A], Duration::from_secs(10));
+
+    // Nothing went wrong on the way but the broken object.
+    let log = std::fs::read_to_string(server.td.path().join("controller-manager.log")).unwrap();
+    let unexpected: Vec<&str> = log
+        .lines()
+        .filter(|l| (l.contains("ERROR") || l.contains("WARN")) && !l.contains("=broken "))
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
 }
 
 #[test]
