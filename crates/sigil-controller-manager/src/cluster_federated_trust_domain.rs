@@ -322,6 +322,7 @@ mod tests {
             age: Age {
                 created: created.to_owned(),
                 uid: name.to_owned(),
+                ..Age::default()
             },
             deleting: false,
             finalizers: Vec::new(),

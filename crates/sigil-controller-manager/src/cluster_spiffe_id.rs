@@ -445,6 +445,7 @@ mod tests {
             age: Age {
                 created: created.to_owned(),
                 uid: name.to_owned(),
+                ..Age::default()
             },
             spec: Spec::parse(&spec).map(|(s, _)| s),
         }

@@ -57,6 +57,10 @@ pub struct FileConfig {
     /// Which kinds to reconcile (all when absent).
     #[serde(default)]
     pub reconcile: Option<ReconcileConfig>,
+    /// Entries to delete while moving to `entryIDPrefix`: those with this
+    /// prefix, or with "" every entry whose ID has no `.`.
+    #[serde(rename = "entryIDPrefixCleanup", default)]
+    pub entry_id_prefix_cleanup: Option<String>,
     /// Template of the parent ID of pod entries (node fields only).
     #[serde(rename = "parentIDTemplate", default)]
     pub parent_id_template: Option<String>,
@@ -145,6 +149,15 @@ impl FileConfig {
     }
 }
 
+/// A prefix as spire-controller-manager uses it: ending in `.` unless empty.
+fn dot_suffixed(p: String) -> String {
+    if p.is_empty() || p.ends_with('.') {
+        p
+    } else {
+        format!("{p}.")
+    }
+}
+
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -168,6 +181,9 @@ pub struct Config {
     pub gc_interval: Duration,
     /// Which kinds to reconcile.
     pub reconcile: ReconcileConfig,
+    /// With `entryIDPrefix`: entries to delete although not owned (see
+    /// [`Config::to_clean_up`]), dot-suffixed like the prefix.
+    pub entry_id_prefix_cleanup: Option<String>,
     /// The parent ID template of pod entries; `None` for the `k8s_psat`
     /// agent ID of the node.
     pub parent_id_template: Option<Template>,
@@ -211,6 +227,23 @@ impl Config {
             })?,
         };
         let class_name = f.class_name.unwrap_or_default();
+        let entry_id_prefix = dot_suffixed(f.entry_id_prefix.clone().unwrap_or_default());
+        let entry_id_prefix_cleanup = f.entry_id_prefix_cleanup.clone().map(dot_suffixed);
+        if let Some(cleanup) = &entry_id_prefix_cleanup {
+            let reason = if entry_id_prefix.is_empty() {
+                "it only applies with entryIDPrefix"
+            } else if *cleanup == entry_id_prefix {
+                "it cannot be the same as entryIDPrefix"
+            } else {
+                ""
+            };
+            if !reason.is_empty() {
+                return Err(ConfigError::Invalid {
+                    field: "entryIDPrefixCleanup",
+                    reason: reason.to_owned(),
+                });
+            }
+        }
         let parent_id_template = match f.parent_id_template.as_deref() {
             None | Some("") => None,
             Some(s) => {
@@ -244,10 +277,8 @@ impl Config {
             ignore_namespaces,
             watch_classless: f.watch_classless.unwrap_or(false),
             class_name,
-            entry_id_prefix: match f.entry_id_prefix.unwrap_or_default() {
-                p if p.is_empty() || p.ends_with('.') => p,
-                p => format!("{p}."),
-            },
+            entry_id_prefix,
+            entry_id_prefix_cleanup,
             gc_interval,
             reconcile: f.reconcile.unwrap_or(ReconcileConfig::ALL),
             parent_id_template,
@@ -276,6 +307,19 @@ impl Config {
             format!("clusterstaticentry.{}.", self.cluster_name)
         } else {
             self.entry_id_prefix.clone()
+        }
+    }
+
+    /// True when `entry` is not owned but `entryIDPrefixCleanup` says to
+    /// delete it (moving from no prefix, or another prefix, to
+    /// `entryIDPrefix`), as spire-controller-manager: with a cleanup prefix,
+    /// entries with it; with an empty one, entries whose ID has no `.`.
+    pub fn to_clean_up(&self, entry: &sigil_proto::spire::api::types::Entry) -> bool {
+        match &self.entry_id_prefix_cleanup {
+            Some(_) if self.owns(entry) => false,
+            Some(p) if p.is_empty() => !entry.id.contains('.'),
+            Some(p) => entry.id.starts_with(p.as_str()),
+            None => false,
         }
     }
 
@@ -313,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn entry_id_prefix_gets_a_dot_and_parent_id_template_needs_it() {
+    fn entry_id_prefix_gets_a_dot_and_governs_parent_id_template_and_cleanup() {
         let base = "trustDomain: example.org\nclusterName: prod\n";
         let c = Config::resolve(file(&format!("{base}entryIDPrefix: east\n"))).unwrap();
         assert_eq!(c.entry_id_prefix, "east.");
@@ -337,5 +381,30 @@ mod tests {
         .unwrap();
         assert!(c.reconcile.cluster_spiffe_ids && !c.reconcile.cluster_static_entries);
         assert!(serde_saphyr::from_str::<FileConfig>("staticManifestPath: /x\n").is_err());
+
+        let e = Config::resolve(file(&format!("{base}entryIDPrefixCleanup: ''\n"))).unwrap_err();
+        assert!(e.to_string().contains("only applies"), "{e}");
+        let e = Config::resolve(file(&format!(
+            "{base}entryIDPrefix: a\nentryIDPrefixCleanup: a.\n"
+        )))
+        .unwrap_err();
+        assert!(e.to_string().contains("same"), "{e}");
+        let entry = |id: &str| sigil_proto::spire::api::types::Entry {
+            id: id.to_owned(),
+            ..Default::default()
+        };
+        let c = Config::resolve(file(&format!(
+            "{base}entryIDPrefix: a\nentryIDPrefixCleanup: ''\n"
+        )))
+        .unwrap();
+        assert!(c.to_clean_up(&entry("3f2a-uuid")));
+        assert!(!c.to_clean_up(&entry("a.3f2a")));
+        assert!(!c.to_clean_up(&entry("other.3f2a")));
+        let c = Config::resolve(file(&format!(
+            "{base}entryIDPrefix: a\nentryIDPrefixCleanup: old\n"
+        )))
+        .unwrap();
+        assert!(c.to_clean_up(&entry("old.3f2a")));
+        assert!(!c.to_clean_up(&entry("3f2a-uuid")));
     }
 }

@@ -211,8 +211,11 @@ pub async fn run(cfg: Config, client: kube::Client) -> Result<(), ControllerErro
 }
 
 async fn reconcile_entries(cfg: &Config, client: &mut EntryClient, w: &EntryWatches) {
-    let current = match spire::entry::list(client).await {
-        Ok(all) => all.into_iter().filter(|e| cfg.owns(e)).collect::<Vec<_>>(),
+    let (current, clean_up): (Vec<_>, Vec<_>) = match spire::entry::list(client).await {
+        Ok(all) => all
+            .into_iter()
+            .filter(|e| cfg.owns(e) || cfg.to_clean_up(e))
+            .partition(|e| cfg.owns(e)),
         Err(e) => {
             tracing::error!(error = %e, "Failed to list SPIRE entries");
             return;
@@ -272,6 +275,7 @@ async fn reconcile_entries(cfg: &Config, client: &mut EntryClient, w: &EntryWatc
     }
 
     let mut plan = entries::plan(&ages, declared, current);
+    plan.delete.extend(clean_up);
     if !plan.delete.is_empty() {
         let ids: Vec<String> = plan.delete.iter().map(|e| e.id.clone()).collect();
         match spire::entry::delete(client, ids.clone()).await {

@@ -27,14 +27,17 @@ impl Crd {
     }
 }
 
-/// `metadata.creationTimestamp` (RFC 3339) and `metadata.uid` of an object:
-/// what decides which of two objects declaring the same thing wins (the
-/// older, then the lower UID), as in spire-controller-manager.
+/// What decides which of two objects declaring the same thing wins, as in
+/// spire-controller-manager: the older; then one not being deleted; then,
+/// of two being deleted, the later deleted; then the lower UID. The derived
+/// order is that preference (fields compared in declaration order).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Age {
-    /// Creation time, RFC 3339.
+    /// `metadata.creationTimestamp`, RFC 3339.
     pub created: String,
-    /// UID.
+    /// `metadata.deletionTimestamp`, RFC 3339 (`None` sorts first).
+    pub deleted: Option<std::cmp::Reverse<String>>,
+    /// `metadata.uid`.
     pub uid: String,
 }
 
@@ -47,7 +50,46 @@ impl Age {
                 .as_ref()
                 .map(|t| t.0.to_string())
                 .unwrap_or_default(),
+            deleted: meta
+                .deletion_timestamp
+                .as_ref()
+                .map(|t| std::cmp::Reverse(t.0.to_string())),
             uid: meta.uid.clone().unwrap_or_default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cmp::Reverse;
+
+    use super::*;
+
+    #[test]
+    fn older_then_live_then_later_deleted_then_lower_uid_wins() {
+        let age = |created: &str, deleted: Option<&str>, uid: &str| Age {
+            created: created.to_owned(),
+            deleted: deleted.map(|d| Reverse(d.to_owned())),
+            uid: uid.to_owned(),
+        };
+        let t1 = "2026-01-01T00:00:00Z";
+        let t2 = "2026-01-02T00:00:00Z";
+        let mut ages = vec![
+            age(t1, Some(t1), "a"),
+            age(t2, None, "a"),
+            age(t1, None, "b"),
+            age(t1, Some(t2), "c"),
+            age(t1, None, "a"),
+        ];
+        ages.sort();
+        let order: Vec<(&str, &str)> = ages
+            .iter()
+            .map(|a| (a.created.as_str(), a.uid.as_str()))
+            .collect();
+        assert_eq!(
+            order,
+            [(t1, "a"), (t1, "b"), (t1, "c"), (t1, "a"), (t2, "a")]
+        );
+        assert_eq!(ages[2].deleted, Some(Reverse(t2.to_owned())));
     }
 }

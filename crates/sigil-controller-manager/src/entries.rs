@@ -235,6 +235,7 @@ mod tests {
         Age {
             created: created.to_owned(),
             uid: "u".to_owned(),
+            ..Age::default()
         }
     }
 
