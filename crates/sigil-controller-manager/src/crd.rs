@@ -74,7 +74,7 @@ mod tests {
         };
         let t1 = "2026-01-01T00:00:00Z";
         let t2 = "2026-01-02T00:00:00Z";
-        let mut ages = vec![
+        let mut ages = [
             age(t1, Some(t1), "a"),
             age(t2, None, "a"),
             age(t1, None, "b"),
