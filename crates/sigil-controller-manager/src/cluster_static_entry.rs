@@ -90,14 +90,6 @@ impl Status {
     }
 }
 
-/// The class named in a spec ("" when none or the spec is malformed).
-pub fn class_name(spec: &serde_json::Value) -> String {
-    spec.get("className")
-        .and_then(|c| c.as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Turns the spec into the entry it declares.
 pub fn parse(spec: &serde_json::Value) -> Result<Entry, SpecError> {
     let raw: RawSpec =

@@ -131,7 +131,7 @@ impl Custom {
             .into_iter()
             .filter_map(|o| {
                 let spec = o.data.get("spec").cloned().unwrap_or(json!({}));
-                cfg.wants_class(&cse::class_name(&spec))
+                cfg.wants_class(&crate::crd::class_name(&spec))
                     .then_some((o, spec))
             })
             .collect()

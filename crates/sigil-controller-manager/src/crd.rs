@@ -27,6 +27,15 @@ impl Crd {
     }
 }
 
+/// The `className` of an object's spec ("" when none or malformed); every
+/// kind has the field.
+pub fn class_name(spec: &serde_json::Value) -> String {
+    spec.get("className")
+        .and_then(|c| c.as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// What decides which of two objects declaring the same thing wins, as in
 /// spire-controller-manager: the older; then one not being deleted; then,
 /// of two being deleted, the later deleted; then the lower UID. The derived
