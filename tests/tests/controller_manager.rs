@@ -7,7 +7,8 @@
 //! pods (create, relabel, delete) within about a second; a
 //! ClusterStaticEntry appears as its entry and a second identical one is
 //! masked; a ClusterFederatedTrustDomain appears as a federation
-//! relationship and goes with its object; entries and relationships made by
+//! relationship, follows its spec (new URL, new trust domain) and goes with
+//! its object; entries and relationships made by
 //! hand are never touched; the objects' statuses count what was done. Needs
 //! `SIGIL_TEST_KUBE_BIN` (required in CI). There is no kubelet or
 //! kube-controller-manager: the test writes pod status and the service's
@@ -455,6 +456,42 @@ fn scenario(kube: &KubeControlPlane, server: &mut Server, label: &str) {
         None,
     );
     assert_eq!(obj["metadata"]["finalizers"], json!([FINALIZER]), "{obj:#}");
+    assert_eq!(
+        obj["metadata"]["annotations"]["sigil-controller-manager/trust-domain"], "other.org",
+        "{obj:#}"
+    );
+    // A new URL updates the relationship; a new trust domain moves it.
+    let other = format!("{API}/clusterfederatedtrustdomains/other");
+    kube.request_ok(
+        "PATCH",
+        &other,
+        Some(&json!({ "spec": { "bundleEndpointURL": "https://127.0.0.1:2/other" } })),
+    );
+    wait_for(
+        "relationship other.org updated",
+        Duration::from_secs(10),
+        || {
+            let r = server.cli(&[
+                "federation",
+                "show",
+                "-trustDomain",
+                "other.org",
+                "-output",
+                "json",
+            ]);
+            (r.code == 0 && r.stdout.contains("https://127.0.0.1:2/other")).then_some(())
+        },
+    );
+    kube.request_ok(
+        "PATCH",
+        &other,
+        Some(&json!({ "spec": { "trustDomain": "moved.org" } })),
+    );
+    wait_for(
+        "relationship moved to moved.org",
+        Duration::from_secs(10),
+        || (server.federations() == ["manual.org", "moved.org"]).then_some(()),
+    );
     kube.request_ok(
         "DELETE",
         &format!("{API}/clusterfederatedtrustdomains/other"),
