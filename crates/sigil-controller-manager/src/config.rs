@@ -124,12 +124,17 @@ pub enum ConfigError {
 }
 
 impl FileConfig {
-    /// Reads a YAML or JSON file.
-    pub fn read(path: &Path) -> Result<FileConfig, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    /// Reads a YAML or JSON file; with `expand_env`, `$NAME` and `${NAME}`
+    /// are first replaced by the environment's values (empty when unset),
+    /// as spire-controller-manager's `-expand-env`.
+    pub fn read(path: &Path, expand_env: bool) -> Result<FileConfig, ConfigError> {
+        let mut text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
+        if expand_env {
+            text = expand(&text, |name| std::env::var(name).ok());
+        }
         let c: FileConfig = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             reason: e.to_string(),
@@ -147,6 +152,38 @@ impl FileConfig {
         let _ = (&c.api_version, &c.metadata);
         Ok(c)
     }
+}
+
+/// Replaces `$NAME` and `${NAME}` (NAME: letters, digits, `_`) with
+/// `lookup(NAME)`, empty when it has none; any other `$` stays.
+pub fn expand(text: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    let is_name = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        let after = &rest[i + 1..];
+        let (name, consumed) = if let Some(braced) = after.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) if end > 0 && braced[..end].chars().all(is_name) => {
+                    (&braced[..end], end + 2)
+                }
+                _ => ("", 0),
+            }
+        } else {
+            let end = after.find(|c: char| !is_name(c)).unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+        } else {
+            out.push_str(&lookup(name).unwrap_or_default());
+            rest = &after[consumed..];
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A prefix as spire-controller-manager uses it: ending in `.` unless empty.
@@ -354,6 +391,15 @@ mod tests {
 
     fn file(yaml: &str) -> FileConfig {
         serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn expand_env_replaces_names_and_leaves_other_dollars() {
+        let env = |n: &str| (n == "TD").then(|| "example.org".to_owned());
+        assert_eq!(
+            expand("trustDomain: ${TD}\nx: $TD/$NOPE/${}/$ /a$", env),
+            "trustDomain: example.org\nx: example.org//${}/$ /a$"
+        );
     }
 
     #[test]
