@@ -64,6 +64,37 @@ pub struct FileConfig {
     /// Template of the parent ID of pod entries (node fields only).
     #[serde(rename = "parentIDTemplate", default)]
     pub parent_id_template: Option<String>,
+    /// Health probes.
+    #[serde(default)]
+    pub health: Option<HealthFile>,
+    /// Prometheus metrics (not served yet: only `bindAddress: "0"`).
+    #[serde(default)]
+    pub metrics: Option<MetricsFile>,
+}
+
+/// `health`, as spire-controller-manager's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthFile {
+    /// Address of the probe listener (`:8081`, `0.0.0.0:8081`); "" or "0"
+    /// serves none.
+    #[serde(default)]
+    pub health_probe_bind_address: Option<String>,
+    /// Readiness path (default `readyz`).
+    #[serde(default)]
+    pub readiness_endpoint_name: Option<String>,
+    /// Liveness path (default `healthz`).
+    #[serde(default)]
+    pub liveness_endpoint_name: Option<String>,
+}
+
+/// `metrics`, as spire-controller-manager's.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MetricsFile {
+    /// Address of the metrics listener; only "0" (none) is accepted.
+    #[serde(default)]
+    pub bind_address: Option<String>,
 }
 
 /// Which kinds to reconcile, as spire-controller-manager's `reconcile`.
@@ -221,6 +252,8 @@ pub struct Config {
     /// With `entryIDPrefix`: entries to delete although not owned (see
     /// [`Config::to_clean_up`]), dot-suffixed like the prefix.
     pub entry_id_prefix_cleanup: Option<String>,
+    /// Health probes; `None` serves none.
+    pub health: Option<crate::health::HealthConfig>,
     /// The parent ID template of pod entries; `None` for the `k8s_psat`
     /// agent ID of the node.
     pub parent_id_template: Option<Template>,
@@ -264,6 +297,44 @@ impl Config {
             })?,
         };
         let class_name = f.class_name.unwrap_or_default();
+        if let Some(addr) = f.metrics.as_ref().and_then(|m| m.bind_address.as_deref())
+            && addr != "0"
+        {
+            return Err(ConfigError::Invalid {
+                field: "metrics.bindAddress",
+                reason: format!(
+                    "sigil-controller-manager serves no metrics yet; set it to \"0\" (got {addr:?})"
+                ),
+            });
+        }
+        let health = match f.health.clone().unwrap_or_default() {
+            HealthFile {
+                health_probe_bind_address: Some(addr),
+                readiness_endpoint_name,
+                liveness_endpoint_name,
+            } if !addr.is_empty() && addr != "0" => {
+                // Go's ":8081" listens on every interface.
+                let full = if addr.starts_with(':') {
+                    format!("0.0.0.0{addr}")
+                } else {
+                    addr.clone()
+                };
+                let addr = full.parse().map_err(|_| ConfigError::Invalid {
+                    field: "health.healthProbeBindAddress",
+                    reason: format!("{addr:?} is not an IP address and port"),
+                })?;
+                let name = |n: Option<String>, default: &str| {
+                    n.filter(|n| !n.is_empty())
+                        .unwrap_or_else(|| default.to_owned())
+                };
+                Some(crate::health::HealthConfig {
+                    addr,
+                    liveness: name(liveness_endpoint_name, "healthz"),
+                    readiness: name(readiness_endpoint_name, "readyz"),
+                })
+            }
+            _ => None,
+        };
         let entry_id_prefix = dot_suffixed(f.entry_id_prefix.clone().unwrap_or_default());
         let entry_id_prefix_cleanup = f.entry_id_prefix_cleanup.clone().map(dot_suffixed);
         if let Some(cleanup) = &entry_id_prefix_cleanup {
@@ -319,6 +390,7 @@ impl Config {
             gc_interval,
             reconcile: f.reconcile.unwrap_or(ReconcileConfig::ALL),
             parent_id_template,
+            health,
         })
     }
 
@@ -403,7 +475,7 @@ mod tests {
     }
 
     #[test]
-    fn entry_id_prefix_gets_a_dot_and_governs_parent_id_template_and_cleanup() {
+    fn file_options_resolve_as_spire_controller_manager_reads_them() {
         let base = "trustDomain: example.org\nclusterName: prod\n";
         let c = Config::resolve(file(&format!("{base}entryIDPrefix: east\n"))).unwrap();
         assert_eq!(c.entry_id_prefix, "east.");
@@ -427,6 +499,19 @@ mod tests {
         .unwrap();
         assert!(c.reconcile.cluster_spiffe_ids && !c.reconcile.cluster_static_entries);
         assert!(serde_saphyr::from_str::<FileConfig>("staticManifestPath: /x\n").is_err());
+        let c = Config::resolve(file(&format!(
+            "{base}health:\n  healthProbeBindAddress: ':8081'\nmetrics:\n  bindAddress: '0'\n"
+        )))
+        .unwrap();
+        let h = c.health.unwrap();
+        assert_eq!(h.addr.to_string(), "0.0.0.0:8081");
+        assert_eq!(
+            (h.liveness.as_str(), h.readiness.as_str()),
+            ("healthz", "readyz")
+        );
+        let e = Config::resolve(file(&format!("{base}metrics:\n  bindAddress: ':8080'\n")))
+            .unwrap_err();
+        assert!(e.to_string().contains("metrics.bindAddress"), "{e}");
 
         let e = Config::resolve(file(&format!("{base}entryIDPrefixCleanup: ''\n"))).unwrap_err();
         assert!(e.to_string().contains("only applies"), "{e}");

@@ -14,6 +14,7 @@ pub mod config;
 pub mod controller;
 pub mod crd;
 pub mod entries;
+pub mod health;
 pub mod label_selector;
 pub mod service_dns;
 pub mod spire;

@@ -106,6 +106,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     let cfg = Config::resolve(f)?;
     let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let _health = match cfg.health.clone() {
+        Some(h) => Some(
+            sigil_controller_manager::health::serve(h.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("unable to serve health probes on {}: {e}", h.addr))?
+                .1,
+        ),
+        None => None,
+    };
     tracing::info!(
         trust_domain = %cfg.trust_domain,
         cluster_name = %cfg.cluster_name,
