@@ -13,6 +13,13 @@ struct Args {
     /// ControllerManagerConfig file (YAML or JSON); flags override it.
     #[arg(long = "config")]
     config: Option<PathBuf>,
+    /// Expand $NAME and ${NAME} in the config file from the environment.
+    #[arg(long = "expand-env")]
+    expand_env: bool,
+    /// Admin socket of the server (deprecated spire-controller-manager
+    /// flag; the config file's spireServerSocketPath wins over it).
+    #[arg(long = "spire-api-socket")]
+    spire_api_socket: Option<String>,
     /// Kubeconfig file (default: $KUBECONFIG, ~/.kube/config, in-cluster).
     #[arg(long = "kubeconfig")]
     kubeconfig: Option<PathBuf>,
@@ -63,7 +70,7 @@ async fn kube_client(path: Option<&PathBuf>) -> anyhow::Result<kube::Client> {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     let mut f = match &args.config {
-        Some(p) => FileConfig::read(p)?,
+        Some(p) => FileConfig::read(p, args.expand_env)?,
         None => FileConfig::default(),
     };
     macro_rules! flag {
@@ -82,10 +89,32 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !args.ignore_namespaces.is_empty() {
         f.ignore_namespaces = Some(args.ignore_namespaces.clone());
     }
+    let deprecated_socket_ignored = match &args.spire_api_socket {
+        Some(s) if f.spire_server_socket_path.is_none() => {
+            f.spire_server_socket_path = Some(s.clone());
+            false
+        }
+        Some(_) => true,
+        None => false,
+    };
     let level = f.log_level.clone().unwrap_or_else(|| "info".to_owned());
     let _log = sigil_cli::init_logging(&level, "text");
+    if deprecated_socket_ignored {
+        tracing::warn!(
+            "Ignoring the deprecated --spire-api-socket flag: the socket path is configured"
+        );
+    }
     let cfg = Config::resolve(f)?;
     let client = kube_client(args.kubeconfig.as_ref()).await?;
+    let _health = match cfg.health.clone() {
+        Some(h) => Some(
+            sigil_controller_manager::health::serve(h.clone())
+                .await
+                .map_err(|e| anyhow::anyhow!("unable to serve health probes on {}: {e}", h.addr))?
+                .1,
+        ),
+        None => None,
+    };
     tracing::info!(
         trust_domain = %cfg.trust_domain,
         cluster_name = %cfg.cluster_name,
@@ -98,7 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = Args::parse_from(sigil_cli::normalize_go_flags(std::env::args_os()));
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,40 +1,13 @@
-//! The SPIRE entry API (`spire.api.server.entry.v1`) on the server's admin
-//! Unix socket.
-
-use std::path::Path;
+//! The SPIRE entry API (`spire.api.server.entry.v1`).
 
 use sigil_proto::spire::api::server::entry::v1 as pb;
 use sigil_proto::spire::api::types::Entry;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-/// A client that reconnects by itself when the server restarts.
+use super::{ApiError, Outcomes, outcome};
+
+/// An entry API client on the admin socket.
 pub type EntryClient = pb::entry_client::EntryClient<Channel>;
-
-/// Why a batch call failed as a whole.
-#[derive(Debug, thiserror::Error)]
-#[error("{call}: {status}")]
-pub struct ApiError {
-    /// The RPC.
-    pub call: &'static str,
-    /// The server's status.
-    #[source]
-    pub status: tonic::Status,
-}
-
-/// Makes a lazily connecting client for the socket at `path`.
-pub fn connect(path: &Path) -> EntryClient {
-    let path = path.to_owned();
-    #[allow(clippy::expect_used)] // a constant, valid URI
-    let endpoint = Endpoint::try_from("http://localhost").expect("static URI");
-    let channel = endpoint.connect_with_connector_lazy(tower::service_fn(move |_: http::Uri| {
-        let path = path.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(path).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    }));
-    pb::entry_client::EntryClient::new(channel)
-}
 
 /// Lists every entry, page by page.
 pub async fn list(client: &mut EntryClient) -> Result<Vec<Entry>, ApiError> {
@@ -58,18 +31,6 @@ pub async fn list(client: &mut EntryClient) -> Result<Vec<Entry>, ApiError> {
             return Ok(out);
         }
         page_token = resp.next_page_token;
-    }
-}
-
-/// The per-entry outcome of a batch: `None` when it succeeded, else the
-/// server's message.
-pub type Outcomes = Vec<Option<String>>;
-
-fn outcome(s: Option<sigil_proto::spire::api::types::Status>) -> Option<String> {
-    match s {
-        Some(s) if s.code == 0 => None,
-        Some(s) => Some(format!("code {}: {}", s.code, s.message)),
-        None => Some("no status in the response".to_owned()),
     }
 }
 
