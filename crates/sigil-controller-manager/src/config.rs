@@ -197,11 +197,7 @@ impl Config {
 
     /// True when an object of class `class` is ours.
     pub fn wants_class(&self, class: &str) -> bool {
-        if self.class_name.is_empty() {
-            class.is_empty()
-        } else {
-            class == self.class_name || (self.watch_classless && class.is_empty())
-        }
+        crate::spec::class_selected(&self.class_name, self.watch_classless, class)
     }
 
     /// True when this controller owns `entry`: with an `entryIDPrefix`,

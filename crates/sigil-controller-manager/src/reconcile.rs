@@ -99,33 +99,89 @@ fn pb_id(id: &sigil_spiffe::SpiffeId) -> PbId {
     }
 }
 
-/// Renders the entry `spec` declares for `pod` on `node`.
-pub fn render(cfg: &Config, spec: &Spec, pod: &Pod, node: &Node) -> Result<Entry, PodRenderError> {
+/// The values a template is rendered against for `pod` on `node`, in a
+/// cluster named by the three configuration values. Shared with
+/// sigil-server's Pod Certificates signer, so both render an ID alike.
+pub fn template_data<'a>(
+    trust_domain: &'a str,
+    cluster_name: &'a str,
+    cluster_domain: &'a str,
+    pod: &'a Pod,
+    node: &'a Node,
+) -> Data<'a> {
     let pm = &pod.metadata;
-    let ps = pod.spec.clone().unwrap_or_default();
+    let ps = pod.spec.as_ref();
     let nm = &node.metadata;
-    let pod_uid = pm.uid.as_deref().unwrap_or_default();
-    let node_uid = nm.uid.as_deref().unwrap_or_default();
-    let data = Data {
-        trust_domain: &cfg.trust_domain,
-        cluster_name: &cfg.cluster_name,
-        cluster_domain: &cfg.cluster_domain,
+    Data {
+        trust_domain,
+        cluster_name,
+        cluster_domain,
         pod_namespace: pm.namespace.as_deref().unwrap_or_default(),
         pod_name: pm.name.as_deref().unwrap_or_default(),
-        pod_uid,
+        pod_uid: pm.uid.as_deref().unwrap_or_default(),
         pod_labels: labels(&pm.labels),
         pod_annotations: labels(&pm.annotations),
-        pod_service_account_name: ps.service_account_name.as_deref().unwrap_or_default(),
-        pod_node_name: ps.node_name.as_deref().unwrap_or_default(),
+        pod_service_account_name: ps
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or_default(),
+        pod_node_name: ps.and_then(|s| s.node_name.as_deref()).unwrap_or_default(),
         node_name: nm.name.as_deref().unwrap_or_default(),
-        node_uid,
+        node_uid: nm.uid.as_deref().unwrap_or_default(),
         node_labels: labels(&nm.labels),
-    };
-    let rendered = spec.spiffe_id.render(&data)?;
-    let id = sigil_spiffe::SpiffeId::parse(&rendered)
+    }
+}
+
+/// Renders `spec`'s SPIFFE ID template against `data`; the result must be
+/// a valid SPIFFE ID in `data`'s trust domain.
+pub fn render_spiffe_id(
+    spec: &Spec,
+    data: &Data<'_>,
+) -> Result<sigil_spiffe::SpiffeId, PodRenderError> {
+    let rendered = spec.spiffe_id.render(data)?;
+    sigil_spiffe::SpiffeId::parse(&rendered)
         .ok()
-        .filter(|id| id.trust_domain_name() == cfg.trust_domain)
-        .ok_or_else(|| PodRenderError::SpiffeId(rendered.clone()))?;
+        .filter(|id| id.trust_domain_name() == data.trust_domain)
+        .ok_or(PodRenderError::SpiffeId(rendered))
+}
+
+/// Renders `spec`'s DNS name templates against `data`, without duplicates,
+/// in template order.
+pub fn render_dns_names(spec: &Spec, data: &Data<'_>) -> Result<Vec<String>, RenderError> {
+    let mut dns_names: Vec<String> = Vec::new();
+    for t in &spec.dns_names {
+        let d = t.render(data)?;
+        if !dns_names.contains(&d) {
+            dns_names.push(d);
+        }
+    }
+    Ok(dns_names)
+}
+
+/// True when `spec`'s namespace selector matches `ns` and its pod selector
+/// matches `pod` (the caller makes sure `pod` is in `ns`).
+pub fn selects(spec: &Spec, ns: &Namespace, pod: &Pod) -> bool {
+    spec.namespace_selector.matches(labels(&ns.metadata.labels))
+        && spec.pod_selector.matches(labels(&pod.metadata.labels))
+}
+
+/// The order in which objects declaring the same thing win: the oldest
+/// (creation time, then UID) first.
+pub fn precedence(o: &Object) -> (&str, &str) {
+    (o.created.as_str(), o.uid.as_str())
+}
+
+/// Renders the entry `spec` declares for `pod` on `node`.
+pub fn render(cfg: &Config, spec: &Spec, pod: &Pod, node: &Node) -> Result<Entry, PodRenderError> {
+    let data = template_data(
+        &cfg.trust_domain,
+        &cfg.cluster_name,
+        &cfg.cluster_domain,
+        pod,
+        node,
+    );
+    let pod_uid = data.pod_uid;
+    let node_uid = data.node_uid;
+    let id = render_spiffe_id(spec, &data)?;
     let parent_rendered = parent_id(cfg, node_uid);
     let parent = sigil_spiffe::SpiffeId::parse(&parent_rendered)
         .map_err(|_| PodRenderError::SpiffeId(parent_rendered.clone()))?;
@@ -145,13 +201,7 @@ pub fn render(cfg: &Config, spec: &Spec, pod: &Pod, node: &Node) -> Result<Entry
             _ => return Err(PodRenderError::Selector(s)),
         }
     }
-    let mut dns_names: Vec<String> = Vec::new();
-    for t in &spec.dns_names {
-        let d = t.render(&data)?;
-        if !dns_names.contains(&d) {
-            dns_names.push(d);
-        }
-    }
+    let dns_names = render_dns_names(spec, &data)?;
     Ok(Entry {
         spiffe_id: Some(pb_id(&id)),
         parent_id: Some(pb_id(&parent)),
@@ -289,10 +339,7 @@ pub fn plan(
     }
     let mut out = Plan::default();
     for (_, (mut declared, mut current)) in groups {
-        declared.sort_by(|(_, a), (_, b)| {
-            let (a, b) = (&objects[*a], &objects[*b]);
-            (a.created.as_str(), a.uid.as_str()).cmp(&(b.created.as_str(), b.uid.as_str()))
-        });
+        declared.sort_by(|(_, a), (_, b)| precedence(&objects[*a]).cmp(&precedence(&objects[*b])));
         let mut declared = declared.into_iter();
         if let Some((mut entry, i)) = declared.next() {
             stats[i].entries_to_set += 1;

@@ -189,6 +189,17 @@ impl Spec {
     }
 }
 
+/// True when an object of class `class` belongs to a controller of class
+/// `class_name`: without a class name, only classless objects; with one,
+/// objects of that class, and classless ones too when `watch_classless`.
+pub fn class_selected(class_name: &str, watch_classless: bool, class: &str) -> bool {
+    if class_name.is_empty() {
+        class.is_empty()
+    } else {
+        class == class_name || (watch_classless && class.is_empty())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Requirement {
     Equals(String, String),
