@@ -280,8 +280,9 @@ async fn cluster_spiffe_ids(client: &kube::Client) -> Result<Vec<ClusterSpiffeId
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &csid_resource());
     let list = match api.list(&ListParams::default()).await {
         Ok(l) => l,
-        // No CRD installed: no ClusterSPIFFEIDs.
-        Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(Vec::new()),
+        // No CRD installed (the group is unknown: a plain-text 404, not a
+        // NotFound status): no ClusterSPIFFEIDs.
+        Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Vec::new()),
         Err(source) => {
             return Err(RetryError::Api {
                 what: "list ClusterSPIFFEIDs".into(),
