@@ -549,3 +549,79 @@ fn the_cluster_trust_bundle_follows_prepare_and_activate_and_new_certificates_ch
         "the new certificate must not chain to the old authority"
     );
 }
+
+/// `sigil-server validate` checks the block: the signer name's syntax and
+/// the kubeconfig (read, not connected to). Needs no cluster.
+#[test]
+fn validate_refuses_a_bad_signer_name_and_an_unreadable_kubeconfig_and_accepts_a_good_block() {
+    let validate = |block: &str| {
+        let td = TrustDomain::with(Options {
+            server_extra_config: block.to_owned(),
+            ..Options::default()
+        });
+        let out = std::process::Command::new(sigil_testkit::bin("sigil-server"))
+            .args(["validate", "-config"])
+            .arg(td.server_conf())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let (ok, out) = validate(
+        r#"pod_certificates {
+        signer_name = "kubernetes.io/x509-svid"
+    }"#,
+    );
+    assert!(
+        !ok && out.contains("signer_name") && out.contains("reserved"),
+        "{out}"
+    );
+    let (ok, out) = validate(
+        r#"pod_certificates {
+        signer_name = "spiffe.io/x509-svid"
+        kube_config_file = "/nonexistent/kubeconfig"
+    }"#,
+    );
+    assert!(
+        !ok && out.contains("pod_certificates") && out.contains("/nonexistent/kubeconfig"),
+        "{out}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: c
+  cluster:
+    server: https://192.0.2.1:6443
+contexts:
+- name: c
+  context:
+    cluster: c
+    user: u
+users:
+- name: u
+  user:
+    token: t
+current-context: c
+",
+    )
+    .unwrap();
+    let (ok, out) = validate(&format!(
+        r#"pod_certificates {{
+        signer_name = "spiffe.io/x509-svid"
+        kube_config_file = "{}"
+        default_spiffe_id = true
+    }}"#,
+        kubeconfig.display()
+    ));
+    assert!(ok, "{out}");
+}

@@ -426,13 +426,14 @@ mod tests {
     fn a_request_that_misdescribes_its_pod_is_denied_with_the_reason() {
         let p = pod(&[]);
         let (s, n) = (sa(), node());
-        let cases: Vec<(
-            Claims<'_>,
-            Option<&Pod>,
-            Option<&ServiceAccount>,
-            Option<&Node>,
-            &str,
-        )> = vec![
+        type Case<'a> = (
+            Claims<'a>,
+            Option<&'a Pod>,
+            Option<&'a ServiceAccount>,
+            Option<&'a Node>,
+            &'a str,
+        );
+        let cases: Vec<Case<'_>> = vec![
             (CLAIMS, None, Some(&s), Some(&n), POD_NOT_FOUND),
             (
                 Claims {

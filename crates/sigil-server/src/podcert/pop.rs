@@ -99,7 +99,7 @@ pub struct VerifiedKey {
 // that does not parse is a bad request.
 fn supported(spki: &[u8]) -> Result<KeyType, PopError> {
     match SubjectPublicKeyInfo::from_der(spki) {
-        Ok((rest, _)) if rest.is_empty() => {}
+        Ok(([], _)) => {}
         Ok((rest, _)) => {
             return Err(PopError::PublicKey(format!(
                 "{} trailing bytes",
