@@ -358,7 +358,7 @@ fn a_pod_gets_an_svid_from_its_cluster_spiffeid_that_chains_to_the_published_clu
 }
 
 #[test]
-fn requests_with_no_identity_or_for_another_pod_are_denied_with_a_reason_and_a_bad_proof_never_gets_in()
+fn requests_with_no_identity_or_for_another_pod_are_denied_with_a_reason_other_signers_requests_are_untouched_and_a_bad_proof_never_gets_in()
  {
     let Some(kube) = KubeControlPlane::start() else {
         return;
@@ -383,6 +383,13 @@ fn requests_with_no_identity_or_for_another_pod_are_denied_with_a_reason_and_a_b
     let db_uid = pod(&kube, "db-0", &[("app", "db")]);
     let web_uid = pod(&kube, "web-0", &[("app", "web")]);
 
+    // A request for another signer, filed first: never touched.
+    let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
+    let csr = sigil_crypto::create_csr(&key, None).unwrap();
+    let mut other = request(&c, "web-0-other", "web-0", &web_uid, &csr, 86400);
+    other["spec"]["signerName"] = json!("other.example.com/signer");
+    kube.request_ok("POST", PCRS, Some(&other));
+
     // No ClusterSPIFFEID selects db-0 and the default rule is off.
     create_request(&kube, &c, "db-0", "db-0", &db_uid, 86400);
     let pcr = wait_terminal(&kube, &td, "db-0");
@@ -399,6 +406,9 @@ fn requests_with_no_identity_or_for_another_pod_are_denied_with_a_reason_and_a_b
     create_request(&kube, &c, "ghost", "ghost-0", &web_uid, 86400);
     let pcr = wait_terminal(&kube, &td, "ghost");
     assert_eq!(condition(&pcr).1, "PodNotFound", "{pcr:#}");
+
+    let other = kube.request_ok("GET", &format!("{PCRS}/web-0-other"), None);
+    assert!(other["status"]["conditions"].is_null(), "{other:#}");
 
     // A CSR whose signature does not verify is refused by the API server
     // at creation: no request exists for the signer to see (the signer's

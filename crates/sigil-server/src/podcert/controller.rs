@@ -538,7 +538,9 @@ pub async fn run(signer: Signer, client: Arc<ClusterClient>) {
             let _ = tx.send((ns, name, (wait * 2).min(RETRY_MAX)));
         });
     };
-    let stream = watcher(api, watcher::Config::default())
+    // The API server indexes requests by signer: only ours are sent.
+    let selector = format!("spec.signerName={}", signer.cfg.signer_name);
+    let stream = watcher(api, watcher::Config::default().fields(&selector))
         .default_backoff()
         .applied_objects();
     futures::pin_mut!(stream);
