@@ -1220,6 +1220,9 @@ fn pod_certificates_values_render_the_signer_block_into_server_conf() {
         "        signer_name = \"spiffe.io/x509-svid\"\n",
         "        kube_config_file = \"\"\n",
         "        default_spiffe_id = false\n",
+        "        cluster_name = \"kubernetes\"\n",
+        "        cluster_domain = \"cluster.local\"\n",
+        "        class_name = \"team-a\"\n",
         "    }\n",
         "}\n",
     );
@@ -1252,18 +1255,6 @@ fn pod_certificates_values_render_the_signer_block_into_server_conf() {
 
     let dir = tempfile::tempdir().unwrap();
     let (out, conf) = validate_server(dir.path(), &docs, &[], false);
-    // TEMPORARY EXCEPTION, for the coordinator to remove once the Pod
-    // Certificates signer is merged into sigil-server: until then the
-    // server refuses the `pod_certificates` block it does not know, and
-    // only the render is checked. After the merge, delete this `if` and
-    // keep the assertion.
-    if out.code != 0 && out.all().contains("pod_certificates") {
-        eprintln!(
-            "NOT VALIDATED: this sigil-server does not accept pod_certificates yet:\n{}",
-            out.all()
-        );
-        return;
-    }
     assert_eq!(
         out.code,
         0,

@@ -11,6 +11,8 @@ use sigil_crypto::x509::CaSubject;
 use sigil_datastore::{BundleEndpointProfile, FederationRelationship};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
+use crate::podcert::{self, PodCertificatesConfig, SignerName};
+
 /// SPIRE `server` options sigil knows but does not implement yet.
 const UNSUPPORTED_SERVER: &[&str] = &[
     "ca_key_type_wit",
@@ -76,6 +78,9 @@ pub struct ServerConfig {
     pub plugins: Vec<PluginDecl>,
     /// `federation { }`: our bundle endpoint and the static relationships.
     pub federation: FederationConfig,
+    /// `pod_certificates { }` (a sigil extension): sign Kubernetes
+    /// PodCertificateRequests for a signer name.
+    pub pod_certificates: Option<PodCertificatesConfig>,
 }
 
 /// SPIRE's `server.federation` section.
@@ -199,6 +204,10 @@ impl ServerConfig {
             Some(b) => parse_federation(b.body, &trust_domain)?,
             None => FederationConfig::default(),
         };
+        let pod_certificates = match s.take_block("pod_certificates")? {
+            Some(b) => Some(parse_pod_certificates(b.body, &trust_domain)?),
+            None => None,
+        };
         s.finish(UNSUPPORTED_SERVER)?;
 
         if ca_ttl < default_x509_svid_ttl {
@@ -225,6 +234,7 @@ impl ServerConfig {
             admin_ids,
             plugins,
             federation,
+            pod_certificates,
         })
     }
 
@@ -290,6 +300,37 @@ fn parse_federation(mut f: Section, ours: &TrustDomain) -> Result<FederationConf
         bundle_endpoint,
         federates_with,
     })
+}
+
+/// sigil's `server.pod_certificates` block (see docs/compatibility.md,
+/// "Pod Certificates signer").
+fn parse_pod_certificates(
+    mut p: Section,
+    td: &TrustDomain,
+) -> Result<PodCertificatesConfig, ConfigError> {
+    let raw = p
+        .take_string("signer_name")?
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| p.missing("signer_name"))?;
+    let signer_name =
+        SignerName::parse(&raw).map_err(|e| p.invalid_value("signer_name", e.to_string()))?;
+    let suffix = p
+        .take_string("trust_bundle_name")?
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| podcert::default_bundle_suffix(td));
+    let trust_bundle_name = podcert::bundle_name(&signer_name, &suffix)
+        .map_err(|e| p.invalid_value("trust_bundle_name", e.to_string()))?;
+    let cfg = PodCertificatesConfig {
+        signer_name,
+        kube_config_file: p.take_string("kube_config_file")?.unwrap_or_default(),
+        default_spiffe_id: p.take_bool("default_spiffe_id")?.unwrap_or(false),
+        class_name: p.take_string("class_name")?.unwrap_or_default(),
+        cluster_name: p.take_string("cluster_name")?.unwrap_or_default(),
+        cluster_domain: p.take_string("cluster_domain")?.unwrap_or_default(),
+        trust_bundle_name,
+    };
+    p.finish(&[])?;
+    Ok(cfg)
 }
 
 fn parse_bundle_endpoint(mut b: Section) -> Result<BundleEndpointConfig, ConfigError> {
@@ -686,6 +727,81 @@ plugins {
         for (text, want) in cases {
             let e = with_federation(text).unwrap_err().to_string();
             assert!(e.contains(want), "{text}\n  got:  {e}\n  want: {want}");
+        }
+    }
+
+    fn with_pod_certificates(body: &str) -> Result<ServerConfig, ConfigError> {
+        ServerConfig::parse(&SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            &format!("log_level = \"DEBUG\"\n    pod_certificates {{\n{body}\n    }}"),
+        ))
+    }
+
+    #[test]
+    fn pod_certificates_block_loads_with_defaults() {
+        let c = with_pod_certificates(r#"signer_name = "spiffe.io/x509-svid""#).unwrap();
+        let p = c.pod_certificates.unwrap();
+        assert_eq!(p.signer_name.as_str(), "spiffe.io/x509-svid");
+        assert_eq!(p.kube_config_file, "");
+        assert!(!p.default_spiffe_id);
+        assert_eq!(p.class_name, "");
+        assert_eq!(p.trust_bundle_name, "spiffe.io:x509-svid:example.org");
+        assert!(
+            ServerConfig::parse(SPIRE_EXAMPLE)
+                .unwrap()
+                .pod_certificates
+                .is_none()
+        );
+        let c = with_pod_certificates(
+            r#"signer_name = "sigil.example.com/svid"
+            kube_config_file = "/etc/kubeconfig"
+            default_spiffe_id = true
+            class_name = "sigil"
+            cluster_name = "prod"
+            cluster_domain = "cluster.local"
+            trust_bundle_name = "prod""#,
+        )
+        .unwrap();
+        let p = c.pod_certificates.unwrap();
+        assert_eq!(p.kube_config_file, "/etc/kubeconfig");
+        assert!(p.default_spiffe_id);
+        assert_eq!(p.class_name, "sigil");
+        assert_eq!(p.cluster_name, "prod");
+        assert_eq!(p.cluster_domain, "cluster.local");
+        assert_eq!(p.trust_bundle_name, "sigil.example.com:svid:prod");
+    }
+
+    #[test]
+    fn pod_certificates_errors_name_the_option() {
+        let cases = [
+            ("", "\"signer_name\" must be set in server.pod_certificates"),
+            (
+                r#"signer_name = "kubernetes.io/x509""#,
+                "invalid value for \"signer_name\" in server.pod_certificates: \"kubernetes.io/x509\" is reserved",
+            ),
+            (
+                r#"signer_name = "x509-svid""#,
+                "invalid value for \"signer_name\" in server.pod_certificates",
+            ),
+            (
+                r#"signer_name = "spiffe.io/x509-svid"
+                trust_bundle_name = "Bad_Name""#,
+                "invalid value for \"trust_bundle_name\" in server.pod_certificates",
+            ),
+            (
+                r#"signer_name = "spiffe.io/x509-svid"
+                default_spiffe_id = "yes""#,
+                "default_spiffe_id",
+            ),
+            (
+                r#"signer_name = "spiffe.io/x509-svid"
+                signer = "x""#,
+                "unknown option \"signer\" in server.pod_certificates",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = with_pod_certificates(body).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}\n  got:  {e}\n  want: {want}");
         }
     }
 }

@@ -17,5 +17,6 @@ pub mod endpoints;
 pub mod federation;
 pub mod k8s;
 pub mod plugin;
+pub mod podcert;
 pub mod publish;
 pub mod run;

@@ -16,6 +16,8 @@ use crate::catalog::{Catalog, DataStoreJoinTokens, ServerContext};
 use crate::config::ServerConfig;
 use crate::endpoints;
 use crate::federation::{self, FederationManager};
+use crate::k8s::K8sError;
+use crate::podcert;
 use crate::publish;
 
 /// How often the CA checks whether to prepare or activate authorities.
@@ -33,11 +35,27 @@ pub struct Running {
     pub state: Arc<ApiState>,
 }
 
+/// Why a configuration does not validate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValidateError {
+    /// A plugin declaration is wrong.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The Pod Certificates signer's Kubernetes client cannot be configured.
+    #[error("pod_certificates: {0}")]
+    PodCertificates(#[from] K8sError),
+}
+
 /// Checks everything in the config that can be checked without starting:
 /// plugin counts, names and options, through the same catalog `start`
-/// loads.
-pub fn validate(cfg: &ServerConfig) -> Result<(), CatalogError> {
-    load_catalog(cfg, Arc::new(DataStoreJoinTokens::default())).map(|_| ())
+/// loads, and the Pod Certificates signer's client configuration.
+pub fn validate(cfg: &ServerConfig) -> Result<(), ValidateError> {
+    load_catalog(cfg, Arc::new(DataStoreJoinTokens::default()))?;
+    if let Some(pc) = &cfg.pod_certificates {
+        podcert::load_client(pc)?;
+    }
+    Ok(())
 }
 
 /// Loads the catalog for `cfg`; join tokens come from `join_tokens`.
@@ -63,6 +81,12 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     // then opened and handed to the plugins that read it.
     let join_tokens = Arc::new(DataStoreJoinTokens::default());
     let catalog = load_catalog(&cfg, join_tokens.clone())?;
+    let pod_cert_client = match &cfg.pod_certificates {
+        Some(pc) => {
+            Some(podcert::load_client(pc).map_err(|e| anyhow::anyhow!("pod_certificates: {e}"))?)
+        }
+        None => None,
+    };
     sigil_cli::secure_fs::prepare_dir(&cfg.data_dir, 0o700, false)
         .map_err(|e| anyhow::anyhow!("could not use data_dir {}: {e}", cfg.data_dir.display()))?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -96,6 +120,19 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         &ca.subscribe_bundle(),
         publish::Backoff::default(),
     );
+    if let (Some(pc), Some(client)) = (&cfg.pod_certificates, pod_cert_client) {
+        podcert::spawn(
+            podcert::Signer {
+                cfg: pc.clone(),
+                td: cfg.trust_domain.clone(),
+                ca: ca.clone(),
+                default_ttl: cfg.default_x509_svid_ttl,
+                clock: clock.clone(),
+            },
+            client,
+            &ca.subscribe_bundle(),
+        );
+    }
 
     let (changes, _) = watch::channel(0u64);
     let (server_svid_tx, server_svid) = watch::channel(Vec::new());

@@ -149,6 +149,9 @@ pub struct Options {
     /// The agent's NodeAttestor block (`join_token` by default); read when
     /// an agent's config is written, so tests can change it per agent.
     pub agent_node_attestor: String,
+    /// Extra lines inside the server's `server { }` block (e.g. a
+    /// `pod_certificates { }` block).
+    pub server_extra_config: String,
 }
 
 impl Default for Options {
@@ -167,6 +170,7 @@ impl Default for Options {
             agent_extra_plugins: String::new(),
             agent_node_attestor: "NodeAttestor \"join_token\" {\n        plugin_data {}\n    }"
                 .into(),
+            server_extra_config: String::new(),
         }
     }
 }
@@ -264,6 +268,7 @@ impl TrustDomain {
     ca_ttl = "{ca_ttl}"
     default_x509_svid_ttl = "{x509}"
     default_jwt_svid_ttl = "{jwt}"
+{server_extra}
 }}
 
 plugins {{
@@ -281,6 +286,7 @@ plugins {{
 }}
 "#,
             extra = o.server_extra_plugins,
+            server_extra = o.server_extra_config,
             port = self.server_port,
             sock = self.server_socket().display(),
             td = o.trust_domain,
