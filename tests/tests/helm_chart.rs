@@ -509,8 +509,18 @@ fn the_controller_manager_runs_in_the_server_pod_sharing_the_admin_socket() {
     assert_eq!(cm["name"], "controller-manager");
     assert_eq!(cm["image"], "sigil-controller-manager:0.1.0");
     assert_eq!(cm["command"], json!(["sigil-controller-manager"]));
-    // No health endpoints in the program: no probes invented.
-    assert!(cm["livenessProbe"].is_null() && cm["readinessProbe"].is_null());
+    // Probed on the health endpoints its config makes it serve.
+    assert_eq!(cm["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert_eq!(cm["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(cm["ports"][0]["containerPort"], 8083);
+    let cm_conf = find(&docs, "ConfigMap", "sigil-controller-manager")["data"]
+        ["controller-manager.yaml"]
+        .as_str()
+        .unwrap();
+    assert!(
+        cm_conf.contains("healthProbeBindAddress: :8083"),
+        "{cm_conf}"
+    );
     assert_eq!(cm["securityContext"]["readOnlyRootFilesystem"], true);
 
     // Both mount the same emptyDir above the admin socket's directory:
@@ -1338,6 +1348,13 @@ fn the_controller_with_the_chart_config_and_rbac_registers_pods() {
             .unwrap();
     let socket = admin_socket(&objects);
     let config = replace_once(text, &socket, td.server_socket().to_str().unwrap());
+    // The chart's health port, moved to a free loopback port for the test.
+    let health_port = sigil_testkit::free_port();
+    let config = replace_once(
+        &config,
+        "healthProbeBindAddress: :8083",
+        &format!("healthProbeBindAddress: 127.0.0.1:{health_port}"),
+    );
     let config_path = td.path().join("controller-manager.yaml");
     fs::write(&config_path, config).unwrap();
     let kubeconfig = td.path().join("kubeconfig");
@@ -1388,6 +1405,14 @@ fn the_controller_with_the_chart_config_and_rbac_registers_pods() {
         td.process_running(controller),
         "the controller kept running"
     );
+    // The paths the chart's probes call answer.
+    for path in ["/healthz", "/readyz"] {
+        let status = ureq::get(&format!("http://127.0.0.1:{health_port}{path}"))
+            .call()
+            .unwrap()
+            .status();
+        assert_eq!(status, 200, "{path}");
+    }
 }
 
 /// Values whose content is free-form (passed through to Kubernetes or to
