@@ -513,14 +513,6 @@ fn the_controller_manager_runs_in_the_server_pod_sharing_the_admin_socket() {
     assert_eq!(cm["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(cm["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(cm["ports"][0]["containerPort"], 8083);
-    let cm_conf = find(&docs, "ConfigMap", "sigil-controller-manager")["data"]
-        ["controller-manager.yaml"]
-        .as_str()
-        .unwrap();
-    assert!(
-        cm_conf.contains("healthProbeBindAddress: :8083"),
-        "{cm_conf}"
-    );
     assert_eq!(cm["securityContext"]["readOnlyRootFilesystem"], true);
 
     // Both mount the same emptyDir above the admin socket's directory:
@@ -576,6 +568,7 @@ fn the_controller_manager_runs_in_the_server_pod_sharing_the_admin_socket() {
             "entryIDPrefix": "",
             "gcInterval": "10s",
             "logLevel": "INFO",
+            "health": { "healthProbeBindAddress": ":8083" },
         })
     );
     assert!(
