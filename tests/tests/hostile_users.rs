@@ -1,6 +1,7 @@
 //! Local users who are not the server's own must not reach its admin
 //! socket, whatever the umask the server starts under, and must not be able
-//! to prepare the socket's directory in advance and later swap the socket.
+//! to prepare the socket's directory in advance and later swap the socket;
+//! on the agent's Workload API, another user gets its own identities only.
 //!
 //! Runs the real `sigil-server`; the hostile clients run as `nobody`
 //! (uid 65534) through `setpriv`, which needs root (CI runs as root; outside
@@ -166,4 +167,73 @@ fn server_refuses_a_socket_directory_made_by_another_user() {
         "the error must name the directory and its owner: {text}"
     );
     assert!(!socket.exists(), "no socket may be created there");
+}
+
+/// A copy of the `sigil-agent` binary that `nobody` can execute.
+fn public_agent_binary(dir: &Path) -> PathBuf {
+    let copy = dir.join("sigil-agent");
+    fs::copy(bin("sigil-agent"), &copy).unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o755)).unwrap();
+    copy
+}
+
+/// `sigil-agent api fetch x509 -socketPath <socket>` as `uid`.
+fn fetch_x509_as(agent_bin: &Path, socket: &Path, uid: u32) -> CmdResult {
+    let out = Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(agent_bin)
+        .args(["api", "fetch", "x509", "-socketPath"])
+        .arg(socket)
+        .output()
+        .expect("run setpriv");
+    CmdResult::from(out)
+}
+
+#[test]
+fn workload_api_gives_another_user_only_its_own_identity() {
+    if skip_unless_root("workload_api_gives_another_user_only_its_own_identity") {
+        return;
+    }
+    let mut td = TrustDomain::new();
+    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    td.start_server();
+    let token = td.join_token();
+    let agent_id = td.join_token_agent_id(&token);
+    td.start_agent(0, Some(&token));
+    for (uid, name) in [(0, "root-workload"), (NOBODY, "nobody-workload")] {
+        td.server_cli(&[
+            "entry",
+            "create",
+            "-parentID",
+            &agent_id,
+            "-spiffeID",
+            &format!("spiffe://example.org/{name}"),
+            "-selector",
+            &format!("unix:uid:{uid}"),
+        ])
+        .ok();
+    }
+    let agent_bin = public_agent_binary(td.path());
+    let socket = td.agent_socket(0);
+    let theirs = wait_for("nobody's X509-SVID", Duration::from_secs(30), || {
+        let out = fetch_x509_as(&agent_bin, &socket, NOBODY);
+        (out.code == 0 && out.stdout.contains("nobody-workload")).then_some(out)
+    });
+    assert!(
+        !theirs.stdout.contains("root-workload"),
+        "nobody got root's identity: {}",
+        theirs.stdout
+    );
+    let ours = fetch_x509_as(&agent_bin, &socket, 0).ok();
+    assert!(ours.stdout.contains("root-workload"), "{}", ours.stdout);
+    assert!(!ours.stdout.contains("nobody-workload"), "{}", ours.stdout);
+    // A user with no entry gets no identity at all.
+    let stranger = fetch_x509_as(&agent_bin, &socket, 65533).failed();
+    assert!(
+        !stranger.stdout.contains("spiffe://"),
+        "a user without entries got an SVID: {}",
+        stranger.stdout
+    );
 }
