@@ -363,7 +363,9 @@ pub struct CaManager {
     state: RwLock<State>,
     bundle_tx: watch::Sender<Arc<Bundle>>,
     taints_tx: watch::Sender<Arc<Taints>>,
-    /// Serialises read-modify-write of the stored bundle.
+    /// Serialises this process's read-modify-writes of the stored bundle
+    /// (other servers on the same datastore are covered by the compare-and-set
+    /// in `modify_bundle`).
     bundle_lock: Mutex<()>,
 }
 
