@@ -23,6 +23,10 @@ pub enum DataStoreError {
     /// (connection refused or lost, pool exhausted, database locked).
     #[error("datastore unavailable: {0}")]
     Unavailable(String),
+    /// The record is not in the state the operation requires (an agent that
+    /// is banned cannot attest again); nothing changed.
+    #[error("failed precondition: {0}")]
+    FailedPrecondition(String),
     /// `open` was given a database type or connection string it cannot use.
     #[error("invalid datastore configuration: {0}")]
     InvalidConfig(String),

@@ -21,7 +21,7 @@ pub use error::DataStoreError;
 pub use model::{
     AttestedNode, BundleEndpointProfile, EntryMask, FederationRelationship,
     FederationRelationshipMask, JoinToken, ListEntriesRequest, ListEntriesResponse,
-    ListNodesRequest, MatchMode, NodeMask, RegistrationEntry, StoredBundle,
+    ListNodesRequest, MatchMode, NodeMask, NodeSerials, RegistrationEntry, StoredBundle,
 };
 pub use store::{DataStore, Result};
 pub use validate::MAX_ENTRY_ID_LEN;

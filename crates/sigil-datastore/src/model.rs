@@ -126,6 +126,27 @@ impl AttestedNode {
     }
 }
 
+/// The serial numbers of an [`AttestedNode`] as a caller read them: what a
+/// conditional update ([`crate::DataStore::update_attested_node_if`]) expects
+/// to find still stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSerials {
+    /// The expected `cert_serial_number`.
+    pub cert_serial_number: String,
+    /// The expected `new_cert_serial_number`.
+    pub new_cert_serial_number: String,
+}
+
+impl NodeSerials {
+    /// The serial numbers of `node`.
+    pub fn of(node: &AttestedNode) -> Self {
+        NodeSerials {
+            cert_serial_number: node.cert_serial_number.clone(),
+            new_cert_serial_number: node.new_cert_serial_number.clone(),
+        }
+    }
+}
+
 /// Which fields of an [`AttestedNode`] an update replaces. Selectors are not part
 /// of it; they are replaced with [`crate::DataStore::set_node_selectors`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -8,8 +8,8 @@ use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
 use crate::error::DataStoreError;
 use crate::model::{
     AttestedNode, EntryMask, FederationRelationship, FederationRelationshipMask, JoinToken,
-    ListEntriesRequest, ListEntriesResponse, ListNodesRequest, NodeMask, RegistrationEntry,
-    StoredBundle,
+    ListEntriesRequest, ListEntriesResponse, ListNodesRequest, NodeMask, NodeSerials,
+    RegistrationEntry, StoredBundle,
 };
 
 /// Shorthand for datastore results.
@@ -102,6 +102,32 @@ pub trait DataStore: Send + Sync {
         mask: &NodeMask,
     ) -> Result<AttestedNode>;
 
+    /// Compare-and-set: replaces the fields chosen by `mask` only if the
+    /// node's serial numbers are still `expected` and it is not banned, in one
+    /// statement, and returns the stored node. `None` (nothing changed) when
+    /// the node is gone, banned, or its serials changed since the caller read
+    /// them. A banned node (both serials empty) never matches, so no renewal
+    /// or promotion computed before a ban can undo it.
+    async fn update_attested_node_if(
+        &self,
+        node: AttestedNode,
+        mask: &NodeMask,
+        expected: &NodeSerials,
+    ) -> Result<Option<AttestedNode>>;
+
+    /// Records a successful node attestation in one transaction: spends
+    /// `join_token` (when the attestation used one), replaces the node's
+    /// selectors with `node.selectors` and creates the node or replaces every
+    /// field of the existing one. Either all of it happens or none of it:
+    /// `NotFound` when the join token does not exist (it was used already; of
+    /// concurrent attestations with one token exactly one succeeds),
+    /// `FailedPrecondition` when the node exists and is banned.
+    async fn attest_node(
+        &self,
+        node: AttestedNode,
+        join_token: Option<&str>,
+    ) -> Result<AttestedNode>;
+
     /// Deletes a node and its selectors and returns what it was. `NotFound` when
     /// no such node.
     async fn delete_attested_node(&self, spiffe_id: &SpiffeId) -> Result<AttestedNode>;
@@ -144,6 +170,20 @@ pub trait DataStore: Send + Sync {
     /// Stores a join token. `AlreadyExists` when the token value is taken.
     async fn create_join_token(&self, token: JoinToken) -> Result<()>;
 
+    /// Creates a join token and the registration entry that aliases its agent
+    /// in one transaction, and returns the stored entry. `AlreadyExists` when
+    /// the token value is taken or the entry duplicates another; nothing is
+    /// stored on any error.
+    async fn create_join_token_with_entry(
+        &self,
+        token: JoinToken,
+        entry: RegistrationEntry,
+    ) -> Result<RegistrationEntry>;
+
+    /// Fetches a token without spending it (attestation spends it with
+    /// [`DataStore::attest_node`]).
+    async fn get_join_token(&self, token: &str) -> Result<Option<JoinToken>>;
+
     /// Fetches and deletes a token in one atomic step, so of any number of
     /// concurrent takes exactly one receives it. Expired tokens are returned
     /// too; the caller checks `expires_at`.
@@ -156,6 +196,13 @@ pub trait DataStore: Send + Sync {
 
     /// Creates or replaces the bundle of `bundle.trust_domain`.
     async fn set_bundle(&self, bundle: StoredBundle) -> Result<()>;
+
+    /// Compare-and-set of a bundle: stores `bundle` only if the stored data
+    /// of its trust domain is still `expected` (`None`: there is no bundle
+    /// yet), in one statement. Returns whether it was stored; `false` means a
+    /// concurrent writer (possibly another server on the same database) won,
+    /// and the caller should read again and redo its change.
+    async fn set_bundle_if(&self, bundle: StoredBundle, expected: Option<&[u8]>) -> Result<bool>;
 
     /// Fetches one bundle.
     async fn get_bundle(&self, trust_domain: &TrustDomain) -> Result<Option<StoredBundle>>;

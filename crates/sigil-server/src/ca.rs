@@ -363,7 +363,9 @@ pub struct CaManager {
     state: RwLock<State>,
     bundle_tx: watch::Sender<Arc<Bundle>>,
     taints_tx: watch::Sender<Arc<Taints>>,
-    /// Serialises read-modify-write of the stored bundle.
+    /// Serialises this process's read-modify-writes of the stored bundle
+    /// (other servers on the same datastore are covered by the compare-and-set
+    /// in `modify_bundle`).
     bundle_lock: Mutex<()>,
 }
 
@@ -800,14 +802,14 @@ impl CaManager {
                     _ => {}
                 }
             }
-            for der in x509 {
-                if !b.x509_authorities.contains(&der) {
-                    b.x509_authorities.push(der);
+            for der in &x509 {
+                if !b.x509_authorities.contains(der) {
+                    b.x509_authorities.push(der.clone());
                 }
             }
-            for a in jwt {
+            for a in &jwt {
                 if b.find_jwt_authority(&a.key_id).is_none() {
-                    b.jwt_authorities.push(a);
+                    b.jwt_authorities.push(a.clone());
                 }
             }
             Ok(())
@@ -1033,7 +1035,7 @@ impl CaManager {
         })
     }
 
-    async fn update_bundle(&self, f: impl FnOnce(&mut Bundle)) -> Result<(), CaError> {
+    async fn update_bundle(&self, mut f: impl FnMut(&mut Bundle)) -> Result<(), CaError> {
         self.modify_bundle(|b, _| {
             f(b);
             Ok::<_, CaError>(())
@@ -1041,30 +1043,62 @@ impl CaManager {
         .await
     }
 
-    /// Read-modify-write of our stored bundle and its taints, one at a time.
-    /// A change bumps the sequence number (as SPIRE does for every bundle
-    /// change, taints included); subscribers hear of it only when the bundle
-    /// they hold differs. Nothing is written when `f` fails.
+    /// Read-modify-write of our stored bundle and its taints. A change bumps
+    /// the sequence number (as SPIRE does for every bundle change, taints
+    /// included); subscribers hear of it only when the bundle they hold
+    /// differs. Nothing is written when `f` fails.
+    ///
+    /// The write is a compare-and-set on the bytes read, so it is atomic in
+    /// the database, not only in this process: when another server sharing
+    /// the datastore changed the bundle meanwhile, the change is redone on
+    /// what it wrote (`f` runs again), and neither change is lost.
     async fn modify_bundle<T, E: From<CaError>>(
         &self,
-        f: impl FnOnce(&mut Bundle, &mut Taints) -> Result<T, E>,
+        mut f: impl FnMut(&mut Bundle, &mut Taints) -> Result<T, E>,
     ) -> Result<T, E> {
         let _guard = self.bundle_lock.lock().await;
-        let (mut bundle, mut taints) =
-            load_bundle(self.ds.as_ref(), &self.cfg.trust_domain).await?;
-        let before = (bundle.clone(), taints.clone());
-        let out = f(&mut bundle, &mut taints)?;
-        taints.retain_present(&bundle);
-        if (&bundle, &taints) != (&before.0, &before.1) {
-            bundle.sequence_number += 1;
-            self.ds
-                .set_bundle(StoredBundle {
-                    trust_domain: self.cfg.trust_domain.clone(),
-                    data: encode_bundle_with_taints(&bundle, &taints)?,
-                })
-                .await
-                .map_err(CaError::from)?;
-        }
+        let td = &self.cfg.trust_domain;
+        let mut attempts = 0;
+        let (out, bundle, taints) =
+            loop {
+                attempts += 1;
+                let stored = self.ds.get_bundle(td).await.map_err(CaError::from)?;
+                let (mut bundle, mut taints) = match &stored {
+                    Some(s) => decode_bundle_with_taints(td, &s.data)?,
+                    None => (Bundle::new(td.clone()), Taints::default()),
+                };
+                let before = (bundle.clone(), taints.clone());
+                let out = f(&mut bundle, &mut taints)?;
+                taints.retain_present(&bundle);
+                if (&bundle, &taints) == (&before.0, &before.1) {
+                    break (out, bundle, taints);
+                }
+                bundle.sequence_number += 1;
+                let written = self
+                    .ds
+                    .set_bundle_if(
+                        StoredBundle {
+                            trust_domain: td.clone(),
+                            data: encode_bundle_with_taints(&bundle, &taints)?,
+                        },
+                        stored.as_ref().map(|s| s.data.as_slice()),
+                    )
+                    .await
+                    .map_err(CaError::from)?;
+                if written {
+                    break (out, bundle, taints);
+                }
+                if attempts >= BUNDLE_WRITE_ATTEMPTS {
+                    return Err(CaError::from(sigil_datastore::DataStoreError::Conflict(format!(
+                    "the bundle of {td} kept changing under {attempts} attempts to update it"
+                )))
+                .into());
+                }
+                tracing::debug!(
+                    attempt = attempts,
+                    "bundle changed concurrently; redoing the change"
+                );
+            };
         self.taints_tx.send_if_modified(|cur| {
             let changed = **cur != taints;
             if changed {
@@ -1223,6 +1257,10 @@ pub fn preparation_threshold(issued_at: SystemTime, not_after: SystemTime) -> Sy
     let lifetime = not_after.duration_since(issued_at).unwrap_or_default();
     not_after - (lifetime / 2).min(PREPARATION_CAP)
 }
+
+/// How many times a bundle change is redone because another writer (another
+/// server on the same datastore) changed the bundle between read and write.
+const BUNDLE_WRITE_ATTEMPTS: usize = 32;
 
 /// When the next authority should become active.
 pub fn activation_threshold(issued_at: SystemTime, not_after: SystemTime) -> SystemTime {

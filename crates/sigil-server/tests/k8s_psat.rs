@@ -26,7 +26,7 @@ struct NoTokens;
 
 #[async_trait::async_trait]
 impl JoinTokens for NoTokens {
-    async fn take(&self, _: &str) -> Result<Option<i64>, NodeAttestorError> {
+    async fn expiry(&self, _: &str) -> Result<Option<i64>, NodeAttestorError> {
         Ok(None)
     }
 }

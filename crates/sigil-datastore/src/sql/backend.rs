@@ -39,6 +39,10 @@ pub(crate) trait Backend: Database {
     /// Inserts or replaces a bundle; binds trust domain, then data.
     const UPSERT_BUNDLE: &'static str;
 
+    /// Inserts a bundle unless one exists for the trust domain (then changes
+    /// nothing); binds trust domain, then data.
+    const INSERT_BUNDLE_IF_ABSENT: &'static str;
+
     /// Deletes a join token and returns its row in one statement; binds token.
     const TAKE_JOIN_TOKEN: &'static str;
 
@@ -128,6 +132,8 @@ impl Backend for Sqlite {
     const LOCK_NODE_EVENTS: Option<&'static str> = None;
     const UPSERT_BUNDLE: &'static str = "INSERT INTO bundles (trust_domain, data) VALUES (?, ?) \
          ON CONFLICT (trust_domain) DO UPDATE SET data = excluded.data";
+    const INSERT_BUNDLE_IF_ABSENT: &'static str = "INSERT INTO bundles (trust_domain, data) \
+         VALUES (?, ?) ON CONFLICT (trust_domain) DO NOTHING";
     const TAKE_JOIN_TOKEN: &'static str =
         "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at";
 
@@ -160,6 +166,8 @@ impl Backend for Postgres {
     const LOCK_NODE_EVENTS: Option<&'static str> = Some("SELECT pg_advisory_xact_lock(5163704502)");
     const UPSERT_BUNDLE: &'static str = "INSERT INTO bundles (trust_domain, data) VALUES (?, ?) \
          ON CONFLICT (trust_domain) DO UPDATE SET data = excluded.data";
+    const INSERT_BUNDLE_IF_ABSENT: &'static str = "INSERT INTO bundles (trust_domain, data) \
+         VALUES (?, ?) ON CONFLICT (trust_domain) DO NOTHING";
     const TAKE_JOIN_TOKEN: &'static str =
         "DELETE FROM join_tokens WHERE token = ? RETURNING token, expires_at";
 

@@ -19,7 +19,7 @@ use crate::error::DataStoreError;
 use crate::model::{
     AttestedNode, BundleEndpointProfile, EntryMask, FederationRelationship,
     FederationRelationshipMask, JoinToken, ListEntriesRequest, ListEntriesResponse,
-    ListNodesRequest, NodeMask, RegistrationEntry, StoredBundle,
+    ListNodesRequest, NodeMask, NodeSerials, RegistrationEntry, StoredBundle,
 };
 use crate::store::{DataStore, Result};
 use crate::validate::{self, invalid};
@@ -238,8 +238,37 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         mask: &NodeMask,
     ) -> Result<AttestedNode> {
         const WHAT: &str = "update attested node";
+        let id = node.spiffe_id.clone();
         let mut tx = self.begin_write(WHAT).await?;
-        let result = Self::update_node_in(&mut tx, node, mask).await;
+        let result = Self::update_node_in(&mut tx, node, mask, NodeCondition::Any).await;
+        finish::<DB, _>(tx, result, WHAT)
+            .await?
+            .ok_or_else(|| node_not_found(&id))
+    }
+
+    async fn update_attested_node_if(
+        &self,
+        node: AttestedNode,
+        mask: &NodeMask,
+        expected: &NodeSerials,
+    ) -> Result<Option<AttestedNode>> {
+        const WHAT: &str = "update attested node";
+        let mut tx = self.begin_write(WHAT).await?;
+        let result =
+            Self::update_node_in(&mut tx, node, mask, NodeCondition::Serials(expected)).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn attest_node(
+        &self,
+        node: AttestedNode,
+        join_token: Option<&str>,
+    ) -> Result<AttestedNode> {
+        const WHAT: &str = "record node attestation";
+        let mut node = node;
+        node.selectors = validate::dedup_selectors(std::mem::take(&mut node.selectors));
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = Self::attest_node_in(&mut tx, node, join_token).await;
         finish::<DB, _>(tx, result, WHAT).await
     }
 
@@ -358,17 +387,55 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         if token.token.is_empty() {
             return Err(invalid("join token is empty"));
         }
-        let stmt = Stmt::with(
-            "INSERT INTO join_tokens (token, expires_at) VALUES (?, ?)",
-            [Arg::from(token.token), Arg::from(token.expires_at)],
-        );
-        self.execute_one(stmt, WHAT).await.map_err(|e| match e {
-            DataStoreError::AlreadyExists(_) => {
-                DataStoreError::AlreadyExists("join token already exists".into())
-            }
-            other => other,
-        })?;
-        Ok(())
+        let mut conn = self.acquire(WHAT).await?;
+        insert_join_token::<DB>(&mut conn, &token).await
+    }
+
+    async fn create_join_token_with_entry(
+        &self,
+        token: JoinToken,
+        entry: RegistrationEntry,
+    ) -> Result<RegistrationEntry> {
+        const WHAT: &str = "create join token";
+        if token.token.is_empty() {
+            return Err(invalid("join token is empty"));
+        }
+        let mut entry = entry;
+        validate::check_entry(&entry)?;
+        if entry.id.is_empty() {
+            entry.id = uuid::Uuid::new_v4().to_string();
+        } else {
+            validate::check_entry_id(&entry.id)?;
+        }
+        entry.revision_number = 0;
+        if entry.created_at == 0 {
+            entry.created_at = now_unix();
+        }
+        let mut tx = self.begin_write(WHAT).await?;
+        let result = async {
+            insert_join_token::<DB>(&mut tx, &token).await?;
+            Self::create_entry_in(&mut tx, &entry).await
+        }
+        .await;
+        finish::<DB, _>(tx, result, WHAT).await?;
+        Ok(entry)
+    }
+
+    async fn get_join_token(&self, token: &str) -> Result<Option<JoinToken>> {
+        const WHAT: &str = "get join token";
+        let mut conn = self.acquire(WHAT).await?;
+        let rows = DB::fetch_all(
+            &mut conn,
+            Stmt::with(
+                "SELECT token, expires_at FROM join_tokens WHERE token = ?",
+                [Arg::from(token)],
+            ),
+        )
+        .await
+        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        rows.first()
+            .map(|row| read_join_token::<DB>(row, WHAT))
+            .transpose()
     }
 
     async fn take_join_token(&self, token: &str) -> Result<Option<JoinToken>> {
@@ -381,12 +448,7 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         .await
         .map_err(|e| map_err::<DB>(WHAT, e))?;
         rows.first()
-            .map(|row| {
-                Ok(JoinToken {
-                    token: DB::text(row, "token").map_err(|e| map_err::<DB>(WHAT, e))?,
-                    expires_at: DB::int(row, "expires_at").map_err(|e| map_err::<DB>(WHAT, e))?,
-                })
-            })
+            .map(|row| read_join_token::<DB>(row, WHAT))
             .transpose()
     }
 
@@ -411,6 +473,31 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         );
         self.execute_one(stmt, "set bundle").await?;
         Ok(())
+    }
+
+    async fn set_bundle_if(&self, bundle: StoredBundle, expected: Option<&[u8]>) -> Result<bool> {
+        // One statement each: the row is written only if it still holds what
+        // the caller read (PostgreSQL re-checks the condition on the latest
+        // row version after waiting for a concurrent writer; SQLite has one
+        // writer at a time).
+        let stmt = match expected {
+            None => Stmt::with(
+                DB::INSERT_BUNDLE_IF_ABSENT,
+                [
+                    Arg::from(bundle.trust_domain.name()),
+                    Arg::from(bundle.data),
+                ],
+            ),
+            Some(old) => Stmt::with(
+                "UPDATE bundles SET data = ? WHERE trust_domain = ? AND data = ?",
+                [
+                    Arg::from(bundle.data),
+                    Arg::from(bundle.trust_domain.name()),
+                    Arg::from(old.to_vec()),
+                ],
+            ),
+        };
+        Ok(self.execute_one(stmt, "set bundle").await? == 1)
     }
 
     async fn get_bundle(&self, trust_domain: &TrustDomain) -> Result<Option<StoredBundle>> {
@@ -846,11 +933,64 @@ impl<DB: Backend> SqlStore<DB> {
         record_node_event::<DB>(conn, &node.spiffe_id).await
     }
 
+    async fn attest_node_in(
+        conn: &mut DB::Connection,
+        node: AttestedNode,
+        join_token: Option<&str>,
+    ) -> Result<AttestedNode> {
+        const WHAT: &str = "record node attestation";
+        if let Some(token) = join_token {
+            // Deleting is the claim: of concurrent attestations with one
+            // token, only the first deletes a row (the others wait for it on
+            // PostgreSQL, or run after it on SQLite, and find none).
+            let spent = DB::execute(
+                conn,
+                Stmt::with(
+                    "DELETE FROM join_tokens WHERE token = ?",
+                    [Arg::from(token)],
+                ),
+            )
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+            if spent == 0 {
+                return Err(DataStoreError::NotFound(
+                    "join token does not exist or has already been used".into(),
+                ));
+            }
+        }
+        replace_node_selectors::<DB>(conn, &node.spiffe_id, &node.selectors).await?;
+        let id = node.spiffe_id.clone();
+        let selectors = node.selectors.clone();
+        if let Some(mut stored) = Self::update_node_in(
+            conn,
+            node.clone(),
+            &NodeMask::all(),
+            NodeCondition::NotBanned,
+        )
+        .await?
+        {
+            stored.selectors = selectors;
+            return Ok(stored);
+        }
+        // Not updated: either there is no such node yet, or it is banned.
+        let existing = fetch_nodes::<DB>(conn, node_scope_by_id(&id)).await?;
+        if existing.iter().any(AttestedNode::is_banned) {
+            return Err(DataStoreError::FailedPrecondition(format!(
+                "attested node {id} is banned"
+            )));
+        }
+        Self::create_node_in(conn, &node).await?;
+        Ok(node)
+    }
+
+    /// Updates the masked fields where `condition` holds; `None` when no row
+    /// matched (the node is gone, or the condition failed).
     async fn update_node_in(
         conn: &mut DB::Connection,
         node: AttestedNode,
         mask: &NodeMask,
-    ) -> Result<AttestedNode> {
+        condition: NodeCondition<'_>,
+    ) -> Result<Option<AttestedNode>> {
         const WHAT: &str = "update attested node";
         let mut update = Stmt::new("UPDATE attested_nodes SET ");
         // Rewriting the key to itself keeps the statement valid (and the row
@@ -885,11 +1025,25 @@ impl<DB: Backend> SqlStore<DB> {
         update
             .push(" WHERE spiffe_id = ")
             .bind(node.spiffe_id.as_str());
+        match condition {
+            NodeCondition::Any => {}
+            NodeCondition::NotBanned => {
+                update.push(NOT_BANNED);
+            }
+            NodeCondition::Serials(expected) => {
+                update
+                    .push(" AND cert_serial_number = ")
+                    .bind(expected.cert_serial_number.as_str())
+                    .push(" AND new_cert_serial_number = ")
+                    .bind(expected.new_cert_serial_number.as_str())
+                    .push(NOT_BANNED);
+            }
+        }
         let changed = DB::execute(conn, update)
             .await
             .map_err(|e| map_err::<DB>(WHAT, e))?;
         if changed == 0 {
-            return Err(node_not_found(&node.spiffe_id));
+            return Ok(None);
         }
         let stored = fetch_nodes::<DB>(conn, node_scope_by_id(&node.spiffe_id))
             .await?
@@ -897,7 +1051,7 @@ impl<DB: Backend> SqlStore<DB> {
             .next()
             .ok_or_else(|| node_not_found(&node.spiffe_id))?;
         record_node_event::<DB>(conn, &node.spiffe_id).await?;
-        Ok(stored)
+        Ok(Some(stored))
     }
 
     async fn delete_node_in(
@@ -971,6 +1125,49 @@ impl<DB: Backend> SqlStore<DB> {
         replace_node_selectors::<DB>(conn, spiffe_id, selectors).await?;
         record_node_event::<DB>(conn, spiffe_id).await
     }
+}
+
+/// Which stored state a node update requires.
+#[derive(Debug, Clone, Copy)]
+enum NodeCondition<'a> {
+    /// Whatever is stored.
+    Any,
+    /// The node is not banned.
+    NotBanned,
+    /// The node is not banned and still has these serial numbers.
+    Serials(&'a NodeSerials),
+}
+
+/// Appended to a node UPDATE's WHERE clause: a banned node (both serial
+/// numbers empty) is left alone.
+const NOT_BANNED: &str = " AND NOT (cert_serial_number = '' AND new_cert_serial_number = '')";
+
+async fn insert_join_token<DB: Backend>(
+    conn: &mut DB::Connection,
+    token: &JoinToken,
+) -> Result<()> {
+    const WHAT: &str = "create join token";
+    let stmt = Stmt::with(
+        "INSERT INTO join_tokens (token, expires_at) VALUES (?, ?)",
+        [Arg::from(token.token.as_str()), Arg::from(token.expires_at)],
+    );
+    DB::execute(conn, stmt)
+        .await
+        .map_err(|e| match map_err::<DB>(WHAT, e) {
+            // The message would carry the secret value; say only what happened.
+            DataStoreError::AlreadyExists(_) => {
+                DataStoreError::AlreadyExists("join token already exists".into())
+            }
+            other => other,
+        })?;
+    Ok(())
+}
+
+fn read_join_token<DB: Backend>(row: &DB::Row, what: &str) -> Result<JoinToken> {
+    Ok(JoinToken {
+        token: DB::text(row, "token").map_err(|e| map_err::<DB>(what, e))?,
+        expires_at: DB::int(row, "expires_at").map_err(|e| map_err::<DB>(what, e))?,
+    })
 }
 
 /// Commits on success and rolls back on failure, returning the operation's

@@ -97,6 +97,15 @@ async fn attesting_again_matches_can_reattest(pair: &Pair, first: &AttestResult)
             again.agent_id, first.agent_id,
             "re-attestation must give the same agent ID"
         );
+    } else if first.join_token.is_some() {
+        // Single-use evidence the server spends when it records the agent
+        // (in the same transaction); the attestor alone cannot spend it.
+        if let Ok(again) = again {
+            assert_eq!(
+                again.join_token, first.join_token,
+                "the same evidence must name the same token to spend"
+            );
+        }
     } else {
         assert!(
             again.is_err(),

@@ -28,6 +28,11 @@ pub struct AttestResult {
     /// Whether the agent may attest again with fresh evidence instead of
     /// renewing its SVID (SPIRE's `CanReattest`).
     pub can_reattest: bool,
+    /// Single-use evidence the server must spend when it records the agent:
+    /// the join token, deleted in the same datastore transaction that
+    /// records the node. If it is gone by then (another attestation spent
+    /// it), this attestation fails and nothing is recorded.
+    pub join_token: Option<String>,
 }
 
 /// Why attestation failed, in terms the server maps to gRPC codes.
@@ -103,9 +108,10 @@ pub trait AgentNodeAttestor: Send + Sync + std::fmt::Debug {
 /// `join_token` attestor needs from the datastore.
 #[async_trait]
 pub trait JoinTokens: Send + Sync + std::fmt::Debug {
-    /// Removes the token and returns its expiry (unix seconds), or `None`
-    /// if it does not exist. Of concurrent callers at most one gets it.
-    async fn take(&self, token: &str) -> Result<Option<i64>, NodeAttestorError>;
+    /// The token's expiry (unix seconds), or `None` if it does not exist.
+    /// Looking does not spend it: the server spends the token named in
+    /// [`AttestResult::join_token`] when it records the agent.
+    async fn expiry(&self, token: &str) -> Result<Option<i64>, NodeAttestorError>;
 }
 
 /// Challenges answered directly by an agent half, in the same process:

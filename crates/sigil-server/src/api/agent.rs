@@ -7,7 +7,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use sigil_datastore::{AttestedNode, JoinToken, ListNodesRequest, NodeMask, RegistrationEntry};
+use sigil_datastore::{
+    AttestedNode, DataStoreError, JoinToken, ListNodesRequest, NodeMask, NodeSerials,
+    RegistrationEntry,
+};
 use sigil_plugin::nodeattestor::{Challenges, NodeAttestorError};
 use sigil_proto::spire::api::server::agent::v1 as pb;
 use sigil_proto::spire::api::types;
@@ -132,6 +135,8 @@ impl AgentService {
             )));
         }
 
+        // Refuse a banned agent before signing anything; recording the node
+        // checks again, in the same transaction as the write.
         let existing = self
             .state
             .ds
@@ -139,16 +144,9 @@ impl AgentService {
             .await
             .map_err(ds_status)?;
         if existing.as_ref().is_some_and(|n| n.is_banned()) {
-            return Err(Status::permission_denied(
-                "failed to attest: agent is banned",
-            ));
+            return Err(attest_banned());
         }
         let (chain, serial, not_after) = self.sign_agent_svid(&agent_id, &svid_params.csr).await?;
-        self.state
-            .ds
-            .set_node_selectors(&agent_id, result.selectors.clone())
-            .await
-            .map_err(ds_status)?;
         let node = AttestedNode {
             spiffe_id: agent_id.clone(),
             attestation_data_type: attestor.name().into(),
@@ -159,27 +157,19 @@ impl AgentService {
             can_reattest: result.can_reattest,
             selectors: result.selectors,
         };
-        if existing.is_some() {
-            let mask = NodeMask {
-                attestation_data_type: true,
-                cert_serial_number: true,
-                cert_not_after: true,
-                new_cert_serial_number: true,
-                new_cert_not_after: true,
-                can_reattest: true,
-            };
-            self.state
-                .ds
-                .update_attested_node(node, &mask)
-                .await
-                .map_err(ds_status)?;
-        } else {
-            self.state
-                .ds
-                .create_attested_node(node)
-                .await
-                .map_err(ds_status)?;
-        }
+        // One transaction: the join token (if any) is spent, the selectors
+        // and the node are written, or nothing is.
+        self.state
+            .ds
+            .attest_node(node, result.join_token.as_deref())
+            .await
+            .map_err(|e| match e {
+                DataStoreError::NotFound(_) => Status::invalid_argument(
+                    "failed to attest: join token does not exist or has already been used",
+                ),
+                DataStoreError::FailedPrecondition(_) => attest_banned(),
+                other => ds_status(other),
+            })?;
         self.state.notify_changed();
         tracing::info!(agent_id = %agent_id, node_attestor_type = attestor.name(), "Agent attestation request completed");
         Ok(pb::AttestAgentResponse {
@@ -196,6 +186,10 @@ impl AgentService {
             )),
         })
     }
+}
+
+fn attest_banned() -> Status {
+    Status::permission_denied("failed to attest: agent is banned")
 }
 
 /// How long the server waits for the agent's answer to one challenge.
@@ -365,17 +359,17 @@ impl pb::agent_server::Agent for AgentService {
         let caller = authenticate(&self.state, &request).await?;
         require_admin(&caller)?;
         let id = self.agent_id_from_proto(request.get_ref().id.as_ref())?;
-        let node = self
-            .state
-            .ds
-            .get_attested_node(&id)
-            .await
-            .map_err(ds_status)?
-            .ok_or_else(|| Status::not_found("agent not found"))?;
+        // One unconditional UPDATE: whatever the agent did since anyone
+        // read its record, both serial numbers end up empty.
         let banned = AttestedNode {
+            spiffe_id: id.clone(),
+            attestation_data_type: String::new(),
             cert_serial_number: String::new(),
+            cert_not_after: 0,
             new_cert_serial_number: String::new(),
-            ..node
+            new_cert_not_after: 0,
+            can_reattest: false,
+            selectors: Vec::new(),
         };
         let mask = NodeMask {
             cert_serial_number: true,
@@ -386,7 +380,10 @@ impl pb::agent_server::Agent for AgentService {
             .ds
             .update_attested_node(banned, &mask)
             .await
-            .map_err(ds_status)?;
+            .map_err(|e| match e {
+                DataStoreError::NotFound(_) => Status::not_found("agent not found"),
+                other => ds_status(other),
+            })?;
         tracing::info!(agent_id = %id, "Agent banned");
         self.state.notify_changed();
         Ok(Response::new(()))
@@ -467,11 +464,32 @@ impl pb::agent_server::Agent for AgentService {
             new_cert_not_after: true,
             ..NodeMask::default()
         };
-        self.state
+        // Conditional on the record authenticate read: a ban (or anything
+        // else) landing since then wins, and the new SVID is thrown away.
+        let stored = self
+            .state
             .ds
-            .update_attested_node(update, &mask)
+            .update_attested_node_if(update, &mask, &NodeSerials::of(&node))
             .await
             .map_err(ds_status)?;
+        if stored.is_none() {
+            let now = self
+                .state
+                .ds
+                .get_attested_node(&node.spiffe_id)
+                .await
+                .map_err(ds_status)?;
+            return Err(match now {
+                Some(n) if n.is_banned() => super::agent_banned(&node.spiffe_id),
+                None => super::agent_denied(
+                    super::DenyReason::AgentNotAttested,
+                    format!("agent \"{}\" is not attested", node.spiffe_id),
+                ),
+                Some(_) => {
+                    Status::aborted("the agent's record changed while its SVID was renewed; retry")
+                }
+            });
+        }
         tracing::info!(agent_id = %node.spiffe_id, "Renewed agent SVID");
         Ok(Response::new(pb::RenewAgentResponse {
             svid: Some(types::X509svid {
@@ -513,45 +531,66 @@ impl pb::agent_server::Agent for AgentService {
             Status::invalid_argument(format!("join token {token:?} cannot form an agent ID: {e}"))
         })?;
         let expires_at = self.state.clock.unix_now() + i64::from(r.ttl);
-        self.state
-            .ds
-            .create_join_token(JoinToken {
-                token: token.clone(),
-                expires_at,
-            })
-            .await
-            .map_err(|e| match e {
-                sigil_datastore::DataStoreError::AlreadyExists(_) => {
-                    Status::already_exists("failed to create token: token already exists")
+        let join_token = JoinToken {
+            token: token.clone(),
+            expires_at,
+        };
+        let token_exists = |e| match e {
+            DataStoreError::AlreadyExists(_) => {
+                Status::already_exists("failed to create token: token already exists")
+            }
+            other => ds_status(other),
+        };
+        match alias {
+            None => self
+                .state
+                .ds
+                .create_join_token(join_token)
+                .await
+                .map_err(token_exists)?,
+            Some(alias) => {
+                let selector = Selector::new("spiffe_id", agent_id.as_str())
+                    .map_err(|e| Status::internal(e.to_string()))?;
+                let entry = RegistrationEntry {
+                    id: String::new(),
+                    spiffe_id: alias,
+                    parent_id: agent_id,
+                    selectors: vec![selector],
+                    x509_svid_ttl: 0,
+                    jwt_svid_ttl: 0,
+                    dns_names: Vec::new(),
+                    federates_with: Vec::new(),
+                    admin: false,
+                    downstream: false,
+                    expires_at: 0,
+                    hint: String::new(),
+                    store_svid: false,
+                    revision_number: 0,
+                    created_at: 0,
+                };
+                // Token and alias entry in one transaction: neither is stored
+                // without the other.
+                let taken = self
+                    .state
+                    .ds
+                    .get_join_token(&token)
+                    .await
+                    .map_err(ds_status)?
+                    .is_some();
+                if taken {
+                    return Err(token_exists(DataStoreError::AlreadyExists(String::new())));
                 }
-                other => ds_status(other),
-            })?;
-        if let Some(alias) = alias {
-            let selector = Selector::new("spiffe_id", agent_id.as_str())
-                .map_err(|e| Status::internal(e.to_string()))?;
-            let entry = RegistrationEntry {
-                id: String::new(),
-                spiffe_id: alias,
-                parent_id: agent_id,
-                selectors: vec![selector],
-                x509_svid_ttl: 0,
-                jwt_svid_ttl: 0,
-                dns_names: Vec::new(),
-                federates_with: Vec::new(),
-                admin: false,
-                downstream: false,
-                expires_at: 0,
-                hint: String::new(),
-                store_svid: false,
-                revision_number: 0,
-                created_at: 0,
-            };
-            self.state.ds.create_entry(entry).await.map_err(|e| {
-                Status::internal(format!(
-                    "failed to create join token registration entry: {e}"
-                ))
-            })?;
-            self.state.notify_changed();
+                self.state
+                    .ds
+                    .create_join_token_with_entry(join_token, entry)
+                    .await
+                    .map_err(|e| {
+                        Status::internal(format!(
+                            "failed to create join token registration entry: {e}"
+                        ))
+                    })?;
+                self.state.notify_changed();
+            }
         }
         Ok(Response::new(types::JoinToken {
             value: token,

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use sigil_datastore::{AttestedNode, DataStore, DataStoreError, NodeMask};
+use sigil_datastore::{AttestedNode, DataStore, DataStoreError, NodeMask, NodeSerials};
 use sigil_plugin::clock::Clock;
 use sigil_spiffe::{SpiffeId, TrustDomain};
 use tokio::sync::watch;
@@ -130,55 +130,9 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
         return Ok(Caller::Admin(id));
     }
     if id.path().starts_with("/spire/agent/") {
-        let node = state
-            .ds
-            .get_attested_node(&id)
+        return authenticate_agent(state, id, &peer.serial)
             .await
-            .map_err(ds_status)?
-            .ok_or_else(|| {
-                agent_denied(
-                    DenyReason::AgentNotAttested,
-                    format!("agent \"{id}\" is not attested"),
-                )
-            })?;
-        if node.cert_serial_number.is_empty() {
-            return Err(agent_denied(
-                DenyReason::AgentBanned,
-                format!("agent \"{id}\" is banned"),
-            ));
-        }
-        if peer.serial == node.cert_serial_number {
-            return Ok(Caller::Agent(node));
-        }
-        if !node.new_cert_serial_number.is_empty() && peer.serial == node.new_cert_serial_number {
-            // The agent switched to its renewed SVID: make it the current one.
-            let mut promoted = node.clone();
-            promoted.cert_serial_number = node.new_cert_serial_number.clone();
-            promoted.cert_not_after = node.new_cert_not_after;
-            promoted.new_cert_serial_number = String::new();
-            promoted.new_cert_not_after = 0;
-            let mask = NodeMask {
-                cert_serial_number: true,
-                cert_not_after: true,
-                new_cert_serial_number: true,
-                new_cert_not_after: true,
-                ..NodeMask::default()
-            };
-            let updated = state
-                .ds
-                .update_attested_node(promoted, &mask)
-                .await
-                .map_err(ds_status)?;
-            return Ok(Caller::Agent(updated));
-        }
-        return Err(agent_denied(
-            DenyReason::AgentNotActive,
-            format!(
-                "agent \"{id}\" expected to have serial number \"{}\"; has \"{}\"",
-                convert::serial_to_decimal(&node.cert_serial_number),
-                convert::serial_to_decimal(&peer.serial)
-            ),
-        ));
+            .map(Caller::Agent);
     }
     // An admin entry grants admin rights to workloads holding its SVID.
     let admin_entries = state
@@ -196,6 +150,83 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
         return Ok(Caller::Downstream(id));
     }
     Ok(Caller::Other(id))
+}
+
+/// How many times an agent's promotion is retried when its record changes
+/// between the read and the conditional write (each retry means another
+/// request of the same agent changed it meanwhile).
+const PROMOTION_ATTEMPTS: usize = 4;
+
+/// Checks an agent against its record: attested, not banned, presenting the
+/// SVID last issued to it (or the renewed one, which then becomes current).
+/// The promotion is a compare-and-set on the serial numbers read, so a ban
+/// landing between the read and the write is never undone.
+async fn authenticate_agent(
+    state: &ApiState,
+    id: SpiffeId,
+    serial: &str,
+) -> Result<AttestedNode, Status> {
+    for _ in 0..PROMOTION_ATTEMPTS {
+        let node = state
+            .ds
+            .get_attested_node(&id)
+            .await
+            .map_err(ds_status)?
+            .ok_or_else(|| agent_not_attested(&id))?;
+        if node.cert_serial_number.is_empty() {
+            return Err(agent_banned(&id));
+        }
+        if serial == node.cert_serial_number {
+            return Ok(node);
+        }
+        if node.new_cert_serial_number.is_empty() || serial != node.new_cert_serial_number {
+            return Err(agent_denied(
+                DenyReason::AgentNotActive,
+                format!(
+                    "agent \"{id}\" expected to have serial number \"{}\"; has \"{}\"",
+                    convert::serial_to_decimal(&node.cert_serial_number),
+                    convert::serial_to_decimal(serial)
+                ),
+            ));
+        }
+        // The agent switched to its renewed SVID: make it the current one.
+        let expected = NodeSerials::of(&node);
+        let mut promoted = node;
+        promoted.cert_serial_number = std::mem::take(&mut promoted.new_cert_serial_number);
+        promoted.cert_not_after = std::mem::take(&mut promoted.new_cert_not_after);
+        let mask = NodeMask {
+            cert_serial_number: true,
+            cert_not_after: true,
+            new_cert_serial_number: true,
+            new_cert_not_after: true,
+            ..NodeMask::default()
+        };
+        if let Some(updated) = state
+            .ds
+            .update_attested_node_if(promoted, &mask, &expected)
+            .await
+            .map_err(ds_status)?
+        {
+            return Ok(updated);
+        }
+        // Changed since the read (banned, deleted, promoted or renewed by
+        // another request): judge the agent again on what is stored now.
+    }
+    Err(Status::aborted(format!(
+        "agent \"{id}\" record kept changing while it was being promoted; retry"
+    )))
+}
+
+fn agent_not_attested(id: &SpiffeId) -> Status {
+    agent_denied(
+        DenyReason::AgentNotAttested,
+        format!("agent \"{id}\" is not attested"),
+    )
+}
+
+/// The refusal a banned agent gets (SPIRE agents shut down on it).
+pub fn agent_banned(id: &SpiffeId) -> Status {
+    agent_denied(DenyReason::AgentBanned, format!("agent \"{id}\" is banned"))
 }
 
 /// Why an agent is refused, as SPIRE tells its agents (they shut down when
@@ -236,6 +267,7 @@ pub fn ds_status(e: DataStoreError) -> Status {
         DataStoreError::AlreadyExists(m) => Status::already_exists(m),
         DataStoreError::InvalidArgument(m) => Status::invalid_argument(m),
         DataStoreError::Conflict(m) => Status::aborted(m),
+        DataStoreError::FailedPrecondition(m) => Status::failed_precondition(m),
         DataStoreError::Unavailable(m) => {
             Status::unavailable(format!("datastore unavailable: {m}"))
         }

@@ -43,7 +43,7 @@ pub struct ServerContext {
 
 /// Join tokens in the datastore. The catalog is loaded before the
 /// datastore it describes is opened, so `run` connects the datastore here
-/// afterwards; until then (and in `validate`) taking a token fails.
+/// afterwards; until then (and in `validate`) looking a token up fails.
 #[derive(Default)]
 pub struct DataStoreJoinTokens(OnceLock<Arc<dyn DataStore>>);
 
@@ -64,12 +64,12 @@ impl DataStoreJoinTokens {
 
 #[async_trait::async_trait]
 impl JoinTokens for DataStoreJoinTokens {
-    async fn take(&self, token: &str) -> Result<Option<i64>, NodeAttestorError> {
+    async fn expiry(&self, token: &str) -> Result<Option<i64>, NodeAttestorError> {
         let ds = self
             .0
             .get()
             .ok_or_else(|| NodeAttestorError::Internal("the datastore is not open".into()))?;
-        ds.take_join_token(token)
+        ds.get_join_token(token)
             .await
             .map(|t| t.map(|t| t.expires_at))
             .map_err(|e| NodeAttestorError::Internal(format!("datastore: {e}")))

@@ -1,8 +1,10 @@
 //! NodeAttestor "join_token" (server half): the agent presents a token an
-//! administrator created; it is taken (fetched and deleted in one
-//! statement) so two agents racing with one token cannot both succeed. The
-//! agent ID embeds the token, and a token is single use, so the agent
-//! cannot attest again by itself.
+//! administrator created; the attestor checks it exists and has not
+//! expired, and names it in the result for the server to spend in the same
+//! datastore transaction that records the agent, so two agents racing with
+//! one token cannot both succeed, and a failed attestation leaves it
+//! usable. The agent ID embeds the token, and a token is single use, so the
+//! agent cannot attest again by itself.
 
 use std::sync::Arc;
 
@@ -69,7 +71,7 @@ impl ServerNodeAttestor for JoinTokenAttestor {
         let agent_id = agent_id(&self.td, token).map_err(|e| {
             NodeAttestorError::Invalid(format!("join token cannot form an agent ID: {e}"))
         })?;
-        let Some(expires_at) = self.tokens.take(token).await? else {
+        let Some(expires_at) = self.tokens.expiry(token).await? else {
             return Err(NodeAttestorError::Invalid(
                 "join token does not exist or has already been used".into(),
             ));
@@ -81,6 +83,7 @@ impl ServerNodeAttestor for JoinTokenAttestor {
             agent_id,
             selectors: Vec::new(),
             can_reattest: false,
+            join_token: Some(token.to_owned()),
         })
     }
 }
@@ -101,12 +104,13 @@ mod tests {
 
     #[async_trait]
     impl JoinTokens for MemoryTokens {
-        async fn take(&self, token: &str) -> Result<Option<i64>, NodeAttestorError> {
+        async fn expiry(&self, token: &str) -> Result<Option<i64>, NodeAttestorError> {
             Ok(self
                 .0
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(token))
+                .get(token)
+                .copied())
         }
     }
 
@@ -168,7 +172,26 @@ mod tests {
         let mut ch = sigil_plugin::nodeattestor::DirectChallenges::new(a.as_ref());
         let e = server.attest(b"old", &mut ch).await.unwrap_err();
         assert_eq!(e, NodeAttestorError::Invalid("join token expired".into()));
-        let e = server.attest(b"old", &mut ch).await.unwrap_err();
+        let e = server.attest(b"unknown", &mut ch).await.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "join token does not exist or has already been used"
+        );
+    }
+
+    #[tokio::test]
+    async fn attestation_names_the_token_to_spend_and_leaves_it_to_the_server() {
+        let ctx = ctx(&[("good", 2000)]);
+        let server = build(&serde_json::json!({}), &ctx).unwrap();
+        let a = agent("good");
+        let mut ch = sigil_plugin::nodeattestor::DirectChallenges::new(a.as_ref());
+        let r = server.attest(b"good", &mut ch).await.unwrap();
+        assert_eq!(r.join_token.as_deref(), Some("good"));
+        // Once the server spent it (recording the agent), it is refused.
+        assert_eq!(ctx.join_tokens.expiry("good").await.unwrap(), Some(2000));
+        let ctx2 = super::tests::ctx(&[]);
+        let spent = build(&serde_json::json!({}), &ctx2).unwrap();
+        let e = spent.attest(b"good", &mut ch).await.unwrap_err();
         assert_eq!(
             e.to_string(),
             "join token does not exist or has already been used"

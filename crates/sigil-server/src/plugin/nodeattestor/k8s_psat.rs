@@ -344,6 +344,7 @@ impl K8sPsatAttestor {
             agent_id,
             selectors,
             can_reattest: true,
+            join_token: None,
         })
     }
 }
@@ -403,7 +404,7 @@ mod tests {
         struct NoTokens;
         #[async_trait]
         impl sigil_plugin::nodeattestor::JoinTokens for NoTokens {
-            async fn take(&self, _: &str) -> Result<Option<i64>, NodeAttestorError> {
+            async fn expiry(&self, _: &str) -> Result<Option<i64>, NodeAttestorError> {
                 Ok(None)
             }
         }

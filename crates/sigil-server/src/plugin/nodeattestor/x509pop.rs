@@ -226,6 +226,7 @@ impl ServerNodeAttestor for X509PopAttestor {
             agent_id,
             selectors: pop::selectors(&leaf, &above, &sans),
             can_reattest: true,
+            join_token: None,
         })
     }
 }
@@ -300,7 +301,7 @@ mod tests {
 
     #[async_trait]
     impl sigil_plugin::nodeattestor::JoinTokens for NoTokens {
-        async fn take(&self, _: &str) -> Result<Option<i64>, NodeAttestorError> {
+        async fn expiry(&self, _: &str) -> Result<Option<i64>, NodeAttestorError> {
             Ok(None)
         }
     }
