@@ -388,6 +388,15 @@ async fn write_status(api: &Api<DynamicObject>, crd: Crd, name: &str, status: se
         .await
     {
         Ok(_) => tracing::info!(kind = crd.kind, name, "Updated status"),
+        // Deleted since this pass read it: nothing to report on, and the
+        // watch brings the deletion into the next pass.
+        Err(kube::Error::Api(status)) if status.is_not_found() => {
+            tracing::debug!(
+                kind = crd.kind,
+                name,
+                "Object gone before its status was written"
+            )
+        }
         Err(e) => tracing::error!(kind = crd.kind, name, error = %e, "Failed to update status"),
     }
 }
