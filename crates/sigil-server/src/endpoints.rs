@@ -32,8 +32,9 @@ use crate::ca::CaManager;
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
 pub enum CallerInfo {
-    /// The local admin socket.
-    Local,
+    /// The local admin socket, with the connecting process as seen at accept
+    /// time.
+    Local(LocalPeer),
     /// A TLS client, with its verified certificate if it sent one.
     Tls {
         /// Remote address.
@@ -41,6 +42,35 @@ pub enum CallerInfo {
         /// The verified client certificate, if any.
         peer: Option<PeerCert>,
     },
+}
+
+/// The process on the other end of an admin-socket connection, from the
+/// socket's peer credentials taken when the connection was accepted (for the
+/// audit log's `caller_uid`, `caller_gid` and `caller_path`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalPeer {
+    /// The peer's user ID.
+    pub uid: Option<u32>,
+    /// The peer's group ID.
+    pub gid: Option<u32>,
+    /// The peer's executable (`/proc/<pid>/exe`), when it could be read.
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl LocalPeer {
+    fn of(stream: &UnixStream) -> Self {
+        let Ok(cred) = stream.peer_cred() else {
+            return LocalPeer::default();
+        };
+        let path = cred
+            .pid()
+            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+        LocalPeer {
+            uid: Some(cred.uid()),
+            gid: Some(cred.gid()),
+            path,
+        }
+    }
 }
 
 /// A client certificate that verified against the trust bundle.
@@ -104,12 +134,12 @@ impl AsyncWrite for TlsConn {
 }
 
 /// An accepted admin-socket connection.
-pub struct LocalConn(UnixStream);
+pub struct LocalConn(UnixStream, LocalPeer);
 
 impl Connected for LocalConn {
     type ConnectInfo = CallerInfo;
     fn connect_info(&self) -> CallerInfo {
-        CallerInfo::Local
+        CallerInfo::Local(self.1.clone())
     }
 }
 
@@ -165,7 +195,8 @@ pub fn admin_incoming(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    if tx.send(Ok(LocalConn(stream))).await.is_err() {
+                    let peer = LocalPeer::of(&stream);
+                    if tx.send(Ok(LocalConn(stream, peer))).await.is_err() {
                         return;
                     }
                 }

@@ -265,9 +265,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         )
     };
 
+    let audit = crate::audit::AuditLayer::new(cfg.audit_log_enabled);
     let tcp_routes = routes(&state).add_service(health_service.clone());
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .layer(audit)
             .add_routes(tcp_routes)
             .serve_with_incoming(endpoints::tls_incoming(listener, tls))
             .await
@@ -278,6 +280,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let admin_routes = routes(&state).add_service(health_service);
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .layer(audit)
             .add_routes(admin_routes)
             .serve_with_incoming(admin)
             .await

@@ -118,7 +118,7 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
         .cloned()
         .ok_or_else(|| Status::internal("connection carries no caller information"))?;
     let peer = match info {
-        CallerInfo::Local => return Ok(Caller::LocalAdmin),
+        CallerInfo::Local(_) => return Ok(Caller::LocalAdmin),
         CallerInfo::Tls { peer: None, .. } => return Ok(Caller::Anonymous),
         CallerInfo::Tls { peer: Some(p), .. } => p,
     };
