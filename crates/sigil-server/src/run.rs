@@ -180,6 +180,15 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         cfg.default_x509_svid_ttl,
         clock.clone(),
         server_svid_tx,
+        endpoints::ForeignAdmins {
+            ids: cfg
+                .admin_ids
+                .iter()
+                .filter(|id| !id.is_member_of(&cfg.trust_domain))
+                .cloned()
+                .collect(),
+            ds: ds.clone(),
+        },
     )
     .await?;
 
