@@ -163,3 +163,59 @@ fn without_audit_log_enabled_no_audit_records_are_written() {
     .ok();
     assert!(audit_records(&td).is_empty());
 }
+
+/// Kills the server it holds when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// With its log on a full device (`/dev/full`), the server cannot write an
+/// audit record: the call then ends with `Internal` "audit log could not be
+/// written" instead of passing for audited.
+#[test]
+fn a_call_whose_audit_record_cannot_be_written_ends_with_internal() {
+    let td = TrustDomain::with(Options {
+        server_extra_config: "    audit_log_enabled = true\n    log_format = \"json\"".into(),
+        ..Options::default()
+    });
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let _server = Killed(
+        std::process::Command::new(sigil_testkit::bin("sigil-server"))
+            .arg("run")
+            .arg("-config")
+            .arg(td.server_conf())
+            .stdout(full())
+            .stderr(full())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("server healthcheck", Duration::from_secs(30), || {
+        (td.server_cli(&["healthcheck"]).code == 0).then_some(())
+    });
+    let out = td.server_cli(&[
+        "entry",
+        "create",
+        "-parentID",
+        "spiffe://example.org/node",
+        "-spiffeID",
+        "spiffe://example.org/unaudited",
+        "-selector",
+        "unix:uid:4242",
+    ]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.all().contains("audit log could not be written"),
+        "{}",
+        out.all()
+    );
+}
