@@ -291,13 +291,14 @@ pub async fn server_tls_configs(
     svid_ttl: Duration,
     clock: Arc<dyn Clock>,
     svid_out: watch::Sender<Vec<Vec<u8>>>,
-    foreign_admins: ForeignAdmins,
+    mut foreign_admins: ForeignAdmins,
 ) -> Result<watch::Receiver<Arc<rustls::ServerConfig>>, crate::ca::CaError> {
     let mut svid = issue_server_svid(&ca, &server_id, svid_ttl, clock.as_ref()).await?;
     svid_out.send_replace(svid.chain.clone());
-    let cfg = svid.tls_config(&ca, &foreign_admins).await?;
+    let cfg = svid.tls_config(&ca, &mut foreign_admins).await?;
     let (tx, rx) = watch::channel(cfg);
     let mut bundles = ca.subscribe_bundle();
+    let has_foreign_admins = !foreign_admins.ids.is_empty();
     tokio::spawn(async move {
         loop {
             let wait = svid
@@ -306,7 +307,7 @@ pub async fn server_tls_configs(
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1));
             let foreign_refresh = async {
-                if foreign_admins.ids.is_empty() {
+                if !has_foreign_admins {
                     std::future::pending::<()>().await;
                 }
                 tokio::time::sleep(FOREIGN_ADMIN_BUNDLE_REFRESH).await;
@@ -332,7 +333,7 @@ pub async fn server_tls_configs(
                     }
                 }
             }
-            match svid.tls_config(&ca, &foreign_admins).await {
+            match svid.tls_config(&ca, &mut foreign_admins).await {
                 Ok(cfg) => {
                     if tx.send(cfg).is_err() {
                         return;
@@ -349,19 +350,21 @@ pub async fn server_tls_configs(
 }
 
 /// `admin_ids` outside our trust domain, and where their bundles are.
-#[derive(Clone)]
 pub struct ForeignAdmins {
     /// The IDs.
     pub ids: Vec<SpiffeId>,
     /// The datastore holding federated bundles.
     pub ds: Arc<dyn sigil_datastore::DataStore>,
+    /// Admin IDs already warned about for lack of a bundle (warned again
+    /// only after their bundle has been seen).
+    pub warned: std::collections::HashSet<SpiffeId>,
 }
 
 impl ForeignAdmins {
     /// Each foreign admin ID with the X.509 authorities of its trust
     /// domain; IDs whose trust domain has no bundle are left out, with a
-    /// warning (as SPIRE warns).
-    async fn with_roots(&self) -> Vec<(SpiffeId, Vec<Vec<u8>>)> {
+    /// warning (as SPIRE warns), once until the bundle appears.
+    async fn with_roots(&mut self) -> Vec<(SpiffeId, Vec<Vec<u8>>)> {
         let mut out = Vec::new();
         for id in &self.ids {
             let td = id.trust_domain();
@@ -376,6 +379,9 @@ impl ForeignAdmins {
                 }
             };
             if roots.is_empty() {
+                if !self.warned.insert(id.clone()) {
+                    continue;
+                }
                 tracing::warn!(
                     trust_domain = %td,
                     admin_id = %id,
@@ -383,6 +389,7 @@ impl ForeignAdmins {
                 );
                 continue;
             }
+            self.warned.remove(id);
             out.push((id.clone(), roots));
         }
         out
@@ -400,7 +407,7 @@ impl ServerSvid {
     async fn tls_config(
         &self,
         ca: &CaManager,
-        foreign_admins: &ForeignAdmins,
+        foreign_admins: &mut ForeignAdmins,
     ) -> Result<Arc<rustls::ServerConfig>, crate::ca::CaError> {
         let bundle = ca.bundle();
         let cfg = sigil_crypto::tls::server_config_spiffe_clients(

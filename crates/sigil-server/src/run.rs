@@ -188,6 +188,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
                 .cloned()
                 .collect(),
             ds: ds.clone(),
+            warned: Default::default(),
         },
     )
     .await?;
