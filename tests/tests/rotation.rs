@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use sigil_e2e::{my_uid, with_header, workload_client};
 use sigil_proto::workload::X509svidRequest;
-use sigil_testkit::{TrustDomain, wait_for};
+use sigil_testkit::{Options, TrustDomain, wait_for};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_pushes_new_svid_on_open_stream_before_expiry() {
@@ -110,4 +110,47 @@ fn first_cert(chain: &[u8]) -> Vec<u8> {
         (l, 2 + n)
     };
     chain[..hdr + len].to_vec()
+}
+
+/// A join-token agent whose SVID expires while the server is down cannot
+/// attest again by itself (the token is spent): once the outage has outlived
+/// its SVID it exits non-zero, naming when the SVID expired and what to do,
+/// instead of retrying forever with transport errors (SPIRE's agent exits so
+/// that an orchestrator restarts it). Real server and agent.
+#[test]
+fn join_token_agent_whose_svid_expired_in_an_outage_exits_saying_when_and_what_to_do() {
+    let mut td = TrustDomain::with(Options {
+        x509_svid_ttl: "10s".into(),
+        ..Options::default()
+    });
+    td.start_server();
+    let token = td.join_token();
+    td.start_agent(0, Some(&token));
+    let agent_id = td.join_token_agent_id(&token);
+    wait_for("the agent in agent list", Duration::from_secs(30), || {
+        let out = td.server_cli(&["agent", "list"]);
+        (out.code == 0 && out.stdout.contains(&agent_id)).then_some(())
+    });
+
+    td.stop_server();
+    // Longer than the agent SVID's whole lifetime.
+    std::thread::sleep(Duration::from_secs(12));
+    td.start_server();
+
+    let code = td.wait_agent_exit(0, Duration::from_secs(90));
+    let log = std::fs::read_to_string(td.path().join("agent0.log")).unwrap();
+    assert!(
+        matches!(code, Some(c) if c != 0),
+        "the agent exits non-zero (exit: {code:?}); log:\n{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("agent SVID expired at"))
+        .unwrap_or_else(|| panic!("the agent says its SVID expired; log:\n{log}"));
+    // The expiry time is readable (RFC 3339, UTC), and the way out is named.
+    let year = time::OffsetDateTime::now_utc().year().to_string();
+    assert!(
+        line.contains(&format!("expired at {year}-")) && line.contains("new join token"),
+        "{line}"
+    );
 }

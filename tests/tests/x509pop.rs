@@ -239,6 +239,69 @@ fn x509pop_agent_serves_a_workload_and_reattests_by_itself_after_eviction() {
     );
 }
 
+/// An agent whose node attestor can re-attest (x509pop) and whose SVID
+/// expired while the server was down attests again by itself once the
+/// server is back, and goes on serving workloads (SPIRE's agent re-attests
+/// when its attestor allows it). Real server and agent.
+#[test]
+fn x509pop_agent_whose_svid_expired_in_an_outage_reattests_and_carries_on() {
+    let pki = pki_dir();
+    let ca = NodeCa::new("node CA");
+    let node = ca.issue(pki.path(), "node", "node-1");
+    let mut td = TrustDomain::with(Options {
+        x509_svid_ttl: "10s".into(),
+        server_extra_plugins: server_block(pki.path(), &ca),
+        agent_node_attestor: agent_block(pki.path(), "node"),
+        ..Options::default()
+    });
+    td.start_server();
+    td.start_agent(0, None);
+    let agent_id = format!(
+        "spiffe://example.org/spire/agent/x509pop/{}",
+        fingerprint(&node)
+    );
+    let id = "spiffe://example.org/workload/outage";
+    wait_for("the agent in agent list", Duration::from_secs(30), || {
+        agent_listed(&td, &agent_id).then_some(())
+    });
+    td.server_cli(&[
+        "entry",
+        "create",
+        "-parentID",
+        &agent_id,
+        "-spiffeID",
+        id,
+        "-selector",
+        &format!("unix:uid:{}", my_uid()),
+    ])
+    .ok();
+    let fetch = |td: &TrustDomain| {
+        let out = td.agent_cli(0, &["api", "fetch", "x509"]);
+        (out.code == 0 && out.stdout.contains(id)).then_some(())
+    };
+    wait_for("the workload's X509-SVID", Duration::from_secs(30), || {
+        fetch(&td)
+    });
+
+    td.stop_server();
+    // Longer than the agent SVID's whole lifetime.
+    std::thread::sleep(Duration::from_secs(12));
+    td.start_server();
+
+    wait_for(
+        "the workload's X509-SVID after the outage",
+        Duration::from_secs(90),
+        || fetch(&td),
+    );
+    assert_eq!(
+        td.wait_agent_exit(0, Duration::from_secs(3)),
+        None,
+        "the agent keeps running"
+    );
+    let log = std::fs::read_to_string(td.path().join("agent0.log")).unwrap();
+    assert!(log.contains("Agent SVID expired; re-attesting"), "{log}");
+}
+
 #[test]
 fn agent_with_a_certificate_from_another_ca_is_refused_and_says_why() {
     let pki = pki_dir();

@@ -1,14 +1,47 @@
 //! Logging set up from SPIRE's `log_level` and `log_format` options, with a
 //! handle to change the level at run time (SPIRE's `logger.v1` API).
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
-/// Quiet by default: these crates log per frame or per connection.
-const NOISY: &str = "h2=warn,hyper=warn,tower=warn,sqlx=warn,rustls=warn";
+/// Quiet by default: these crates log per frame or per connection. Audit
+/// records (target `audit`) are written whatever the level, so lowering the
+/// level never drops them.
+const NOISY: &str = "h2=warn,hyper=warn,tower=warn,sqlx=warn,rustls=warn,audit=info";
+
+/// Log lines that could not be written (see [`log_write_failures`]).
+static WRITE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many log writes have failed since the process started. Callers that
+/// must not lose a record (the audit log) compare it before and after.
+pub fn log_write_failures() -> u64 {
+    WRITE_FAILURES.load(Ordering::SeqCst)
+}
+
+/// stderr, counting failed writes instead of forgetting them.
+struct CountingStderr;
+
+impl std::io::Write for CountingStderr {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        std::io::stderr().write(buf).inspect_err(|_| {
+            WRITE_FAILURES.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        std::io::stderr().write_all(buf).inspect_err(|_| {
+            WRITE_FAILURES.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush().inspect_err(|_| {
+            WRITE_FAILURES.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+}
 
 /// Changes the process's log level at run time.
 #[derive(Debug, Clone)]
@@ -58,7 +91,7 @@ pub fn init_logging(level: &str, format: &str) -> LogControl {
             let (filter, handle) = reload::Layer::new(filter);
             let fmt = tracing_subscriber::fmt::layer()
                 .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr);
+                .with_writer(|| CountingStderr);
             let registry = tracing_subscriber::registry().with(filter);
             let _ = if format.eq_ignore_ascii_case("json") {
                 registry.with(fmt.json()).try_init()

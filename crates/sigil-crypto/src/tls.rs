@@ -13,10 +13,11 @@ use rustls::client::ResolvesClientCert;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::{CertifiedKey, SigningKey};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
-    SignatureAlgorithm, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, OtherError,
+    RootCertStore, ServerConfig, SignatureAlgorithm, SignatureScheme,
 };
 use rustls_pki_types::{
     CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, TrustAnchor, UnixTime,
@@ -132,6 +133,129 @@ pub fn server_config(
     let mut config = builder.with_single_cert(chain, key).map_err(tls_err)?;
     config.alpn_protocols = vec![ALPN_H2.to_vec()];
     Ok(config)
+}
+
+/// A server config like [`server_config`] with [`ClientAuth::Optional`],
+/// that accepts client certificates as SPIRE's server does: a member of
+/// `own_td` chaining to `own_roots`, or exactly one of the IDs in
+/// `foreign` (admin IDs of other trust domains), chaining to the roots
+/// given with it (its trust domain's bundle). Any other ID is refused in
+/// the handshake. Clients without a certificate get through.
+pub fn server_config_spiffe_clients(
+    cert_chain: Vec<Vec<u8>>,
+    key_pkcs8: Vec<u8>,
+    own_td: TrustDomain,
+    own_roots: Vec<Vec<u8>>,
+    foreign: Vec<(SpiffeId, Vec<Vec<u8>>)>,
+) -> Result<ServerConfig, CryptoError> {
+    let own = optional_client_verifier(own_roots)?;
+    let mut foreign_verifiers = Vec::with_capacity(foreign.len());
+    for (id, roots) in foreign {
+        foreign_verifiers.push((id, optional_client_verifier(roots)?));
+    }
+    let verifier = SpiffeClientVerifier {
+        own_td,
+        own,
+        foreign: foreign_verifiers,
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_client_cert_verifier(Arc::new(verifier));
+    let chain = cert_chain.into_iter().map(CertificateDer::from).collect();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pkcs8));
+    let mut config = builder.with_single_cert(chain, key).map_err(tls_err)?;
+    config.alpn_protocols = vec![ALPN_H2.to_vec()];
+    Ok(config)
+}
+
+fn optional_client_verifier(
+    roots: Vec<Vec<u8>>,
+) -> Result<Arc<dyn ClientCertVerifier>, CryptoError> {
+    let mut store = RootCertStore::empty();
+    for (i, der) in roots.into_iter().enumerate() {
+        store
+            .add(CertificateDer::from(der))
+            .map_err(|e| CryptoError::CertificateParse {
+                index: Some(i),
+                reason: format!("unusable as a client trust root: {e}"),
+            })?;
+    }
+    if store.is_empty() {
+        return Err(CryptoError::EmptyInput {
+            what: "the set of client trust roots",
+        });
+    }
+    WebPkiClientVerifier::builder_with_provider(store.into(), provider())
+        .allow_unauthenticated()
+        .build()
+        .map_err(tls_err)
+}
+
+/// Picks the roots a client certificate must chain to from the trust domain
+/// of its SPIFFE ID (see [`server_config_spiffe_clients`]).
+#[derive(Debug)]
+struct SpiffeClientVerifier {
+    own_td: TrustDomain,
+    own: Arc<dyn ClientCertVerifier>,
+    foreign: Vec<(SpiffeId, Arc<dyn ClientCertVerifier>)>,
+}
+
+impl ClientCertVerifier for SpiffeClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        // No hints, as SPIRE's server: clients send their SVID whatever its
+        // trust domain.
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let id = leaf_spiffe_id(end_entity.as_ref())
+            .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+        if id.is_member_of(&self.own_td) {
+            return self.own.verify_client_cert(end_entity, intermediates, now);
+        }
+        match self.foreign.iter().find(|(allowed, _)| *allowed == id) {
+            Some((_, verifier)) => verifier.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.own.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.own.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.own.supported_verify_schemes()
+    }
 }
 
 /// A client config that trusts `roots` and accepts only a server presenting

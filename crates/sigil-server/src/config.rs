@@ -19,7 +19,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "default_wit_svid_ttl",
     "ratelimit",
     "experimental",
-    "audit_log_enabled",
     "agent_ttl",
     "cache_reload_interval",
     "log_file",
@@ -81,6 +80,9 @@ pub struct ServerConfig {
     /// `pod_certificates { }` (a sigil extension): sign Kubernetes
     /// PodCertificateRequests for a signer name.
     pub pod_certificates: Option<PodCertificatesConfig>,
+    /// `audit_log_enabled`: one audit record per API call (see
+    /// [`crate::audit`]).
+    pub audit_log_enabled: bool,
 }
 
 /// SPIRE's `server.federation` section.
@@ -208,6 +210,7 @@ impl ServerConfig {
             Some(b) => Some(parse_pod_certificates(b.body, &trust_domain)?),
             None => None,
         };
+        let audit_log_enabled = s.take_bool("audit_log_enabled")?.unwrap_or(false);
         s.finish(UNSUPPORTED_SERVER)?;
 
         if ca_ttl < default_x509_svid_ttl {
@@ -235,6 +238,7 @@ impl ServerConfig {
             plugins,
             federation,
             pod_certificates,
+            audit_log_enabled,
         })
     }
 

@@ -32,8 +32,9 @@ use crate::ca::CaManager;
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
 pub enum CallerInfo {
-    /// The local admin socket.
-    Local,
+    /// The local admin socket, with the connecting process as seen at accept
+    /// time.
+    Local(LocalPeer),
     /// A TLS client, with its verified certificate if it sent one.
     Tls {
         /// Remote address.
@@ -41,6 +42,35 @@ pub enum CallerInfo {
         /// The verified client certificate, if any.
         peer: Option<PeerCert>,
     },
+}
+
+/// The process on the other end of an admin-socket connection, from the
+/// socket's peer credentials taken when the connection was accepted (for the
+/// audit log's `caller_uid`, `caller_gid` and `caller_path`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalPeer {
+    /// The peer's user ID.
+    pub uid: Option<u32>,
+    /// The peer's group ID.
+    pub gid: Option<u32>,
+    /// The peer's executable (`/proc/<pid>/exe`), when it could be read.
+    pub path: Option<std::path::PathBuf>,
+}
+
+impl LocalPeer {
+    fn of(stream: &UnixStream) -> Self {
+        let Ok(cred) = stream.peer_cred() else {
+            return LocalPeer::default();
+        };
+        let path = cred
+            .pid()
+            .and_then(|pid| std::fs::read_link(format!("/proc/{pid}/exe")).ok());
+        LocalPeer {
+            uid: Some(cred.uid()),
+            gid: Some(cred.gid()),
+            path,
+        }
+    }
 }
 
 /// A client certificate that verified against the trust bundle.
@@ -104,12 +134,12 @@ impl AsyncWrite for TlsConn {
 }
 
 /// An accepted admin-socket connection.
-pub struct LocalConn(UnixStream);
+pub struct LocalConn(UnixStream, LocalPeer);
 
 impl Connected for LocalConn {
     type ConnectInfo = CallerInfo;
     fn connect_info(&self) -> CallerInfo {
-        CallerInfo::Local
+        CallerInfo::Local(self.1.clone())
     }
 }
 
@@ -165,7 +195,8 @@ pub fn admin_incoming(
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    if tx.send(Ok(LocalConn(stream))).await.is_err() {
+                    let peer = LocalPeer::of(&stream);
+                    if tx.send(Ok(LocalConn(stream, peer))).await.is_err() {
                         return;
                     }
                 }
@@ -241,45 +272,76 @@ fn peer_cert(leaf: &[u8]) -> Option<PeerCert> {
     })
 }
 
+/// How often the bundles of foreign admin IDs' trust domains are re-read
+/// from the datastore (they change when federation refreshes them).
+const FOREIGN_ADMIN_BUNDLE_REFRESH: Duration = Duration::from_secs(5);
+
 /// Keeps the server's own SVID fresh and publishes a TLS config built from
 /// it and the current bundle: re-signed at half its lifetime, rebuilt when
 /// the bundle changes. Each new SVID chain (leaf first) also goes to
 /// `svid_out`, for the debug API.
+///
+/// Client certificates are accepted as SPIRE accepts them: members of our
+/// trust domain chaining to our bundle, and the `admin_ids` of other trust
+/// domains chaining to that trust domain's bundle as the datastore holds it
+/// (re-read every few seconds while there are such admin IDs).
 pub async fn server_tls_configs(
     ca: Arc<CaManager>,
     server_id: SpiffeId,
     svid_ttl: Duration,
     clock: Arc<dyn Clock>,
     svid_out: watch::Sender<Vec<Vec<u8>>>,
+    mut foreign_admins: ForeignAdmins,
 ) -> Result<watch::Receiver<Arc<rustls::ServerConfig>>, crate::ca::CaError> {
-    let (cfg, chain, mut renew_at) =
-        build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await?;
-    svid_out.send_replace(chain);
+    let mut svid = issue_server_svid(&ca, &server_id, svid_ttl, clock.as_ref()).await?;
+    svid_out.send_replace(svid.chain.clone());
+    let cfg = svid.tls_config(&ca, &mut foreign_admins).await?;
     let (tx, rx) = watch::channel(cfg);
     let mut bundles = ca.subscribe_bundle();
+    let has_foreign_admins = !foreign_admins.ids.is_empty();
     tokio::spawn(async move {
         loop {
-            let wait = renew_at
+            let wait = svid
+                .renew_at
                 .duration_since(clock.now())
                 .unwrap_or(Duration::ZERO)
                 .max(Duration::from_secs(1));
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+            let foreign_refresh = async {
+                if !has_foreign_admins {
+                    std::future::pending::<()>().await;
+                }
+                tokio::time::sleep(FOREIGN_ADMIN_BUNDLE_REFRESH).await;
+            };
+            let resign = tokio::select! {
+                _ = tokio::time::sleep(wait) => true,
                 changed = bundles.changed() => {
                     if changed.is_err() { return; }
+                    true
+                }
+                () = foreign_refresh => false,
+            };
+            if resign {
+                match issue_server_svid(&ca, &server_id, svid_ttl, clock.as_ref()).await {
+                    Ok(next) => {
+                        svid = next;
+                        svid_out.send_replace(svid.chain.clone());
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "could not renew the server SVID; retrying");
+                        svid.renew_at = clock.now() + Duration::from_secs(5);
+                        continue;
+                    }
                 }
             }
-            match build_server_tls(&ca, &server_id, svid_ttl, clock.as_ref()).await {
-                Ok((cfg, chain, next)) => {
-                    renew_at = next;
-                    svid_out.send_replace(chain);
+            match svid.tls_config(&ca, &mut foreign_admins).await {
+                Ok(cfg) => {
                     if tx.send(cfg).is_err() {
                         return;
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "could not renew the server SVID; retrying");
-                    renew_at = clock.now() + Duration::from_secs(5);
+                    tracing::error!(error = %e, "could not build the server TLS config; retrying");
+                    svid.renew_at = clock.now() + Duration::from_secs(5);
                 }
             }
         }
@@ -287,31 +349,93 @@ pub async fn server_tls_configs(
     Ok(rx)
 }
 
-async fn build_server_tls(
+/// `admin_ids` outside our trust domain, and where their bundles are.
+pub struct ForeignAdmins {
+    /// The IDs.
+    pub ids: Vec<SpiffeId>,
+    /// The datastore holding federated bundles.
+    pub ds: Arc<dyn sigil_datastore::DataStore>,
+    /// Admin IDs already warned about for lack of a bundle (warned again
+    /// only after their bundle has been seen).
+    pub warned: std::collections::HashSet<SpiffeId>,
+}
+
+impl ForeignAdmins {
+    /// Each foreign admin ID with the X.509 authorities of its trust
+    /// domain; IDs whose trust domain has no bundle are left out, with a
+    /// warning (as SPIRE warns), once until the bundle appears.
+    async fn with_roots(&mut self) -> Vec<(SpiffeId, Vec<Vec<u8>>)> {
+        let mut out = Vec::new();
+        for id in &self.ids {
+            let td = id.trust_domain();
+            let roots = match self.ds.get_bundle(&td).await {
+                Ok(Some(stored)) => crate::ca::decode_bundle(&td, &stored.data)
+                    .map(|b| b.x509_authorities)
+                    .unwrap_or_default(),
+                Ok(None) => Vec::new(),
+                Err(e) => {
+                    tracing::warn!(error = %e, trust_domain = %td, "could not read a foreign admin trust domain's bundle");
+                    Vec::new()
+                }
+            };
+            if roots.is_empty() {
+                if !self.warned.insert(id.clone()) {
+                    continue;
+                }
+                tracing::warn!(
+                    trust_domain = %td,
+                    admin_id = %id,
+                    "No bundle found for foreign admin trust domain; admins from this trust domain will not be able to connect. Make sure this trust domain is correctly federated."
+                );
+                continue;
+            }
+            self.warned.remove(id);
+            out.push((id.clone(), roots));
+        }
+        out
+    }
+}
+
+/// The server's own X509-SVID.
+struct ServerSvid {
+    chain: Vec<Vec<u8>>,
+    key: SoftwareKey,
+    renew_at: std::time::SystemTime,
+}
+
+impl ServerSvid {
+    async fn tls_config(
+        &self,
+        ca: &CaManager,
+        foreign_admins: &mut ForeignAdmins,
+    ) -> Result<Arc<rustls::ServerConfig>, crate::ca::CaError> {
+        let bundle = ca.bundle();
+        let cfg = sigil_crypto::tls::server_config_spiffe_clients(
+            self.chain.clone(),
+            self.key.to_pkcs8_der(),
+            bundle.trust_domain.clone(),
+            bundle.x509_authorities.clone(),
+            foreign_admins.with_roots().await,
+        )?;
+        Ok(Arc::new(cfg))
+    }
+}
+
+async fn issue_server_svid(
     ca: &CaManager,
     server_id: &SpiffeId,
     svid_ttl: Duration,
     clock: &dyn Clock,
-) -> Result<
-    (
-        Arc<rustls::ServerConfig>,
-        Vec<Vec<u8>>,
-        std::time::SystemTime,
-    ),
-    crate::ca::CaError,
-> {
+) -> Result<ServerSvid, crate::ca::CaError> {
     let key = SoftwareKey::generate(KeyType::EcP256)?;
     let (chain, not_after) = ca
         .sign_x509_svid(server_id, key.public_key_der(), svid_ttl, &[])
         .await?;
-    let roots = ca.bundle().x509_authorities.clone();
-    let cfg = sigil_crypto::tls::server_config(
-        chain.clone(),
-        key.to_pkcs8_der(),
-        roots,
-        sigil_crypto::tls::ClientAuth::Optional,
-    )?;
     let now = clock.now();
     let half = not_after.duration_since(now).unwrap_or_default() / 2;
-    Ok((Arc::new(cfg), chain, now + half))
+    Ok(ServerSvid {
+        chain,
+        key,
+        renew_at: now + half,
+    })
 }

@@ -180,6 +180,16 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         cfg.default_x509_svid_ttl,
         clock.clone(),
         server_svid_tx,
+        endpoints::ForeignAdmins {
+            ids: cfg
+                .admin_ids
+                .iter()
+                .filter(|id| !id.is_member_of(&cfg.trust_domain))
+                .cloned()
+                .collect(),
+            ds: ds.clone(),
+            warned: Default::default(),
+        },
     )
     .await?;
 
@@ -265,9 +275,11 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         )
     };
 
+    let audit = crate::audit::AuditLayer::new(cfg.audit_log_enabled);
     let tcp_routes = routes(&state).add_service(health_service.clone());
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .layer(audit)
             .add_routes(tcp_routes)
             .serve_with_incoming(endpoints::tls_incoming(listener, tls))
             .await
@@ -278,6 +290,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let admin_routes = routes(&state).add_service(health_service);
     tokio::spawn(async move {
         if let Err(e) = tonic::transport::Server::builder()
+            .layer(audit)
             .add_routes(admin_routes)
             .serve_with_incoming(admin)
             .await

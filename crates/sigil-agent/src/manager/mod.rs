@@ -125,7 +125,10 @@ pub enum ManagerError {
         message: String,
     },
     /// The agent SVID expired (a long outage) and cannot be renewed.
-    #[error("the agent SVID expired at {expired_at} (unix seconds); the agent must attest again")]
+    #[error(
+        "agent SVID expired at {} (unix time {expired_at}); the agent must attest again",
+        utc_rfc3339(*.expired_at)
+    )]
     SvidExpired {
         /// When it expired.
         expired_at: i64,
@@ -863,6 +866,17 @@ pub fn load_bootstrap_bundle(
         )));
     }
     Ok(bundle)
+}
+
+/// Unix seconds as RFC 3339 UTC, for messages an operator reads.
+fn utc_rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("unix time {unix}"))
 }
 
 #[cfg(test)]

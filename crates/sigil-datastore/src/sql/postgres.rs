@@ -17,11 +17,19 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connects to and migrates the database named by a `postgres://` (or
 /// `postgresql://`) URL, or by libpq's `key=value` form that SPIRE's docs use
 /// (`dbname=spire user=spire password=secret host=localhost sslmode=disable`).
+///
+/// libpq's `connect_timeout` (keyword, or URL query parameter) bounds how
+/// long opening a connection may take, including waiting for a pooled one:
+/// it becomes the pool's acquire timeout (10s when not set). As in libpq it
+/// is in seconds, values below 2 count as 2, and 0 means no limit.
 pub(crate) async fn open(connection_string: &str) -> Result<Pool<Postgres>, DataStoreError> {
-    let options = connect_options(connection_string)?;
+    let PgSettings {
+        options,
+        connect_timeout,
+    } = connect_options(connection_string)?;
     let pool = PgPoolOptions::new()
         .max_connections(MAX_CONNECTIONS)
-        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .acquire_timeout(connect_timeout.unwrap_or(ACQUIRE_TIMEOUT))
         .connect_with(options)
         .await
         .map_err(|e| map_err::<Postgres>("connecting to postgres", e))?;
@@ -32,17 +40,59 @@ pub(crate) async fn open(connection_string: &str) -> Result<Pool<Postgres>, Data
     Ok(pool)
 }
 
+/// What a connection string says: where and how to connect, and how long
+/// connecting may take.
+#[derive(Debug)]
+pub(crate) struct PgSettings {
+    /// sqlx's connection options.
+    pub(crate) options: PgConnectOptions,
+    /// libpq's `connect_timeout`, when given.
+    pub(crate) connect_timeout: Option<Duration>,
+}
+
+/// A `connect_timeout = 0` (libpq: wait indefinitely) as a pool timeout.
+const NO_CONNECT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// libpq's `connect_timeout`: seconds; 0 (or negative) means no limit;
+/// 1 counts as 2.
+fn parse_connect_timeout(value: &str) -> Result<Duration, String> {
+    let secs: i64 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("connect_timeout {value:?} is not a number of seconds"))?;
+    Ok(match secs {
+        i64::MIN..=0 => NO_CONNECT_TIMEOUT,
+        1 => Duration::from_secs(2),
+        n => Duration::from_secs(n.unsigned_abs()),
+    })
+}
+
 /// Parses a URL or a libpq keyword/value connection string.
-pub(crate) fn connect_options(s: &str) -> Result<PgConnectOptions, DataStoreError> {
+pub(crate) fn connect_options(s: &str) -> Result<PgSettings, DataStoreError> {
     let trimmed = s.trim();
+    let bad = |m: String| DataStoreError::InvalidConfig(format!("postgres connection_string: {m}"));
     if trimmed.starts_with("postgres://") || trimmed.starts_with("postgresql://") {
-        return PgConnectOptions::from_str(trimmed).map_err(|e| {
+        // sqlx ignores query parameters it does not know, connect_timeout
+        // among them: read it here.
+        let mut connect_timeout = None;
+        if let Some((_, query)) = trimmed.split_once('?') {
+            for pair in query.split('&') {
+                if let Some(("connect_timeout", v)) = pair.split_once('=') {
+                    connect_timeout = Some(parse_connect_timeout(v).map_err(bad)?);
+                }
+            }
+        }
+        let options = PgConnectOptions::from_str(trimmed).map_err(|e| {
             DataStoreError::InvalidConfig(format!(
                 "postgres connection_string is not a usable URL: {e}"
             ))
+        })?;
+        return Ok(PgSettings {
+            options,
+            connect_timeout,
         });
     }
-    let bad = |m: String| DataStoreError::InvalidConfig(format!("postgres connection_string: {m}"));
+    let mut connect_timeout = None;
     let mut options = PgConnectOptions::new_without_pgpass();
     for (key, value) in keyword_pairs(trimmed).map_err(bad)? {
         options = match key.as_str() {
@@ -64,11 +114,17 @@ pub(crate) fn connect_options(s: &str) -> Result<PgConnectOptions, DataStoreErro
             "sslcert" => options.ssl_client_cert(value.as_str()),
             "sslkey" => options.ssl_client_key(value.as_str()),
             "application_name" => options.application_name(&value),
-            "connect_timeout" => options,
+            "connect_timeout" => {
+                connect_timeout = Some(parse_connect_timeout(&value).map_err(bad)?);
+                options
+            }
             other => return Err(bad(format!("keyword {other:?} is not supported"))),
         };
     }
-    Ok(options)
+    Ok(PgSettings {
+        options,
+        connect_timeout,
+    })
 }
 
 /// Splits `k=v k2='quoted v'` into pairs (libpq quoting: single quotes,
@@ -137,12 +193,13 @@ mod tests {
         let o = connect_options(
             "dbname=spire user=spire password='se cret' host=db.example port=5433 sslmode=disable",
         )
-        .unwrap();
+        .unwrap()
+        .options;
         assert_eq!(o.get_host(), "db.example");
         assert_eq!(o.get_port(), 5433);
         assert_eq!(o.get_username(), "spire");
         assert_eq!(o.get_database(), Some("spire"));
-        let url = connect_options("postgres://u:p@h:1/d").unwrap();
+        let url = connect_options("postgres://u:p@h:1/d").unwrap().options;
         assert_eq!(url.get_database(), Some("d"));
     }
 
@@ -156,5 +213,53 @@ mod tests {
         assert!(e.contains("not a number"), "{e}");
         let e = connect_options("password='open").unwrap_err().to_string();
         assert!(e.contains("unterminated"), "{e}");
+        let e = connect_options("connect_timeout=soon")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("connect_timeout"), "{e}");
+    }
+
+    #[test]
+    fn connect_timeout_is_read_from_keywords_and_urls_as_libpq_does() {
+        let t = |s: &str| connect_options(s).unwrap().connect_timeout;
+        assert_eq!(
+            t("dbname=x connect_timeout=5"),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            t("dbname=x connect_timeout=1"),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(t("dbname=x connect_timeout=0"), Some(NO_CONNECT_TIMEOUT));
+        assert_eq!(t("dbname=x"), None);
+        assert_eq!(
+            t("postgres://u@h/d?sslmode=disable&connect_timeout=3"),
+            Some(Duration::from_secs(3))
+        );
+    }
+
+    /// A server that accepts TCP connections and never answers: opening
+    /// the database gives up after `connect_timeout`, not the 10s default.
+    #[tokio::test]
+    async fn connect_timeout_bounds_opening_against_a_silent_server() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let _silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((conn, _)) = listener.accept().await {
+                held.push(conn);
+            }
+        });
+        let started = std::time::Instant::now();
+        let r = open(&format!(
+            "host=127.0.0.1 port={port} dbname=x user=x sslmode=disable connect_timeout=2"
+        ))
+        .await;
+        let took = started.elapsed();
+        assert!(r.is_err(), "a silent server cannot be opened");
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+            "gave up after {took:?}, expected about 2s"
+        );
     }
 }
