@@ -91,22 +91,47 @@ impl ConnectionBounds {
     }
 }
 
-/// A connection that holds its listener's slot until dropped and fails its
-/// reads if the peer sends nothing before the first-byte deadline.
+/// A connection that holds its listener's slot until dropped, fails its
+/// reads if the peer sends nothing before the first-byte deadline, and
+/// fails everything once its age and grace are over.
+///
+/// The GOAWAY at the maximum age is tonic's (`Server::max_connection_age`
+/// without a grace); the forced close after the grace is here because
+/// tonic 0.14, given both, sleeps for their sum and then closes without
+/// any GOAWAY.
 struct Bounded<S> {
     inner: S,
     first_byte: Option<Pin<Box<Sleep>>>,
+    close_at: Option<Pin<Box<Sleep>>>,
     _slot: OwnedSemaphorePermit,
 }
 
 impl<S> Bounded<S> {
-    fn new(inner: S, slot: OwnedSemaphorePermit, first_byte_timeout: Duration) -> Bounded<S> {
+    fn new(inner: S, slot: OwnedSemaphorePermit, bounds: &ConnectionBounds) -> Bounded<S> {
         Bounded {
             inner,
-            first_byte: Some(Box::pin(tokio::time::sleep(first_byte_timeout))),
+            first_byte: Some(Box::pin(tokio::time::sleep(bounds.first_byte_timeout))),
+            close_at: bounds
+                .max_connection_age
+                .map(|age| Box::pin(tokio::time::sleep(age + bounds.max_connection_age_grace))),
             _slot: slot,
         }
     }
+
+    /// Whether the grace after the maximum age is over (registering the
+    /// waker for when it is, if not).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.close_at
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+}
+
+fn expired_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the connection outlived its maximum age and grace period",
+    )
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
@@ -117,6 +142,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let this = &mut *self;
+        if this.expired(cx) {
+            return Poll::Ready(Err(expired_error()));
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
@@ -148,6 +176,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(expired_error()));
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -161,6 +192,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(expired_error()));
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
     fn is_write_vectored(&self) -> bool {
@@ -203,6 +237,11 @@ pub enum CallerInfo {
         addr: SocketAddr,
         /// The verified client certificate, if any.
         peer: Option<PeerCert>,
+        /// When the server sends GOAWAY on this connection (its maximum
+        /// age). Long-lived streams end on their own then, so the client's
+        /// connection drains and its next call opens a new one instead of
+        /// failing on the old one.
+        goaway_at: Option<tokio::time::Instant>,
     },
 }
 
@@ -326,7 +365,8 @@ pub fn admin_incoming(
         })?;
     let (tx, rx) = mpsc::channel(64);
     let slots = Arc::new(Semaphore::new(bounds.max_connections));
-    let (max, first_byte_timeout) = (bounds.max_connections, bounds.first_byte_timeout);
+    let max = bounds.max_connections;
+    let bounds = bounds.clone();
     tokio::spawn(async move {
         let mut last_warning = None;
         loop {
@@ -336,7 +376,7 @@ pub fn admin_incoming(
                     else {
                         continue;
                     };
-                    let conn = LocalConn(Bounded::new(stream, slot, first_byte_timeout));
+                    let conn = LocalConn(Bounded::new(stream, slot, &bounds));
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
@@ -361,8 +401,7 @@ pub fn tls_incoming(
     let (tx, rx) = mpsc::channel(128);
     let slots = Arc::new(Semaphore::new(bounds.max_connections));
     let max = bounds.max_connections;
-    let (handshake_timeout, first_byte_timeout) =
-        (bounds.handshake_timeout, bounds.first_byte_timeout);
+    let bounds = Arc::new(bounds.clone());
     tokio::spawn(async move {
         let mut last_warning = None;
         loop {
@@ -381,8 +420,16 @@ pub fn tls_incoming(
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(configs.borrow().clone());
             let tx = tx.clone();
+            let bounds = bounds.clone();
+            // tonic's age timer starts when it is handed the connection,
+            // after the handshake; this one starts earlier, so streams end
+            // just before the GOAWAY, never after it.
+            let goaway_at = bounds
+                .max_connection_age
+                .map(|age| tokio::time::Instant::now() + age);
             tokio::spawn(async move {
-                let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+                let handshake =
+                    tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await;
                 let stream = match handshake {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -402,8 +449,12 @@ pub fn tls_incoming(
                     .and_then(|leaf| peer_cert(leaf.as_ref()));
                 let _ = tx
                     .send(Ok(TlsConn {
-                        inner: Bounded::new(stream, slot, first_byte_timeout),
-                        info: CallerInfo::Tls { addr, peer },
+                        inner: Bounded::new(stream, slot, &bounds),
+                        info: CallerInfo::Tls {
+                            addr,
+                            peer,
+                            goaway_at,
+                        },
                     }))
                     .await;
             });

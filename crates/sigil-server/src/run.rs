@@ -333,11 +333,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     })
 }
 
-/// A gRPC server builder with the HTTP/2 side of `bounds`.
+/// A gRPC server builder with the HTTP/2 side of `bounds`. Only the age is
+/// given to tonic (it sends GOAWAY then); the connection itself closes once
+/// the grace is over too (see `endpoints`), because tonic 0.14 given a grace
+/// waits for age plus grace and closes without a GOAWAY.
 fn grpc_server(bounds: &endpoints::ConnectionBounds) -> tonic::transport::Server {
-    let builder = tonic::transport::Server::builder()
-        .max_concurrent_streams(bounds.max_concurrent_streams)
-        .max_connection_age_grace(bounds.max_connection_age_grace);
+    let builder =
+        tonic::transport::Server::builder().max_concurrent_streams(bounds.max_concurrent_streams);
     match bounds.max_connection_age {
         Some(age) => builder.max_connection_age(age),
         None => builder,
