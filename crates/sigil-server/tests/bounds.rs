@@ -515,3 +515,83 @@ async fn a_connection_still_busy_after_its_age_and_grace_is_closed() {
     );
     assert_ne!(err.code(), Code::Ok);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entry_create_and_delete_cli_send_more_than_1000_entries_in_batches() {
+    let server = common::start("sgbd-cli").await;
+    let entries: Vec<serde_json::Value> = (0..1001)
+        .map(|i| {
+            serde_json::json!({
+                "spiffe_id": format!("spiffe://example.org/w{i}"),
+                "parent_id": "spiffe://example.org/node",
+                "selectors": [{"type": "unix", "value": format!("uid:{i}")}],
+            })
+        })
+        .collect();
+    let data = server.dir.path().join("entries.json");
+    std::fs::write(&data, serde_json::json!({ "entries": entries }).to_string()).unwrap();
+    let socket = server.socket();
+    let cli = |args: Vec<String>| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sigil-server"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let sock = socket.display().to_string();
+    let created = tokio::task::spawn_blocking({
+        let (sock, data) = (sock.clone(), data.display().to_string());
+        move || {
+            cli(vec![
+                "entry".into(),
+                "create".into(),
+                "-socketPath".into(),
+                sock,
+                "-data".into(),
+                data,
+                "-output".into(),
+                "json".into(),
+            ])
+        }
+    })
+    .await
+    .unwrap();
+    let created: serde_json::Value = serde_json::from_str(&created).unwrap();
+    let ids: Vec<String> = created["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["entry"]["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 1001);
+    let mut api = entrypb::entry_client::EntryClient::new(server.admin.clone());
+    let count = || entrypb::CountEntriesRequest::default();
+    assert_eq!(
+        api.count_entries(count()).await.unwrap().into_inner().count,
+        1001
+    );
+
+    let file = server.dir.path().join("ids.json");
+    std::fs::write(&file, serde_json::json!({ "ids": ids }).to_string()).unwrap();
+    tokio::task::spawn_blocking(move || {
+        cli(vec![
+            "entry".into(),
+            "delete".into(),
+            "-socketPath".into(),
+            sock,
+            "-file".into(),
+            file.display().to_string(),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        api.count_entries(count()).await.unwrap().into_inner().count,
+        0
+    );
+}

@@ -37,11 +37,7 @@ pub const PUSH_KEY_LIMIT_PER_IP: u32 = 500;
 /// SPIRE's `PostStatus` limit per IP address and second.
 pub const POST_STATUS_LIMIT_PER_IP: u32 = 10;
 
-/// Most entries one `BatchCreateEntry`, `BatchUpdateEntry` or
-/// `BatchDeleteEntry` may carry (SPIRE has no bound; the message-size limit
-/// was the only one). `sigil-server entry create -data` sends larger files
-/// in batches of this size.
-pub const MAX_ENTRY_BATCH: usize = 1000;
+pub use sigil_proto::MAX_ENTRY_BATCH;
 /// Most SVIDs one `BatchNewX509SVID` may ask for: SPIRE's signing burst, so
 /// a batch SPIRE would sign with its default limits is never refused.
 pub const MAX_X509_SVID_BATCH: usize = SIGN_LIMIT_PER_IP as usize;
