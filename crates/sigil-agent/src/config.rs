@@ -23,6 +23,7 @@ use sigil_spiffe::{SpiffeId, TrustDomain};
 use sigil_plugin::catalog::CatalogError;
 
 use crate::catalog::{AgentContext, Catalog};
+use crate::workload::WorkloadRateLimits;
 
 /// Environment variable overriding the sync interval (a Go duration).
 pub const SYNC_INTERVAL_ENV: &str = "SIGIL_AGENT_SYNC_INTERVAL";
@@ -204,6 +205,8 @@ pub struct AgentConfig {
     /// SPIFFE IDs of our trust domain allowed to use the Delegated Identity
     /// API (`authorized_delegates`).
     pub authorized_delegates: Vec<SpiffeId>,
+    /// Per-caller Workload API rate limits (`experimental.ratelimit`).
+    pub workload_rate_limits: WorkloadRateLimits,
 }
 
 impl AgentConfig {
@@ -279,6 +282,7 @@ impl AgentConfig {
             },
         };
         let mut sync_interval = DEFAULT_SYNC_INTERVAL;
+        let mut workload_rate_limits = WorkloadRateLimits::default();
         if let Some(block) = s.take_block("experimental")? {
             let mut exp = block.body;
             if let Some(d) = exp.take_duration("sync_interval")? {
@@ -288,6 +292,9 @@ impl AgentConfig {
                         .into());
                 }
                 sync_interval = d;
+            }
+            if let Some(rl) = exp.take_block("ratelimit")? {
+                workload_rate_limits = parse_workload_rate_limits(rl.body)?;
             }
             exp.finish(UNSUPPORTED_EXPERIMENTAL)?;
         }
@@ -392,6 +399,7 @@ impl AgentConfig {
             plugins,
             admin_socket_path,
             authorized_delegates,
+            workload_rate_limits,
         })
     }
 
@@ -559,6 +567,32 @@ fn check_log_options(level: &str, format: &str) -> Result<(), AgentConfigError> 
         )));
     }
     Ok(())
+}
+
+/// `agent.experimental.ratelimit` (SPIRE 1.15): calls a second per caller.
+/// SDS's `stream_secrets` and `fetch_secrets` are refused until sigil
+/// serves SDS.
+fn parse_workload_rate_limits(mut rl: Section) -> Result<WorkloadRateLimits, AgentConfigError> {
+    let mut take = |key: &str| -> Result<u32, AgentConfigError> {
+        match rl.take_i64(key)? {
+            None => Ok(0),
+            Some(n) if n < 0 => Err(AgentConfigError::Invalid(format!(
+                "experimental.ratelimit.{key} must not be negative"
+            ))),
+            Some(n) => u32::try_from(n).map_err(|_| {
+                rl.invalid_value(key, format!("{n} is more than {}", u32::MAX))
+                    .into()
+            }),
+        }
+    };
+    let limits = WorkloadRateLimits {
+        fetch_x509_svid: take("fetch_x509_svid")?,
+        fetch_jwt_svid: take("fetch_jwt_svid")?,
+        fetch_x509_bundles: take("fetch_x509_bundles")?,
+        fetch_jwt_bundles: take("fetch_jwt_bundles")?,
+    };
+    rl.finish(&["stream_secrets", "fetch_secrets"])?;
+    Ok(limits)
 }
 
 #[cfg(test)]
@@ -805,6 +839,47 @@ plugins {
         assert_eq!(
             err(&text),
             "option \"use_sync_authorized_entries\" in agent.experimental is not supported by sigil yet"
+        );
+    }
+
+    #[test]
+    fn experimental_ratelimit_reads_spire_options_and_refuses_negatives_unknown_keys_and_sds() {
+        assert_eq!(
+            AgentConfig::parse(SPIRE_EXAMPLE)
+                .unwrap()
+                .workload_rate_limits,
+            WorkloadRateLimits::default()
+        );
+        let with = |body: &str| {
+            SPIRE_EXAMPLE.replace(
+                "log_level = \"DEBUG\"",
+                &format!("experimental {{\n ratelimit {{\n{body}\n }}\n}}"),
+            )
+        };
+        let c = AgentConfig::parse(&with(
+            "fetch_x509_svid = 100\n fetch_jwt_svid = 500\n fetch_x509_bundles = 20\n fetch_jwt_bundles = 0",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.workload_rate_limits,
+            WorkloadRateLimits {
+                fetch_x509_svid: 100,
+                fetch_jwt_svid: 500,
+                fetch_x509_bundles: 20,
+                fetch_jwt_bundles: 0,
+            }
+        );
+        assert_eq!(
+            err(&with("fetch_jwt_svid = -1")),
+            "experimental.ratelimit.fetch_jwt_svid must not be negative"
+        );
+        assert_eq!(
+            err(&with("fetch_jwt_svids = 1")),
+            "unknown option \"fetch_jwt_svids\" in agent.experimental.ratelimit"
+        );
+        assert_eq!(
+            err(&with("stream_secrets = 50")),
+            "option \"stream_secrets\" in agent.experimental.ratelimit is not supported by sigil yet"
         );
     }
 

@@ -190,7 +190,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         );
         api.serve(path).await
     };
-    let serve = crate::workload::serve(&cfg.socket_path, manager.cache_handle(), attestor.clone());
+    let serve = crate::workload::serve(
+        &cfg.socket_path,
+        manager.cache_handle(),
+        attestor.clone(),
+        cfg.workload_rate_limits,
+    );
     let mut fatal = manager.fatal();
     let banned = async move {
         loop {

@@ -14,6 +14,19 @@
 
 pub mod status;
 
+/// Largest gRPC message, in bytes, that sigil's servers and clients send or
+/// accept: 4 MiB, the gRPC default that SPIRE (grpc-go) also keeps. Every
+/// sigil server and client sets both its decoding and its encoding limit to
+/// this, so a message too large is refused by its sender with a clear
+/// error instead of by its peer mid-stream.
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Most entries (or entry IDs) one `BatchCreateEntry`, `BatchUpdateEntry`
+/// or `BatchDeleteEntry` may carry. sigil-server refuses larger batches
+/// (SPIRE has no such bound); sigil's own clients send larger sets in
+/// batches of this size.
+pub const MAX_ENTRY_BATCH: usize = 1000;
+
 /// Encoded `google.protobuf.FileDescriptorSet` of every file compiled here,
 /// including imported well-known types and source comments, for
 /// `tonic-reflection`.

@@ -33,12 +33,13 @@ use tower::{Layer, Service};
 
 use crate::endpoints::CallerInfo;
 
-/// Largest request body the layer buffers to read its parameters. Larger
-/// requests are refused with `ResourceExhausted` (and audited).
-const MAX_BUFFERED_REQUEST: usize = 4 * 1024 * 1024;
+/// Largest request body the layer buffers to read its parameters: the
+/// message-size limit every service has, plus the gRPC frame header.
+/// Larger requests are refused with `ResourceExhausted` (and audited).
+const MAX_BUFFERED_REQUEST: usize = sigil_proto::MAX_MESSAGE_SIZE + 5;
 /// Largest batch response the layer keeps to read per-item statuses; past
 /// it, items get the call's status.
-const MAX_BUFFERED_RESPONSE: usize = 4 * 1024 * 1024;
+const MAX_BUFFERED_RESPONSE: usize = sigil_proto::MAX_MESSAGE_SIZE + 5;
 /// The status message of a call whose audit record could not be written.
 const AUDIT_WRITE_FAILED: &str = "audit log could not be written";
 /// The prefix SPIRE strips from service names in logs.
@@ -222,7 +223,7 @@ impl CallerFields {
                 path: peer.path.as_ref().map(|p| p.display().to_string()),
                 ..CallerFields::default()
             },
-            Some(CallerInfo::Tls { addr, peer }) => CallerFields {
+            Some(CallerInfo::Tls { addr, peer, .. }) => CallerFields {
                 addr: Some(addr.to_string()),
                 id: peer.as_ref().map(|p| p.spiffe_id.to_string()),
                 ..CallerFields::default()

@@ -11,13 +11,14 @@ use sigil_crypto::x509::CaSubject;
 use sigil_datastore::{BundleEndpointProfile, FederationRelationship};
 use sigil_spiffe::{SpiffeId, TrustDomain};
 
+use crate::api::limits::RateLimitConfig;
+use crate::endpoints::ConnectionBounds;
 use crate::podcert::{self, PodCertificatesConfig, SignerName};
 
 /// SPIRE `server` options sigil knows but does not implement yet.
 const UNSUPPORTED_SERVER: &[&str] = &[
     "ca_key_type_wit",
     "default_wit_svid_ttl",
-    "ratelimit",
     "experimental",
     "agent_ttl",
     "cache_reload_interval",
@@ -83,6 +84,13 @@ pub struct ServerConfig {
     /// `audit_log_enabled`: one audit record per API call (see
     /// [`crate::audit`]).
     pub audit_log_enabled: bool,
+    /// `ratelimit { }`: per-IP attestation and signing limits.
+    pub ratelimit: RateLimitConfig,
+    /// Bounds of the agent (mTLS) endpoint. Not read from the file (SPIRE
+    /// has no such options); tests shorten the connection age here.
+    pub agent_endpoint_bounds: ConnectionBounds,
+    /// Bounds of the admin socket. Not read from the file.
+    pub admin_socket_bounds: ConnectionBounds,
 }
 
 /// SPIRE's `server.federation` section.
@@ -211,6 +219,21 @@ impl ServerConfig {
             None => None,
         };
         let audit_log_enabled = s.take_bool("audit_log_enabled")?.unwrap_or(false);
+        let ratelimit = match s.take_block("ratelimit")? {
+            Some(b) => {
+                let mut body = b.body;
+                let defaults = RateLimitConfig::default();
+                let rl = RateLimitConfig {
+                    attestation: body
+                        .take_bool("attestation")?
+                        .unwrap_or(defaults.attestation),
+                    signing: body.take_bool("signing")?.unwrap_or(defaults.signing),
+                };
+                body.finish(&[])?;
+                rl
+            }
+            None => RateLimitConfig::default(),
+        };
         s.finish(UNSUPPORTED_SERVER)?;
 
         if ca_ttl < default_x509_svid_ttl {
@@ -239,6 +262,9 @@ impl ServerConfig {
             federation,
             pod_certificates,
             audit_log_enabled,
+            ratelimit,
+            agent_endpoint_bounds: ConnectionBounds::agent_endpoint(),
+            admin_socket_bounds: ConnectionBounds::admin_socket(),
         })
     }
 
@@ -529,12 +555,53 @@ plugins {
         let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "log_levle = \"DEBUG\"");
         let e = ServerConfig::parse(&bad).unwrap_err().to_string();
         assert_eq!(e, "unknown option \"log_levle\" in server");
-        let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "ratelimit {}");
+        let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", "ca_key_type_wit = \"ec-p256\"");
         let e = ServerConfig::parse(&bad).unwrap_err().to_string();
         assert_eq!(
             e,
-            "option \"ratelimit\" in server is not supported by sigil yet"
+            "option \"ca_key_type_wit\" in server is not supported by sigil yet"
         );
+    }
+
+    #[test]
+    fn ratelimit_is_on_by_default_each_switch_turns_off_and_unknown_keys_error() {
+        let c = ServerConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert_eq!(
+            c.ratelimit,
+            RateLimitConfig {
+                attestation: true,
+                signing: true
+            }
+        );
+        let with = |block: &str| {
+            ServerConfig::parse(&SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", block))
+        };
+        let c = with("ratelimit {\n attestation = false\n}").unwrap();
+        assert_eq!(
+            c.ratelimit,
+            RateLimitConfig {
+                attestation: false,
+                signing: true
+            }
+        );
+        let c = with("ratelimit {\n signing = false\n}").unwrap();
+        assert_eq!(
+            c.ratelimit,
+            RateLimitConfig {
+                attestation: true,
+                signing: false
+            }
+        );
+        let c = with("ratelimit {}").unwrap();
+        assert_eq!(c.ratelimit, RateLimitConfig::default());
+        let e = with("ratelimit {\n attestaton = false\n}")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(e, "unknown option \"attestaton\" in server.ratelimit");
+        let e = with("ratelimit {\n signing = \"no\"\n}")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("signing"), "{e}");
     }
 
     #[test]

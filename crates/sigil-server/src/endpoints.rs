@@ -9,6 +9,13 @@
 //!
 //! Each accepted connection carries a [`CallerInfo`] that the API services
 //! read from the request extensions to authorize the call.
+//!
+//! Both listeners are bounded ([`ConnectionBounds`]): a cap on open
+//! connections (past it new ones are closed at once, with a warning), a
+//! deadline for the TLS handshake and another for the client's first bytes
+//! after it, so a peer that connects and stays silent does not hold a slot.
+//! The HTTP/2 bounds (streams per connection, maximum connection age) are
+//! set where the gRPC servers are built (`run.rs`) from the same struct.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,11 +30,201 @@ use sigil_plugin::clock::Clock;
 use sigil_spiffe::SpiffeId;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Sleep;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 
 use crate::ca::CaManager;
+
+/// Limits on the connections of one listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionBounds {
+    /// Most connections open at once; past it, new ones are closed.
+    pub max_connections: usize,
+    /// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`: most RPCs in flight on one
+    /// connection.
+    pub max_concurrent_streams: u32,
+    /// After this, the server sends GOAWAY so the client moves its next
+    /// calls to a new connection (and, behind a load balancer, perhaps to
+    /// another server). `None`: no limit.
+    pub max_connection_age: Option<Duration>,
+    /// How long calls in flight may finish after the GOAWAY before the
+    /// connection is closed.
+    pub max_connection_age_grace: Duration,
+    /// Deadline for the TLS handshake (TLS listener only).
+    pub handshake_timeout: Duration,
+    /// Deadline for the client's first bytes once connected (after the
+    /// TLS handshake on the TLS listener).
+    pub first_byte_timeout: Duration,
+}
+
+/// SPIRE's maximum connection age on the agent endpoint.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(180);
+
+impl ConnectionBounds {
+    /// The agent (mTLS) endpoint's bounds: 3 minutes of connection age as
+    /// SPIRE, 30 s of grace, 100 streams per connection, 10 000
+    /// connections, 10 s for the handshake and 10 s for the first bytes.
+    pub fn agent_endpoint() -> ConnectionBounds {
+        ConnectionBounds {
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            max_connection_age: Some(MAX_CONNECTION_AGE),
+            max_connection_age_grace: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The admin socket's bounds: 256 connections, 100 streams each, 10 s
+    /// for the first bytes, no age limit (nothing to rebalance locally).
+    pub fn admin_socket() -> ConnectionBounds {
+        ConnectionBounds {
+            max_connections: 256,
+            max_concurrent_streams: 100,
+            max_connection_age: None,
+            max_connection_age_grace: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A connection that holds its listener's slot until dropped, fails its
+/// reads if the peer sends nothing before the first-byte deadline, and
+/// fails everything once its age and grace are over.
+///
+/// The GOAWAY at the maximum age is tonic's (`Server::max_connection_age`
+/// without a grace); the forced close after the grace is here because
+/// tonic 0.14, given both, sleeps for their sum and then closes without
+/// any GOAWAY.
+struct Bounded<S> {
+    inner: S,
+    first_byte: Option<Pin<Box<Sleep>>>,
+    close_at: Option<Pin<Box<Sleep>>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl<S> Bounded<S> {
+    fn new(inner: S, slot: OwnedSemaphorePermit, bounds: &ConnectionBounds) -> Bounded<S> {
+        Bounded {
+            inner,
+            first_byte: Some(Box::pin(tokio::time::sleep(bounds.first_byte_timeout))),
+            close_at: bounds
+                .max_connection_age
+                .map(|age| Box::pin(tokio::time::sleep(age + bounds.max_connection_age_grace))),
+            _slot: slot,
+        }
+    }
+
+    /// Whether the grace after the maximum age is over (registering the
+    /// waker for when it is, if not).
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        self.close_at
+            .as_mut()
+            .is_some_and(|t| t.as_mut().poll(cx).is_ready())
+    }
+}
+
+fn expired_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the connection outlived its maximum age and grace period",
+    )
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Bounded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        if this.expired(cx) {
+            return Poll::Ready(Err(expired_error()));
+        }
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    this.first_byte = None;
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let expired = this
+                    .first_byte
+                    .as_mut()
+                    .is_some_and(|deadline| deadline.as_mut().poll(cx).is_ready());
+                if expired {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the client sent nothing after connecting",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Bounded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(expired_error()));
+        }
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.expired(cx) {
+            return Poll::Ready(Err(expired_error()));
+        }
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Takes a connection slot, or says why not (once a second at most).
+fn take_slot(
+    slots: &Arc<Semaphore>,
+    listener: &str,
+    max: usize,
+    last_warning: &mut Option<std::time::Instant>,
+) -> Option<OwnedSemaphorePermit> {
+    match slots.clone().try_acquire_owned() {
+        Ok(slot) => Some(slot),
+        Err(_) => {
+            let now = std::time::Instant::now();
+            if last_warning.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1)) {
+                *last_warning = Some(now);
+                tracing::warn!(
+                    listener,
+                    max_connections = max,
+                    "connection limit reached; refusing new connections"
+                );
+            }
+            None
+        }
+    }
+}
 
 /// Who is on the other end of a connection.
 #[derive(Debug, Clone)]
@@ -41,6 +238,11 @@ pub enum CallerInfo {
         addr: SocketAddr,
         /// The verified client certificate, if any.
         peer: Option<PeerCert>,
+        /// When the server sends GOAWAY on this connection (its maximum
+        /// age). Long-lived streams end on their own then, so the client's
+        /// connection drains and its next call opens a new one instead of
+        /// failing on the old one.
+        goaway_at: Option<tokio::time::Instant>,
     },
 }
 
@@ -86,7 +288,7 @@ pub struct PeerCert {
 
 /// An accepted TLS connection.
 pub struct TlsConn {
-    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    inner: Bounded<tokio_rustls::server::TlsStream<TcpStream>>,
     info: CallerInfo,
 }
 
@@ -134,7 +336,7 @@ impl AsyncWrite for TlsConn {
 }
 
 /// An accepted admin-socket connection.
-pub struct LocalConn(UnixStream, LocalPeer);
+pub struct LocalConn(Bounded<UnixStream>, LocalPeer);
 
 impl Connected for LocalConn {
     type ConnectInfo = CallerInfo;
@@ -180,6 +382,7 @@ pub const ADMIN_SOCKET_MODE: u32 = 0o770;
 /// [`sigil_cli::secure_fs`]).
 pub fn admin_incoming(
     path: &Path,
+    bounds: &ConnectionBounds,
 ) -> Result<ReceiverStream<Result<LocalConn, io::Error>>, sigil_cli::secure_fs::SecureFsError> {
     let std_listener = sigil_cli::secure_fs::bind_unix_socket(path, ADMIN_SOCKET_MODE, 0o700)?;
     let listener = std_listener
@@ -191,12 +394,21 @@ pub fn admin_incoming(
             source,
         })?;
     let (tx, rx) = mpsc::channel(64);
+    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    let max = bounds.max_connections;
+    let bounds = bounds.clone();
     tokio::spawn(async move {
+        let mut last_warning = None;
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
+                    let Some(slot) = take_slot(&slots, "admin socket", max, &mut last_warning)
+                    else {
+                        continue;
+                    };
                     let peer = LocalPeer::of(&stream);
-                    if tx.send(Ok(LocalConn(stream, peer))).await.is_err() {
+                    let conn = LocalConn(Bounded::new(stream, slot, &bounds), peer);
+                    if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }
                 }
@@ -211,13 +423,18 @@ pub fn admin_incoming(
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop,
-/// always with the newest server config.
+/// always with the newest server config, within `bounds`.
 pub fn tls_incoming(
     listener: TcpListener,
     configs: watch::Receiver<Arc<rustls::ServerConfig>>,
+    bounds: &ConnectionBounds,
 ) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = mpsc::channel(128);
+    let slots = Arc::new(Semaphore::new(bounds.max_connections));
+    let max = bounds.max_connections;
+    let bounds = Arc::new(bounds.clone());
     tokio::spawn(async move {
+        let mut last_warning = None;
         loop {
             let (tcp, addr) = match listener.accept().await {
                 Ok(v) => v,
@@ -227,12 +444,23 @@ pub fn tls_incoming(
                     continue;
                 }
             };
+            // A refused connection is closed before the handshake.
+            let Some(slot) = take_slot(&slots, "agent endpoint", max, &mut last_warning) else {
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             let acceptor = tokio_rustls::TlsAcceptor::from(configs.borrow().clone());
             let tx = tx.clone();
+            let bounds = bounds.clone();
+            // tonic's age timer starts when it is handed the connection,
+            // after the handshake; this one starts earlier, so streams end
+            // just before the GOAWAY, never after it.
+            let goaway_at = bounds
+                .max_connection_age
+                .map(|age| tokio::time::Instant::now() + age);
             tokio::spawn(async move {
                 let handshake =
-                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await;
+                    tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await;
                 let stream = match handshake {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -252,8 +480,12 @@ pub fn tls_incoming(
                     .and_then(|leaf| peer_cert(leaf.as_ref()));
                 let _ = tx
                     .send(Ok(TlsConn {
-                        inner: stream,
-                        info: CallerInfo::Tls { addr, peer },
+                        inner: Bounded::new(stream, slot, &bounds),
+                        info: CallerInfo::Tls {
+                            addr,
+                            peer,
+                            goaway_at,
+                        },
                     }))
                     .await;
             });

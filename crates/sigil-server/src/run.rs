@@ -6,6 +6,7 @@ use std::time::Duration;
 use sigil_plugin::catalog::CatalogError;
 use sigil_plugin::clock::{Clock, SystemClock};
 use sigil_plugin::nodeattestor::JoinTokens;
+use sigil_proto::MAX_MESSAGE_SIZE;
 use sigil_proto::spire::api::server as srv;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -157,6 +158,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         server_svid,
         federation,
         node_attestors: catalog.node_attestors.clone(),
+        limits: api::limits::RateLimits::new(cfg.ratelimit),
     });
 
     // Housekeeping: expired join tokens.
@@ -227,12 +229,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             Some(addr)
         }
     };
-    let admin = endpoints::admin_incoming(&cfg.socket_path).map_err(|e| {
-        anyhow::anyhow!(
-            "could not bind admin socket {}: {e}",
-            cfg.socket_path.display()
-        )
-    })?;
+    let admin =
+        endpoints::admin_incoming(&cfg.socket_path, &cfg.admin_socket_bounds).map_err(|e| {
+            anyhow::anyhow!(
+                "could not bind admin socket {}: {e}",
+                cfg.socket_path.display()
+            )
+        })?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -240,57 +243,86 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         .await;
 
     let routes = |state: &Arc<ApiState>| {
-        tonic::service::Routes::new(srv::agent::v1::agent_server::AgentServer::new(
-            api::agent::AgentService::new(state.clone()),
-        ))
-        .add_service(srv::entry::v1::entry_server::EntryServer::new(
-            api::entry::EntryService::new(state.clone()),
-        ))
-        .add_service(srv::svid::v1::svid_server::SvidServer::new(
-            api::svid::SvidService::new(state.clone()),
-        ))
-        .add_service(srv::bundle::v1::bundle_server::BundleServer::new(
-            api::bundle::BundleService::new(state.clone()),
-        ))
+        tonic::service::Routes::new(
+            srv::agent::v1::agent_server::AgentServer::new(api::agent::AgentService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            srv::entry::v1::entry_server::EntryServer::new(api::entry::EntryService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            srv::svid::v1::svid_server::SvidServer::new(api::svid::SvidService::new(state.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            srv::bundle::v1::bundle_server::BundleServer::new(api::bundle::BundleService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .add_service(
             sigil_proto::sigil::api::server::sync::v1::sync_server::SyncServer::new(
                 api::sync::SyncService::new(state.clone()),
-            ),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
-        .add_service(srv::debug::v1::debug_server::DebugServer::new(
-            api::debug::DebugService::new(state.clone()),
-        ))
-        .add_service(srv::logger::v1::logger_server::LoggerServer::new(
-            api::logger::LoggerService::new(state.clone()),
-        ))
+        .add_service(
+            srv::debug::v1::debug_server::DebugServer::new(api::debug::DebugService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
+        .add_service(
+            srv::logger::v1::logger_server::LoggerServer::new(api::logger::LoggerService::new(
+                state.clone(),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
+        )
         .add_service(
             srv::localauthority::v1::local_authority_server::LocalAuthorityServer::new(
                 api::localauthority::LocalAuthorityService::new(state.clone()),
-            ),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
         .add_service(
             srv::trustdomain::v1::trust_domain_server::TrustDomainServer::new(
                 api::trustdomain::TrustDomainService::new(state.clone()),
-            ),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE),
         )
     };
 
     let audit = crate::audit::AuditLayer::new(cfg.audit_log_enabled);
     let tcp_routes = routes(&state).add_service(health_service.clone());
+    let tls_incoming = endpoints::tls_incoming(listener, tls, &cfg.agent_endpoint_bounds);
+    let mut tcp_server = grpc_server(&cfg.agent_endpoint_bounds).layer(audit);
     tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
-            .layer(audit)
+        if let Err(e) = tcp_server
             .add_routes(tcp_routes)
-            .serve_with_incoming(endpoints::tls_incoming(listener, tls))
+            .serve_with_incoming(tls_incoming)
             .await
         {
             tracing::error!(error = %e, "agent endpoint stopped");
         }
     });
     let admin_routes = routes(&state).add_service(health_service);
+    let mut admin_server = grpc_server(&cfg.admin_socket_bounds).layer(audit);
     tokio::spawn(async move {
-        if let Err(e) = tonic::transport::Server::builder()
-            .layer(audit)
+        if let Err(e) = admin_server
             .add_routes(admin_routes)
             .serve_with_incoming(admin)
             .await
@@ -310,4 +342,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         bundle_endpoint_addr,
         state,
     })
+}
+
+/// A gRPC server builder with the HTTP/2 side of `bounds`. Only the age is
+/// given to tonic (it sends GOAWAY then); the connection itself closes once
+/// the grace is over too (see `endpoints`), because tonic 0.14 given a grace
+/// waits for age plus grace and closes without a GOAWAY.
+fn grpc_server(bounds: &endpoints::ConnectionBounds) -> tonic::transport::Server {
+    let builder =
+        tonic::transport::Server::builder().max_concurrent_streams(bounds.max_concurrent_streams);
+    match bounds.max_connection_age {
+        Some(age) => builder.max_connection_age(age),
+        None => builder,
+    }
 }

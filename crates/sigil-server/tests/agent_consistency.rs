@@ -313,6 +313,13 @@ fn state_banning_after_read(server: &Server, target: &SpiffeId) -> Arc<ApiState>
         server_svid: s.server_svid.clone(),
         federation: s.federation.clone(),
         node_attestors: s.node_attestors.clone(),
+        // Attestations in these tests come back to back from one address.
+        limits: sigil_server::api::limits::RateLimits::new(
+            sigil_server::api::limits::RateLimitConfig {
+                attestation: false,
+                signing: false,
+            },
+        ),
     })
 }
 
@@ -327,6 +334,7 @@ fn from_agent<T>(msg: T, id: &SpiffeId, serial: &str) -> Request<T> {
             serial: serial.into(),
             leaf_der: Vec::new(),
         }),
+        goaway_at: None,
     });
     req
 }

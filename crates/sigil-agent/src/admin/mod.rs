@@ -34,7 +34,7 @@ use sigil_spiffe::SpiffeId;
 use crate::attestor::WorkloadAttestor;
 use crate::cache::CacheHandle;
 use crate::manager::Manager;
-use crate::uds::UdsIncoming;
+use crate::uds::{ConnectionLimits, UdsIncoming};
 
 pub use debug::DebugService;
 pub use delegated::DelegatedIdentityService;
@@ -43,6 +43,12 @@ pub use logger::LoggerService;
 
 /// File mode of the admin socket: owner and group only (SPIRE's choice).
 pub const ADMIN_SOCKET_MODE: u32 = 0o770;
+
+/// Bounds of the admin socket: 256 connections in all, 64 from one process.
+pub const ADMIN_CONNECTION_LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 256,
+    max_per_process: 64,
+};
 
 /// What the Debug service reports about the agent beyond the snapshot.
 /// [`Manager`] is the production implementation.
@@ -108,7 +114,8 @@ impl AdminApi {
     /// until the returned future is dropped or the server fails.
     pub async fn serve(self, socket_path: &Path) -> anyhow::Result<()> {
         let incoming = UdsIncoming::bind_with_mode(socket_path, ADMIN_SOCKET_MODE, 0o700)
-            .with_context(|| format!("binding the admin socket {}", socket_path.display()))?;
+            .with_context(|| format!("binding the admin socket {}", socket_path.display()))?
+            .with_limits(ADMIN_CONNECTION_LIMITS);
         tracing::info!(network = "unix", address = %socket_path.display(), "Starting Admin APIs");
         self.serve_incoming(incoming)
             .await
@@ -121,6 +128,7 @@ impl AdminApi {
         incoming: UdsIncoming,
     ) -> Result<(), tonic::transport::Error> {
         tonic::transport::Server::builder()
+            .max_concurrent_streams(crate::workload::MAX_CONCURRENT_STREAMS)
             .add_service(self.debug.into_service())
             .add_service(self.logger.into_service())
             .add_service(self.delegated.into_service())

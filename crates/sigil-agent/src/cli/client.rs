@@ -103,7 +103,9 @@ pub(crate) async fn connect(
         workload_channel(socket_path)
             .await
             .map_err(CliError::Connect)?,
-    ))
+    )
+    .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
+    .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE))
 }
 
 /// Runs `work` under `-timeout` (zero means no limit, as in SPIRE).

@@ -23,6 +23,7 @@ use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use sigil_crypto::CryptoError;
 use sigil_plugin::nodeattestor::AgentNodeAttestor;
+use sigil_proto::MAX_MESSAGE_SIZE;
 use sigil_proto::spire::api::server::agent::v1 as agent_pb;
 use sigil_proto::spire::api::server::bundle::v1 as bundle_pb;
 use sigil_proto::spire::api::server::entry::v1 as entry_pb;
@@ -134,7 +135,9 @@ impl ServerApi for TonicServerApi {
         payload: Vec<u8>,
         csr: Vec<u8>,
     ) -> Result<Attested, Status> {
-        let mut client = agent_pb::agent_client::AgentClient::new(self.channel()?);
+        let mut client = agent_pb::agent_client::AgentClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let params = agent_pb::AttestAgentRequest {
             step: Some(agent_pb::attest_agent_request::Step::Params(
                 agent_pb::attest_agent_request::Params {
@@ -201,7 +204,9 @@ impl ServerApi for TonicServerApi {
     }
 
     async fn renew_agent(&self, csr: Vec<u8>) -> Result<Vec<Vec<u8>>, Status> {
-        let mut client = agent_pb::agent_client::AgentClient::new(self.channel()?);
+        let mut client = agent_pb::agent_client::AgentClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let response = client
             .renew_agent(agent_pb::RenewAgentRequest {
                 params: Some(agent_pb::AgentX509svidParams { csr }),
@@ -220,7 +225,9 @@ impl ServerApi for TonicServerApi {
     }
 
     async fn get_bundle(&self) -> Result<Bundle, Status> {
-        let mut client = bundle_pb::bundle_client::BundleClient::new(self.channel()?);
+        let mut client = bundle_pb::bundle_client::BundleClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let bundle = client
             .get_bundle(bundle_pb::GetBundleRequest { output_mask: None })
             .await?
@@ -229,7 +236,9 @@ impl ServerApi for TonicServerApi {
     }
 
     async fn get_federated_bundle(&self, td: &TrustDomain) -> Result<Bundle, Status> {
-        let mut client = bundle_pb::bundle_client::BundleClient::new(self.channel()?);
+        let mut client = bundle_pb::bundle_client::BundleClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let bundle = client
             .get_federated_bundle(bundle_pb::GetFederatedBundleRequest {
                 trust_domain: td.name().to_owned(),
@@ -241,7 +250,9 @@ impl ServerApi for TonicServerApi {
     }
 
     async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {
-        let mut client = entry_pb::entry_client::EntryClient::new(self.channel()?);
+        let mut client = entry_pb::entry_client::EntryClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let response = client
             .get_authorized_entries(entry_pb::GetAuthorizedEntriesRequest { output_mask: None })
             .await?
@@ -263,7 +274,9 @@ impl ServerApi for TonicServerApi {
         &self,
         csrs: Vec<(String, Vec<u8>)>,
     ) -> Result<Vec<Result<IssuedX509, Status>>, Status> {
-        let mut client = svid_pb::svid_client::SvidClient::new(self.channel()?);
+        let mut client = svid_pb::svid_client::SvidClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let n = csrs.len();
         let response = client
             .batch_new_x509svid(svid_pb::BatchNewX509svidRequest {
@@ -300,7 +313,9 @@ impl ServerApi for TonicServerApi {
     }
 
     async fn new_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<IssuedJwt, Status> {
-        let mut client = svid_pb::svid_client::SvidClient::new(self.channel()?);
+        let mut client = svid_pb::svid_client::SvidClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let response = client
             .new_jwtsvid(svid_pb::NewJwtsvidRequest {
                 entry_id: entry_id.to_owned(),
@@ -323,7 +338,9 @@ impl ServerApi for TonicServerApi {
     async fn watch_changes(&self) -> Result<super::api::ChangeStream, Status> {
         use futures::StreamExt;
         use sigil_proto::sigil::api::server::sync::v1 as sync_pb;
-        let mut client = sync_pb::sync_client::SyncClient::new(self.channel()?);
+        let mut client = sync_pb::sync_client::SyncClient::new(self.channel()?)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let stream = client
             .watch_changes(sync_pb::WatchChangesRequest {})
             .await?

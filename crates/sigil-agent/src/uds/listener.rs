@@ -7,12 +7,19 @@
 //! peer's credentials taken at accept time and the `:authority` repair in
 //! place. Serve it with `tonic::transport::Server::serve_with_incoming`;
 //! handlers read the caller with `request.extensions().get::<PeerInfo>()`.
+//!
+//! A listener may be bounded ([`UdsIncoming::with_limits`]): past the cap on
+//! open connections, or on those of one process, a new connection is closed
+//! as soon as it is accepted (with a warning at most once a second).
 
+use std::collections::HashMap;
 use std::io;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use futures::Stream;
 use sigil_cli::secure_fs::{self, SecureFsError};
@@ -29,6 +36,111 @@ use super::peer::PeerInfo;
 pub struct UdsIncoming {
     listener: UnixListener,
     path: PathBuf,
+    slots: Option<Arc<Slots>>,
+}
+
+/// Bounds on the connections of one listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one process (by PID; peers whose
+    /// PID the agent cannot see, in another PID namespace, are counted by
+    /// UID instead).
+    pub max_per_process: usize,
+}
+
+/// Who a connection counts against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Owner {
+    Pid(i32),
+    Uid(u32),
+}
+
+impl Owner {
+    fn of(peer: &PeerInfo) -> Owner {
+        if peer.pid > 0 {
+            Owner::Pid(peer.pid)
+        } else {
+            Owner::Uid(peer.uid)
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    by_owner: HashMap<Owner, usize>,
+    last_warning: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct Slots {
+    limits: ConnectionLimits,
+    open: Mutex<Open>,
+}
+
+impl Slots {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for `owner`, or `None` (and a warning, at most once a
+    /// second) when a cap is reached.
+    fn take(self: &Arc<Slots>, owner: Owner, path: &Path) -> Option<Slot> {
+        let mut open = self.lock();
+        let mine = open.by_owner.get(&owner).copied().unwrap_or(0);
+        let refused = if open.total >= self.limits.max_connections {
+            Some("connection limit reached")
+        } else if mine >= self.limits.max_per_process {
+            Some("per-process connection limit reached")
+        } else {
+            None
+        };
+        if let Some(reason) = refused {
+            let now = Instant::now();
+            if open
+                .last_warning
+                .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+            {
+                open.last_warning = Some(now);
+                tracing::warn!(
+                    path = %path.display(),
+                    caller = ?owner,
+                    max_connections = self.limits.max_connections,
+                    max_per_process = self.limits.max_per_process,
+                    "{reason}; refusing new connections"
+                );
+            }
+            return None;
+        }
+        open.total += 1;
+        *open.by_owner.entry(owner).or_insert(0) += 1;
+        Some(Slot {
+            slots: self.clone(),
+            owner,
+        })
+    }
+}
+
+/// One open connection's place in its listener's count.
+#[derive(Debug)]
+struct Slot {
+    slots: Arc<Slots>,
+    owner: Owner,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.slots.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_owner.get_mut(&self.owner) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.by_owner.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl UdsIncoming {
@@ -66,7 +178,30 @@ impl UdsIncoming {
         Ok(UdsIncoming {
             listener,
             path: path.to_owned(),
+            slots: None,
         })
+    }
+
+    /// Bounds the connections this listener keeps open.
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> UdsIncoming {
+        self.slots = Some(Arc::new(Slots {
+            limits,
+            open: Mutex::new(Open::default()),
+        }));
+        self
+    }
+
+    /// A connection for `stream`, or `None` when it is over a cap (the
+    /// stream is then dropped, which closes it).
+    fn admit(&self, stream: UnixStream) -> Option<io::Result<UdsConnection>> {
+        let mut conn = match UdsConnection::new(stream) {
+            Ok(conn) => conn,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(slots) = &self.slots {
+            conn._slot = Some(slots.take(Owner::of(&conn.peer), &self.path)?);
+        }
+        Some(Ok(conn))
     }
 
     /// The socket path this listener is bound to.
@@ -74,10 +209,14 @@ impl UdsIncoming {
         &self.path
     }
 
-    /// Accepts the next connection.
+    /// Accepts the next connection within the limits.
     pub async fn accept(&self) -> io::Result<UdsConnection> {
-        let (stream, _) = self.listener.accept().await?;
-        UdsConnection::new(stream)
+        loop {
+            let (stream, _) = self.listener.accept().await?;
+            if let Some(conn) = self.admit(stream) {
+                return conn;
+            }
+        }
     }
 }
 
@@ -85,11 +224,16 @@ impl Stream for UdsIncoming {
     type Item = io::Result<UdsConnection>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        match self.listener.poll_accept(cx) {
-            Poll::Ready(Ok((stream, _))) => Poll::Ready(Some(UdsConnection::new(stream))),
-            // tonic logs accept errors and keeps serving.
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Pending => Poll::Pending,
+        loop {
+            match self.listener.poll_accept(cx) {
+                Poll::Ready(Ok((stream, _))) => match self.admit(stream) {
+                    Some(conn) => return Poll::Ready(Some(conn)),
+                    None => continue,
+                },
+                // tonic logs accept errors and keeps serving.
+                Poll::Ready(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Poll::Pending => return Poll::Pending,
+            }
         }
     }
 }
@@ -100,6 +244,7 @@ impl Stream for UdsIncoming {
 pub struct UdsConnection {
     io: AuthorityRewrite<UnixStream>,
     peer: PeerInfo,
+    _slot: Option<Slot>,
 }
 
 impl UdsConnection {
@@ -110,6 +255,7 @@ impl UdsConnection {
         Ok(UdsConnection {
             io: AuthorityRewrite::new(stream),
             peer,
+            _slot: None,
         })
     }
 
@@ -398,5 +544,45 @@ mod tests {
         );
         assert!(stdout.contains("STATUS 1"), "SERVING is 1: {stdout}");
         server.abort();
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_per_process_cap_are_closed_until_one_ends() {
+        use tokio::io::AsyncReadExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("api.sock");
+        let incoming = UdsIncoming::bind(&socket)
+            .unwrap()
+            .with_limits(ConnectionLimits {
+                max_connections: 10,
+                max_per_process: 1,
+            });
+        let (held_tx, mut held_rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            loop {
+                let conn = incoming.accept().await.unwrap();
+                if held_tx.send(conn).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let _first = UnixStream::connect(&socket).await.unwrap();
+        let first_held = held_rx.recv().await.expect("first accepted");
+        // This process already has its one connection: the next is closed.
+        let mut second = UnixStream::connect(&socket).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), second.read(&mut buf))
+            .await
+            .expect("closed in time")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+        assert!(held_rx.try_recv().is_err());
+        // Once the first ends, a new one is accepted.
+        drop(first_held);
+        let _third = UnixStream::connect(&socket).await.unwrap();
+        let third_held = tokio::time::timeout(std::time::Duration::from_secs(5), held_rx.recv())
+            .await
+            .expect("accepted in time");
+        assert!(third_held.is_some());
     }
 }

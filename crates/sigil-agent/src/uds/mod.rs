@@ -14,5 +14,5 @@ pub mod listener;
 pub mod peer;
 
 pub use authority::{AuthorityRewrite, AuthorityRewriter, RewriteError};
-pub use listener::{UdsConnection, UdsIncoming};
+pub use listener::{ConnectionLimits, UdsConnection, UdsIncoming};
 pub use peer::PeerInfo;

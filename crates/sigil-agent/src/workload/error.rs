@@ -51,6 +51,10 @@ pub enum WorkloadError {
     /// WIT-SVIDs are not served yet.
     #[error("WIT-SVIDs are not supported by sigil yet")]
     WitUnsupported,
+    /// The caller is over its rate limit for this method (its full gRPC
+    /// name).
+    #[error("rate limit exceeded for {0}")]
+    RateLimited(&'static str),
 }
 
 impl From<WorkloadError> for Status {
@@ -66,7 +70,8 @@ impl From<WorkloadError> for Status {
             WorkloadError::Attestation(_)
             | WorkloadError::NotReady
             | WorkloadError::ShuttingDown
-            | WorkloadError::JwtFetch(_) => Status::unavailable(message),
+            | WorkloadError::JwtFetch(_)
+            | WorkloadError::RateLimited(_) => Status::unavailable(message),
             WorkloadError::NoIdentity => Status::permission_denied(message),
             WorkloadError::WitUnsupported => Status::unimplemented(message),
         }

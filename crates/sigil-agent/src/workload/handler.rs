@@ -27,6 +27,7 @@ use tonic::{Request, Response, Status};
 
 use super::WorkloadError;
 use super::compose;
+use super::ratelimit::{Method, WorkloadRateLimiter, WorkloadRateLimits};
 use crate::attestor::WorkloadAttestor;
 use crate::cache::{CacheHandle, Snapshot};
 use crate::uds::PeerInfo;
@@ -47,6 +48,7 @@ pub struct WorkloadApi {
     attestor: Arc<dyn WorkloadAttestor>,
     allowed_foreign_jwt_claims: Arc<BTreeSet<String>>,
     allow_unauthenticated_verifiers: bool,
+    limits: Arc<WorkloadRateLimiter>,
 }
 
 impl WorkloadApi {
@@ -58,7 +60,14 @@ impl WorkloadApi {
             attestor,
             allowed_foreign_jwt_claims: Arc::new(BTreeSet::new()),
             allow_unauthenticated_verifiers: false,
+            limits: Arc::default(),
         }
+    }
+
+    /// Per-caller rate limits (SPIRE's `experimental.ratelimit`).
+    pub fn with_rate_limits(mut self, limits: WorkloadRateLimits) -> WorkloadApi {
+        self.limits = Arc::new(WorkloadRateLimiter::new(limits));
+        self
     }
 
     /// Claims besides `sub`, `exp` and `aud` that `ValidateJWTSVID` returns
@@ -79,9 +88,23 @@ impl WorkloadApi {
         self
     }
 
-    /// The tonic service to add to a server.
+    /// The tonic service to add to a server, with the shared message size
+    /// limit.
     pub fn into_service(self) -> SpiffeWorkloadApiServer<WorkloadApi> {
         SpiffeWorkloadApiServer::new(self)
+            .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
+    }
+
+    /// Attestation, then the caller's rate limit for `method`.
+    async fn limited_caller<T>(
+        &self,
+        request: &Request<T>,
+        method: Method,
+    ) -> Result<Vec<Selector>, WorkloadError> {
+        let selectors = self.caller(request).await?;
+        self.limits.check(method, &selectors)?;
+        Ok(selectors)
     }
 
     /// Header check and attestation, the start of every call.
@@ -180,7 +203,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
-        let selectors = self.caller(&request).await?;
+        let selectors = self.limited_caller(&request, Method::FetchX509Svid).await?;
         let stream =
             self.updates(move |snapshot| compose::x509_svid_response(snapshot, &selectors))?;
         Ok(Response::new(stream))
@@ -190,7 +213,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<X509BundlesRequest>,
     ) -> Result<Response<Self::FetchX509BundlesStream>, Status> {
-        let selectors = self.caller(&request).await?;
+        let selectors = self
+            .limited_caller(&request, Method::FetchX509Bundles)
+            .await?;
         let allow = self.allow_unauthenticated_verifiers;
         let stream = self
             .updates(move |snapshot| compose::x509_bundles_response(snapshot, &selectors, allow))?;
@@ -210,7 +235,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             "" => None,
             id => Some(SpiffeId::parse(id).map_err(WorkloadError::InvalidRequestedId)?),
         };
-        let selectors = self.caller(&request).await?;
+        let selectors = self.limited_caller(&request, Method::FetchJwtSvid).await?;
         let snapshot = self.snapshot()?;
         let mut svids = Vec::new();
         for record in compose::identities(&snapshot, &selectors) {
@@ -239,7 +264,9 @@ impl SpiffeWorkloadApi for WorkloadApi {
         &self,
         request: Request<JwtBundlesRequest>,
     ) -> Result<Response<Self::FetchJWTBundlesStream>, Status> {
-        let selectors = self.caller(&request).await?;
+        let selectors = self
+            .limited_caller(&request, Method::FetchJwtBundles)
+            .await?;
         let allow = self.allow_unauthenticated_verifiers;
         let stream = self
             .updates(move |snapshot| compose::jwt_bundles_response(snapshot, &selectors, allow))?;

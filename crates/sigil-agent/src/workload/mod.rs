@@ -12,6 +12,7 @@
 pub(crate) mod compose;
 mod error;
 mod handler;
+mod ratelimit;
 
 #[cfg(test)]
 mod tests;
@@ -26,34 +27,49 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::cache::{CacheHandle, Snapshot};
-use crate::uds::UdsIncoming;
+use crate::uds::{ConnectionLimits, UdsIncoming};
+
+/// Bounds of the Workload API socket: 4096 connections in all, 128 from
+/// one process, 256 streams (calls) on one connection.
+pub const CONNECTION_LIMITS: ConnectionLimits = ConnectionLimits {
+    max_connections: 4096,
+    max_per_process: 128,
+};
+/// HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS` of the Workload API socket.
+pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 pub use compose::standard_jwks;
 pub use error::WorkloadError;
 pub(crate) use handler::snapshot_updates;
 pub use handler::{ResponseStream, SECURITY_HEADER, WorkloadApi};
+pub use ratelimit::WorkloadRateLimits;
 
 /// Serves the Workload API and `grpc.health.v1` on a Unix socket at
 /// `socket_path` until the returned future is dropped.
 ///
 /// The socket is bound with [`UdsIncoming`] (stale socket replaced, mode
-/// 0777, grpc-core `:authority` repaired). Health is `NOT_SERVING` until the
-/// manager has published a first snapshot, `SERVING` from then on.
+/// 0777, grpc-core `:authority` repaired), within [`CONNECTION_LIMITS`] and
+/// [`MAX_CONCURRENT_STREAMS`]; callers are rate-limited by `limits`. Health
+/// is `NOT_SERVING` until the manager has published a first snapshot,
+/// `SERVING` from then on.
 pub async fn serve(
     socket_path: &Path,
     cache: CacheHandle,
     attestor: std::sync::Arc<dyn crate::attestor::WorkloadAttestor>,
+    limits: WorkloadRateLimits,
 ) -> anyhow::Result<()> {
     let incoming = UdsIncoming::bind(socket_path)
-        .with_context(|| format!("binding the Workload API socket {}", socket_path.display()))?;
+        .with_context(|| format!("binding the Workload API socket {}", socket_path.display()))?
+        .with_limits(CONNECTION_LIMITS);
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::NotServing)
         .await;
     let snapshots = cache.snapshots.clone();
-    let api = WorkloadApi::new(cache, attestor);
+    let api = WorkloadApi::new(cache, attestor).with_rate_limits(limits);
     tracing::info!(path = %socket_path.display(), "serving the Workload API");
     let server = tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .add_service(health)
         .add_service(api.into_service())
         .serve_with_incoming(incoming);

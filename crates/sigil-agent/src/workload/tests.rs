@@ -755,7 +755,9 @@ async fn serve_reports_health_once_a_snapshot_exists() {
     let socket = dir.path().join("public/api.sock");
     let server_socket = socket.clone();
     let attestor = super::testutil::FakeAttestor::with(&["unix:uid:1000"]);
-    let server = tokio::spawn(async move { super::serve(&server_socket, cache, attestor).await });
+    let server = tokio::spawn(async move {
+        super::serve(&server_socket, cache, attestor, Default::default()).await
+    });
 
     let channel = loop {
         if let Ok(channel) = crate::cli::workload_channel(&socket).await {
@@ -863,4 +865,88 @@ fn foreign_token_claims_are_limited_to_sub_exp_aud_and_allowed_ones() {
         panic!("aud becomes a list");
     };
     assert_eq!(aud.values.len(), 1);
+}
+
+/// Published SVIDs for callers `unix:uid:1000` (`/web`) and
+/// `unix:uid:2000` (`/db`).
+fn two_callers(agent: &TestAgent) {
+    let web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    let db = agent.ca.svid("e2", "/db", &["unix:uid:2000"]);
+    agent.publish(vec![web, db], vec![]);
+}
+
+fn as_caller(agent: &TestAgent, s: &str) {
+    *agent.attestor.selectors.lock().expect("lock") = vec![selector(s)];
+}
+
+async fn jwt_for(
+    c: &mut SpiffeWorkloadApiClient<Channel>,
+    audience: &str,
+) -> Result<(), tonic::Status> {
+    c.fetch_jwtsvid(req(JwtsvidRequest {
+        audience: vec![audience.into()],
+        spiffe_id: String::new(),
+    }))
+    .await
+    .map(|_| ())
+}
+
+#[tokio::test]
+async fn fetch_jwt_svid_past_the_callers_limit_is_unavailable_whatever_the_audience_and_other_callers_are_not_limited()
+ {
+    let agent = TestAgent::start_with(super::WorkloadRateLimits {
+        fetch_jwt_svid: 2,
+        ..Default::default()
+    })
+    .await;
+    two_callers(&agent);
+    let mut c = client(&agent).await;
+
+    // A new audience each time: each would miss the JWT cache and cost the
+    // server a signature; the third within the second is refused.
+    as_caller(&agent, "unix:uid:1000");
+    jwt_for(&mut c, "aud-1").await.expect("first");
+    jwt_for(&mut c, "aud-2").await.expect("second");
+    let status = jwt_for(&mut c, "aud-3").await.expect_err("limited");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "rate limit exceeded for /SpiffeWorkloadAPI/FetchJWTSVID"
+    );
+    // Another caller has its own budget; other methods are not limited.
+    as_caller(&agent, "unix:uid:2000");
+    jwt_for(&mut c, "aud-4").await.expect("another caller");
+    as_caller(&agent, "unix:uid:1000");
+    let mut stream = x509_stream(&agent).await;
+    assert!(next(&mut stream).await.expect("x509").is_some());
+    // Half a second later the first caller has one call again.
+    tokio::time::sleep(Duration::from_millis(550)).await;
+    jwt_for(&mut c, "aud-5").await.expect("refilled");
+}
+
+#[tokio::test]
+async fn fetch_x509_svid_limit_counts_stream_opens_and_open_streams_keep_their_updates() {
+    let agent = TestAgent::start_with(super::WorkloadRateLimits {
+        fetch_x509_svid: 1,
+        ..Default::default()
+    })
+    .await;
+    two_callers(&agent);
+    as_caller(&agent, "unix:uid:1000");
+    let mut first = x509_stream(&agent).await;
+    assert!(next(&mut first).await.expect("first message").is_some());
+    let status = client(&agent)
+        .await
+        .fetch_x509svid(req(X509svidRequest {}))
+        .await
+        .expect_err("second open is limited");
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        status.message(),
+        "rate limit exceeded for /SpiffeWorkloadAPI/FetchX509SVID"
+    );
+    // The open stream still gets the next state.
+    let web = agent.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    agent.publish(vec![web], vec![]);
+    assert!(next(&mut first).await.expect("update").is_some());
 }

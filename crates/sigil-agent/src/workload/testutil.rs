@@ -17,7 +17,7 @@ use sigil_crypto::{
 use sigil_spiffe::{Bundle, JwtAuthority, Selector, SpiffeId, TrustDomain};
 use tokio::sync::watch;
 
-use super::WorkloadApi;
+use super::{WorkloadApi, WorkloadRateLimits};
 use crate::attestor::{AttestError, WorkloadAttestor};
 use crate::cache::{CacheHandle, JwtError, JwtMinter, JwtSvidRecord, Snapshot, X509SvidRecord};
 use crate::uds::{PeerInfo, UdsIncoming};
@@ -204,6 +204,11 @@ impl TestAgent {
     /// Serves `WorkloadApi` (through `UdsIncoming`, as in production) with no
     /// snapshot yet and a caller attested as `unix:uid:1000`.
     pub(crate) async fn start() -> TestAgent {
+        TestAgent::start_with(WorkloadRateLimits::default()).await
+    }
+
+    /// [`TestAgent::start`] with per-caller rate limits.
+    pub(crate) async fn start_with(limits: WorkloadRateLimits) -> TestAgent {
         let ca = TestCa::new("example.org");
         let (snapshots, rx) = watch::channel(None);
         let attestor = FakeAttestor::with(&["unix:uid:1000"]);
@@ -218,7 +223,7 @@ impl TestAgent {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
         let incoming = UdsIncoming::bind(&socket).expect("bind");
-        let api = WorkloadApi::new(cache, attestor.clone());
+        let api = WorkloadApi::new(cache, attestor.clone()).with_rate_limits(limits);
         let server = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(api.into_service())

@@ -1,5 +1,6 @@
 //! The SPIRE entry API (`spire.api.server.entry.v1`).
 
+use sigil_proto::MAX_ENTRY_BATCH;
 use sigil_proto::spire::api::server::entry::v1 as pb;
 use sigil_proto::spire::api::types::Entry;
 use tonic::transport::Channel;
@@ -34,59 +35,73 @@ pub async fn list(client: &mut EntryClient) -> Result<Vec<Entry>, ApiError> {
     }
 }
 
-/// `BatchCreateEntry`.
+/// `BatchCreateEntry`, in batches of at most [`MAX_ENTRY_BATCH`].
 pub async fn create(client: &mut EntryClient, entries: Vec<Entry>) -> Result<Outcomes, ApiError> {
-    let resp = client
-        .batch_create_entry(pb::BatchCreateEntryRequest {
-            entries,
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| ApiError {
-            call: "BatchCreateEntry",
-            status,
-        })?;
-    Ok(resp
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| outcome(r.status))
-        .collect())
+    let mut out = Outcomes::new();
+    for batch in entries.chunks(MAX_ENTRY_BATCH) {
+        let resp = client
+            .batch_create_entry(pb::BatchCreateEntryRequest {
+                entries: batch.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| ApiError {
+                call: "BatchCreateEntry",
+                status,
+            })?;
+        out.extend(
+            resp.into_inner()
+                .results
+                .into_iter()
+                .map(|r| outcome(r.status)),
+        );
+    }
+    Ok(out)
 }
 
-/// `BatchUpdateEntry` of every field.
+/// `BatchUpdateEntry` of every field, in batches of at most [`MAX_ENTRY_BATCH`].
 pub async fn update(client: &mut EntryClient, entries: Vec<Entry>) -> Result<Outcomes, ApiError> {
-    let resp = client
-        .batch_update_entry(pb::BatchUpdateEntryRequest {
-            entries,
-            ..Default::default()
-        })
-        .await
-        .map_err(|status| ApiError {
-            call: "BatchUpdateEntry",
-            status,
-        })?;
-    Ok(resp
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| outcome(r.status))
-        .collect())
+    let mut out = Outcomes::new();
+    for batch in entries.chunks(MAX_ENTRY_BATCH) {
+        let resp = client
+            .batch_update_entry(pb::BatchUpdateEntryRequest {
+                entries: batch.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|status| ApiError {
+                call: "BatchUpdateEntry",
+                status,
+            })?;
+        out.extend(
+            resp.into_inner()
+                .results
+                .into_iter()
+                .map(|r| outcome(r.status)),
+        );
+    }
+    Ok(out)
 }
 
-/// `BatchDeleteEntry`.
+/// `BatchDeleteEntry`, in batches of at most [`MAX_ENTRY_BATCH`].
 pub async fn delete(client: &mut EntryClient, ids: Vec<String>) -> Result<Outcomes, ApiError> {
-    let resp = client
-        .batch_delete_entry(pb::BatchDeleteEntryRequest { ids })
-        .await
-        .map_err(|status| ApiError {
-            call: "BatchDeleteEntry",
-            status,
-        })?;
-    Ok(resp
-        .into_inner()
-        .results
-        .into_iter()
-        .map(|r| outcome(r.status))
-        .collect())
+    let mut out = Outcomes::new();
+    for batch in ids.chunks(MAX_ENTRY_BATCH) {
+        let resp = client
+            .batch_delete_entry(pb::BatchDeleteEntryRequest {
+                ids: batch.to_vec(),
+            })
+            .await
+            .map_err(|status| ApiError {
+                call: "BatchDeleteEntry",
+                status,
+            })?;
+        out.extend(
+            resp.into_inner()
+                .results
+                .into_iter()
+                .map(|r| outcome(r.status)),
+        );
+    }
+    Ok(out)
 }

@@ -20,6 +20,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert::{
     agent_to_proto, id_from_proto, id_to_proto, match_from_proto, selectors_from_proto,
 };
+use super::limits::Limit;
 use crate::plugin::nodeattestor::join_token;
 
 use super::{ApiState, authenticate, ca_status, ds_status, require_admin, require_agent};
@@ -395,6 +396,10 @@ impl pb::agent_server::Agent for AgentService {
         &self,
         request: Request<Streaming<pb::AttestAgentRequest>>,
     ) -> Result<Response<Self::AttestAgentStream>, Status> {
+        self.state
+            .limits
+            .check(Limit::Attestation, &request, 1)
+            .await?;
         let mut stream = request.into_inner();
         let first = stream
             .message()
@@ -440,6 +445,7 @@ impl pb::agent_server::Agent for AgentService {
     ) -> Result<Response<pb::RenewAgentResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let node = require_agent(&caller)?.clone();
+        self.state.limits.check(Limit::Signing, &request, 1).await?;
         if node.can_reattest {
             return Err(super::agent_denied(
                 super::DenyReason::AgentMustReattest,
@@ -604,6 +610,10 @@ impl pb::agent_server::Agent for AgentService {
     ) -> Result<Response<pb::PostStatusResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         require_agent(&caller)?;
+        self.state
+            .limits
+            .check(Limit::PostStatus, &request, 1)
+            .await?;
         Ok(Response::new(pb::PostStatusResponse {}))
     }
 }

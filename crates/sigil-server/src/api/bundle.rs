@@ -497,6 +497,10 @@ impl pb::bundle_server::Bundle for BundleService {
         // downstream servers yet, so only administrators may.
         let caller = authenticate(&self.state, &request).await?;
         require_admin(&caller)?;
+        self.state
+            .limits
+            .check(super::limits::Limit::PushKey, &request, 1)
+            .await?;
         let key = request
             .into_inner()
             .jwt_authority

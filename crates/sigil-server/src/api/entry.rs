@@ -18,6 +18,7 @@ use super::authorized::authorized_entries;
 use super::convert::{
     entry_from_proto, entry_to_proto, id_from_proto, match_from_proto, selectors_from_proto,
 };
+use super::limits::{MAX_ENTRY_BATCH, check_batch};
 use super::{
     ApiState, authenticate, ds_status, require_admin, require_agent, status_from, status_ok,
 };
@@ -279,6 +280,7 @@ impl pb::entry_server::Entry for EntryService {
         let caller = authenticate(&self.state, &request).await?;
         require_admin(&caller)?;
         let r = request.into_inner();
+        check_batch(r.entries.len(), MAX_ENTRY_BATCH, "entries")?;
         let mut results = Vec::with_capacity(r.entries.len());
         let mut changed = false;
         for e in &r.entries {
@@ -310,6 +312,7 @@ impl pb::entry_server::Entry for EntryService {
         let caller = authenticate(&self.state, &request).await?;
         require_admin(&caller)?;
         let r = request.into_inner();
+        check_batch(r.entries.len(), MAX_ENTRY_BATCH, "entries")?;
         let mut results = Vec::with_capacity(r.entries.len());
         let mut changed = false;
         for e in &r.entries {
@@ -340,6 +343,7 @@ impl pb::entry_server::Entry for EntryService {
         let caller = authenticate(&self.state, &request).await?;
         require_admin(&caller)?;
         let r = request.into_inner();
+        check_batch(r.ids.len(), MAX_ENTRY_BATCH, "entry IDs")?;
         let mut results = Vec::with_capacity(r.ids.len());
         let mut changed = false;
         for id in r.ids {

@@ -25,6 +25,7 @@ pub mod bundle;
 pub mod convert;
 pub mod debug;
 pub mod entry;
+pub mod limits;
 pub mod localauthority;
 pub mod logger;
 pub mod svid;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub federation: Arc<crate::federation::FederationManager>,
     /// The node attestors (server halves), from the catalog.
     pub node_attestors: Vec<Arc<dyn sigil_plugin::nodeattestor::ServerNodeAttestor>>,
+    /// Per-IP rate limits (`server.ratelimit`).
+    pub limits: limits::RateLimits,
 }
 
 impl std::fmt::Debug for ApiState {

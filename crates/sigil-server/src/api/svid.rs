@@ -12,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use super::authorized::{authorized_entries, authorized_entry};
 use super::convert::{id_to_proto, workload_id_from_proto};
+use super::limits::{Limit, MAX_X509_SVID_BATCH, check_batch};
 use super::{
     ApiState, authenticate, ca_status, require_admin, require_agent, status_from, status_ok,
 };
@@ -181,6 +182,12 @@ impl pb::svid_server::Svid for SvidService {
     ) -> Result<Response<pb::BatchNewX509svidResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let agent = require_agent(&caller)?.clone();
+        if request.get_ref().params.is_empty() {
+            return Err(Status::invalid_argument("missing parameters"));
+        }
+        let n = request.get_ref().params.len();
+        self.state.limits.check(Limit::Signing, &request, n).await?;
+        check_batch(n, MAX_X509_SVID_BATCH, "X509-SVID parameters")?;
         let r = request.into_inner();
         let entries = authorized_entries(&self.state, &agent).await?;
         let mut results = Vec::with_capacity(r.params.len());
@@ -213,6 +220,10 @@ impl pb::svid_server::Svid for SvidService {
     ) -> Result<Response<pb::NewJwtsvidResponse>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         let agent = require_agent(&caller)?.clone();
+        self.state
+            .limits
+            .check(Limit::JwtSigning, &request, 1)
+            .await?;
         let r = request.into_inner();
         validate_audience(&r.audience)?;
         if r.entry_id.is_empty() {
@@ -262,6 +273,7 @@ impl pb::svid_server::Svid for SvidService {
                 caller.describe()
             )));
         };
+        self.state.limits.check(Limit::Signing, &request, 1).await?;
         let r = request.into_inner();
         if r.csr.is_empty() {
             return Err(Status::invalid_argument("missing CSR"));

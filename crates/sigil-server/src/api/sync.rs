@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{ApiState, authenticate, require_agent};
+use crate::endpoints::CallerInfo;
 
 /// Changes closer together than this are announced once.
 const COALESCE: Duration = Duration::from_millis(20);
@@ -44,23 +45,34 @@ impl pb::sync_server::Sync for SyncService {
     ) -> Result<Response<Self::WatchChangesStream>, Status> {
         let caller = authenticate(&self.state, &request).await?;
         require_agent(&caller)?;
+        // The stream ends (OK) when its connection reaches its maximum age,
+        // so the agent watches again on a new connection.
+        let goaway_at = match request.extensions().get::<CallerInfo>() {
+            Some(CallerInfo::Tls { goaway_at, .. }) => *goaway_at,
+            _ => None,
+        };
+        let end = async move {
+            match goaway_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
         let mut changes = self.state.changes.subscribe();
         let mut bundles = self.state.ca.subscribe_bundle();
         let (tx, rx) = mpsc::channel(1);
         tokio::spawn(async move {
             let mut revision = 0u64;
+            let mut end = std::pin::pin!(end);
             loop {
-                if tx
-                    .send(Ok(pb::WatchChangesResponse { revision }))
-                    .await
-                    .is_err()
-                {
-                    return;
+                tokio::select! {
+                    r = tx.send(Ok(pb::WatchChangesResponse { revision })) => if r.is_err() { return },
+                    () = &mut end => return,
                 }
                 tokio::select! {
                     r = changes.changed() => if r.is_err() { return },
                     r = bundles.changed() => if r.is_err() { return },
                     () = tx.closed() => return,
+                    () = &mut end => return,
                 }
                 tokio::time::sleep(COALESCE).await;
                 changes.borrow_and_update();

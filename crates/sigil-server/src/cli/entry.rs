@@ -7,6 +7,7 @@ use std::cmp::Ordering;
 use std::io::Read as _;
 
 use serde::Deserialize;
+use sigil_proto::MAX_ENTRY_BATCH;
 use sigil_proto::spire::api::server::entry::v1::{
     BatchCreateEntryRequest, BatchDeleteEntryRequest, BatchDeleteEntryResponse,
     BatchUpdateEntryRequest, CountEntriesRequest, GetEntryRequest, ListEntriesRequest,
@@ -310,14 +311,18 @@ pub(crate) async fn run(cmd: EntryCommand) -> Result<Outcome, CliError> {
         EntryCommand::Create(args) => {
             let entries = create_entries(&args)?;
             let mut client = EntryClient::new(super::connect(&args.conn).await?);
-            let resp = client
-                .batch_create_entry(BatchCreateEntryRequest {
-                    entries: entries.clone(),
-                    output_mask: None,
-                })
-                .await?
-                .into_inner();
-            let results = resp.results.into_iter().map(|r| (r.status, r.entry));
+            // The server takes at most MAX_ENTRY_BATCH entries a call.
+            let mut results = Vec::with_capacity(entries.len());
+            for batch in entries.chunks(MAX_ENTRY_BATCH) {
+                let resp = client
+                    .batch_create_entry(BatchCreateEntryRequest {
+                        entries: batch.to_vec(),
+                        output_mask: None,
+                    })
+                    .await?
+                    .into_inner();
+                results.extend(resp.results.into_iter().map(|r| (r.status, r.entry)));
+            }
             Ok(render_batch(Verb::Create, results, &entries, args.output))
         }
         EntryCommand::Update(args) => {
@@ -346,15 +351,18 @@ pub(crate) async fn run(cmd: EntryCommand) -> Result<Outcome, CliError> {
                     merge_additional_attributes(e, &existing, disable_set, jti_set);
                 }
             }
-            let resp = client
-                .batch_update_entry(BatchUpdateEntryRequest {
-                    entries: entries.clone(),
-                    input_mask: None,
-                    output_mask: None,
-                })
-                .await?
-                .into_inner();
-            let results = resp.results.into_iter().map(|r| (r.status, r.entry));
+            let mut results = Vec::with_capacity(entries.len());
+            for batch in entries.chunks(MAX_ENTRY_BATCH) {
+                let resp = client
+                    .batch_update_entry(BatchUpdateEntryRequest {
+                        entries: batch.to_vec(),
+                        input_mask: None,
+                        output_mask: None,
+                    })
+                    .await?
+                    .into_inner();
+                results.extend(resp.results.into_iter().map(|r| (r.status, r.entry)));
+            }
             Ok(render_batch(Verb::Update, results, &entries, args.output))
         }
         EntryCommand::Show(args) => {
@@ -373,10 +381,16 @@ pub(crate) async fn run(cmd: EntryCommand) -> Result<Outcome, CliError> {
         EntryCommand::Delete(args) => {
             let ids = delete_ids(&args)?;
             let mut client = EntryClient::new(super::connect(&args.conn).await?);
-            let resp = client
-                .batch_delete_entry(BatchDeleteEntryRequest { ids })
-                .await?
-                .into_inner();
+            let mut resp = BatchDeleteEntryResponse::default();
+            for batch in ids.chunks(MAX_ENTRY_BATCH) {
+                let part = client
+                    .batch_delete_entry(BatchDeleteEntryRequest {
+                        ids: batch.to_vec(),
+                    })
+                    .await?
+                    .into_inner();
+                resp.results.extend(part.results);
+            }
             Ok(render_delete(&resp, args.output))
         }
     }
