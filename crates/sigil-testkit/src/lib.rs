@@ -346,6 +346,14 @@ plugins {{
         }
     }
 
+    /// True while the server started by [`TrustDomain::start_server`] runs
+    /// (the same process: it has not exited or been restarted).
+    pub fn server_running(&mut self) -> bool {
+        self.server
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
     /// Runs `sigil-server <args> -socketPath <admin socket>`.
     pub fn server_cli(&self, args: &[&str]) -> CmdResult {
         let out = Command::new(bin("sigil-server"))
@@ -427,9 +435,13 @@ plugins {{
         path
     }
 
-    /// Starts agent `n` (with `token` if given) and waits until its Workload
-    /// API is healthy. Returns the agent index.
-    pub fn start_agent(&mut self, n: usize, token: Option<&str>) {
+    /// Starts agent `n` (with `token` if given) without waiting for it; see
+    /// [`TrustDomain::start_agent`] for the waiting kind.
+    pub fn spawn_agent(&mut self, n: usize, token: Option<&str>) {
+        assert!(
+            self.agents.get(n).is_none_or(Option::is_none),
+            "agent {n} already running"
+        );
         let conf = self.write_agent_conf(n);
         let log = self.log_file(&format!("agent{n}.log"));
         let mut cmd = Command::new(bin("sigil-agent"));
@@ -447,6 +459,12 @@ plugins {{
             self.agents.push(None);
         }
         self.agents[n] = Some(child);
+    }
+
+    /// Starts agent `n` (with `token` if given) and waits until its Workload
+    /// API is healthy.
+    pub fn start_agent(&mut self, n: usize, token: Option<&str>) {
+        self.spawn_agent(n, token);
         let sock = self.agent_socket(n);
         let agent_bin = bin("sigil-agent");
         wait_for("agent healthcheck", Duration::from_secs(30), || {
@@ -501,6 +519,34 @@ plugins {{
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Kills agent `n` with SIGKILL (no cleanup at all).
+    pub fn kill_agent(&mut self, n: usize) {
+        if let Some(mut child) = self.agents.get_mut(n).and_then(Option::take) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// True while agent `n` runs (it was started and has not exited).
+    pub fn agent_running(&mut self, n: usize) -> bool {
+        self.agents
+            .get_mut(n)
+            .and_then(Option::as_mut)
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Whether agent `n`'s Workload API answers its healthcheck now.
+    pub fn agent_healthy(&self, n: usize) -> bool {
+        Command::new(bin("sigil-agent"))
+            .args(["healthcheck", "-socketPath"])
+            .arg(self.agent_socket(n))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
     }
 
     /// Stops agent `n` with SIGTERM.
