@@ -478,13 +478,24 @@ fn server_killed_during_attestation_spends_no_token_without_its_node() {
     let mut answer_lost = 0;
     for round in 0..ROUNDS {
         let first = round * PER_ROUND;
-        for n in first..first + PER_ROUND {
-            let t = td.join_token();
-            td.spawn_agent(n, Some(&t));
-            tokens.push(t);
+        let round_tokens: Vec<String> = (0..PER_ROUND).map(|_| td.join_token()).collect();
+        let done_before = attestations_logged(&td);
+        for (i, t) in round_tokens.iter().enumerate() {
+            td.spawn_agent(first + i, Some(t));
         }
-        std::thread::sleep(Duration::from_millis(100) + rng.millis(600));
+        tokens.extend(round_tokens);
+        // Kill while the round's attestations are under way: once the
+        // first has completed, or at a random point.
+        let deadline = Instant::now() + Duration::from_millis(200) + rng.millis(1500);
+        while Instant::now() < deadline && attestations_logged(&td) == done_before {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(rng.millis(40));
         td.kill_server();
+        eprintln!(
+            "round {round}: {} of {PER_ROUND} attestations completed before the kill",
+            attestations_logged(&td) - done_before
+        );
         td.start_server();
 
         for n in first..first + PER_ROUND {
@@ -551,6 +562,14 @@ fn server_killed_during_attestation_spends_no_token_without_its_node() {
             "token {n} left neither a node nor a serving agent"
         );
     }
+}
+
+/// How many attestations the server has logged as completed.
+fn attestations_logged(td: &TrustDomain) -> usize {
+    std::fs::read_to_string(td.path().join("server.log"))
+        .unwrap_or_default()
+        .matches("Agent attestation request completed")
+        .count()
 }
 
 fn node_recorded(td: &TrustDomain, node: &str) -> bool {
