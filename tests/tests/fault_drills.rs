@@ -214,6 +214,11 @@ fn server_killed_during_ca_rotation_keeps_every_authority_and_the_agent_carries_
         eprintln!("round {round}: {} answered: {}", args[2], out.code == 0);
         td.start_server();
 
+        assert_eq!(
+            temp_files(&td.path().join("server-data")),
+            0,
+            "round {round}: a journal or key write cut short is cleaned up"
+        );
         let now_in_bundle = bundle_authorities(&td);
         let lost: Vec<String> = ever_in_bundle
             .difference(&now_in_bundle)
@@ -235,10 +240,9 @@ fn server_killed_during_ca_rotation_keeps_every_authority_and_the_agent_carries_
         if out.code == 0 {
             let id = changed_authority(&out, key);
             match key {
-                "activated_authority" => assert_eq!(
-                    active, id,
-                    "round {round}: an answered activation was lost"
-                ),
+                "activated_authority" => {
+                    assert_eq!(active, id, "round {round}: an answered activation was lost")
+                }
                 _ => assert_eq!(
                     prepared_after.as_deref(),
                     Some(id.as_str()),
@@ -371,7 +375,11 @@ fn server_killed_during_batch_entry_create_leaves_each_entry_whole_or_absent() {
     td.start_server();
 
     let stored = batch_entries(&td);
-    assert!(stored.len() < N, "the kill landed mid-batch: {}", stored.len());
+    assert!(
+        stored.len() < N,
+        "the kill landed mid-batch: {}",
+        stored.len()
+    );
     assert!(stored.len() >= threshold, "committed entries survive");
     check_batch_entries(&stored, N);
 
@@ -434,10 +442,7 @@ fn batch_entries(td: &TrustDomain) -> BTreeMap<String, (Vec<(String, String)>, V
     map
 }
 
-fn check_batch_entries(
-    stored: &BTreeMap<String, (Vec<(String, String)>, Vec<String>)>,
-    n: usize,
-) {
+fn check_batch_entries(stored: &BTreeMap<String, (Vec<(String, String)>, Vec<String>)>, n: usize) {
     for (path, (selectors, dns)) in stored {
         let i: usize = path
             .strip_prefix("/batch/")
@@ -518,7 +523,10 @@ fn server_killed_during_attestation_spends_no_token_without_its_node() {
             );
             let recorded = node_recorded(&td, &node);
             if healthy {
-                assert!(recorded, "agent {n} serves but its node {node} is not recorded");
+                assert!(
+                    recorded,
+                    "agent {n} serves but its node {node} is not recorded"
+                );
                 continue;
             }
             let has_svid = td
@@ -618,11 +626,12 @@ fn agent_killed_while_writing_its_cache_restarts_and_serves() {
         let id = format!("spiffe://example.org/workload/extra{extra}");
         extra += 1;
         create_entry(&td, &agent_id, &id);
+        let left_before = temp_files(&data_dir);
         td.spawn_agent(0, None);
         let deadline = Instant::now() + Duration::from_millis(300) + rng.millis(2500);
         let mut saw_tmp = false;
         while Instant::now() < deadline {
-            if temp_files(&data_dir) > 0 {
+            if temp_files(&data_dir) > left_before {
                 saw_tmp = true;
                 std::thread::sleep(rng.millis(3));
                 break;
@@ -635,11 +644,20 @@ fn agent_killed_while_writing_its_cache_restarts_and_serves() {
             if saw_tmp { "during" } else { "around" }
         );
     }
+    let left: Vec<String> = std::fs::read_dir(&data_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    eprintln!("after the kills: {left:?}");
     // Whatever state the kills left, the agent starts and serves everything.
     let cache_readable = std::fs::read(&cache)
         .ok()
         .is_some_and(|b| serde_json::from_slice::<Value>(&b).is_ok());
-    assert!(cache_readable, "the cache file is whole (written atomically)");
+    assert!(
+        cache_readable,
+        "the cache file is whole (written atomically)"
+    );
     td.start_agent(0, None);
     let mut all = ids.clone();
     all.extend((0..extra).map(|i| format!("spiffe://example.org/workload/extra{i}")));
@@ -667,11 +685,8 @@ fn wait_serves_all(td: &TrustDomain, ids: &[String]) {
         Duration::from_secs(60),
         || {
             let out = td.agent_cli(0, &["api", "fetch", "x509"]);
-            (out.code == 0
-                && ids
-                    .iter()
-                    .all(|id| out.stdout.contains(&format!("{id}\n"))))
-            .then_some(())
+            (out.code == 0 && ids.iter().all(|id| out.stdout.contains(&format!("{id}\n"))))
+                .then_some(())
         },
     );
 }
@@ -690,17 +705,15 @@ struct Postgres {
 impl Postgres {
     /// `None` (after a skip line) outside CI when PostgreSQL is not installed.
     fn start() -> Option<Postgres> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()
-            .and_then(|d| {
-                let mut dirs: Vec<PathBuf> = d
-                    .flatten()
-                    .map(|e| e.path().join("bin"))
-                    .filter(|p| p.join("pg_ctl").exists())
-                    .collect();
-                dirs.sort();
-                dirs.pop()
-            });
+        let bin = std::fs::read_dir("/usr/lib/postgresql").ok().and_then(|d| {
+            let mut dirs: Vec<PathBuf> = d
+                .flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|p| p.join("pg_ctl").exists())
+                .collect();
+            dirs.sort();
+            dirs.pop()
+        });
         let Some(bin) = bin else {
             let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
             assert!(!in_ci, "PostgreSQL binaries are needed in CI");
@@ -824,8 +837,13 @@ impl Drop for Postgres {
             let exe = self.bin.join("pg_ctl");
             let mut cmd = if self.as_postgres {
                 let mut c = Command::new("setpriv");
-                c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"])
-                    .arg(&exe);
+                c.args([
+                    "--reuid=postgres",
+                    "--regid=postgres",
+                    "--init-groups",
+                    "--",
+                ])
+                .arg(&exe);
                 c
             } else {
                 Command::new(&exe)
@@ -865,7 +883,10 @@ fn postgres_stopped_for_30s_server_answers_unavailable_agent_serves_and_server_r
 
     pg.stop();
     let outage = Instant::now();
-    let bound = Duration::from_secs(15);
+    // The first call cannot know the database is down and waits the pool's
+    // acquire timeout (10 s); every later one answers at once.
+    let first_bound = Duration::from_secs(12);
+    let bound = Duration::from_secs(3);
     let mut unavailable = 0;
     let mut fetches = 0;
     let mut n = 0;
@@ -873,9 +894,10 @@ fn postgres_stopped_for_30s_server_answers_unavailable_agent_serves_and_server_r
         n += 1;
         let started = Instant::now();
         let out = td.server_cli(&["entry", "show", "-spiffeID", id]);
+        let limit = if n == 1 { first_bound } else { bound };
         assert!(
-            started.elapsed() < bound,
-            "an admin call took {:?} while PostgreSQL was down",
+            started.elapsed() < limit,
+            "call {n}: a read took {:?} while PostgreSQL was down",
             started.elapsed()
         );
         assert_ne!(out.code, 0, "an admin call succeeded without a database");
@@ -886,6 +908,7 @@ fn postgres_stopped_for_30s_server_answers_unavailable_agent_serves_and_server_r
         );
         unavailable += 1;
         // Some writes too: entry create and token generate.
+        let started = Instant::now();
         let write = td.server_cli(&[
             "entry",
             "create",
@@ -896,10 +919,16 @@ fn postgres_stopped_for_30s_server_answers_unavailable_agent_serves_and_server_r
             "-selector",
             "unix:uid:4242",
         ]);
+        // (A batch result prints its status as `code: Unavailable`.)
         assert!(
-            write.all().contains("code = Unavailable"),
+            write.code != 0 && write.all().contains("Unavailable"),
             "a write answers Unavailable: {}",
             write.all()
+        );
+        assert!(
+            started.elapsed() < bound,
+            "call {n}: a write took {:?} while PostgreSQL was down",
+            started.elapsed()
         );
         assert!(td.server_running(), "the server process is still up");
         let fetched = td.agent_cli(0, &["api", "fetch", "x509"]);

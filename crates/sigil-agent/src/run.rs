@@ -140,6 +140,12 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     let started_at = std::time::SystemTime::now();
     sigil_cli::secure_fs::prepare_dir(&cfg.data_dir, 0o700, false)
         .with_context(|| format!("could not use data_dir {}", cfg.data_dir.display()))?;
+    // Writes a crash cut short; before anything here writes again.
+    let stale = sigil_cli::secure_fs::remove_stale_temp_files(&cfg.data_dir)
+        .with_context(|| format!("could not clean data_dir {}", cfg.data_dir.display()))?;
+    if stale > 0 {
+        tracing::info!(count = stale, data_dir = %cfg.data_dir.display(), "Removed temporary files left by an interrupted write");
+    }
 
     let catalog = cfg.catalog().context("could not load plugins")?;
 

@@ -232,8 +232,8 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), SecureFsErr
     let dir = parent_of(path);
     prepare_dir(dir, 0o700, false)?;
     let mut tmp = tempfile::Builder::new()
-        .prefix(".sigil-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .permissions(fs::Permissions::from_mode(0o600))
         .tempfile_in(dir)
         .map_err(io_err("creating a temporary file in", dir))?;
@@ -246,6 +246,41 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), SecureFsErr
         .and_then(|d| d.sync_all())
         .map_err(io_err("syncing", dir))
 }
+
+/// Removes the temporary files [`write_private_atomic`] leaves in `dir`
+/// when the process dies between creating one and renaming it (SIGKILL,
+/// power loss). Each holds a copy, whole or torn, of a private file (keys,
+/// the SVID cache), and one more would be left by every such crash. Call
+/// at startup, before this process writes in `dir`: a directory belongs to
+/// one process at a time. A missing `dir` has nothing to remove. Returns
+/// how many were removed.
+pub fn remove_stale_temp_files(dir: &Path) -> Result<usize, SecureFsError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_err("listing", dir)(e)),
+    };
+    let mut removed = 0;
+    for entry in entries {
+        let entry = entry.map_err(io_err("listing", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let path = entry.path();
+        match fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("removing a stale temporary file", &path)(e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// How the temporary files of [`write_private_atomic`] are named.
+const TEMP_PREFIX: &str = ".sigil-";
+const TEMP_SUFFIX: &str = ".tmp";
 
 #[cfg(test)]
 mod tests {
@@ -262,6 +297,30 @@ mod tests {
     /// CI); tests that need it say so and return early otherwise.
     fn can_chown() -> bool {
         euid() == 0
+    }
+
+    #[test]
+    fn temp_files_left_by_a_killed_write_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svid_cache.json");
+        write_private_atomic(&path, b"kept").unwrap();
+        // What a write killed before its rename leaves: a named temp file.
+        let torn = tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(TEMP_SUFFIX)
+            .tempfile_in(dir.path())
+            .unwrap();
+        let (_, torn) = torn.keep().unwrap();
+        fs::write(&torn, b"half a key").unwrap();
+        fs::write(dir.path().join("other.tmp"), b"not ours").unwrap();
+        assert_eq!(remove_stale_temp_files(dir.path()).unwrap(), 1);
+        assert!(!torn.exists());
+        assert_eq!(fs::read(&path).unwrap(), b"kept");
+        assert!(dir.path().join("other.tmp").exists());
+        assert_eq!(
+            remove_stale_temp_files(&dir.path().join("absent")).unwrap(),
+            0
+        );
     }
 
     #[test]

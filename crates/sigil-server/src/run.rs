@@ -90,6 +90,13 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     };
     sigil_cli::secure_fs::prepare_dir(&cfg.data_dir, 0o700, false)
         .map_err(|e| anyhow::anyhow!("could not use data_dir {}: {e}", cfg.data_dir.display()))?;
+    // Writes a crash cut short (the CA journal); before anything here
+    // writes again.
+    let stale = sigil_cli::secure_fs::remove_stale_temp_files(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("could not clean data_dir {}: {e}", cfg.data_dir.display()))?;
+    if stale > 0 {
+        tracing::info!(count = stale, data_dir = %cfg.data_dir.display(), "Removed temporary files left by an interrupted write");
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let ds = sigil_datastore::open(
         &catalog.datastore.database_type,

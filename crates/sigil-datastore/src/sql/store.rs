@@ -6,7 +6,9 @@
 //! nothing behind and events appear in ID order.
 
 use std::collections::HashMap;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
@@ -27,14 +29,27 @@ use crate::validate::{self, invalid};
 /// A datastore over a connection pool of engine `DB`.
 pub(crate) struct SqlStore<DB: Backend> {
     pool: Pool<DB>,
+    /// Set when getting a connection last timed out: the database is taken
+    /// to be down (see [`SqlStore::pooled`]).
+    unreachable: AtomicBool,
 }
 
 impl<DB: Backend> SqlStore<DB> {
     /// Wraps a pool whose database has been migrated.
     pub(crate) fn new(pool: Pool<DB>) -> Self {
-        SqlStore { pool }
+        SqlStore {
+            pool,
+            unreachable: AtomicBool::new(false),
+        }
     }
 }
+
+/// How long a caller waits for a connection while the database is known to
+/// be down. sqlx retries a refused connection until the pool's whole acquire
+/// timeout, so without this every call would hang that long during an
+/// outage; this is still long enough for a database that has just come back
+/// to answer the first try.
+const UNREACHABLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Parent IDs per `IN (...)` list; far below every engine's parameter limit.
 const PARENTS_PER_QUERY: usize = 500;
@@ -643,25 +658,44 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
 
 // Single-statement helpers and the bodies of multi-statement writes.
 impl<DB: Backend> SqlStore<DB> {
+    /// Gets a connection (or a transaction on one) with `get`. After a wait
+    /// for a connection timed out, the database is taken to be down and the
+    /// next waits are cut to [`UNREACHABLE_WAIT`], so callers hear
+    /// `Unavailable` at once; the first connection got lifts the cut. (A pool
+    /// busy for the whole acquire timeout is cut the same way until one of
+    /// its connections comes free, which sheds load rather than queueing.)
+    async fn pooled<T>(
+        &self,
+        what: &str,
+        get: impl Future<Output = std::result::Result<T, sqlx::Error>>,
+    ) -> Result<T> {
+        let got = if self.unreachable.load(Ordering::Relaxed) {
+            tokio::time::timeout(UNREACHABLE_WAIT, get)
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+        } else {
+            get.await
+        };
+        match &got {
+            Ok(_) => self.unreachable.store(false, Ordering::Relaxed),
+            Err(sqlx::Error::PoolTimedOut) => self.unreachable.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        }
+        got.map_err(|e| map_err::<DB>(what, e))
+    }
+
     async fn acquire(&self, what: &str) -> Result<sqlx::pool::PoolConnection<DB>> {
-        self.pool
-            .acquire()
-            .await
-            .map_err(|e| map_err::<DB>(what, e))
+        self.pooled(what, self.pool.acquire()).await
     }
 
     async fn begin_write(&self, what: &str) -> Result<Transaction<'static, DB>> {
-        self.pool
-            .begin_with(DB::BEGIN_WRITE)
+        self.pooled(what, self.pool.begin_with(DB::BEGIN_WRITE))
             .await
-            .map_err(|e| map_err::<DB>(what, e))
     }
 
     async fn begin_read(&self, what: &str) -> Result<Transaction<'static, DB>> {
-        self.pool
-            .begin_with(DB::BEGIN_READ)
+        self.pooled(what, self.pool.begin_with(DB::BEGIN_READ))
             .await
-            .map_err(|e| map_err::<DB>(what, e))
     }
 
     /// Runs one statement outside an explicit transaction; returns rows changed.
@@ -1783,4 +1817,60 @@ async fn record_node_event<DB: Backend>(conn: &mut DB::Connection, id: &SpiffeId
     .await
     .map_err(|e| map_err::<DB>(WHAT, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Instant;
+
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    use super::*;
+
+    /// Nothing listens on the port (bound, then released), as when
+    /// PostgreSQL is stopped: connections are refused.
+    fn refused_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    #[tokio::test]
+    async fn calls_during_a_database_outage_answer_unavailable_without_waiting_the_acquire_timeout()
+    {
+        let acquire_timeout = Duration::from_secs(4);
+        let pool = PgPoolOptions::new()
+            .acquire_timeout(acquire_timeout)
+            .connect_lazy_with(
+                PgConnectOptions::new()
+                    .host("127.0.0.1")
+                    .port(refused_port())
+                    .username("nobody"),
+            );
+        let store = SqlStore::new(pool);
+        // The first call cannot know the database is down: it waits.
+        let first = store.get_join_token("t").await;
+        assert!(
+            matches!(first, Err(DataStoreError::Unavailable(_))),
+            "{first:?}"
+        );
+        // The next ones answer Unavailable at once.
+        for _ in 0..3 {
+            let started = Instant::now();
+            let next = store.get_join_token("t").await;
+            assert!(
+                matches!(next, Err(DataStoreError::Unavailable(_))),
+                "{next:?}"
+            );
+            assert!(
+                started.elapsed() < acquire_timeout / 2,
+                "a call during the outage took {:?}",
+                started.elapsed()
+            );
+        }
+    }
 }

@@ -40,6 +40,11 @@ impl DiskKeyManager {
             path: path.display().to_string(),
             reason,
         };
+        // A write a crash cut short leaves a copy of the keys beside the file.
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            sigil_cli::secure_fs::remove_stale_temp_files(dir)
+                .map_err(|e| storage_err(e.to_string()))?;
+        }
         let mut keys = BTreeMap::new();
         match std::fs::read(&path) {
             Ok(bytes) => {
