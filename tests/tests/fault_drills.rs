@@ -407,9 +407,11 @@ fn entry_count(td: &TrustDomain) -> usize {
         .unwrap_or_else(|| panic!("a count in {}", out.stdout))
 }
 
-/// A stored batch entry: SPIFFE ID path -> (selectors, DNS names), with
-/// every SPIFFE ID seen counted.
-fn batch_entries(td: &TrustDomain) -> BTreeMap<String, (Vec<(String, String)>, Vec<String>)> {
+/// A stored entry's selectors (type, value) and DNS names, sorted.
+type StoredEntry = (Vec<(String, String)>, Vec<String>);
+
+/// The stored entries by SPIFFE ID path; an entry stored twice fails.
+fn batch_entries(td: &TrustDomain) -> BTreeMap<String, StoredEntry> {
     let out = td.server_cli(&["entry", "show", "-output", "json"]).ok();
     let v: Value = serde_json::from_str(&out.stdout).expect("JSON");
     let mut map = BTreeMap::new();
@@ -442,7 +444,7 @@ fn batch_entries(td: &TrustDomain) -> BTreeMap<String, (Vec<(String, String)>, V
     map
 }
 
-fn check_batch_entries(stored: &BTreeMap<String, (Vec<(String, String)>, Vec<String>)>, n: usize) {
+fn check_batch_entries(stored: &BTreeMap<String, StoredEntry>, n: usize) {
     for (path, (selectors, dns)) in stored {
         let i: usize = path
             .strip_prefix("/batch/")
@@ -503,8 +505,7 @@ fn server_killed_during_attestation_spends_no_token_without_its_node() {
         );
         td.start_server();
 
-        for n in first..first + PER_ROUND {
-            let token = tokens[n].clone();
+        for (n, token) in tokens.clone().into_iter().enumerate().skip(first) {
             let node = td.join_token_agent_id(&token);
             // The agent retries through the restart; it ends serving, or
             // exits because its token is spent.
@@ -554,12 +555,12 @@ fn server_killed_during_attestation_spends_no_token_without_its_node() {
     eprintln!("attestation drill: {answer_lost} answers lost after the node was recorded");
 
     // Every agent that serves gets workload SVIDs.
-    for n in 0..ROUNDS * PER_ROUND {
+    for (n, token) in tokens.iter().enumerate() {
         if !td.agent_running(n) {
             continue;
         }
         let id = format!("spiffe://example.org/workload/drill{n}");
-        create_entry(&td, &td.join_token_agent_id(&tokens[n]), &id);
+        create_entry(&td, &td.join_token_agent_id(token), &id);
         fetch_written(&td, n, &id);
     }
     let nodes = td.server_cli(&["agent", "list"]).ok().stdout;
