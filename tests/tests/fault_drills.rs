@@ -891,8 +891,8 @@ fn postgres_stopped_for_30s_server_answers_unavailable_agent_serves_and_server_r
     let outage = Instant::now();
     // The first call cannot know the database is down and waits the pool's
     // acquire timeout (10 s); every later one answers at once.
-    let first_bound = Duration::from_secs(12);
-    let bound = Duration::from_secs(3);
+    let first_bound = Duration::from_secs(15);
+    let bound = Duration::from_secs(5);
     let mut unavailable = 0;
     let mut fetches = 0;
     let mut n = 0;
