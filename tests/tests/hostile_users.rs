@@ -237,3 +237,75 @@ fn workload_api_gives_another_user_only_its_own_identity() {
         stranger.stdout
     );
 }
+
+#[test]
+fn agent_admin_socket_refuses_other_users_even_under_an_open_umask() {
+    if skip_unless_root("agent_admin_socket_refuses_other_users_even_under_an_open_umask") {
+        return;
+    }
+    let mut td = TrustDomain::new();
+    fs::set_permissions(td.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    td.start_server();
+    let token = td.join_token();
+    let conf_path = td.write_agent_conf(0);
+    // Not below the Workload API socket's directory (the agent refuses
+    // that, as SPIRE's does).
+    let admin_dir = tempfile::Builder::new()
+        .prefix("sga")
+        .tempdir_in("/tmp")
+        .unwrap();
+    fs::set_permissions(admin_dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let admin = admin_dir.path().join("private/admin.sock");
+    let conf = fs::read_to_string(&conf_path).unwrap().replacen(
+        "agent {\n",
+        &format!(
+            "agent {{\n    admin_socket_path = \"{}\"\n",
+            admin.display()
+        ),
+        1,
+    );
+    fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 000 && exec \"$0\" run -config \"$1\" -joinToken \"$2\"")
+        .arg(bin("sigil-agent"))
+        .arg(&conf_path)
+        .arg(&token);
+    td.spawn_process("sigil-agent (umask 000)", cmd);
+    let up = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for("the agent's admin socket", Duration::from_secs(30), || {
+            admin.exists().then_some(())
+        })
+    }));
+    if let Err(e) = up {
+        td.dump_logs();
+        std::panic::resume_unwind(e);
+    }
+    let mode = fs::metadata(&admin).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o770, "agent admin socket mode");
+    // Connecting is what the socket's mode decides: root may, nobody may not.
+    let connect = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\nprint('connected')";
+    // Debian's python3: reachable by every user, unlike a per-user install.
+    let as_root = Command::new("/usr/bin/python3")
+        .args(["-c", connect])
+        .arg(&admin)
+        .output()
+        .unwrap();
+    assert!(as_root.status.success(), "{as_root:?}");
+    let as_nobody = CmdResult::from(
+        Command::new("setpriv")
+            .arg(format!("--reuid={NOBODY}"))
+            .arg(format!("--regid={NOBODY}"))
+            .arg("--clear-groups")
+            .args(["/usr/bin/python3", "-c", connect])
+            .arg(&admin)
+            .output()
+            .unwrap(),
+    )
+    .failed();
+    assert!(
+        as_nobody.all().contains("PermissionError"),
+        "{}",
+        as_nobody.all()
+    );
+}
