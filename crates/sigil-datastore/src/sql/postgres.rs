@@ -55,11 +55,12 @@ const NO_CONNECT_TIMEOUT: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// libpq's `connect_timeout`: seconds; 0 (or negative) means no limit;
 /// 1 counts as 2.
-fn parse_connect_timeout(value: &str) -> Result<Duration, String> {
-    let secs: i64 = value
-        .trim()
-        .parse()
-        .map_err(|_| format!("connect_timeout {value:?} is not a number of seconds"))?;
+fn parse_connect_timeout(value: &str) -> Result<Duration, DataStoreError> {
+    let secs: i64 = value.trim().parse().map_err(|_| {
+        DataStoreError::InvalidConfig(format!(
+            "postgres connection_string: connect_timeout {value:?} is not a number of seconds"
+        ))
+    })?;
     Ok(match secs {
         i64::MIN..=0 => NO_CONNECT_TIMEOUT,
         1 => Duration::from_secs(2),
@@ -78,7 +79,7 @@ pub(crate) fn connect_options(s: &str) -> Result<PgSettings, DataStoreError> {
         if let Some((_, query)) = trimmed.split_once('?') {
             for pair in query.split('&') {
                 if let Some(("connect_timeout", v)) = pair.split_once('=') {
-                    connect_timeout = Some(parse_connect_timeout(v).map_err(bad)?);
+                    connect_timeout = Some(parse_connect_timeout(v)?);
                 }
             }
         }
@@ -115,7 +116,7 @@ pub(crate) fn connect_options(s: &str) -> Result<PgSettings, DataStoreError> {
             "sslkey" => options.ssl_client_key(value.as_str()),
             "application_name" => options.application_name(&value),
             "connect_timeout" => {
-                connect_timeout = Some(parse_connect_timeout(&value).map_err(bad)?);
+                connect_timeout = Some(parse_connect_timeout(&value)?);
                 options
             }
             other => return Err(bad(format!("keyword {other:?} is not supported"))),
