@@ -34,7 +34,12 @@ FUZZ_FLAGS=(--sanitizer none --target-dir "$TARGET_DIR")
 cd "$ROOT/fuzz"
 START=$(date +%s)
 log "building the fuzz targets (cached after the first run)"
-"$CARGO_FUZZ" build "${FUZZ_FLAGS[@]}" 2>&1 | tail -3
+if ! "$CARGO_FUZZ" build "${FUZZ_FLAGS[@]}" >"$WORK/build.log" 2>&1; then
+  grep -v '^ *Compiling ' "$WORK/build.log" | tail -60
+  echo "fuzz: the build failed (log: $WORK/build.log)" >&2
+  exit 1
+fi
+tail -1 "$WORK/build.log"
 log "built in $(($(date +%s) - START))s"
 
 if [ -n "${SIGIL_FUZZ_TARGETS:-}" ]; then
