@@ -10,13 +10,13 @@
 # stable toolchain accept the -Z flags cargo-fuzz passes.
 #
 # Env: SIGIL_CI_CACHE (default /var/tmp/sigil-ci-cache) is the cache root;
-#      SIGIL_FUZZ_SECONDS (default 15) is each target's run time;
+#      SIGIL_FUZZ_SECONDS (default 12) is each target's run time;
 #      SIGIL_FUZZ_TARGETS (default: all) limits the run to some targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 CACHE="${SIGIL_CI_CACHE:-/var/tmp/sigil-ci-cache}"
-SECONDS_EACH="${SIGIL_FUZZ_SECONDS:-15}"
+SECONDS_EACH="${SIGIL_FUZZ_SECONDS:-12}"
 log() { echo "== fuzz $(date +%H:%M:%S) $*"; }
 
 CARGO_FUZZ=$(SIGIL_CI_CACHE="$CACHE" .ci/install-cargo-fuzz.sh | tail -1)

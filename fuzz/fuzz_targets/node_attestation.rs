@@ -72,7 +72,13 @@ fn fixture() -> &'static Fixture {
             None,
         )
         .expect("seed node credentials");
-        Fixture { td, join_token, x509pop, node, _dir: dir }
+        Fixture {
+            td,
+            join_token,
+            x509pop,
+            node,
+            _dir: dir,
+        }
     })
 }
 
@@ -99,11 +105,17 @@ impl Challenges for Answers<'_> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else { return };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
     let f = fixture();
     let result = match which & 0x7f {
         0 => {
-            let mut none = Answers { fuzzed: &[], honest: None, rounds: 0 };
+            let mut none = Answers {
+                fuzzed: &[],
+                honest: None,
+                rounds: 0,
+            };
             futures::executor::block_on(f.join_token.attest(rest, &mut none))
         }
         1 => {
@@ -113,15 +125,24 @@ fuzz_target!(|data: &[u8]| {
             return;
         }
         _ => {
-            let Some((len, rest)) = rest.split_first_chunk::<2>() else { return };
+            let Some((len, rest)) = rest.split_first_chunk::<2>() else {
+                return;
+            };
             let len = usize::from(u16::from_be_bytes(*len)).min(rest.len());
             let (payload, answer) = rest.split_at(len);
             let honest = (which & 0x80 != 0).then_some(&f.node);
-            let mut answers = Answers { fuzzed: answer, honest, rounds: 0 };
+            let mut answers = Answers {
+                fuzzed: answer,
+                honest,
+                rounds: 0,
+            };
             futures::executor::block_on(f.x509pop.attest(payload, &mut answers))
         }
     };
     if let Ok(r) = result {
-        assert!(r.agent_id.is_member_of(&f.td), "agent ID outside the trust domain");
+        assert!(
+            r.agent_id.is_member_of(&f.td),
+            "agent ID outside the trust domain"
+        );
     }
 });

@@ -11,7 +11,9 @@ use sigil_server::api::{bundle, convert, trustdomain};
 use sigil_spiffe::TrustDomain;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&which, rest)) = data.split_first() else { return };
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
     let td = TrustDomain::new("example.org").expect("literal trust domain is valid");
     match which % 4 {
         0 => {

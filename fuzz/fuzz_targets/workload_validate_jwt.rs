@@ -10,7 +10,9 @@ use sigil_spiffe::svid::jwt::JwtSvid;
 use sigil_spiffe::{Bundle, TrustDomain};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let (audience, token) = text.split_once('\n').unwrap_or(("spire", text));
     let td = TrustDomain::new("example.org").expect("literal trust domain is valid");
     let bundle = Bundle::parse_jwks(&td, include_bytes!("../seeds/jwt-bundle.json"))
