@@ -9,7 +9,9 @@ use sigil_agent::uds::authority::AuthorityRewriter;
 
 fuzz_target!(|data: &[u8]| {
     // The first byte picks a read size so split frames are exercised.
-    let Some((&chunk, rest)) = data.split_first() else { return };
+    let Some((&chunk, rest)) = data.split_first() else {
+        return;
+    };
     let chunk = usize::from(chunk).max(1);
     let mut rw = AuthorityRewriter::new();
     let mut out = Vec::new();

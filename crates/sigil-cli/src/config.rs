@@ -107,6 +107,15 @@ impl Section {
             match structure {
                 hcl::Structure::Attribute(attr) => {
                     let key = attr.key.to_string();
+                    if let Some(op) = arithmetic_in(&attr.expr) {
+                        return Err(ConfigError::InvalidValue {
+                            path,
+                            key,
+                            reason: format!(
+                                "arithmetic (`{op}`) is not supported in configuration files"
+                            ),
+                        });
+                    }
                     let value =
                         attr.expr
                             .evaluate(&ctx)
@@ -440,6 +449,75 @@ pub fn expand_env(text: &str) -> String {
     out
 }
 
+/// The first arithmetic operator in `expr`, at any depth (inside arrays,
+/// objects, conditionals, function arguments and string templates too).
+///
+/// SPIRE's HCL (v1) has no operators at all, and hcl-rs evaluates integer
+/// arithmetic unchecked: `1 % 0` panics, and an overflowing `*` panics in a
+/// debug build and wraps in a release one. So a configuration with
+/// arithmetic is refused before it is evaluated (found by fuzzing).
+fn arithmetic_in(expr: &hcl::Expression) -> Option<&'static str> {
+    use hcl::Expression as E;
+    use hcl::expr::{BinaryOperator as B, ObjectKey, Operation, TraversalOperator};
+    match expr {
+        E::Array(items) => items.iter().find_map(arithmetic_in),
+        E::Object(object) => object.iter().find_map(|(k, v)| {
+            let key = match k {
+                ObjectKey::Expression(e) => arithmetic_in(e),
+                _ => None,
+            };
+            key.or_else(|| arithmetic_in(v))
+        }),
+        E::TemplateExpr(t) => hcl::Template::from_expr(t)
+            .ok()
+            .and_then(|t| arithmetic_in_template(&t)),
+        E::Traversal(t) => arithmetic_in(&t.expr).or_else(|| {
+            t.operators.iter().find_map(|op| match op {
+                TraversalOperator::Index(e) => arithmetic_in(e),
+                _ => None,
+            })
+        }),
+        E::FuncCall(f) => f.args.iter().find_map(arithmetic_in),
+        E::Parenthesis(e) => arithmetic_in(e),
+        E::Conditional(c) => arithmetic_in(&c.cond_expr)
+            .or_else(|| arithmetic_in(&c.true_expr))
+            .or_else(|| arithmetic_in(&c.false_expr)),
+        E::Operation(op) => match op.as_ref() {
+            Operation::Unary(u) => arithmetic_in(&u.expr),
+            Operation::Binary(b) => match b.operator {
+                B::Plus => Some("+"),
+                B::Minus => Some("-"),
+                B::Mul => Some("*"),
+                B::Div => Some("/"),
+                B::Mod => Some("%"),
+                _ => arithmetic_in(&b.lhs_expr).or_else(|| arithmetic_in(&b.rhs_expr)),
+            },
+        },
+        E::ForExpr(f) => arithmetic_in(&f.collection_expr)
+            .or_else(|| f.key_expr.as_ref().and_then(arithmetic_in))
+            .or_else(|| arithmetic_in(&f.value_expr))
+            .or_else(|| f.cond_expr.as_ref().and_then(arithmetic_in)),
+        _ => None,
+    }
+}
+
+/// [`arithmetic_in`] for the interpolations and directives of a template.
+fn arithmetic_in_template(t: &hcl::Template) -> Option<&'static str> {
+    use hcl::template::{Directive, Element};
+    t.elements().iter().find_map(|e| match e {
+        Element::Interpolation(i) => arithmetic_in(&i.expr),
+        Element::Directive(d) => match d.as_ref() {
+            Directive::If(d) => arithmetic_in(&d.cond_expr)
+                .or_else(|| arithmetic_in_template(&d.true_template))
+                .or_else(|| d.false_template.as_ref().and_then(arithmetic_in_template)),
+            Directive::For(d) => {
+                arithmetic_in(&d.collection_expr).or_else(|| arithmetic_in_template(&d.template))
+            }
+        },
+        _ => None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -469,6 +547,42 @@ plugins {
     }
 }
 "#;
+
+    /// Inputs the `server_config` and `agent_config` fuzz targets found:
+    /// hcl-rs panicked evaluating them (remainder by zero; an overflowing
+    /// multiplication). Both are in `fuzz/corpus/`.
+    #[test]
+    fn arithmetic_that_panicked_hcl_evaluation_is_refused_naming_the_operator() {
+        let cases = [
+            (
+                "\nseain =555555555555555555555556%555555555555555556*55555      ",
+                "seain",
+                "*",
+            ),
+            (
+                "agent {\n  experimental {\n    ratelimit {\n      validate_jwt_svid = 10%0\n    }\n  }\n}\n",
+                "validate_jwt_svid",
+                "%",
+            ),
+            ("a = [1, { b = 9223372036854775807 * 2 }]", "a", "*"),
+            ("a = \"x${1 % 0}\"", "a", "%"),
+            ("a = \"%{ if true }${5 - 9}%{ endif }\"", "a", "-"),
+            ("a = true ? (1 + 1) : 0", "a", "+"),
+        ];
+        for (text, key, op) in cases {
+            let e = Section::parse(text).unwrap_err();
+            match e {
+                ConfigError::InvalidValue { key: k, reason, .. } => {
+                    assert_eq!(k, key, "{text:?}");
+                    assert!(reason.contains(&format!("(`{op}`)")), "{text:?}: {reason}");
+                }
+                other => panic!("{text:?}: {other}"),
+            }
+        }
+        // Comparisons and negative literals still evaluate.
+        let mut top = Section::parse("a = -5\nb = 1 < 2\nc = \"${true}\"").unwrap();
+        assert_eq!(top.take_i64("a").unwrap(), Some(-5));
+    }
 
     #[test]
     fn reads_spire_style_sections_and_plugins() {
