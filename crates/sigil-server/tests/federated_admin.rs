@@ -66,13 +66,20 @@ fn with_foreign_admin(dir: &Path, td: &str) -> ServerConfig {
     cfg
 }
 
-/// CountEntries (an admin RPC) over mTLS presenting `svid`; any failure,
-/// in the handshake or the call, as text.
+/// Why a CountEntries call failed: in the connection (TLS handshake
+/// included) or as a gRPC status.
+#[derive(Debug)]
+enum CallError {
+    Connect(#[allow(dead_code)] tonic::transport::Error),
+    Status(#[allow(dead_code)] tonic::Status),
+}
+
+/// CountEntries (an admin RPC) over mTLS presenting `svid`.
 async fn count_entries(
     addr: std::net::SocketAddr,
     roots: Vec<Vec<u8>>,
     svid: (Vec<Vec<u8>>, Vec<u8>),
-) -> Result<i32, String> {
+) -> Result<i32, CallError> {
     let cfg = sigil_crypto::tls::client_config(roots, common::server_id(), Some(svid)).unwrap();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let channel = Endpoint::try_from("http://sigil-server")
@@ -87,12 +94,12 @@ async fn count_entries(
             }
         }))
         .await
-        .map_err(|e| format!("connect: {e}"))?;
+        .map_err(CallError::Connect)?;
     entrypb::entry_client::EntryClient::new(channel)
         .count_entries(entrypb::CountEntriesRequest::default())
         .await
         .map(|r| r.into_inner().count)
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        .map_err(CallError::Status)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,7 +133,7 @@ async fn federated_admin_id_administers_only_with_an_svid_from_its_trust_domains
                 break;
             }
             Err(e) if tokio::time::Instant::now() > deadline => {
-                panic!("the federated admin was never let in: {e}")
+                panic!("the federated admin was never let in: {e:?}")
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
