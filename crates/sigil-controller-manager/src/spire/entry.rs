@@ -2,7 +2,7 @@
 
 use sigil_proto::MAX_ENTRY_BATCH;
 use sigil_proto::spire::api::server::entry::v1 as pb;
-use sigil_proto::spire::api::types::Entry;
+use sigil_proto::spire::api::types::{Entry, Status};
 use tonic::transport::Channel;
 
 use super::{ApiError, Outcomes, outcome};
@@ -35,73 +35,74 @@ pub async fn list(client: &mut EntryClient) -> Result<Vec<Entry>, ApiError> {
     }
 }
 
-/// `BatchCreateEntry`, in batches of at most [`MAX_ENTRY_BATCH`].
-pub async fn create(client: &mut EntryClient, entries: Vec<Entry>) -> Result<Outcomes, ApiError> {
+/// Sends `items` in batches of at most [`MAX_ENTRY_BATCH`] through `send`
+/// (one batch RPC named `call`, answering one status per item), and
+/// collects the items' outcomes in order.
+async fn in_batches<T: Clone>(
+    items: &[T],
+    call: &'static str,
+    mut send: impl AsyncFnMut(Vec<T>) -> Result<Vec<Option<Status>>, tonic::Status>,
+) -> Result<Outcomes, ApiError> {
     let mut out = Outcomes::new();
-    for batch in entries.chunks(MAX_ENTRY_BATCH) {
-        let resp = client
-            .batch_create_entry(pb::BatchCreateEntryRequest {
-                entries: batch.to_vec(),
-                ..Default::default()
-            })
+    for batch in items.chunks(MAX_ENTRY_BATCH) {
+        let statuses = send(batch.to_vec())
             .await
-            .map_err(|status| ApiError {
-                call: "BatchCreateEntry",
-                status,
-            })?;
-        out.extend(
-            resp.into_inner()
-                .results
-                .into_iter()
-                .map(|r| outcome(r.status)),
-        );
+            .map_err(|status| ApiError { call, status })?;
+        out.extend(statuses.into_iter().map(outcome));
     }
     Ok(out)
+}
+
+/// `BatchCreateEntry`, in batches of at most [`MAX_ENTRY_BATCH`].
+pub async fn create(client: &mut EntryClient, entries: Vec<Entry>) -> Result<Outcomes, ApiError> {
+    in_batches(&entries, "BatchCreateEntry", async |entries| {
+        let resp = client
+            .batch_create_entry(pb::BatchCreateEntryRequest {
+                entries,
+                ..Default::default()
+            })
+            .await?;
+        Ok(resp
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.status)
+            .collect())
+    })
+    .await
 }
 
 /// `BatchUpdateEntry` of every field, in batches of at most [`MAX_ENTRY_BATCH`].
 pub async fn update(client: &mut EntryClient, entries: Vec<Entry>) -> Result<Outcomes, ApiError> {
-    let mut out = Outcomes::new();
-    for batch in entries.chunks(MAX_ENTRY_BATCH) {
+    in_batches(&entries, "BatchUpdateEntry", async |entries| {
         let resp = client
             .batch_update_entry(pb::BatchUpdateEntryRequest {
-                entries: batch.to_vec(),
+                entries,
                 ..Default::default()
             })
-            .await
-            .map_err(|status| ApiError {
-                call: "BatchUpdateEntry",
-                status,
-            })?;
-        out.extend(
-            resp.into_inner()
-                .results
-                .into_iter()
-                .map(|r| outcome(r.status)),
-        );
-    }
-    Ok(out)
+            .await?;
+        Ok(resp
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.status)
+            .collect())
+    })
+    .await
 }
 
 /// `BatchDeleteEntry`, in batches of at most [`MAX_ENTRY_BATCH`].
 pub async fn delete(client: &mut EntryClient, ids: Vec<String>) -> Result<Outcomes, ApiError> {
-    let mut out = Outcomes::new();
-    for batch in ids.chunks(MAX_ENTRY_BATCH) {
+    in_batches(&ids, "BatchDeleteEntry", async |ids| {
         let resp = client
-            .batch_delete_entry(pb::BatchDeleteEntryRequest {
-                ids: batch.to_vec(),
-            })
-            .await
-            .map_err(|status| ApiError {
-                call: "BatchDeleteEntry",
-                status,
-            })?;
-        out.extend(
-            resp.into_inner()
-                .results
-                .into_iter()
-                .map(|r| outcome(r.status)),
-        );
-    }
-    Ok(out)
+            .batch_delete_entry(pb::BatchDeleteEntryRequest { ids })
+            .await?;
+        Ok(resp
+            .into_inner()
+            .results
+            .into_iter()
+            .map(|r| r.status)
+            .collect())
+    })
+    .await
 }
