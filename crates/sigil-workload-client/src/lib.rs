@@ -116,9 +116,11 @@ pub async fn unix_channel(socket_path: &Path) -> Result<Channel, ConnectError> {
 /// A Workload API client on `socket_path`, with sigil's message size limit
 /// both ways.
 pub async fn connect(socket_path: &Path) -> Result<WorkloadClient, ConnectError> {
-    Ok(SpiffeWorkloadApiClient::new(unix_channel(socket_path).await?)
-        .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE))
+    Ok(
+        SpiffeWorkloadApiClient::new(unix_channel(socket_path).await?)
+            .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE),
+    )
 }
 
 /// `message` as a request carrying the Workload API security header.

@@ -84,9 +84,11 @@ pub(crate) fn with_header<T>(message: T) -> tonic::Request<T> {
 pub(crate) async fn connect(
     socket_path: &Path,
 ) -> Result<SpiffeWorkloadApiClient<Channel>, CliError> {
-    Ok(SpiffeWorkloadApiClient::new(workload_channel(socket_path).await?)
-        .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE))
+    Ok(
+        SpiffeWorkloadApiClient::new(workload_channel(socket_path).await?)
+            .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE),
+    )
 }
 
 /// Runs `work` under `-timeout` (zero means no limit, as in SPIRE).

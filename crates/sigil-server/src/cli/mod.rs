@@ -31,7 +31,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use agent::AgentCommand;
 pub use bundle::BundleCommand;
