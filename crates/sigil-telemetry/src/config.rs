@@ -290,7 +290,7 @@ mod tests {
         for (text, name) in [
             (r#"DogStatsd = [{ address = "localhost:8125" }]"#, "DogStatsd"),
             (r#"Statsd = [{ address = "localhost:1337" }]"#, "Statsd"),
-            (r#"M3 = [{ address = "localhost:9000" env = "prod" }]"#, "M3"),
+            (r#"M3 = [{ address = "localhost:9000", env = "prod" }]"#, "M3"),
             ("InMem {}", "InMem"),
             ("AllowedPrefixes = []", "AllowedPrefixes"),
             ("BlockedLabels = []", "BlockedLabels"),

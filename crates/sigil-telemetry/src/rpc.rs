@@ -315,7 +315,8 @@ mod tests {
             Poll::Ready(Ok(()))
         }
         fn call(&mut self, _: http::Request<()>) -> Self::Future {
-            let mut resp = http::Response::new(http_body_util::Full::default());
+            let mut resp =
+                http::Response::new(http_body_util::Full::new(bytes_alias::Bytes::new()));
             *resp.headers_mut() = self.0.clone();
             std::future::ready(Ok(resp))
         }
