@@ -57,7 +57,10 @@ fn http_get(addr: &str, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(body)
     } else {
         body.to_owned()
@@ -100,7 +103,9 @@ impl Prometheus {
         let port = free_port();
         let home = td.path().join("prometheus");
         std::fs::create_dir_all(home.join("data")).unwrap();
-        let mut conf = String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n");
+        let mut conf = String::from(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n",
+        );
         for (job, addr) in targets {
             conf.push_str(&format!(
                 "  - job_name: {job}\n    static_configs:\n      - targets: ['{addr}']\n"
@@ -110,12 +115,18 @@ impl Prometheus {
         std::fs::write(&conf_path, conf).unwrap();
         let mut cmd = Command::new(dir.join("prometheus"));
         cmd.arg(format!("--config.file={}", conf_path.display()))
-            .arg(format!("--storage.tsdb.path={}", home.join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                home.join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"));
         let index = td.spawn_process("prometheus", cmd);
         let addr = format!("127.0.0.1:{port}");
         wait_for("prometheus ready", Duration::from_secs(60), || {
-            assert!(td.process_running(index), "prometheus exited; see prometheus.log");
+            assert!(
+                td.process_running(index),
+                "prometheus exited; see prometheus.log"
+            );
             http_get(&addr, "/-/ready")
                 .ok()
                 .filter(|(s, _)| *s == 200)
@@ -192,7 +203,9 @@ fn metric_names_in(text: &str) -> BTreeSet<String> {
 }
 
 fn telemetry_block(port: u16) -> String {
-    format!("telemetry {{\n    Prometheus {{\n        host = \"127.0.0.1\"\n        port = {port}\n    }}\n}}\n")
+    format!(
+        "telemetry {{\n    Prometheus {{\n        host = \"127.0.0.1\"\n        port = {port}\n    }}\n}}\n"
+    )
 }
 
 #[test]
@@ -214,7 +227,10 @@ fn prometheus_scrapes_spire_named_api_and_issuance_counts_and_the_shipped_rules_
     let prom = Prometheus::start(
         &mut td,
         &dir,
-        &[("sigil_server", &server_metrics), ("sigil_agent", &agent_metrics)],
+        &[
+            ("sigil_server", &server_metrics),
+            ("sigil_agent", &agent_metrics),
+        ],
     );
 
     // N entries, each `entry create` one BatchCreateEntry call; each gives
@@ -226,7 +242,14 @@ fn prometheus_scrapes_spire_named_api_and_issuance_counts_and_the_shipped_rules_
     for i in 0..N {
         let id = format!("spiffe://example.org/telemetry/{i}");
         td.server_cli(&[
-            "entry", "create", "-parentID", &parent, "-spiffeID", &id, "-selector", &uid,
+            "entry",
+            "create",
+            "-parentID",
+            &parent,
+            "-spiffeID",
+            &id,
+            "-selector",
+            &uid,
         ])
         .ok();
     }
@@ -310,7 +333,10 @@ fn prometheus_scrapes_spire_named_api_and_issuance_counts_and_the_shipped_rules_
             }
         })
         .collect();
-    assert!(missing.is_empty(), "not emitted: {missing:?}\nemitted: {emitted:?}");
+    assert!(
+        missing.is_empty(),
+        "not emitted: {missing:?}\nemitted: {emitted:?}"
+    );
 }
 
 #[test]

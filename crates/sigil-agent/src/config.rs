@@ -82,7 +82,6 @@ const UNSUPPORTED_EXPERIMENTAL: &[&str] = &[
     "jwt_svid_cache_hit_timeout",
 ];
 
-
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

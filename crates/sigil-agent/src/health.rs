@@ -36,9 +36,7 @@ impl Check for AgentSvidCheck {
             };
             let expires_at = m.agent_svid_expires_at();
             if self.clock.unix_now() >= expires_at {
-                Readiness::NotReady(format!(
-                    "the agent SVID expired at unix time {expires_at}"
-                ))
+                Readiness::NotReady(format!("the agent SVID expired at unix time {expires_at}"))
             } else {
                 Readiness::Ready
             }

@@ -151,8 +151,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     // Metrics and health first: an agent still attesting answers "not
     // ready" rather than not at all.
-    sigil_telemetry::metrics::start(&cfg.telemetry, "spire_agent", cfg.trust_domain.name())
-        .await?;
+    sigil_telemetry::metrics::start(&cfg.telemetry, "spire_agent", cfg.trust_domain.name()).await?;
     let manager_slot = crate::health::ManagerSlot::default();
     sigil_telemetry::health::start(
         &cfg.health_checks,

@@ -27,12 +27,12 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use sigil_crypto::key::{KeyType, Signer};
 use sigil_crypto::x509::CaSubject;
-use sigil_telemetry::metrics::CallCounter;
 use sigil_datastore::{DataStore, StoredBundle};
 use sigil_plugin::clock::{Clock, from_unix, unix};
 use sigil_plugin::keymanager::KeyManager;
 use sigil_plugin::upstreamauthority::{MintX509CaRequest, UpstreamAuthority};
 use sigil_spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
+use sigil_telemetry::metrics::CallCounter;
 use tokio::sync::{Mutex, RwLock, watch};
 
 const PREPARATION_CAP: Duration = Duration::from_secs(30 * 24 * 3600);

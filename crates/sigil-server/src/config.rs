@@ -38,7 +38,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "default_svid_ttl",
 ];
 
-
 /// The parsed server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {

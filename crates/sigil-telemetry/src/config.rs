@@ -164,10 +164,7 @@ pub fn parse_health_checks(mut h: Section) -> Result<HealthChecksConfig, ConfigE
     let live_path = path("live_path", d.live_path)?;
     let ready_path = path("ready_path", d.ready_path)?;
     if live_path == ready_path {
-        return Err(h.invalid_value(
-            "ready_path",
-            format!("{ready_path:?} is also live_path"),
-        ));
+        return Err(h.invalid_value("ready_path", format!("{ready_path:?} is also live_path")));
     }
     h.finish(&[])?;
     Ok(HealthChecksConfig {
@@ -288,9 +285,15 @@ mod tests {
     #[test]
     fn unsupported_sinks_are_startup_errors_naming_them() {
         for (text, name) in [
-            (r#"DogStatsd = [{ address = "localhost:8125" }]"#, "DogStatsd"),
+            (
+                r#"DogStatsd = [{ address = "localhost:8125" }]"#,
+                "DogStatsd",
+            ),
             (r#"Statsd = [{ address = "localhost:1337" }]"#, "Statsd"),
-            (r#"M3 = [{ address = "localhost:9000", env = "prod" }]"#, "M3"),
+            (
+                r#"M3 = [{ address = "localhost:9000", env = "prod" }]"#,
+                "M3",
+            ),
             ("InMem {}", "InMem"),
             ("AllowedPrefixes = []", "AllowedPrefixes"),
             ("BlockedLabels = []", "BlockedLabels"),
@@ -316,16 +319,46 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_name_the_option() {
         let cases = [
-            ("telemetry {\n Prometheus {\n port = 1\n hots = \"x\"\n }\n}", "unknown option \"hots\" in telemetry.Prometheus"),
-            ("telemetry {\n Prometheus {}\n}", "\"port\" must be set in telemetry.Prometheus"),
-            ("telemetry {\n Prometheus {\n port = 70000\n }\n}", "invalid value for \"port\" in telemetry.Prometheus"),
-            ("telemetry {\n Prometheus {\n port = 1\n }\n Prometheus {\n port = 2\n }\n}", "block \"Prometheus\" appears more than once in telemetry"),
-            ("telemetry {\n MetricPrefix = \"a-b\"\n}", "invalid value for \"MetricPrefix\" in telemetry"),
-            ("telemetry {\n prometheus {}\n}", "unknown option \"prometheus\" in telemetry"),
-            ("health_checks {\n listener_enabled = \"yes\"\n}", "invalid value for \"listener_enabled\" in health_checks"),
-            ("health_checks {\n bind_prt = 1\n}", "unknown option \"bind_prt\" in health_checks"),
-            ("health_checks {\n live_path = \"live\"\n}", "invalid value for \"live_path\" in health_checks"),
-            ("health_checks {\n ready_path = \"/live\"\n}", "invalid value for \"ready_path\" in health_checks"),
+            (
+                "telemetry {\n Prometheus {\n port = 1\n hots = \"x\"\n }\n}",
+                "unknown option \"hots\" in telemetry.Prometheus",
+            ),
+            (
+                "telemetry {\n Prometheus {}\n}",
+                "\"port\" must be set in telemetry.Prometheus",
+            ),
+            (
+                "telemetry {\n Prometheus {\n port = 70000\n }\n}",
+                "invalid value for \"port\" in telemetry.Prometheus",
+            ),
+            (
+                "telemetry {\n Prometheus {\n port = 1\n }\n Prometheus {\n port = 2\n }\n}",
+                "block \"Prometheus\" appears more than once in telemetry",
+            ),
+            (
+                "telemetry {\n MetricPrefix = \"a-b\"\n}",
+                "invalid value for \"MetricPrefix\" in telemetry",
+            ),
+            (
+                "telemetry {\n prometheus {}\n}",
+                "unknown option \"prometheus\" in telemetry",
+            ),
+            (
+                "health_checks {\n listener_enabled = \"yes\"\n}",
+                "invalid value for \"listener_enabled\" in health_checks",
+            ),
+            (
+                "health_checks {\n bind_prt = 1\n}",
+                "unknown option \"bind_prt\" in health_checks",
+            ),
+            (
+                "health_checks {\n live_path = \"live\"\n}",
+                "invalid value for \"live_path\" in health_checks",
+            ),
+            (
+                "health_checks {\n ready_path = \"/live\"\n}",
+                "invalid value for \"ready_path\" in health_checks",
+            ),
         ];
         for (text, want) in cases {
             let e = parse(text).unwrap_err().to_string();

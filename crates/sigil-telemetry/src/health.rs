@@ -153,7 +153,10 @@ mod tests {
         );
         let (s, body) = ready_body(&[
             ("ca", Readiness::Ready),
-            ("datastore", Readiness::NotReady("connection refused".into())),
+            (
+                "datastore",
+                Readiness::NotReady("connection refused".into()),
+            ),
         ]);
         assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(

@@ -43,11 +43,13 @@ pub async fn start(
             addr: addr.clone(),
             source,
         })?;
-    let local = listener.local_addr().map_err(|source| TelemetryError::Bind {
-        what: "metrics",
-        addr,
-        source,
-    })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| TelemetryError::Bind {
+            what: "metrics",
+            addr,
+            source,
+        })?;
     let handle = install(cfg, default_prefix, trust_domain)?;
     // SPIRE's `started` and `uptime_in_ms` gauges.
     metrics::gauge!(

@@ -28,7 +28,10 @@ use crate::metrics::{CallCounter, code_name};
 const SERVICE_REPLACEMENTS: &[(&str, &str)] = &[
     ("spire.api.server.", ""),
     ("SpiffeWorkloadAPI", "WorkloadAPI"),
-    ("envoy.service.discovery.v2.SecretDiscoveryService", "SDS.v2"),
+    (
+        "envoy.service.discovery.v2.SecretDiscoveryService",
+        "SDS.v2",
+    ),
     ("envoy.service.secret.v3.SecretDiscoveryService", "SDS.v3"),
     ("grpc.health.v1.Health", "Health"),
     (
@@ -150,10 +153,7 @@ pub struct RpcMetrics<S> {
 
 impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcMetrics<S>
 where
-    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>
-        + Clone
-        + Send
-        + 'static,
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
     ReqBody: Send + 'static,
