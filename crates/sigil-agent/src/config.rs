@@ -721,8 +721,8 @@ plugins {
                 format!("option {key:?} in agent is not supported by sigil yet")
             );
         }
-        let bad = format!("{SPIRE_EXAMPLE}\ntelemetry {{\n}}\n");
-        assert!(err(&bad).contains("\"telemetry\""), "{}", err(&bad));
+        let bad = format!("{SPIRE_EXAMPLE}\ntelemetry {{\n DogStatsd = []\n}}\n");
+        assert!(err(&bad).contains("\"DogStatsd\""), "{}", err(&bad));
         let bad = SPIRE_EXAMPLE.replace("NodeAttestor \"join_token\"", "NodeAttestor \"aws_iid\"");
         assert_eq!(
             err(&bad),
