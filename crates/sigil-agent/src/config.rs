@@ -82,9 +82,6 @@ const UNSUPPORTED_EXPERIMENTAL: &[&str] = &[
     "jwt_svid_cache_hit_timeout",
 ];
 
-/// SPIRE top-level blocks sigil does not implement yet.
-const UNSUPPORTED_TOP: &[&str] = &["telemetry", "health_checks"];
-
 /// Why a configuration cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -207,6 +204,10 @@ pub struct AgentConfig {
     pub authorized_delegates: Vec<SpiffeId>,
     /// Per-caller Workload API rate limits (`experimental.ratelimit`).
     pub workload_rate_limits: WorkloadRateLimits,
+    /// Top-level `telemetry { }` (see [`sigil_telemetry::config`]).
+    pub telemetry: sigil_telemetry::TelemetryConfig,
+    /// Top-level `health_checks { }`.
+    pub health_checks: sigil_telemetry::HealthChecksConfig,
 }
 
 impl AgentConfig {
@@ -229,7 +230,8 @@ impl AgentConfig {
             ));
         };
         let plugins = parse_plugins(plugins.body)?;
-        top.finish(UNSUPPORTED_TOP)?;
+        let (telemetry, health_checks) = sigil_telemetry::config::take_blocks(&mut top)?;
+        top.finish(&[])?;
 
         let mut s = agent.body;
         let data_dir =
@@ -400,6 +402,8 @@ impl AgentConfig {
             admin_socket_path,
             authorized_delegates,
             workload_rate_limits,
+            telemetry,
+            health_checks,
         })
     }
 
@@ -684,6 +688,27 @@ plugins {
     }
 
     #[test]
+    fn telemetry_and_health_checks_blocks_load_and_unsupported_sinks_are_named() {
+        let c = AgentConfig::parse(&format!(
+            "{SPIRE_EXAMPLE}\ntelemetry {{\n Prometheus {{\n host = \"0.0.0.0\"\n port = 9989\n }}\n}}\nhealth_checks {{\n listener_enabled = true\n}}\n"
+        ))
+        .unwrap();
+        let p = c.telemetry.prometheus.unwrap();
+        assert_eq!((p.host.as_str(), p.port), ("0.0.0.0", 9989));
+        assert!(c.health_checks.listener_enabled);
+        assert_eq!(c.health_checks.bind_address, "localhost");
+        assert_eq!(c.health_checks.bind_port, 80);
+        assert_eq!(c.health_checks.live_path, "/live");
+        let e = AgentConfig::parse(&format!("{SPIRE_EXAMPLE}\ntelemetry {{\n InMem {{}}\n}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("option \"InMem\" in telemetry is not supported by sigil yet"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn unsupported_spire_options_say_so() {
         for (key, line) in [
             ("log_file", "log_file = \"/tmp/agent.log\""),
@@ -696,8 +721,8 @@ plugins {
                 format!("option {key:?} in agent is not supported by sigil yet")
             );
         }
-        let bad = format!("{SPIRE_EXAMPLE}\ntelemetry {{\n}}\n");
-        assert!(err(&bad).contains("\"telemetry\""), "{}", err(&bad));
+        let bad = format!("{SPIRE_EXAMPLE}\ntelemetry {{\n DogStatsd = []\n}}\n");
+        assert!(err(&bad).contains("\"DogStatsd\""), "{}", err(&bad));
         let bad = SPIRE_EXAMPLE.replace("NodeAttestor \"join_token\"", "NodeAttestor \"aws_iid\"");
         assert_eq!(
             err(&bad),

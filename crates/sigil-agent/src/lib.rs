@@ -14,6 +14,7 @@ pub mod cache;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod manager;
 pub mod plugin;
 pub mod run;

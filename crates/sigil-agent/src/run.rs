@@ -149,6 +149,24 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
 
     let catalog = cfg.catalog().context("could not load plugins")?;
 
+    // Metrics and health first: an agent still attesting answers "not
+    // ready" rather than not at all.
+    sigil_telemetry::metrics::start(&cfg.telemetry, "spire_agent", cfg.trust_domain.name()).await?;
+    let manager_slot = crate::health::ManagerSlot::default();
+    sigil_telemetry::health::start(
+        &cfg.health_checks,
+        vec![
+            Arc::new(crate::health::AgentSvidCheck {
+                manager: manager_slot.clone(),
+                clock: Arc::new(SystemClock),
+            }),
+            Arc::new(crate::health::WorkloadApiCheck {
+                socket_path: cfg.socket_path.clone(),
+            }),
+        ],
+    )
+    .await?;
+
     let api = Arc::new(TonicServerApi::new(
         &cfg.server_address,
         cfg.server_port,
@@ -169,6 +187,8 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
     .await
     .context("agent failed to start")?;
     let manager = Arc::new(manager);
+    // Only this function sets the slot, once.
+    let _ = manager_slot.set(manager.clone());
     // As SPIRE warns: only an agent that cannot re-attest is stuck after a
     // restart that lost its key.
     if !manager.reattestable() && !catalog.key_manager.keys_survive_restart() {

@@ -32,6 +32,7 @@ use sigil_plugin::clock::{Clock, from_unix, unix};
 use sigil_plugin::keymanager::KeyManager;
 use sigil_plugin::upstreamauthority::{MintX509CaRequest, UpstreamAuthority};
 use sigil_spiffe::{Bundle, JwtAuthority, SpiffeId, TrustDomain};
+use sigil_telemetry::metrics::CallCounter;
 use tokio::sync::{Mutex, RwLock, watch};
 
 const PREPARATION_CAP: Duration = Duration::from_secs(30 * 24 * 3600);
@@ -424,6 +425,7 @@ impl CaManager {
             };
             ca.status = SlotStatus::Active;
             tracing::info!(slot = %ca.slot, expiration = %rfc3339(ca.not_after), "X509 CA activated");
+            self.record_x509_activation(&ca);
             st.x509_current = Some(ca);
             journal_dirty = true;
         } else if let Some(cur) = st.x509_current.clone() {
@@ -441,6 +443,7 @@ impl CaManager {
                 rotate_slots(&mut st.x509_current, &mut st.x509_next);
                 if let Some(active) = &st.x509_current {
                     tracing::info!(slot = %active.slot, expiration = %rfc3339(active.not_after), "X509 CA activated");
+                    self.record_x509_activation(active);
                 }
                 journal_dirty = true;
             }
@@ -456,6 +459,7 @@ impl CaManager {
             };
             key.status = SlotStatus::Active;
             tracing::info!(slot = %key.slot, kid = %key.kid, "JWT key activated");
+            metrics::counter!("manager_jwt_key_activate").increment(1);
             st.jwt_current = Some(key);
             journal_dirty = true;
         } else if let Some(cur) = st.jwt_current.clone() {
@@ -473,6 +477,7 @@ impl CaManager {
                 rotate_slots(&mut st.jwt_current, &mut st.jwt_next);
                 if let Some(active) = &st.jwt_current {
                     tracing::info!(slot = %active.slot, kid = %active.kid, "JWT key activated");
+                    metrics::counter!("manager_jwt_key_activate").increment(1);
                 }
                 journal_dirty = true;
             }
@@ -481,8 +486,42 @@ impl CaManager {
         if journal_dirty {
             self.write_journal(&st)?;
         }
+        // sigil's own: how long until the active authorities expire, for
+        // alerts that fire before SVIDs stop being issued.
+        for (name, not_after) in [
+            (
+                "x509_ca_expires_in_seconds",
+                st.x509_current.as_ref().map(|c| c.not_after),
+            ),
+            (
+                "jwt_key_expires_in_seconds",
+                st.jwt_current.as_ref().map(|k| k.not_after),
+            ),
+        ] {
+            if let Some(t) = not_after {
+                let left = t.duration_since(now).map_or(0.0, |d| d.as_secs_f64());
+                metrics::gauge!(name).set(left);
+            }
+        }
         drop(st);
         self.prune_bundle(now).await
+    }
+
+    /// SPIRE's metrics of an X.509 CA activation.
+    fn record_x509_activation(&self, ca: &X509Ca) {
+        metrics::counter!("ca_manager_x509_ca_activate").increment(1);
+        let td = self.cfg.trust_domain.id_string();
+        let expiration = ca
+            .not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("manager_x509_ca_rotate_expiration", "trust_domain_id" => td.clone())
+            .set(expiration);
+        let ttl = ca
+            .not_after
+            .duration_since(self.clock.now())
+            .map_or(0.0, |d| d.as_secs_f64());
+        metrics::gauge!("manager_x509_ca_rotate_ttl", "trust_domain_id" => td).set(ttl);
     }
 
     /// The active X.509 CA.
@@ -840,6 +879,7 @@ impl CaManager {
             subject: None,
         };
         let leaf = sigil_crypto::x509::sign_x509_svid(&ca.cert_der, ca.signer.as_ref(), &params)?;
+        metrics::counter!("server_ca_sign_x509_svid").increment(1);
         let mut chain = vec![leaf];
         // Under an upstream authority the bundle holds its roots, so the
         // chain carries our CA and any upstream intermediates.
@@ -874,6 +914,7 @@ impl CaManager {
                 path_len: None,
             },
         )?;
+        metrics::counter!("server_ca_sign_x509_ca_svid").increment(1);
         let mut chain = vec![cert];
         if self.cfg.upstream.is_some() || !ca.upstream_chain.is_empty() {
             chain.push(ca.cert_der.clone());
@@ -901,6 +942,7 @@ impl CaManager {
             exp,
             self.cfg.jwt_issuer.as_deref(),
         )?;
+        metrics::counter!("server_ca_sign_jwt_svid").increment(1);
         Ok((token, now, exp))
     }
 
@@ -927,7 +969,16 @@ impl CaManager {
         Ok(())
     }
 
+    /// Prepares an X.509 CA in `slot`, counted as SPIRE's
+    /// `ca_manager_x509_ca_prepare` call.
     async fn prepare_x509(&self, slot: &str) -> Result<X509Ca, CaError> {
+        let call = CallCounter::start("ca_manager_x509_ca_prepare");
+        let r = self.prepare_x509_in(slot).await;
+        call.finish_result(&r, |_| "Internal".to_owned());
+        r
+    }
+
+    async fn prepare_x509_in(&self, slot: &str) -> Result<X509Ca, CaError> {
         let now = self.clock.now();
         let signer = self
             .km
@@ -1001,7 +1052,16 @@ impl CaManager {
         })
     }
 
+    /// Prepares a JWT key in `slot`, counted as SPIRE's
+    /// `ca_manager_jwt_key_prepare` call.
     async fn prepare_jwt(&self, slot: &str) -> Result<JwtKey, CaError> {
+        let call = CallCounter::start("ca_manager_jwt_key_prepare");
+        let r = self.prepare_jwt_in(slot).await;
+        call.finish_result(&r, |_| "Internal".to_owned());
+        r
+    }
+
+    async fn prepare_jwt_in(&self, slot: &str) -> Result<JwtKey, CaError> {
         let now = self.clock.now();
         let signer = self
             .km

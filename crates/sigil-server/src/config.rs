@@ -38,9 +38,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "default_svid_ttl",
 ];
 
-/// SPIRE top-level blocks sigil does not implement yet.
-const UNSUPPORTED_TOP: &[&str] = &["telemetry", "health_checks"];
-
 /// The parsed server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -91,6 +88,10 @@ pub struct ServerConfig {
     pub agent_endpoint_bounds: ConnectionBounds,
     /// Bounds of the admin socket. Not read from the file.
     pub admin_socket_bounds: ConnectionBounds,
+    /// Top-level `telemetry { }` (see [`sigil_telemetry::config`]).
+    pub telemetry: sigil_telemetry::TelemetryConfig,
+    /// Top-level `health_checks { }`.
+    pub health_checks: sigil_telemetry::HealthChecksConfig,
 }
 
 /// SPIRE's `server.federation` section.
@@ -131,7 +132,8 @@ impl ServerConfig {
             Some(b) => parse_plugins(b.body)?,
             None => Vec::new(),
         };
-        top.finish(UNSUPPORTED_TOP)?;
+        let (telemetry, health_checks) = sigil_telemetry::config::take_blocks(&mut top)?;
+        top.finish(&[])?;
 
         let trust_domain_s = s
             .take_string("trust_domain")?
@@ -265,6 +267,8 @@ impl ServerConfig {
             ratelimit,
             agent_endpoint_bounds: ConnectionBounds::agent_endpoint(),
             admin_socket_bounds: ConnectionBounds::admin_socket(),
+            telemetry,
+            health_checks,
         })
     }
 
@@ -560,6 +564,30 @@ plugins {
         assert_eq!(
             e,
             "option \"ca_key_type_wit\" in server is not supported by sigil yet"
+        );
+    }
+
+    #[test]
+    fn telemetry_and_health_checks_blocks_load_and_unsupported_sinks_are_named() {
+        let c = ServerConfig::parse(&format!(
+            "{SPIRE_EXAMPLE}\ntelemetry {{\n Prometheus {{\n port = 9988\n }}\n}}\nhealth_checks {{\n listener_enabled = true\n bind_port = \"8080\"\n}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.telemetry.prometheus.unwrap().port, 9988);
+        assert!(c.health_checks.listener_enabled);
+        assert_eq!(c.health_checks.bind_port, 8080);
+        assert_eq!(c.health_checks.ready_path, "/ready");
+        let c = ServerConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert!(c.telemetry.prometheus.is_none());
+        assert!(!c.health_checks.listener_enabled);
+        let e = ServerConfig::parse(&format!(
+            "{SPIRE_EXAMPLE}\ntelemetry {{\n DogStatsd = [{{ address = \"localhost:8125\" }}]\n}}\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "option \"DogStatsd\" in telemetry is not supported by sigil yet"
         );
     }
 

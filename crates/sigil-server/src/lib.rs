@@ -16,6 +16,7 @@ pub mod config;
 pub mod dev;
 pub mod endpoints;
 pub mod federation;
+pub mod health;
 pub mod k8s;
 pub mod plugin;
 pub mod podcert;

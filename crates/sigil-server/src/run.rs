@@ -17,6 +17,7 @@ use crate::catalog::{Catalog, DataStoreJoinTokens, ServerContext};
 use crate::config::ServerConfig;
 use crate::endpoints;
 use crate::federation::{self, FederationManager};
+use crate::health;
 use crate::k8s::K8sError;
 use crate::podcert;
 use crate::publish;
@@ -34,6 +35,12 @@ pub struct Running {
     pub bundle_endpoint_addr: Option<std::net::SocketAddr>,
     /// Shared API state.
     pub state: Arc<ApiState>,
+    /// The bound `/metrics` address, when `telemetry { Prometheus { } }`
+    /// is configured.
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// The bound health-check address, when `health_checks` has
+    /// `listener_enabled`.
+    pub health_addr: Option<std::net::SocketAddr>,
 }
 
 /// Why a configuration does not validate.
@@ -88,6 +95,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         }
         None => None,
     };
+    let metrics_addr =
+        sigil_telemetry::metrics::start(&cfg.telemetry, "spire_server", cfg.trust_domain.name())
+            .await?;
     sigil_cli::secure_fs::prepare_dir(&cfg.data_dir, 0o700, false)
         .map_err(|e| anyhow::anyhow!("could not use data_dir {}: {e}", cfg.data_dir.display()))?;
     // Writes a crash cut short (the CA journal); before anything here
@@ -123,6 +133,17 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     )
     .await?;
     tokio::spawn(ca.clone().run_rotation(ROTATION_INTERVAL));
+    let health_addr = sigil_telemetry::health::start(
+        &cfg.health_checks,
+        vec![
+            Arc::new(health::DataStoreCheck { ds: ds.clone() }),
+            Arc::new(health::CaCheck {
+                ca: ca.clone(),
+                clock: clock.clone(),
+            }),
+        ],
+    )
+    .await?;
     publish::spawn(
         &catalog.bundle_publishers,
         &ca.subscribe_bundle(),
@@ -316,7 +337,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
     let audit = crate::audit::AuditLayer::new(cfg.audit_log_enabled);
     let tcp_routes = routes(&state).add_service(health_service.clone());
     let tls_incoming = endpoints::tls_incoming(listener, tls, &cfg.agent_endpoint_bounds);
-    let mut tcp_server = grpc_server(&cfg.agent_endpoint_bounds).layer(audit);
+    let mut tcp_server = grpc_server(&cfg.agent_endpoint_bounds)
+        .layer(audit)
+        .layer(sigil_telemetry::rpc::RpcMetricsLayer);
     tokio::spawn(async move {
         if let Err(e) = tcp_server
             .add_routes(tcp_routes)
@@ -327,7 +350,9 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         }
     });
     let admin_routes = routes(&state).add_service(health_service);
-    let mut admin_server = grpc_server(&cfg.admin_socket_bounds).layer(audit);
+    let mut admin_server = grpc_server(&cfg.admin_socket_bounds)
+        .layer(audit)
+        .layer(sigil_telemetry::rpc::RpcMetricsLayer);
     tokio::spawn(async move {
         if let Err(e) = admin_server
             .add_routes(admin_routes)
@@ -348,6 +373,8 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         agent_addr,
         bundle_endpoint_addr,
         state,
+        metrics_addr,
+        health_addr,
     })
 }
 

@@ -152,6 +152,11 @@ pub struct Options {
     /// Extra lines inside the server's `server { }` block (e.g. a
     /// `pod_certificates { }` block).
     pub server_extra_config: String,
+    /// Extra top-level blocks for the server config (`telemetry { }`,
+    /// `health_checks { }`).
+    pub server_top_config: String,
+    /// Extra top-level blocks for the agents' configs.
+    pub agent_top_config: String,
 }
 
 impl Default for Options {
@@ -171,6 +176,8 @@ impl Default for Options {
             agent_node_attestor: "NodeAttestor \"join_token\" {\n        plugin_data {}\n    }"
                 .into(),
             server_extra_config: String::new(),
+            server_top_config: String::new(),
+            agent_top_config: String::new(),
         }
     }
 }
@@ -284,7 +291,9 @@ plugins {{
     }}
 {extra}
 }}
+{top}
 "#,
+            top = o.server_top_config,
             extra = o.server_extra_plugins,
             server_extra = o.server_extra_config,
             port = self.server_port,
@@ -420,7 +429,9 @@ plugins {{
     }}
     {extra}
 }}
+{top}
 "#,
+            top = self.opts.agent_top_config,
             port = self.server_port,
             sock = self.agent_socket(n).display(),
             td = self.opts.trust_domain,

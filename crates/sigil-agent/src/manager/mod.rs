@@ -34,6 +34,7 @@ use sigil_plugin::clock::Clock;
 use sigil_plugin::keymanager::{KeyManager, KeyManagerError};
 use sigil_plugin::nodeattestor::{AgentNodeAttestor, NodeAttestorError};
 use sigil_spiffe::{Bundle, SpiffeId, TrustDomain};
+use sigil_telemetry::metrics::{CallCounter, code_name};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -280,7 +281,8 @@ impl Manager {
                 None => {
                     tracing::info!("SVID is not found. Starting node attestation");
                     api.set_credentials(bootstrap_trust.clone(), None)?;
-                    let (agent, reattestable) = attest::attest(
+                    let call = CallCounter::start("node_attestor_new_svid");
+                    let attested = attest::attest(
                         api.as_ref(),
                         key_manager.as_ref(),
                         &td,
@@ -289,8 +291,9 @@ impl Manager {
                         &cfg.server,
                         cfg.bootstrap_timeout,
                     )
-                    .await
-                    .map_err(|e| match e {
+                    .await;
+                    call.finish_result(&attested, manager_error_status);
+                    let (agent, reattestable) = attested.map_err(|e| match e {
                         ManagerError::NodeAttestor(reason @ NodeAttestorError::NoEvidence(_)) => {
                             ManagerError::NoEvidence {
                                 data_dir: cfg.data_dir.clone(),
@@ -597,6 +600,7 @@ impl Shared {
         let creds = self.creds();
         self.api
             .set_credentials(ServerTrust::Bundle(creds.roots.clone()), None)?;
+        let call = CallCounter::start("node_attestor_new_svid");
         let attested = attest::attest(
             self.api.as_ref(),
             self.km.as_ref(),
@@ -607,6 +611,7 @@ impl Shared {
             Duration::ZERO,
         )
         .await;
+        call.finish_result(&attested, manager_error_status);
         let (agent, reattestable) = match attested {
             Ok(a) => a,
             Err(e) => {
@@ -630,6 +635,8 @@ impl Shared {
     /// [`ManagerError::MustReattest`] for [`Shared::tick`] to handle.
     async fn sync_and_publish(&self) -> Result<(), ManagerError> {
         let mut state = self.state.lock().await;
+        // SPIRE's sync call counter; its `status` tells failed syncs apart.
+        let call = CallCounter::start("manager_sync_fetch_entries_updates");
         let result = state
             .sync(
                 self.api.as_ref(),
@@ -637,7 +644,9 @@ impl Shared {
                 self.cfg.workload_key_type,
             )
             .await;
+        call.finish_result(&result, |s| code_name(s.code() as i32).to_owned());
         state.prune_expired(self.clock.unix_now());
+        record_cache_metrics(&state, self.clock.unix_now());
 
         let roots = &state.bundle.x509_authorities;
         let creds = self.creds();
@@ -723,6 +732,13 @@ impl Shared {
         if !should_rotate(now, creds.agent.not_before, creds.agent.not_after) {
             return Ok(());
         }
+        let call = CallCounter::start("agent_svid_rotate");
+        let result = self.rotate_agent(creds).await;
+        call.finish_result(&result, manager_error_status);
+        result
+    }
+
+    async fn rotate_agent(&self, creds: Creds) -> Result<(), ManagerError> {
         if creds.reattestable {
             tracing::debug!("Rotating agent SVID by re-attesting");
             return self.reattest().await;
@@ -777,6 +793,37 @@ impl Shared {
             Err(e) => tracing::warn!(error = %e, "Could not store the SVID cache"),
         }
     }
+}
+
+/// The status label of a failed manager call: the server's gRPC code when
+/// the server answered, else `Unavailable` (unreachable) or `Internal`.
+fn manager_error_status(e: &ManagerError) -> String {
+    let code = match e {
+        ManagerError::AttestationRefused { code, .. }
+        | ManagerError::ServerRefused { code, .. }
+        | ManagerError::SyncFailed { code, .. }
+        | ManagerError::Rotation { code, .. } => *code,
+        ManagerError::ServerUnreachable { .. } => tonic::Code::Unavailable,
+        ManagerError::MustReattest { .. } => tonic::Code::PermissionDenied,
+        _ => tonic::Code::Internal,
+    };
+    code_name(code as i32).to_owned()
+}
+
+/// The cache gauges, after every sync: SPIRE's SVID and record map sizes,
+/// and sigil's age of the oldest X509-SVID held (how far rotation lags).
+fn record_cache_metrics(state: &SyncState, now: i64) {
+    metrics::gauge!("lru_cache_svid_map_size").set(state.svids.len() as f64);
+    if let Some(entries) = &state.entries {
+        metrics::gauge!("lru_cache_record_map_size").set(entries.len() as f64);
+    }
+    let oldest = state
+        .svids
+        .values()
+        .map(|s| s.issued_at)
+        .min()
+        .map_or(0, |issued| now.saturating_sub(issued).max(0));
+    metrics::gauge!("oldest_svid_age_seconds").set(oldest as f64);
 }
 
 /// Syncs every `sync_interval` and whenever poked, backing off while syncs

@@ -37,6 +37,9 @@ pub struct UdsIncoming {
     listener: UnixListener,
     path: PathBuf,
     slots: Option<Arc<Slots>>,
+    /// Metric key of this listener's connections (SPIRE's
+    /// `workload_api`), when they are counted.
+    metric: Option<&'static str>,
 }
 
 /// Bounds on the connections of one listener.
@@ -179,7 +182,15 @@ impl UdsIncoming {
             listener,
             path: path.to_owned(),
             slots: None,
+            metric: None,
         })
+    }
+
+    /// Counts this listener's connections as SPIRE does: `<key>_connection`
+    /// (accepted, a counter) and `<key>_connections` (open, a gauge).
+    pub fn with_connection_metrics(mut self, key: &'static str) -> UdsIncoming {
+        self.metric = Some(key);
+        self
     }
 
     /// Bounds the connections this listener keeps open.
@@ -200,6 +211,11 @@ impl UdsIncoming {
         };
         if let Some(slots) = &self.slots {
             conn._slot = Some(slots.take(Owner::of(&conn.peer), &self.path)?);
+        }
+        if let Some(key) = self.metric {
+            metrics::counter!(format!("{key}_connection")).increment(1);
+            metrics::gauge!(format!("{key}_connections")).increment(1.0);
+            conn._open = Some(OpenGauge(key));
         }
         Some(Ok(conn))
     }
@@ -245,6 +261,18 @@ pub struct UdsConnection {
     io: AuthorityRewrite<UnixStream>,
     peer: PeerInfo,
     _slot: Option<Slot>,
+    _open: Option<OpenGauge>,
+}
+
+/// Takes a connection off its listener's open-connections gauge when
+/// dropped.
+#[derive(Debug)]
+struct OpenGauge(&'static str);
+
+impl Drop for OpenGauge {
+    fn drop(&mut self) {
+        metrics::gauge!(format!("{}_connections", self.0)).decrement(1.0);
+    }
 }
 
 impl UdsConnection {
@@ -256,6 +284,7 @@ impl UdsConnection {
             io: AuthorityRewrite::new(stream),
             peer,
             _slot: None,
+            _open: None,
         })
     }
 

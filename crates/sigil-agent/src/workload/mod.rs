@@ -60,7 +60,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let incoming = UdsIncoming::bind(socket_path)
         .with_context(|| format!("binding the Workload API socket {}", socket_path.display()))?
-        .with_limits(CONNECTION_LIMITS);
+        .with_limits(CONNECTION_LIMITS)
+        .with_connection_metrics("workload_api");
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_service_status("", ServingStatus::NotServing)
@@ -70,6 +71,7 @@ pub async fn serve(
     tracing::info!(path = %socket_path.display(), "serving the Workload API");
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .layer(sigil_telemetry::rpc::RpcMetricsLayer)
         .add_service(health)
         .add_service(api.into_service())
         .serve_with_incoming(incoming);

@@ -418,6 +418,13 @@ impl pb::agent_server::Agent for AgentService {
         // as the call's status, as with a unary error.
         let (tx, mut rx) = tokio::sync::mpsc::channel(2);
         let svc = self.clone();
+        let attestor_type = match &first.step {
+            Some(pb::attest_agent_request::Step::Params(p)) => {
+                p.data.as_ref().map(|d| d.r#type.clone())
+            }
+            _ => None,
+        }
+        .unwrap_or_default();
         tokio::spawn(async move {
             let mut challenges = StreamChallenges {
                 inbound: stream,
@@ -427,6 +434,13 @@ impl pb::agent_server::Agent for AgentService {
             if let Err(e) = &response {
                 tracing::warn!(error = %e.message(), "agent attestation failed");
             }
+            // sigil's own: attestations by node attestor type and outcome.
+            let status = match &response {
+                Ok(_) => "OK",
+                Err(e) => sigil_telemetry::metrics::code_name(e.code() as i32),
+            };
+            metrics::counter!("node_attestation", "attestor" => attestor_type, "status" => status)
+                .increment(1);
             let _ = tx.send(response).await;
         });
         let first = match rx.recv().await {
