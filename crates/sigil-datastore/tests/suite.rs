@@ -1113,11 +1113,7 @@ mod cases {
         ds: Arc<dyn DataStore>,
     ) {
         for (n, expires_at) in [(1, 150), (2, 110), (3, 190), (4, 120), (5, 500)] {
-            let mut e = entry(
-                &format!("spiffe://td/w{n}"),
-                "spiffe://td/p",
-                &["k:1"],
-            );
+            let mut e = entry(&format!("spiffe://td/w{n}"), "spiffe://td/p", &["k:1"]);
             e.expires_at = expires_at;
             create_with_id(&ds, &format!("e{n}"), e).await;
         }
@@ -1148,7 +1144,10 @@ mod cases {
         let node_events = ds.list_node_events_since(0).await.expect("node events");
         assert_eq!((entry_events.len(), node_events.len()), (5, 5));
 
-        assert_eq!(ds.prune_entry_events(i64::MAX, 2).await.expect("entries"), 2);
+        assert_eq!(
+            ds.prune_entry_events(i64::MAX, 2).await.expect("entries"),
+            2
+        );
         assert_eq!(ds.prune_node_events(i64::MAX, 3).await.expect("nodes"), 3);
         // The oldest went; the rest are exactly the newest, cursor intact.
         assert_eq!(
@@ -1213,7 +1212,12 @@ mod cases {
 
         // Pruning drops old events but never reuses IDs.
         assert_eq!(ds.prune_entry_events(0, 1000).await.expect("prune none"), 0);
-        assert_eq!(ds.prune_entry_events(i64::MAX, 1000).await.expect("prune all"), 4);
+        assert_eq!(
+            ds.prune_entry_events(i64::MAX, 1000)
+                .await
+                .expect("prune all"),
+            4
+        );
         assert!(
             ds.list_entry_events_since(0)
                 .await
@@ -1577,7 +1581,10 @@ mod cases {
                 .len(),
             2
         );
-        assert_eq!(ds.prune_node_events(i64::MAX, 1000).await.expect("prune"), 5);
+        assert_eq!(
+            ds.prune_node_events(i64::MAX, 1000).await.expect("prune"),
+            5
+        );
         assert!(
             ds.list_node_events_since(0)
                 .await
@@ -1662,7 +1669,10 @@ mod cases {
                 .is_empty()
         );
         assert_eq!(
-            ds.list_node_events_since(before).await.expect("events").len(),
+            ds.list_node_events_since(before)
+                .await
+                .expect("events")
+                .len(),
             3
         );
     }

@@ -19,5 +19,6 @@ pub mod federation;
 pub mod k8s;
 pub mod plugin;
 pub mod podcert;
+pub mod prune;
 pub mod publish;
 pub mod run;

@@ -956,9 +956,7 @@ impl<DB: Backend> SqlStore<DB> {
     ) -> Result<Vec<SpiffeId>> {
         const WHAT: &str = "prune attested nodes";
         // Banned: both serial numbers empty (see `AttestedNode::is_banned`).
-        let mut select = Stmt::new(
-            "SELECT spiffe_id FROM attested_nodes WHERE cert_not_after < ",
-        );
+        let mut select = Stmt::new("SELECT spiffe_id FROM attested_nodes WHERE cert_not_after < ");
         select
             .bind(expired_before)
             .push(" AND NOT (cert_serial_number = '' AND new_cert_serial_number = '')");
