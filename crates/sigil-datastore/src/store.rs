@@ -68,9 +68,11 @@ pub trait DataStore: Send + Sync {
         selectors: &[Selector],
     ) -> Result<Vec<RegistrationEntry>>;
 
-    /// Deletes entries whose `expires_at` is set and strictly before
-    /// `expires_before`, writing an event for each; returns how many went.
-    async fn prune_entries(&self, expires_before: i64) -> Result<u64>;
+    /// Deletes at most `limit` entries whose `expires_at` is set and strictly
+    /// before `expires_before` (soonest-expired first), writing an event for
+    /// each; returns how many went. Callers prune in bounded batches and
+    /// call again while a batch comes back full.
+    async fn prune_entries(&self, expires_before: i64, limit: u32) -> Result<u64>;
 
     // ---- entry change feed ----
 
@@ -81,9 +83,9 @@ pub trait DataStore: Send + Sync {
     /// The highest entry event ID, or 0 when there is none.
     async fn latest_entry_event_id(&self) -> Result<i64>;
 
-    /// Deletes entry events created strictly before `older_than` (unix seconds);
-    /// returns how many went.
-    async fn prune_entry_events(&self, older_than: i64) -> Result<u64>;
+    /// Deletes at most `limit` entry events created strictly before
+    /// `older_than` (unix seconds), oldest first; returns how many went.
+    async fn prune_entry_events(&self, older_than: i64, limit: u32) -> Result<u64>;
 
     // ---- attested nodes ----
 
@@ -132,6 +134,20 @@ pub trait DataStore: Send + Sync {
     /// no such node.
     async fn delete_attested_node(&self, spiffe_id: &SpiffeId) -> Result<AttestedNode>;
 
+    /// Deletes at most `limit` nodes whose current SVID expired strictly
+    /// before `expired_before` (unix seconds), with their selectors, writing
+    /// a node event for each, and returns their IDs. Banned nodes are never
+    /// pruned (their record is what keeps them out); nodes that cannot
+    /// re-attest go only when `include_non_reattestable` (SPIRE's
+    /// `prune_tofu_nodes`), since deleting them would let the same
+    /// attestation data admit the node again.
+    async fn prune_attested_nodes(
+        &self,
+        expired_before: i64,
+        include_non_reattestable: bool,
+        limit: u32,
+    ) -> Result<Vec<SpiffeId>>;
+
     /// Lists nodes (with selectors) matching every set filter, ordered by SPIFFE
     /// ID; returns the page and the next page token (empty on the last page).
     async fn list_attested_nodes(
@@ -162,8 +178,9 @@ pub trait DataStore: Send + Sync {
     /// The highest node event ID, or 0 when there is none.
     async fn latest_node_event_id(&self) -> Result<i64>;
 
-    /// Deletes node events created strictly before `older_than` (unix seconds).
-    async fn prune_node_events(&self, older_than: i64) -> Result<u64>;
+    /// Deletes at most `limit` node events created strictly before
+    /// `older_than` (unix seconds), oldest first; returns how many went.
+    async fn prune_node_events(&self, older_than: i64, limit: u32) -> Result<u64>;
 
     // ---- join tokens ----
 

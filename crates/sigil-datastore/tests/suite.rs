@@ -57,13 +57,16 @@ conformance!(
     entry_count_agrees_with_list,
     entry_list_by_parents_and_selector_subset,
     entry_prune_removes_only_expired_entries,
+    entry_prune_deletes_in_bounded_batches_soonest_expired_first,
     entry_events_written_for_each_change_only,
+    events_prune_in_bounded_batches_oldest_first,
     entry_event_cursor_never_skips_under_concurrent_writes,
     node_create_get_update_delete,
     node_ban_semantics_and_filter,
     node_list_filters_and_pages,
     node_selector_match_modes,
     node_selectors_replace_and_write_events,
+    node_prune_keeps_banned_unexpired_and_unless_asked_non_reattestable,
     join_token_is_single_use,
     join_token_concurrent_takes_yield_exactly_one,
     join_token_prune_removes_expired,
@@ -1093,7 +1096,7 @@ mod cases {
         .await;
         let before = ds.latest_entry_event_id().await.expect("latest");
 
-        assert_eq!(ds.prune_entries(200).await.expect("prune"), 1);
+        assert_eq!(ds.prune_entries(200, 1000).await.expect("prune"), 1);
         assert_eq!(
             list_ids(&ds, ListEntriesRequest::default()).await,
             ["never", "new"]
@@ -1103,7 +1106,60 @@ mod cases {
             events.iter().map(|(_, e)| e.as_str()).collect::<Vec<_>>(),
             ["old"]
         );
-        assert_eq!(ds.prune_entries(200).await.expect("prune again"), 0);
+        assert_eq!(ds.prune_entries(200, 1000).await.expect("prune again"), 0);
+    }
+
+    pub async fn entry_prune_deletes_in_bounded_batches_soonest_expired_first(
+        ds: Arc<dyn DataStore>,
+    ) {
+        for (n, expires_at) in [(1, 150), (2, 110), (3, 190), (4, 120), (5, 500)] {
+            let mut e = entry(&format!("spiffe://td/w{n}"), "spiffe://td/p", &["k:1"]);
+            e.expires_at = expires_at;
+            create_with_id(&ds, &format!("e{n}"), e).await;
+        }
+        // Four are expired at 200; batches of two take the soonest first.
+        assert_eq!(ds.prune_entries(200, 2).await.expect("batch 1"), 2);
+        assert_eq!(
+            list_ids(&ds, ListEntriesRequest::default()).await,
+            ["e1", "e3", "e5"]
+        );
+        assert_eq!(ds.prune_entries(200, 2).await.expect("batch 2"), 2);
+        assert_eq!(ds.prune_entries(200, 2).await.expect("batch 3"), 0);
+        assert_eq!(list_ids(&ds, ListEntriesRequest::default()).await, ["e5"]);
+    }
+
+    pub async fn events_prune_in_bounded_batches_oldest_first(ds: Arc<dyn DataStore>) {
+        for n in 0..5 {
+            create_with_id(
+                &ds,
+                &format!("ev{n}"),
+                entry(&format!("spiffe://td/ev{n}"), "spiffe://td/p", &["k:1"]),
+            )
+            .await;
+            ds.set_node_selectors(&id(&format!("spiffe://td/agent/{n}")), sels(&["a:b"]))
+                .await
+                .expect("selectors");
+        }
+        let entry_events = ds.list_entry_events_since(0).await.expect("entry events");
+        let node_events = ds.list_node_events_since(0).await.expect("node events");
+        assert_eq!((entry_events.len(), node_events.len()), (5, 5));
+
+        assert_eq!(
+            ds.prune_entry_events(i64::MAX, 2).await.expect("entries"),
+            2
+        );
+        assert_eq!(ds.prune_node_events(i64::MAX, 3).await.expect("nodes"), 3);
+        // The oldest went; the rest are exactly the newest, cursor intact.
+        assert_eq!(
+            ds.list_entry_events_since(0).await.expect("left"),
+            entry_events[2..].to_vec()
+        );
+        assert_eq!(
+            ds.list_node_events_since(0).await.expect("left"),
+            node_events[3..].to_vec()
+        );
+        assert_eq!(ds.prune_entry_events(i64::MAX, 10).await.expect("rest"), 3);
+        assert_eq!(ds.prune_node_events(i64::MAX, 10).await.expect("rest"), 2);
     }
 
     pub async fn entry_events_written_for_each_change_only(ds: Arc<dyn DataStore>) {
@@ -1155,8 +1211,13 @@ mod cases {
         );
 
         // Pruning drops old events but never reuses IDs.
-        assert_eq!(ds.prune_entry_events(0).await.expect("prune none"), 0);
-        assert_eq!(ds.prune_entry_events(i64::MAX).await.expect("prune all"), 4);
+        assert_eq!(ds.prune_entry_events(0, 1000).await.expect("prune none"), 0);
+        assert_eq!(
+            ds.prune_entry_events(i64::MAX, 1000)
+                .await
+                .expect("prune all"),
+            4
+        );
         assert!(
             ds.list_entry_events_since(0)
                 .await
@@ -1520,12 +1581,99 @@ mod cases {
                 .len(),
             2
         );
-        assert_eq!(ds.prune_node_events(i64::MAX).await.expect("prune"), 5);
+        assert_eq!(
+            ds.prune_node_events(i64::MAX, 1000).await.expect("prune"),
+            5
+        );
         assert!(
             ds.list_node_events_since(0)
                 .await
                 .expect("events")
                 .is_empty()
+        );
+    }
+
+    pub async fn node_prune_keeps_banned_unexpired_and_unless_asked_non_reattestable(
+        ds: Arc<dyn DataStore>,
+    ) {
+        let make = |name: &str, not_after: i64, reattest: bool, banned: bool| {
+            let mut n = node(&format!("spiffe://td/agent/{name}"), &["t:v"]);
+            n.cert_not_after = not_after;
+            n.can_reattest = reattest;
+            if banned {
+                n.cert_serial_number = String::new();
+            }
+            n
+        };
+        for n in [
+            make("valid", 5000, true, false),
+            make("expired", 100, true, false),
+            make("expired-too", 200, true, false),
+            make("banned", 100, true, true),
+            make("tofu", 100, false, false),
+        ] {
+            ds.create_attested_node(n.clone()).await.expect("create");
+            ds.set_node_selectors(&n.spiffe_id, n.selectors.clone())
+                .await
+                .expect("selectors");
+        }
+        let before = ds.latest_node_event_id().await.expect("latest");
+        let names = |ids: Vec<SpiffeId>| {
+            ids.iter()
+                .map(|i| i.path().trim_start_matches("/agent/").to_owned())
+                .collect::<Vec<_>>()
+        };
+
+        // Nothing expired before 100.
+        assert!(
+            ds.prune_attested_nodes(100, false, 10)
+                .await
+                .expect("none")
+                .is_empty()
+        );
+        // One per batch, soonest-expired first; banned and TOFU stay.
+        assert_eq!(
+            names(ds.prune_attested_nodes(1000, false, 1).await.expect("b1")),
+            ["expired"]
+        );
+        assert_eq!(
+            names(ds.prune_attested_nodes(1000, false, 1).await.expect("b2")),
+            ["expired-too"]
+        );
+        assert!(
+            ds.prune_attested_nodes(1000, false, 1)
+                .await
+                .expect("b3")
+                .is_empty()
+        );
+        // prune_tofu_nodes takes the node that cannot re-attest; never the banned one.
+        assert_eq!(
+            names(ds.prune_attested_nodes(1000, true, 10).await.expect("tofu")),
+            ["tofu"]
+        );
+        let mut left: Vec<String> = ds
+            .list_attested_nodes(&ListNodesRequest::default())
+            .await
+            .expect("list")
+            .0
+            .into_iter()
+            .map(|n| n.spiffe_id.path().trim_start_matches("/agent/").to_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["banned", "valid"]);
+        // Selectors went with the nodes, and each deletion wrote an event.
+        assert!(
+            ds.get_node_selectors(&id("spiffe://td/agent/expired"))
+                .await
+                .expect("selectors")
+                .is_empty()
+        );
+        assert_eq!(
+            ds.list_node_events_since(before)
+                .await
+                .expect("events")
+                .len(),
+            3
         );
     }
 

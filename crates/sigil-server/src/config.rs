@@ -14,12 +14,12 @@ use sigil_spiffe::{SpiffeId, TrustDomain};
 use crate::api::limits::RateLimitConfig;
 use crate::endpoints::ConnectionBounds;
 use crate::podcert::{self, PodCertificatesConfig, SignerName};
+use crate::prune::PruneConfig;
 
 /// SPIRE `server` options sigil knows but does not implement yet.
 const UNSUPPORTED_SERVER: &[&str] = &[
     "ca_key_type_wit",
     "default_wit_svid_ttl",
-    "experimental",
     "agent_ttl",
     "cache_reload_interval",
     "log_file",
@@ -28,7 +28,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "profiling_freq",
     "profiling_names",
     "profiling_port",
-    "prune_events_older_than",
     "sql_transaction_timeout",
     "socket_permissions",
     "use_legacy_downstream_x509_ca_ttl",
@@ -36,6 +35,22 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "max_attested_node_info_staleness",
     "admin_ids_exclude",
     "default_svid_ttl",
+];
+
+/// SPIRE `server.experimental` options sigil does not implement yet.
+const UNSUPPORTED_EXPERIMENTAL: &[&str] = &[
+    "agent_spiffe_id_as_selector",
+    "auth_opa_policy_engine",
+    "cache_reload_interval",
+    "full_cache_reload_interval",
+    "events_based_cache",
+    "event_timeout",
+    "sql_transaction_timeout",
+    "require_pq_kem",
+    "wit_key_type",
+    "wit_issuer",
+    "feature_flags",
+    "named_pipe_name",
 ];
 
 /// The parsed server configuration.
@@ -83,6 +98,10 @@ pub struct ServerConfig {
     pub audit_log_enabled: bool,
     /// `ratelimit { }`: per-IP attestation and signing limits.
     pub ratelimit: RateLimitConfig,
+    /// What housekeeping prunes beyond expired entries and tokens:
+    /// `prune_attested_nodes_expired_for`, `prune_tofu_nodes` and
+    /// `experimental.prune_events_older_than`.
+    pub prune: PruneConfig,
     /// Bounds of the agent (mTLS) endpoint. Not read from the file (SPIRE
     /// has no such options); tests shorten the connection age here.
     pub agent_endpoint_bounds: ConnectionBounds,
@@ -236,6 +255,7 @@ impl ServerConfig {
             }
             None => RateLimitConfig::default(),
         };
+        let prune = parse_prune(&mut s)?;
         s.finish(UNSUPPORTED_SERVER)?;
 
         if ca_ttl < default_x509_svid_ttl {
@@ -265,6 +285,7 @@ impl ServerConfig {
             pod_certificates,
             audit_log_enabled,
             ratelimit,
+            prune,
             agent_endpoint_bounds: ConnectionBounds::agent_endpoint(),
             admin_socket_bounds: ConnectionBounds::admin_socket(),
             telemetry,
@@ -476,6 +497,37 @@ fn parse_federates_with(
     })
 }
 
+/// `prune_attested_nodes_expired_for`, `prune_tofu_nodes` and the
+/// `experimental { prune_events_older_than }` option (the only
+/// `experimental` option sigil reads; the rest are named as unsupported).
+fn parse_prune(s: &mut Section) -> Result<PruneConfig, ConfigError> {
+    let mut config = PruneConfig::default();
+    if let Some(block) = s.take_block("experimental")? {
+        let mut exp = block.body;
+        if let Some(d) = exp.take_duration("prune_events_older_than")? {
+            if d < Duration::from_secs(1) {
+                return Err(exp.invalid_value("prune_events_older_than", "must be at least 1s"));
+            }
+            config.events_older_than = d;
+        }
+        exp.finish(UNSUPPORTED_EXPERIMENTAL)?;
+    }
+    if let Some(d) = s.take_duration("prune_attested_nodes_expired_for")? {
+        if d < Duration::from_secs(1) {
+            return Err(s.invalid_value("prune_attested_nodes_expired_for", "must be at least 1s"));
+        }
+        config.attested_nodes_expired_for = Some(d);
+    }
+    config.tofu_nodes = s.take_bool("prune_tofu_nodes")?.unwrap_or(false);
+    if config.tofu_nodes && config.attested_nodes_expired_for.is_none() {
+        return Err(s.invalid_value(
+            "prune_tofu_nodes",
+            "has no effect without prune_attested_nodes_expired_for",
+        ));
+    }
+    Ok(config)
+}
+
 fn key_type(s: &mut Section, key: &str) -> Result<Option<KeyType>, ConfigError> {
     match s.take_string(key)? {
         None => Ok(None),
@@ -588,6 +640,50 @@ plugins {
         assert_eq!(
             e,
             "option \"DogStatsd\" in telemetry is not supported by sigil yet"
+        );
+    }
+
+    #[test]
+    fn pruning_options_are_read_with_spire_defaults() {
+        let c = ServerConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert_eq!(c.prune, PruneConfig::default());
+        assert_eq!(c.prune.events_older_than, Duration::from_secs(12 * 3600));
+        assert_eq!(c.prune.attested_nodes_expired_for, None);
+
+        let c = ServerConfig::parse(&SPIRE_EXAMPLE.replace(
+            "ca_ttl",
+            "prune_attested_nodes_expired_for = \"24h\"\n    prune_tofu_nodes = true\n    experimental {\n        prune_events_older_than = \"2h\"\n    }\n    ca_ttl",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.prune,
+            PruneConfig {
+                events_older_than: Duration::from_secs(7200),
+                attested_nodes_expired_for: Some(Duration::from_secs(24 * 3600)),
+                tofu_nodes: true,
+            }
+        );
+    }
+
+    #[test]
+    fn pruning_options_that_cannot_work_are_startup_errors_naming_them() {
+        let with = |extra: &str| {
+            ServerConfig::parse(&SPIRE_EXAMPLE.replace("ca_ttl", &format!("{extra}\n    ca_ttl")))
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(with("prune_tofu_nodes = true").contains("prune_tofu_nodes"));
+        assert!(
+            with("prune_attested_nodes_expired_for = \"0s\"")
+                .contains("prune_attested_nodes_expired_for")
+        );
+        assert!(
+            with("experimental {\n prune_events_older_than = \"0s\"\n }")
+                .contains("prune_events_older_than")
+        );
+        assert_eq!(
+            with("experimental {\n events_based_cache = true\n }"),
+            "option \"events_based_cache\" in server.experimental is not supported by sigil yet"
         );
     }
 

@@ -20,5 +20,6 @@ pub mod health;
 pub mod k8s;
 pub mod plugin;
 pub mod podcert;
+pub mod prune;
 pub mod publish;
 pub mod run;

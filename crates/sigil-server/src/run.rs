@@ -189,20 +189,14 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         limits: api::limits::RateLimits::new(cfg.ratelimit),
     });
 
-    // Housekeeping: expired join tokens.
-    {
-        let ds = ds.clone();
-        let clock = clock.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                if let Err(e) = ds.prune_join_tokens(clock.unix_now()).await {
-                    tracing::warn!(error = %e, "could not prune expired join tokens");
-                }
-            }
-        });
-    }
+    // Housekeeping: expired entries and join tokens, old events, and
+    // expired agents when configured.
+    Arc::new(crate::prune::Pruner::new(
+        ds.clone(),
+        clock.clone(),
+        cfg.prune,
+    ))
+    .spawn();
 
     let tls = endpoints::server_tls_configs(
         ca.clone(),

@@ -107,8 +107,8 @@ impl DataStore for BanAfterRead {
         self.inner.list_entries_by_selector_subset(selectors).await
     }
 
-    async fn prune_entries(&self, expires_before: i64) -> Result<u64> {
-        self.inner.prune_entries(expires_before).await
+    async fn prune_entries(&self, expires_before: i64, limit: u32) -> Result<u64> {
+        self.inner.prune_entries(expires_before, limit).await
     }
 
     async fn list_entry_events_since(&self, after_id: i64) -> Result<Vec<(i64, String)>> {
@@ -119,8 +119,8 @@ impl DataStore for BanAfterRead {
         self.inner.latest_entry_event_id().await
     }
 
-    async fn prune_entry_events(&self, older_than: i64) -> Result<u64> {
-        self.inner.prune_entry_events(older_than).await
+    async fn prune_entry_events(&self, older_than: i64, limit: u32) -> Result<u64> {
+        self.inner.prune_entry_events(older_than, limit).await
     }
 
     async fn create_attested_node(&self, node: AttestedNode) -> Result<AttestedNode> {
@@ -158,6 +158,17 @@ impl DataStore for BanAfterRead {
         self.inner.delete_attested_node(spiffe_id).await
     }
 
+    async fn prune_attested_nodes(
+        &self,
+        expired_before: i64,
+        include_non_reattestable: bool,
+        limit: u32,
+    ) -> Result<Vec<SpiffeId>> {
+        self.inner
+            .prune_attested_nodes(expired_before, include_non_reattestable, limit)
+            .await
+    }
+
     async fn list_attested_nodes(
         &self,
         req: &ListNodesRequest,
@@ -189,8 +200,8 @@ impl DataStore for BanAfterRead {
         self.inner.latest_node_event_id().await
     }
 
-    async fn prune_node_events(&self, older_than: i64) -> Result<u64> {
-        self.inner.prune_node_events(older_than).await
+    async fn prune_node_events(&self, older_than: i64, limit: u32) -> Result<u64> {
+        self.inner.prune_node_events(older_than, limit).await
     }
 
     async fn create_join_token(&self, token: JoinToken) -> Result<()> {

@@ -182,10 +182,10 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         finish::<DB, _>(tx, result, WHAT).await
     }
 
-    async fn prune_entries(&self, expires_before: i64) -> Result<u64> {
+    async fn prune_entries(&self, expires_before: i64, limit: u32) -> Result<u64> {
         const WHAT: &str = "prune registration entries";
         let mut tx = self.begin_write(WHAT).await?;
-        let result = Self::prune_entries_in(&mut tx, expires_before).await;
+        let result = Self::prune_entries_in(&mut tx, expires_before, limit).await;
         finish::<DB, _>(tx, result, WHAT).await
     }
 
@@ -217,12 +217,9 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         .await
     }
 
-    async fn prune_entry_events(&self, older_than: i64) -> Result<u64> {
+    async fn prune_entry_events(&self, older_than: i64, limit: u32) -> Result<u64> {
         self.execute_one(
-            Stmt::with(
-                "DELETE FROM entry_events WHERE created_at < ?",
-                [Arg::from(older_than)],
-            ),
+            prune_events_stmt("entry_events", older_than, limit),
             "prune entry events",
         )
         .await
@@ -291,6 +288,19 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         const WHAT: &str = "delete attested node";
         let mut tx = self.begin_write(WHAT).await?;
         let result = Self::delete_node_in(&mut tx, spiffe_id).await;
+        finish::<DB, _>(tx, result, WHAT).await
+    }
+
+    async fn prune_attested_nodes(
+        &self,
+        expired_before: i64,
+        include_non_reattestable: bool,
+        limit: u32,
+    ) -> Result<Vec<SpiffeId>> {
+        const WHAT: &str = "prune attested nodes";
+        let mut tx = self.begin_write(WHAT).await?;
+        let result =
+            Self::prune_nodes_in(&mut tx, expired_before, include_non_reattestable, limit).await;
         finish::<DB, _>(tx, result, WHAT).await
     }
 
@@ -386,12 +396,9 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         .await
     }
 
-    async fn prune_node_events(&self, older_than: i64) -> Result<u64> {
+    async fn prune_node_events(&self, older_than: i64, limit: u32) -> Result<u64> {
         self.execute_one(
-            Stmt::with(
-                "DELETE FROM node_events WHERE created_at < ?",
-                [Arg::from(older_than)],
-            ),
+            prune_events_stmt("node_events", older_than, limit),
             "prune node events",
         )
         .await
@@ -909,14 +916,18 @@ impl<DB: Backend> SqlStore<DB> {
         Ok(entry)
     }
 
-    async fn prune_entries_in(conn: &mut DB::Connection, expires_before: i64) -> Result<u64> {
+    async fn prune_entries_in(
+        conn: &mut DB::Connection,
+        expires_before: i64,
+        limit: u32,
+    ) -> Result<u64> {
         const WHAT: &str = "prune registration entries";
-        const EXPIRED: &str = "FROM registered_entries WHERE expires_at <> 0 AND expires_at < ?";
         let rows = DB::fetch_all(
             conn,
             Stmt::with(
-                &format!("SELECT entry_id {EXPIRED}"),
-                [Arg::from(expires_before)],
+                "SELECT entry_id FROM registered_entries WHERE expires_at <> 0 AND expires_at < ? \
+                 ORDER BY expires_at, entry_id LIMIT ?",
+                [Arg::from(expires_before), Arg::from(i64::from(limit))],
             ),
         )
         .await
@@ -928,14 +939,44 @@ impl<DB: Backend> SqlStore<DB> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let deleted = DB::execute(
-            conn,
-            Stmt::with(&format!("DELETE {EXPIRED}"), [Arg::from(expires_before)]),
-        )
-        .await
-        .map_err(|e| map_err::<DB>(WHAT, e))?;
+        let mut delete = Stmt::new("DELETE FROM registered_entries WHERE entry_id IN ");
+        delete.bind_list(ids.iter().map(String::as_str));
+        let deleted = DB::execute(conn, delete)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
         record_entry_events::<DB>(conn, &ids).await?;
         Ok(deleted)
+    }
+
+    async fn prune_nodes_in(
+        conn: &mut DB::Connection,
+        expired_before: i64,
+        include_non_reattestable: bool,
+        limit: u32,
+    ) -> Result<Vec<SpiffeId>> {
+        const WHAT: &str = "prune attested nodes";
+        // Banned: both serial numbers empty (see `AttestedNode::is_banned`).
+        let mut select = Stmt::new("SELECT spiffe_id FROM attested_nodes WHERE cert_not_after < ");
+        select
+            .bind(expired_before)
+            .push(" AND NOT (cert_serial_number = '' AND new_cert_serial_number = '')");
+        if !include_non_reattestable {
+            select.push(" AND can_reattest = ").bind(true);
+        }
+        select
+            .push(" ORDER BY cert_not_after, spiffe_id LIMIT ")
+            .bind(i64::from(limit));
+        let rows = DB::fetch_all(conn, select)
+            .await
+            .map_err(|e| map_err::<DB>(WHAT, e))?;
+        let mut pruned = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id = DB::text(row, "spiffe_id").map_err(|e| map_err::<DB>(WHAT, e))?;
+            let id = parse_stored_id(&id, "attested node", &id)?;
+            Self::delete_node_in(conn, &id).await?;
+            pruned.push(id);
+        }
+        Ok(pruned)
     }
 
     async fn create_node_in(conn: &mut DB::Connection, node: &AttestedNode) -> Result<()> {
@@ -1797,6 +1838,19 @@ async fn record_entry_events<DB: Backend>(conn: &mut DB::Connection, ids: &[Stri
         .map(|id| vec![Arg::from(id.as_str()), Arg::from(now)])
         .collect();
     insert_rows::<DB>(conn, "entry_events (entry_id, created_at)", rows, WHAT).await
+}
+
+/// Deletes at most `limit` rows of an event table older than `older_than`,
+/// oldest first. `DELETE ... LIMIT` is not portable; a keyed subquery is.
+fn prune_events_stmt(table: &'static str, older_than: i64, limit: u32) -> Stmt {
+    let mut stmt = Stmt::new(&format!(
+        "DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE created_at < "
+    ));
+    stmt.bind(older_than)
+        .push(" ORDER BY id LIMIT ")
+        .bind(i64::from(limit))
+        .push(")");
+    stmt
 }
 
 /// Appends a node change event; the last statements of its transaction.
