@@ -246,11 +246,12 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, SanType};
     use std::os::unix::fs::PermissionsExt;
 
     struct Ca {
         cert: rcgen::Certificate,
+        params: CertificateParams,
         key: KeyPair,
     }
 
@@ -264,7 +265,11 @@ mod tests {
             p.not_after = rcgen::date_time_ymd(2002, 1, 1);
         }
         let cert = p.self_signed(&key).unwrap();
-        Ca { cert, key }
+        Ca {
+            cert,
+            params: p,
+            key,
+        }
     }
 
     fn issue(issuer: &Ca, id: &str, is_ca: bool) -> (Ca, Vec<u8>) {
@@ -274,9 +279,18 @@ mod tests {
         if is_ca {
             p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         }
-        let cert = p.signed_by(&key, &issuer.cert, &issuer.key).unwrap();
+        let cert = p
+            .signed_by(&key, &Issuer::from_params(&issuer.params, &issuer.key))
+            .unwrap();
         let der = key.serialize_der();
-        (Ca { cert, key }, der)
+        (
+            Ca {
+                cert,
+                params: p,
+                key,
+            },
+            der,
+        )
     }
 
     fn der(c: &Ca) -> Vec<u8> {

@@ -89,7 +89,12 @@ impl RenewSignal {
 
     /// Sends it to process `pid`.
     pub fn send(&self, pid: i64) -> Result<(), SignalError> {
-        let raw = i32::try_from(pid).map_err(|_| SignalError::BadPid(pid))?;
+        // Only a positive pid names one process (0 and negatives name
+        // groups, -1 everyone); `Pid::from_raw` also panics on negatives.
+        let raw = i32::try_from(pid)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or(SignalError::BadPid(pid))?;
         let target = Pid::from_raw(raw).ok_or(SignalError::BadPid(pid))?;
         rustix::process::kill_process(target, self.signal).map_err(|e| SignalError::Kill {
             pid: raw,
