@@ -339,8 +339,8 @@ impl HelperConfig {
             DEFAULT_JWT_SVID_FILE_MODE,
         ];
         let mut modes = [0u32; 4];
-        for i in 0..4 {
-            modes[i] = file_mode(MODE_KEYS[i], raw_modes[i], defaults[i])?;
+        for (((slot, key), raw), default) in modes.iter_mut().zip(MODE_KEYS).zip(raw_modes).zip(defaults) {
+            *slot = file_mode(key, raw, default)?;
         }
 
         // Checked at startup rather than at the first renewal.
