@@ -388,9 +388,13 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), b"two");
         write_atomic_with_mode(&path, b"three", 0o640).unwrap();
         assert_eq!(mode_of(&path), 0o640);
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
-        let err = write_atomic_with_mode(&dir.path().join("absent/x.pem"), b"x", 0o644)
-            .unwrap_err();
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        let err =
+            write_atomic_with_mode(&dir.path().join("absent/x.pem"), b"x", 0o644).unwrap_err();
         assert!(matches!(err, SecureFsError::Io { .. }), "{err}");
     }
 

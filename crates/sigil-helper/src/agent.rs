@@ -1,12 +1,12 @@
 //! The three Workload API calls the helper makes, behind a small trait so
 //! the rest of the program (and its tests) need no socket: the X.509-SVID
 //! stream, the JWT bundle stream, and one JWT-SVID fetch. The
-//! implementation on a Unix socket is [`UnixWorkloadApi`]; it dials afresh
-//! for each call, which is what makes a restarted agent transparent.
+//! implementation on a Unix socket is [`UnixWorkloadApi`], built on
+//! `sigil-workload-client`; it dials afresh for each call, which is what
+//! makes a restarted agent transparent.
 
 use std::path::PathBuf;
 
-use crate::wclient_shim as sigil_workload_client;
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;

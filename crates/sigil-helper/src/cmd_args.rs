@@ -15,7 +15,9 @@
 #[non_exhaustive]
 pub enum CmdArgsError {
     /// A `"` inside a field that did not start with one.
-    #[error("bare \" in unquoted argument {field}: quote the whole argument (\"...\") and double the quote inside it")]
+    #[error(
+        "bare \" in unquoted argument {field}: quote the whole argument (\"...\") and double the quote inside it"
+    )]
     BareQuote {
         /// The argument (1-based).
         field: usize,
@@ -108,7 +110,13 @@ mod tests {
     fn arguments_are_split_at_each_space() {
         assert_eq!(
             split("server --listen localhost:8002 --target localhost:8001"),
-            ["server", "--listen", "localhost:8002", "--target", "localhost:8001"]
+            [
+                "server",
+                "--listen",
+                "localhost:8002",
+                "--target",
+                "localhost:8001"
+            ]
         );
         // Every space separates: two make an empty argument, as in spiffe-helper.
         assert_eq!(split("a  b"), ["a", "", "b"]);

@@ -76,7 +76,9 @@ pub enum HelperConfigError {
         key: &'static str,
     },
     /// An entry of `jwt_svids` is not an object.
-    #[error("'jwt_svids' entry {index} must be an object {{ jwt_audience = ..., jwt_svid_file_name = ... }}")]
+    #[error(
+        "'jwt_svids' entry {index} must be an object {{ jwt_audience = ..., jwt_svid_file_name = ... }}"
+    )]
     JwtSvidNotObject {
         /// The entry.
         index: usize,
@@ -122,11 +124,10 @@ pub enum HelperConfigError {
     /// `cmd_args` cannot be split.
     #[error("cmd_args: {0}")]
     CmdArgs(#[from] CmdArgsError),
-    /// `agent_address` is not a Unix socket path.
-    #[error(
-        "agent_address {0:?}: must be an absolute Unix socket path (/path/api.sock) or unix:///path/api.sock"
-    )]
-    AgentAddress(String),
+    /// `agent_address` (or `SPIFFE_ENDPOINT_SOCKET`) is not a Unix socket
+    /// path.
+    #[error("agent_address: {0}")]
+    AgentAddress(#[from] sigil_workload_client::AddressError),
 }
 
 /// The three X.509 file names (all or none are set).
@@ -247,15 +248,16 @@ impl HelperConfig {
         let add_intermediates_to_bundle = top
             .take_bool("add_intermediates_to_bundle")?
             .unwrap_or(false);
-        let include_federated_domains = top
-            .take_bool("include_federated_domains")?
-            .unwrap_or(false);
+        let include_federated_domains =
+            top.take_bool("include_federated_domains")?.unwrap_or(false);
         let omit_expired = top.take_bool("omit_expired")?.unwrap_or(false);
         let renew_signal = top.take_string("renew_signal")?.unwrap_or_default();
         let hint = top.take_string("hint")?.unwrap_or_default();
         let svid = top.take_string("svid_file_name")?.unwrap_or_default();
         let key = top.take_string("svid_key_file_name")?.unwrap_or_default();
-        let bundle = top.take_string("svid_bundle_file_name")?.unwrap_or_default();
+        let bundle = top
+            .take_string("svid_bundle_file_name")?
+            .unwrap_or_default();
         let jwt_bundle = top.take_string("jwt_bundle_file_name")?.unwrap_or_default();
         let mut raw_modes = [0i64; 4];
         for (slot, key) in raw_modes.iter_mut().zip(MODE_KEYS) {
@@ -295,15 +297,14 @@ impl HelperConfig {
                 _ => DEFAULT_AGENT_ADDRESS.to_owned(),
             }
         };
-        let agent_socket = parse_agent_address(&agent_address)?;
+        let agent_socket = sigil_workload_client::parse_address(&agent_address)?;
 
         let daemon_mode = daemon_mode_flag.or(daemon_mode).unwrap_or(true);
         let mut warnings = Vec::new();
         if !daemon_mode {
             if !cmd.is_empty() {
-                warnings.push(
-                    "cmd is set but daemon_mode is false. cmd will be ignored.".to_owned(),
-                );
+                warnings
+                    .push("cmd is set but daemon_mode is false. cmd will be ignored.".to_owned());
             }
             if !renew_signal.is_empty() {
                 warnings.push(
@@ -339,7 +340,9 @@ impl HelperConfig {
             DEFAULT_JWT_SVID_FILE_MODE,
         ];
         let mut modes = [0u32; 4];
-        for (((slot, key), raw), default) in modes.iter_mut().zip(MODE_KEYS).zip(raw_modes).zip(defaults) {
+        for (((slot, key), raw), default) in
+            modes.iter_mut().zip(MODE_KEYS).zip(raw_modes).zip(defaults)
+        {
             *slot = file_mode(key, raw, default)?;
         }
 
@@ -407,21 +410,6 @@ fn file_mode(key: &'static str, raw: i64, default: u32) -> Result<u32, HelperCon
     Ok(u32::try_from(raw).unwrap_or(default))
 }
 
-/// The Unix socket path of `address` (a path, or `unix:` + path).
-fn parse_agent_address(address: &str) -> Result<PathBuf, HelperConfigError> {
-    let path = if let Some(rest) = address.strip_prefix("unix://") {
-        rest
-    } else if let Some(rest) = address.strip_prefix("unix:") {
-        rest
-    } else {
-        address
-    };
-    if !path.starts_with('/') {
-        return Err(HelperConfigError::AgentAddress(address.to_owned()));
-    }
-    Ok(PathBuf::from(path))
-}
-
 /// The mode options written with a leading zero, read as octal (HCL 1's
 /// rule). `None` for any option HCL 2 already reads right.
 fn octal_modes(text: &str) -> Vec<(&'static str, i64)> {
@@ -443,10 +431,9 @@ fn octal_modes(text: &str) -> Vec<(&'static str, i64)> {
         if digits.len() > 1
             && digits.starts_with('0')
             && digits.bytes().all(|b| b.is_ascii_digit())
+            && let Ok(v) = i64::from_str_radix(&digits[1..], 8)
         {
-            if let Ok(v) = i64::from_str_radix(&digits[1..], 8) {
-                out.push((key, v));
-            }
+            out.push((key, v));
         }
     }
     out
@@ -478,7 +465,9 @@ fn take_jwt_svids(top: &mut Section) -> Result<Vec<JwtSvidConfig>, HelperConfigE
     let mut out = Vec::new();
     for mut s in sections {
         let audience = s.take_string("jwt_audience")?.unwrap_or_default();
-        let extra_audiences = s.take_string_list("jwt_extra_audiences")?.unwrap_or_default();
+        let extra_audiences = s
+            .take_string_list("jwt_extra_audiences")?
+            .unwrap_or_default();
         let file_name = s.take_string("jwt_svid_file_name")?.unwrap_or_default();
         s.finish(&[])?;
         out.push(JwtSvidConfig {
@@ -491,7 +480,10 @@ fn take_jwt_svids(top: &mut Section) -> Result<Vec<JwtSvidConfig>, HelperConfigE
 }
 
 fn take_health(top: &mut Section) -> Result<Option<HealthConfig>, HelperConfigError> {
-    let mut section = match (top.take_block("health_checks")?, top.take_value("health_checks")) {
+    let mut section = match (
+        top.take_block("health_checks")?,
+        top.take_value("health_checks"),
+    ) {
         (Some(block), None) => block.body,
         (None, Some(hcl::Value::Object(map))) => Section::from_object("health_checks", map),
         (None, None) => return Ok(None),
@@ -627,7 +619,10 @@ jwt_svid_file_mode = 0444
             c.jwt_svids,
             [JwtSvidConfig {
                 audience: "your-audience".into(),
-                extra_audiences: vec!["your-extra-audience-1".into(), "your-extra-audience-2".into()],
+                extra_audiences: vec![
+                    "your-extra-audience-1".into(),
+                    "your-extra-audience-2".into()
+                ],
                 file_name: "jwt_svid.token".into(),
             }]
         );
@@ -650,28 +645,41 @@ jwt_svid_file_mode = 0444
                 .contains("'jwt_svid_file_name' is required")
         );
         assert!(
-            err(&format!("jwt_svids = [{{jwt_svid_file_name = \"t\"}}]\n{X509}"))
-                .contains("'jwt_audience' is required")
+            err(&format!(
+                "jwt_svids = [{{jwt_svid_file_name = \"t\"}}]\n{X509}"
+            ))
+            .contains("'jwt_audience' is required")
         );
         assert!(
-            err(&format!("pid_file_name = \"p\"\nrenew_signal = \"SIGHUP\"\ndaemon_mode = false\n{X509}"))
-                .contains("pid_file_name is only supported in daemon_mode")
+            err(&format!(
+                "pid_file_name = \"p\"\nrenew_signal = \"SIGHUP\"\ndaemon_mode = false\n{X509}"
+            ))
+            .contains("pid_file_name is only supported in daemon_mode")
         );
         assert!(
             err(&format!("pid_file_name = \"p\"\n{X509}"))
                 .contains("must specify renew_signal when using pid_file_name")
         );
-        assert!(err(&format!("cert_file_mode = -1\n{X509}")).contains("cert_file_mode must be positive"));
-        assert!(err(&format!("key_file_mode = -1\n{X509}")).contains("key_file_mode must be positive"));
+        assert!(
+            err(&format!("cert_file_mode = -1\n{X509}"))
+                .contains("cert_file_mode must be positive")
+        );
+        assert!(
+            err(&format!("key_file_mode = -1\n{X509}")).contains("key_file_mode must be positive")
+        );
         assert!(err(&format!("key_file_mode = 04755\n{X509}")).contains("beyond 0777"));
         assert!(err(&format!("renew_signal = \"USR1\"\n{X509}")).contains("renew_signal"));
         assert!(
-            err(&format!("cmd = \"sh\"\ncmd_args = \"-c \\\"unterminated\"\n{X509}"))
-                .contains("cmd_args")
+            err(&format!(
+                "cmd = \"sh\"\ncmd_args = \"-c \\\"unterminated\"\n{X509}"
+            ))
+            .contains("cmd_args")
         );
         assert!(
-            err(&format!("health_checks {{\nlistener_enabled = true\nbind_port = -1\n}}\n{X509}"))
-                .contains("bind_port")
+            err(&format!(
+                "health_checks {{\nlistener_enabled = true\nbind_port = -1\n}}\n{X509}"
+            ))
+            .contains("bind_port")
         );
         assert!(err(&format!("daemon_mode = \"maybe\"\n{X509}")).contains("daemon_mode"));
     }
@@ -684,7 +692,8 @@ jwt_svid_file_mode = 0444
                 .contains("jwt_file_name")
         );
         assert!(
-            err(&format!("health_checks {{\nlistener_port = 1\n}}\n{X509}")).contains("listener_port")
+            err(&format!("health_checks {{\nlistener_port = 1\n}}\n{X509}"))
+                .contains("listener_port")
         );
     }
 
@@ -704,7 +713,10 @@ jwt_svid_file_mode = 0444
 
     #[test]
     fn health_checks_defaults_apply_only_when_enabled_in_either_spelling() {
-        let c = parse(&format!("health_checks {{\nlistener_enabled = true\n}}\n{X509}")).unwrap();
+        let c = parse(&format!(
+            "health_checks {{\nlistener_enabled = true\n}}\n{X509}"
+        ))
+        .unwrap();
         assert_eq!(
             c.health,
             Some(HealthConfig {
@@ -718,7 +730,10 @@ jwt_svid_file_mode = 0444
         ))
         .unwrap();
         assert_eq!(c.health.as_ref().map(|h| h.bind_port), Some(9000));
-        assert_eq!(c.health.as_ref().map(|h| h.liveness_path.as_str()), Some("/l"));
+        assert_eq!(
+            c.health.as_ref().map(|h| h.liveness_path.as_str()),
+            Some("/l")
+        );
         let c = parse(&format!("health_checks {{\nbind_port = 9000\n}}\n{X509}")).unwrap();
         assert_eq!(c.health, None);
     }

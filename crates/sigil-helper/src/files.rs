@@ -167,13 +167,15 @@ pub fn jwt_bundle_json(bundles: &HashMap<String, Vec<u8>>) -> Vec<u8> {
 pub fn pick_jwt<'a>(svids: &'a [Jwtsvid], hint: Option<&str>) -> Result<&'a Jwtsvid, FilesError> {
     match hint {
         None => svids.first().ok_or(FilesError::NoSvid),
-        Some(hint) => svids
-            .iter()
-            .find(|s| s.hint == hint)
-            .ok_or_else(|| FilesError::HintNotFound {
-                kind: "JWT",
-                hint: hint.to_owned(),
-            }),
+        Some(hint) => {
+            svids
+                .iter()
+                .find(|s| s.hint == hint)
+                .ok_or_else(|| FilesError::HintNotFound {
+                    kind: "JWT",
+                    hint: hint.to_owned(),
+                })
+        }
     }
 }
 
@@ -188,13 +190,15 @@ pub fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FilesError> {
 fn pick_x509<'a>(svids: &'a [X509svid], hint: Option<&str>) -> Result<&'a X509svid, FilesError> {
     match hint {
         None => svids.first().ok_or(FilesError::NoSvid),
-        Some(hint) => svids
-            .iter()
-            .find(|s| s.hint == hint)
-            .ok_or_else(|| FilesError::HintNotFound {
-                kind: "x509",
-                hint: hint.to_owned(),
-            }),
+        Some(hint) => {
+            svids
+                .iter()
+                .find(|s| s.hint == hint)
+                .ok_or_else(|| FilesError::HintNotFound {
+                    kind: "x509",
+                    hint: hint.to_owned(),
+                })
+        }
     }
 }
 
@@ -219,12 +223,11 @@ impl Cert {
 fn split_certs(mut der: &[u8], what: &str) -> Result<Vec<Cert>, FilesError> {
     let mut out = Vec::new();
     while !der.is_empty() {
-        let (rest, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
-            FilesError::BadCertificates {
+        let (rest, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(|e| FilesError::BadCertificates {
                 what: what.to_owned(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         let len = der.len() - rest.len();
         let secs = cert.validity().not_after.timestamp();
         let not_after = if secs >= 0 {
@@ -365,7 +368,7 @@ mod tests {
             omit_expired: true,
         };
         let c = x509_contents(&f.response, &options, SystemTime::now()).unwrap();
-        assert_eq!(pems(&c.svid_pem), [f.leaf.clone()]);
+        assert_eq!(pems(&c.svid_pem), std::slice::from_ref(&f.leaf));
         assert_eq!(pems(&c.bundle_pem), [f.root, f.inter, f.fed]);
     }
 

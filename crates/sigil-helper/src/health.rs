@@ -93,8 +93,7 @@ impl Health {
     /// Live: no write failed.
     pub fn live(&self) -> bool {
         self.with(|s| {
-            s.x509 != Some(WriteStatus::Failed)
-                && s.jwt.values().all(|v| *v != WriteStatus::Failed)
+            s.x509 != Some(WriteStatus::Failed) && s.jwt.values().all(|v| *v != WriteStatus::Failed)
         })
     }
 
@@ -172,7 +171,8 @@ pub async fn serve(listener: tokio::net::TcpListener, config: HealthConfig, heal
                 } else if path == config.readiness_path {
                     health.response(health.ready())
                 } else {
-                    let mut r = Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
+                    let mut r =
+                        Response::new(Full::new(Bytes::from_static(b"404 page not found\n")));
                     *r.status_mut() = StatusCode::NOT_FOUND;
                     r
                 };

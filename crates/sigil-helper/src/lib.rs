@@ -19,4 +19,3 @@ pub mod health;
 pub mod process;
 pub mod run;
 pub mod signal;
-mod wclient_shim;

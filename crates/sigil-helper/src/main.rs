@@ -104,7 +104,10 @@ fn main() -> ExitCode {
 /// Completes on SIGINT or SIGTERM.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
         (Ok(mut int), Ok(mut term)) => {
             tokio::select! {
                 _ = int.recv() => {}
@@ -121,6 +124,7 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn flags_are_spiffe_helpers_in_go_or_gnu_style() {
@@ -130,14 +134,16 @@ mod tests {
             ))
         };
         let c = parse(&[]).map_err(|e| e.to_string());
-        assert!(matches!(&c, Ok(c) if c.config == PathBuf::from("helper.conf") && c.daemon_mode.is_none()));
+        assert!(
+            matches!(&c, Ok(c) if c.config == Path::new("helper.conf") && c.daemon_mode.is_none())
+        );
         for args in [
             &["-config", "x.conf", "-daemon-mode=false"][..],
             &["--config=x.conf", "--daemon-mode=F"][..],
         ] {
             let c = parse(args).map_err(|e| e.to_string());
             assert!(
-                matches!(&c, Ok(c) if c.config == PathBuf::from("x.conf") && c.daemon_mode == Some(false)),
+                matches!(&c, Ok(c) if c.config == Path::new("x.conf") && c.daemon_mode == Some(false)),
                 "{args:?}: {c:?}"
             );
         }

@@ -193,14 +193,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.pid");
         std::fs::write(&path, "not a pid\n").unwrap();
-        let n = Notifier::new(None, Some(path.clone()), RenewSignal::from_name("SIGUSR1").ok());
+        let n = Notifier::new(
+            None,
+            Some(path.clone()),
+            RenewSignal::from_name("SIGUSR1").ok(),
+        );
         let err = n.signal_pid_file_once(&path).unwrap_err();
         assert!(matches!(err, NotifyError::PidFileParse { .. }), "{err}");
         assert!(err.to_string().contains("app.pid"), "{err}");
         // A negative pid would signal a process group (or everyone): refused.
         std::fs::write(&path, "-1").unwrap();
         let err = n.signal_pid_file_once(&path).unwrap_err();
-        assert!(matches!(err, NotifyError::Signal(SignalError::BadPid(-1))), "{err}");
+        assert!(
+            matches!(err, NotifyError::Signal(SignalError::BadPid(-1))),
+            "{err}"
+        );
     }
 
     #[tokio::test]
@@ -224,7 +231,10 @@ mod tests {
         wait(|| read() == "start\nusr1\n").await;
         // Stop it; the next update starts it again.
         let pid = n.child.lock().await.unwrap();
-        RenewSignal::from_name("SIGTERM").unwrap().send(i64::from(pid)).unwrap();
+        RenewSignal::from_name("SIGTERM")
+            .unwrap()
+            .send(i64::from(pid))
+            .unwrap();
         let child = Arc::clone(&n.child);
         wait_async(|| {
             let child = Arc::clone(&child);
@@ -234,7 +244,10 @@ mod tests {
         n.files_updated().await;
         wait(|| read() == "start\nusr1\nstart\n").await;
         let pid = n.child.lock().await.unwrap();
-        RenewSignal::from_name("SIGTERM").unwrap().send(i64::from(pid)).unwrap();
+        RenewSignal::from_name("SIGTERM")
+            .unwrap()
+            .send(i64::from(pid))
+            .unwrap();
     }
 
     async fn wait(mut f: impl FnMut() -> bool) {

@@ -481,7 +481,11 @@ mod tests {
     fn jwt_expiry_is_read_from_the_payload() {
         use base64::Engine;
         let enc = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
-        let token = format!("{}.{}.sig", enc("{}"), enc("{\"exp\":1700000000,\"sub\":\"x\"}"));
+        let token = format!(
+            "{}.{}.sig",
+            enc("{}"),
+            enc("{\"exp\":1700000000,\"sub\":\"x\"}")
+        );
         assert_eq!(
             jwt_expiry(&token),
             Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000))

@@ -7,7 +7,9 @@ use rustix::process::{Pid, Signal};
 
 /// A signal name spiffe-helper does not know.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown signal {0:?} (write it as spiffe-helper does, for example \"SIGUSR1\" or \"SIGHUP\")")]
+#[error(
+    "unknown signal {0:?} (write it as spiffe-helper does, for example \"SIGUSR1\" or \"SIGHUP\")"
+)]
 pub struct UnknownSignal(pub String);
 
 /// Why a signal could not be sent.
@@ -110,8 +112,14 @@ mod tests {
 
     #[test]
     fn names_are_gos_with_the_sig_prefix_and_exact_case() {
-        assert_eq!(RenewSignal::from_name("SIGUSR1").map(|s| s.name()), Ok("SIGUSR1"));
-        assert_eq!(RenewSignal::from_name("SIGHUP").map(|s| s.name()), Ok("SIGHUP"));
+        assert_eq!(
+            RenewSignal::from_name("SIGUSR1").map(|s| s.name()),
+            Ok("SIGUSR1")
+        );
+        assert_eq!(
+            RenewSignal::from_name("SIGHUP").map(|s| s.name()),
+            Ok("SIGHUP")
+        );
         for bad in ["USR1", "sigusr1", "SIGFOO", "10", ""] {
             assert_eq!(RenewSignal::from_name(bad), Err(UnknownSignal(bad.into())));
         }
