@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use sigil_e2e::my_uid;
-use sigil_testkit::{TrustDomain, bin, wait_for};
+use sigil_testkit::{TrustDomain, bin, free_port, wait_for};
 
 const AUDIENCE: &str = "legacy-db";
 
@@ -101,6 +101,19 @@ fn pem_blocks(text: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// A plain HTTP/1.0 GET on 127.0.0.1: status code and body.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_owned()))
+}
+
 fn openssl_verify(certs: &Path) {
     let verify = Command::new("openssl")
         .arg("verify")
@@ -136,7 +149,9 @@ fn check_jwt_files(certs: &Path, id: &str, trust_domain: &str) {
 
     let bundle: serde_json::Value =
         serde_json::from_slice(&fs::read(certs.join("jwt_bundle.json")).unwrap()).unwrap();
-    let jwks = bundle[trust_domain].as_str().expect("bundle of our trust domain");
+    let jwks = bundle[trust_domain]
+        .as_str()
+        .expect("bundle of our trust domain");
     let jwks: serde_json::Value = serde_json::from_slice(
         &base64::engine::general_purpose::STANDARD
             .decode(jwks)
@@ -168,8 +183,9 @@ fn helper_writes_files_rewrites_them_on_rotation_and_signals_its_command() {
         pid = child_pid.display(),
         started = started.display(),
     );
+    let health_port = free_port();
     let extra = format!(
-        "cmd = \"/bin/sh\"\ncmd_args = {}\nrenew_signal = \"SIGUSR1\"",
+        "cmd = \"/bin/sh\"\ncmd_args = {}\nrenew_signal = \"SIGUSR1\"\nhealth_checks {{\n  listener_enabled = true\n  bind_port = {health_port}\n}}",
         hcl(&format!("-c \"{script}\""))
     );
     let conf = write_config(&dir, &td.agent_socket(0), &certs, &extra);
@@ -178,14 +194,32 @@ fn helper_writes_files_rewrites_them_on_rotation_and_signals_its_command() {
     let helper = td.spawn_process("sigil-helper", helper);
 
     wait_for("the helper's files", Duration::from_secs(30), || {
-        ["svid.pem", "svid_key.pem", "svid_bundle.pem", "jwt_svid.token", "jwt_bundle.json"]
-            .iter()
-            .all(|f| certs.join(f).exists())
-            .then_some(())
+        [
+            "svid.pem",
+            "svid_key.pem",
+            "svid_bundle.pem",
+            "jwt_svid.token",
+            "jwt_bundle.json",
+        ]
+        .iter()
+        .all(|f| certs.join(f).exists())
+        .then_some(())
     });
-    assert_eq!(mode(&certs.join("svid.pem")), 0o644, "cert_file_mode default");
-    assert_eq!(mode(&certs.join("svid_bundle.pem")), 0o644, "cert_file_mode default");
-    assert_eq!(mode(&certs.join("svid_key.pem")), 0o640, "key_file_mode = 0640");
+    assert_eq!(
+        mode(&certs.join("svid.pem")),
+        0o644,
+        "cert_file_mode default"
+    );
+    assert_eq!(
+        mode(&certs.join("svid_bundle.pem")),
+        0o644,
+        "cert_file_mode default"
+    );
+    assert_eq!(
+        mode(&certs.join("svid_key.pem")),
+        0o640,
+        "key_file_mode = 0640"
+    );
     let key = fs::read_to_string(certs.join("svid_key.pem")).unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "PKCS#8 PEM");
     openssl_verify(&certs);
@@ -194,6 +228,18 @@ fn helper_writes_files_rewrites_them_on_rotation_and_signals_its_command() {
     let sans = format!("{:?}", cert.subject_alternative_name().unwrap());
     assert!(sans.contains(&id), "{sans}");
     check_jwt_files(&certs, &id, &td.opts.trust_domain);
+    // spiffe-helper's health endpoints: ready once every file set is written.
+    let (status, body) = wait_for("ready", Duration::from_secs(10), || {
+        http_get(health_port, "/ready").filter(|(s, _)| *s == 200)
+    });
+    assert_eq!(status, 200);
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["status"], "OK");
+    assert_eq!(
+        body["health"]["file_write_statuses"]["x509_write_status"],
+        "written"
+    );
+    assert_eq!(http_get(health_port, "/live").map(|r| r.0), Some(200));
 
     wait_for("the command started", Duration::from_secs(10), || {
         fs::read_to_string(&started).ok().filter(|s| s == "start\n")
@@ -206,12 +252,20 @@ fn helper_writes_files_rewrites_them_on_rotation_and_signals_its_command() {
     });
     eprintln!("rotated after {:?}", t0.elapsed());
     openssl_verify(&certs);
-    assert_eq!(mode(&certs.join("svid_key.pem")), 0o640, "mode kept on rewrite");
-    wait_for("SIGUSR1 delivered to the command", Duration::from_secs(10), || {
-        fs::read_to_string(&signals)
-            .ok()
-            .filter(|s| s.lines().count() >= 1)
-    });
+    assert_eq!(
+        mode(&certs.join("svid_key.pem")),
+        0o640,
+        "mode kept on rewrite"
+    );
+    wait_for(
+        "SIGUSR1 delivered to the command",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(&signals)
+                .ok()
+                .filter(|s| s.lines().count() >= 1)
+        },
+    );
     assert_eq!(
         fs::read_to_string(&started).unwrap(),
         "start\n",
@@ -279,7 +333,12 @@ fn helper_in_one_shot_mode_fails_naming_the_socket_when_no_agent_answers() {
 fn helper_refuses_an_option_it_does_not_know_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let certs = dir.path().join("certs");
-    let conf = write_config(dir.path(), Path::new("/tmp/x.sock"), &certs, "svid_filename = \"typo.pem\"");
+    let conf = write_config(
+        dir.path(),
+        Path::new("/tmp/x.sock"),
+        &certs,
+        "svid_filename = \"typo.pem\"",
+    );
     let out = Command::new(bin("sigil-helper"))
         .arg("-config")
         .arg(&conf)
