@@ -33,6 +33,9 @@ pub enum AgentError {
     /// A stream ended without an error (the agent shut down).
     #[error("the agent closed the stream")]
     StreamEnded,
+    /// A call was still unanswered at the deadline.
+    #[error("the agent did not answer")]
+    NoAnswer,
 }
 
 impl AgentError {
@@ -41,7 +44,7 @@ impl AgentError {
     /// spiffe-helper retries `PermissionDenied`.
     pub fn is_transient(&self) -> bool {
         match self {
-            AgentError::Connect(_) | AgentError::StreamEnded => true,
+            AgentError::Connect(_) | AgentError::StreamEnded | AgentError::NoAnswer => true,
             AgentError::Status(s) => matches!(
                 s.code(),
                 tonic::Code::Unavailable | tonic::Code::PermissionDenied | tonic::Code::Unknown

@@ -442,6 +442,7 @@ where
     Fut: std::future::Future<Output = Result<T, AgentError>>,
 {
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut last = None;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt = tokio::time::timeout(remaining, f()).await;
@@ -449,13 +450,15 @@ where
             Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if !e.is_transient() => return Err((e, false)),
             Ok(Err(e)) => e,
-            Err(_) => return Err((AgentError::StreamEnded, true)),
+            // A hung call: report why the earlier ones failed, if any did.
+            Err(_) => return Err((last.unwrap_or(AgentError::NoAnswer), true)),
         };
         tracing::debug!(error = %error, "Workload API call failed; retrying");
         let pause = backoff.next();
         if Instant::now() + pause >= deadline {
             return Err((error, true));
         }
+        last = Some(error);
         tokio::time::sleep(pause).await;
     }
 }
@@ -492,6 +495,89 @@ mod tests {
         );
         assert_eq!(jwt_expiry("garbage"), None);
         assert_eq!(jwt_expiry(&format!("a.{}.c", enc("{}"))), None);
+    }
+
+    /// A Workload API that answers `FetchJWTSVID` with `PermissionDenied`
+    /// `denials` times, then with a token.
+    struct Fake {
+        denials: std::sync::atomic::AtomicUsize,
+    }
+
+    impl WorkloadApi for Fake {
+        fn watch_x509(
+            &self,
+        ) -> futures::future::BoxFuture<'_, Result<crate::agent::X509Stream, AgentError>> {
+            Box::pin(async { Err(AgentError::Status(tonic::Status::unimplemented("x509"))) })
+        }
+        fn watch_jwt_bundles(
+            &self,
+        ) -> futures::future::BoxFuture<'_, Result<crate::agent::JwtBundleStream, AgentError>>
+        {
+            Box::pin(async { Err(AgentError::Status(tonic::Status::unimplemented("jwt"))) })
+        }
+        fn fetch_jwt_svids(
+            &self,
+            audiences: Vec<String>,
+        ) -> futures::future::BoxFuture<'_, Result<Vec<sigil_proto::workload::Jwtsvid>, AgentError>>
+        {
+            use std::sync::atomic::Ordering;
+            Box::pin(async move {
+                let left = self.denials.load(Ordering::SeqCst);
+                if left > 0 {
+                    self.denials.store(left - 1, Ordering::SeqCst);
+                    return Err(AgentError::Status(tonic::Status::permission_denied(
+                        "no identity issued",
+                    )));
+                }
+                Ok(vec![sigil_proto::workload::Jwtsvid {
+                    spiffe_id: "spiffe://example.org/app".into(),
+                    svid: format!("h.{}.s", audiences.join("+")),
+                    hint: String::new(),
+                }])
+            })
+        }
+    }
+
+    fn jwt_only_config(dir: &std::path::Path) -> HelperConfig {
+        let text = format!(
+            "daemon_mode = false\ncert_dir = {:?}\njwt_svids = [{{jwt_audience = \"db\", jwt_extra_audiences = [\"x\"], jwt_svid_file_name = \"t.token\"}}]",
+            dir.display().to_string()
+        );
+        HelperConfig::parse(&text, None, Some("/nonexistent/api.sock")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_shot_waits_through_permission_denied_then_writes_with_extra_audiences() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = Arc::new(Fake { denials: 2.into() });
+        run_once(jwt_only_config(dir.path()), api, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("t.token")).unwrap(),
+            "h.db+x.s"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_shot_gives_up_at_the_deadline_naming_the_socket_and_last_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = Arc::new(Fake {
+            denials: usize::MAX.into(),
+        });
+        let err = run_once(jwt_only_config(dir.path()), api, Duration::from_millis(500))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, RunError::Timeout { .. }), "{text}");
+        assert!(text.contains("/nonexistent/api.sock"), "{text}");
+        assert!(
+            std::error::Error::source(&err)
+                .is_some_and(|s| s.to_string().contains("PermissionDenied")
+                    || s.to_string().contains("permission")),
+            "{text}"
+        );
+        assert!(!dir.path().join("t.token").exists());
     }
 
     #[test]
