@@ -250,6 +250,33 @@ mod tests {
             .unwrap();
     }
 
+    #[tokio::test]
+    async fn pid_in_the_pid_file_is_sent_the_signal_and_the_file_is_reread_each_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let ready = dir.path().join("ready");
+        let script = format!(
+            "trap 'echo usr1 >> {log}' USR1; touch {ready}; i=0; while [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done",
+            log = log.display(),
+            ready = ready.display()
+        );
+        let mut app = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .spawn()
+            .unwrap();
+        wait(|| ready.exists()).await;
+        let pid_file = dir.path().join("app.pid");
+        // Written after the helper was configured: read at each update.
+        std::fs::write(&pid_file, format!("{}\n", app.id())).unwrap();
+        let n = Notifier::new(None, Some(pid_file), RenewSignal::from_name("SIGUSR1").ok());
+        n.files_updated().await;
+        wait(|| std::fs::read_to_string(&log).unwrap_or_default() == "usr1\n").await;
+        n.files_updated().await;
+        wait(|| std::fs::read_to_string(&log).unwrap_or_default() == "usr1\nusr1\n").await;
+        app.kill().unwrap();
+        app.wait().unwrap();
+    }
+
     async fn wait(mut f: impl FnMut() -> bool) {
         for _ in 0..100 {
             if f() {
