@@ -159,6 +159,17 @@ impl Section {
         })
     }
 
+    /// A section holding the attributes of an HCL object value
+    /// (`health_checks = { bind_port = 8081 }`), so an option written as an
+    /// object is walked, and its unknown keys refused, like a block.
+    pub fn from_object(path: impl Into<String>, object: hcl::Map<String, hcl::Value>) -> Self {
+        Section {
+            path: path.into(),
+            attrs: object.into_iter().collect(),
+            blocks: Vec::new(),
+        }
+    }
+
     /// Where this section is, for messages.
     pub fn path(&self) -> &str {
         &self.path

@@ -231,6 +231,19 @@ pub fn bind_unix_socket(
 pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), SecureFsError> {
     let dir = parent_of(path);
     prepare_dir(dir, 0o700, false)?;
+    write_atomic_with_mode(path, bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` with exactly the permission bits `mode` (the
+/// umask does not change them), through a temporary file created
+/// exclusively in the same directory with mode `0600`, synced, given `mode`
+/// and renamed over `path`: readers see the old file or the new one, never
+/// a torn one, and never one with looser bits than asked. The directory
+/// must exist and is neither created nor checked: that is the caller's
+/// policy (a certificate directory handed over by an operator may belong
+/// to the user of the program that reads it).
+pub fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SecureFsError> {
+    let dir = parent_of(path);
     let mut tmp = tempfile::Builder::new()
         .prefix(TEMP_PREFIX)
         .suffix(TEMP_SUFFIX)
@@ -240,6 +253,12 @@ pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), SecureFsErr
     tmp.write_all(bytes)
         .and_then(|()| tmp.as_file().sync_all())
         .map_err(io_err("writing", tmp.path()))?;
+    if mode != 0o600 {
+        // On the open file: fchmod is not subject to the umask.
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(io_err("setting the mode of", tmp.path()))?;
+    }
     tmp.persist(path)
         .map_err(|e| io_err("renaming a temporary file to", path)(e.error))?;
     fs::File::open(dir)
@@ -355,6 +374,28 @@ mod tests {
             .filter(|n| n.starts_with(".sigil-"))
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn file_written_with_a_mode_has_exactly_that_mode_and_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svid.pem");
+        write_atomic_with_mode(&path, b"one", 0o644).unwrap();
+        assert_eq!(mode_of(&path), 0o644);
+        // A read-only mode still lets the next write replace the file.
+        write_atomic_with_mode(&path, b"two", 0o444).unwrap();
+        assert_eq!(mode_of(&path), 0o444);
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        write_atomic_with_mode(&path, b"three", 0o640).unwrap();
+        assert_eq!(mode_of(&path), 0o640);
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
+        let err =
+            write_atomic_with_mode(&dir.path().join("absent/x.pem"), b"x", 0o644).unwrap_err();
+        assert!(matches!(err, SecureFsError::Io { .. }), "{err}");
     }
 
     #[test]
