@@ -98,6 +98,9 @@ pub enum ConfigError {
     /// `jwks_uri` is not an absolute URL with a host.
     #[error("the jwks_uri setting could not be parsed: {0}")]
     JwksUri(String),
+    /// A health check path is not an absolute path, or both are the same.
+    #[error("invalid {0} in the health_checks configuration section: paths must start with \"/\" and differ")]
+    HealthPath(&'static str),
     /// `log_level` is not a level name.
     #[error("invalid log_level {0:?} (one of \"debug\", \"info\", \"warn\", \"error\")")]
     LogLevel(String),
@@ -572,10 +575,18 @@ impl RawConfig {
                     reason: format!("{p} is not a port number"),
                 })?,
             };
+            let ready_path = h.ready_path.unwrap_or_else(|| "/ready".to_owned());
+            let live_path = h.live_path.unwrap_or_else(|| "/live".to_owned());
+            if !ready_path.starts_with('/') {
+                return Err(ConfigError::HealthPath("ready_path"));
+            }
+            if !live_path.starts_with('/') || live_path == ready_path {
+                return Err(ConfigError::HealthPath("live_path"));
+            }
             Ok(HealthChecks {
                 bind_port,
-                ready_path: h.ready_path.unwrap_or_else(|| "/ready".to_owned()),
-                live_path: h.live_path.unwrap_or_else(|| "/live".to_owned()),
+                ready_path,
+                live_path,
             })
         });
         let health_checks = health_checks.transpose()?;
@@ -608,6 +619,9 @@ impl RawConfig {
                     "serving_cert_file",
                     "listen_socket_path",
                 ));
+            }
+            (Some(_), _, Some(_), _) => {
+                return Err(ConfigError::ListenerConflict("acme", "insecure_addr"));
             }
             (_, _, Some(_), Some(_)) => {
                 return Err(ConfigError::ListenerConflict(
@@ -1022,6 +1036,8 @@ mod tests {
                 live_path: "/l".into(),
             })
         );
+        assert!(err(&format!("{base}health_checks {{\n live_path = \"/ready\"\n}}\n")).starts_with("invalid live_path"));
+        assert!(err(&format!("{base}health_checks {{\n ready_path = \"ready\"\n}}\n")).starts_with("invalid ready_path"));
     }
 
     #[test]

@@ -147,7 +147,7 @@ pub(crate) mod tests {
     /// A P-256 SubjectPublicKeyInfo from rcgen.
     pub(crate) fn p256_spki() -> Vec<u8> {
         let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        kp.public_key_der()
+        rcgen::PublicKeyData::subject_public_key_info(&kp)
     }
 
     pub(crate) fn authority(kid: &str, der: Vec<u8>) -> JwtAuthority {

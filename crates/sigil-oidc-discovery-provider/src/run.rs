@@ -4,6 +4,7 @@
 //! from ([`https_resolver`]).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,17 +47,38 @@ pub enum RunError {
     Signal(#[source] std::io::Error),
 }
 
-/// The certificate resolver and address for an HTTPS listener, or `None` for
-/// plain HTTP listeners. Starts the file watcher of `serving_cert_file`.
-pub fn https_resolver(
-    listener: &Listener,
-) -> Result<Option<(SocketAddr, Arc<dyn ResolvesServerCert>)>, RunError> {
+/// Where to serve, with the certificate resolver for HTTPS.
+pub enum Endpoint {
+    /// Plain HTTP on TCP.
+    Tcp(SocketAddr),
+    /// Plain HTTP on a Unix socket.
+    Unix(PathBuf),
+    /// HTTPS on TCP, certificates from the resolver.
+    Https(SocketAddr, Arc<dyn ResolvesServerCert>),
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Tcp(a) => write!(f, "Tcp({a})"),
+            Endpoint::Unix(p) => write!(f, "Unix({})", p.display()),
+            Endpoint::Https(a, _) => write!(f, "Https({a})"),
+        }
+    }
+}
+
+/// The endpoint `listener` names. The only place that chooses where
+/// certificates come from: `serving_cert_file` starts its file watcher
+/// here; an ACME resolver plugs in at the `Acme` arm.
+pub fn endpoint(listener: &Listener) -> Result<Endpoint, RunError> {
     match listener {
-        Listener::Insecure(_) | Listener::UnixSocket(_) => Ok(None),
+        Listener::Insecure(addr) => Ok(Endpoint::Tcp(*addr)),
+        Listener::UnixSocket(path) => Ok(Endpoint::Unix(path.clone())),
         Listener::ServingCertFile(s) => {
             let r = Arc::new(FileCertResolver::load(&s.cert_file_path, &s.key_file_path)?);
             tokio::spawn(r.clone().watch(s.file_sync_interval));
-            Ok(Some((s.addr, r)))
+            let r: Arc<dyn ResolvesServerCert> = r;
+            Ok(Endpoint::Https(s.addr, r))
         }
         Listener::Acme(_) => Err(RunError::AcmeUnsupported),
     }
@@ -83,7 +105,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             "allow_insecure_scheme is enabled. JWKS keys will be served over HTTP. Only enable this when the network path to the provider is trusted end-to-end"
         );
     }
-    let https = https_resolver(&cfg.listener)?;
+    let endpoint = endpoint(&cfg.listener)?;
 
     let keys = KeyStore::new(cfg.set_key_use);
     let poll_interval = cfg.source.poll_interval();
@@ -97,25 +119,22 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
         jwks_uri: cfg.jwks_uri.clone(),
     });
 
-    let (bound, tls) = match (&cfg.listener, https) {
-        (_, Some((addr, resolver))) => {
+    let (bound, tls) = match endpoint {
+        Endpoint::Https(addr, resolver) => {
             let acceptor = TlsAcceptor::from(crate::tls::server_config(resolver)?);
             let b = Bound::tcp(addr).await?;
             tracing::info!(address = ?b.local_addr(), "Serving HTTPS");
             (b, Some(acceptor))
         }
-        (Listener::Insecure(addr), None) => {
-            let b = Bound::tcp(*addr).await?;
+        Endpoint::Tcp(addr) => {
+            let b = Bound::tcp(addr).await?;
             tracing::warn!(address = ?b.local_addr(), "Serving HTTP (insecure)");
             (b, None)
         }
-        (Listener::UnixSocket(path), None) => {
-            let b = Bound::unix(path)?;
+        Endpoint::Unix(path) => {
+            let b = Bound::unix(&path)?;
             tracing::info!(network = "unix", address = %path.display(), "Serving HTTP");
             (b, None)
-        }
-        (Listener::ServingCertFile(_) | Listener::Acme(_), None) => {
-            return Err(RunError::AcmeUnsupported);
         }
     };
 
