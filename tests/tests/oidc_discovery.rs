@@ -41,13 +41,17 @@ impl HttpResponse {
     }
 
     fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
 }
 
 /// One GET on any byte stream, the way a plain HTTP/1.1 client sends it.
-fn http_get<S: Read + Write>(mut s: S, host: &str, path: &str, extra: &[(&str, &str)]) -> HttpResponse {
+fn http_get<S: Read + Write>(
+    mut s: S,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+) -> HttpResponse {
     let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -188,7 +192,12 @@ fn server_api_block(td: &TrustDomain, poll: &str) -> String {
 }
 
 /// Waits until `/keys` on `port` lists a key, and returns the document.
-fn wait_for_keys(td: &mut TrustDomain, index: usize, port: u16, want: Option<&str>) -> serde_json::Value {
+fn wait_for_keys(
+    td: &mut TrustDomain,
+    index: usize,
+    port: u16,
+    want: Option<&str>,
+) -> serde_json::Value {
     wait_for("provider serving keys", Duration::from_secs(30), || {
         if !td.process_running(index) {
             td.dump_logs();
@@ -291,15 +300,25 @@ fn prepared_jwt_key_is_published_before_activation_and_verifies_after_it() {
     let published = wait_for_keys(&mut td, p, port, Some(&new_kid));
     assert!(kids(&published).contains(&old_kid));
 
-    td.server_cli(&["localauthority", "jwt", "activate", "-authorityID", &new_kid])
-        .ok();
+    td.server_cli(&[
+        "localauthority",
+        "jwt",
+        "activate",
+        "-authorityID",
+        &new_kid,
+    ])
+    .ok();
     // A token minted after activation (new audience: nothing cached) is
     // signed with the new key, which the provider already serves.
     let audience = "oidc-test-after";
-    let new_token = wait_for("a token signed by the new key", Duration::from_secs(30), || {
-        let t = jwt_svid(&td, &id, audience);
-        (kid_of(&t) == new_kid).then_some(t)
-    });
+    let new_token = wait_for(
+        "a token signed by the new key",
+        Duration::from_secs(30),
+        || {
+            let t = jwt_svid(&td, &id, audience);
+            (kid_of(&t) == new_kid).then_some(t)
+        },
+    );
     let keys = tcp_get(port, "/keys", &[]).json();
     assert!(kids(&keys).contains(&new_kid), "{keys}");
     if let Some(py) = python() {
@@ -395,7 +414,13 @@ fn serving_cert_file_serves_https_that_pyjwt_trusts_with_the_ca() {
     let token = jwt_svid(&td, &id, AUDIENCE);
     assert!(kids(&keys.json()).contains(&kid_of(&token)));
     if let Some(py) = python() {
-        pyjwt_verifies(&py, &format!("https://localhost:{port}"), &token, &id, Some(&ca));
+        pyjwt_verifies(
+            &py,
+            &format!("https://localhost:{port}"),
+            &token,
+            &id,
+            Some(&ca),
+        );
     }
 }
 
@@ -471,7 +496,10 @@ fn acme_section_is_refused_at_startup_as_not_supported_yet() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("acme section is not supported by sigil yet"), "{stderr}");
+    assert!(
+        stderr.contains("acme section is not supported by sigil yet"),
+        "{stderr}"
+    );
 }
 
 #[test]

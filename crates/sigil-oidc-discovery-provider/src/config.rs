@@ -48,7 +48,9 @@ pub enum ConfigError {
     #[error(transparent)]
     Domain(#[from] DomainError),
     /// No way to serve was configured.
-    #[error("either acme, serving_cert_file, insecure_addr or listen_socket_path must be configured")]
+    #[error(
+        "either acme, serving_cert_file, insecure_addr or listen_socket_path must be configured"
+    )]
     NoListener,
     /// Two ways to serve were configured.
     #[error("{0} and {1} are mutually exclusive")]
@@ -99,7 +101,9 @@ pub enum ConfigError {
     #[error("the jwks_uri setting could not be parsed: {0}")]
     JwksUri(String),
     /// A health check path is not an absolute path, or both are the same.
-    #[error("invalid {0} in the health_checks configuration section: paths must start with \"/\" and differ")]
+    #[error(
+        "invalid {0} in the health_checks configuration section: paths must start with \"/\" and differ"
+    )]
     HealthPath(&'static str),
     /// `log_level` is not a level name.
     #[error("invalid log_level {0:?} (one of \"debug\", \"info\", \"warn\", \"error\")")]
@@ -245,7 +249,9 @@ impl HttpUrl {
             return Err(UrlError::NoScheme);
         }
         if !valid_scheme {
-            return Err(UrlError::Malformed("first path segment in URL cannot contain colon".into()));
+            return Err(UrlError::Malformed(
+                "first path segment in URL cannot contain colon".into(),
+            ));
         }
         let rest = &raw[scheme_end + 1..];
         let Some(rest) = rest.strip_prefix("//") else {
@@ -372,7 +378,10 @@ struct RawHealth {
 }
 
 /// A duration option: its parse error is reported later, in SPIRE's order.
-fn take_duration(s: &mut Section, key: &str) -> Result<Option<Result<Duration, String>>, ConfigError> {
+fn take_duration(
+    s: &mut Section,
+    key: &str,
+) -> Result<Option<Result<Duration, String>>, ConfigError> {
     Ok(match s.take_value(key) {
         None => None,
         Some(hcl::Value::String(v)) if v.is_empty() => None,
@@ -770,11 +779,12 @@ mod tests {
     use super::*;
 
     const SERVER_API: &str = "server_api {\n address = \"unix:///some/socket/path\"\n}\n";
-    const ACME: &str =
-        "acme {\n email = \"admin@domain.test\"\n tos_accepted = true\n}\n";
+    const ACME: &str = "acme {\n email = \"admin@domain.test\"\n tos_accepted = true\n}\n";
 
     fn err(text: &str) -> String {
-        Config::parse(text).expect_err("config must be refused").to_string()
+        Config::parse(text)
+            .expect_err("config must be refused")
+            .to_string()
     }
 
     #[test]
@@ -807,13 +817,18 @@ mod tests {
             "domains = [\"d.test\"]\nacme {{\n cache_dir = \"\"\n email = \"a@d.test\"\n tos_accepted = true\n}}\n{SERVER_API}"
         ))
         .unwrap();
-        let Listener::Acme(a) = c.listener else { panic!("acme") };
+        let Listener::Acme(a) = c.listener else {
+            panic!("acme")
+        };
         assert_eq!(a.cache_dir, None);
     }
 
     #[test]
     fn no_domain_is_refused() {
-        assert_eq!(err(&format!("{ACME}{SERVER_API}")), "at least one domain must be configured");
+        assert_eq!(
+            err(&format!("{ACME}{SERVER_API}")),
+            "at least one domain must be configured"
+        );
         assert_eq!(
             err(&format!("domains = []\n{ACME}{SERVER_API}")),
             "at least one domain must be configured"
@@ -824,7 +839,9 @@ mod tests {
     fn domain_not_in_punycode_is_refused() {
         let e = err(&format!("domains = [\"Domain.test\"]\n{ACME}{SERVER_API}"));
         assert!(e.contains("must already be punycode encoded"), "{e}");
-        let e = err(&format!("domains = [\"bad_domain.test\"]\n{ACME}{SERVER_API}"));
+        let e = err(&format!(
+            "domains = [\"bad_domain.test\"]\n{ACME}{SERVER_API}"
+        ));
         assert!(e.contains("is not a valid domain name"), "{e}");
     }
 
@@ -897,22 +914,31 @@ mod tests {
     fn serving_cert_file_needs_both_files_and_a_valid_addr() {
         let base = "domains = [\"d.test\"]\n";
         assert_eq!(
-            err(&format!("{base}serving_cert_file {{\n key_file_path = \"k\"\n}}\n{SERVER_API}")),
+            err(&format!(
+                "{base}serving_cert_file {{\n key_file_path = \"k\"\n}}\n{SERVER_API}"
+            )),
             "cert_file_path must be configured in the serving_cert_file configuration section"
         );
         assert_eq!(
-            err(&format!("{base}serving_cert_file {{\n cert_file_path = \"c\"\n}}\n{SERVER_API}")),
+            err(&format!(
+                "{base}serving_cert_file {{\n cert_file_path = \"c\"\n}}\n{SERVER_API}"
+            )),
             "key_file_path must be configured in the serving_cert_file configuration section"
         );
         let e = err(&format!(
             "{base}serving_cert_file {{\n cert_file_path = \"c\"\n key_file_path = \"k\"\n addr = \"127.0.0.1\"\n}}\n{SERVER_API}"
         ));
-        assert!(e.starts_with("invalid addr in the serving_cert_file configuration section"), "{e}");
+        assert!(
+            e.starts_with("invalid addr in the serving_cert_file configuration section"),
+            "{e}"
+        );
         let e = err(&format!(
             "{base}serving_cert_file {{\n cert_file_path = \"c\"\n key_file_path = \"k\"\n file_sync_interval = \"huh\"\n}}\n{SERVER_API}"
         ));
         assert!(
-            e.starts_with("invalid file_sync_interval in the serving_cert_file configuration section"),
+            e.starts_with(
+                "invalid file_sync_interval in the serving_cert_file configuration section"
+            ),
             "{e}"
         );
     }
@@ -957,11 +983,18 @@ mod tests {
             "address must be configured in the server_api configuration section"
         );
         assert_eq!(
-            err(&format!("{base}server_api {{\n address = \"localhost:8081\"\n}}\n")),
+            err(&format!(
+                "{base}server_api {{\n address = \"localhost:8081\"\n}}\n"
+            )),
             "address must use the unix name system in the server_api configuration section"
         );
-        let c = Config::parse(&format!("{base}server_api {{\n address = \"unix:rel/api.sock\"\n}}\n")).unwrap();
-        assert!(matches!(c.source, KeySource::ServerApi { socket_path, .. } if socket_path == Path::new("rel/api.sock")));
+        let c = Config::parse(&format!(
+            "{base}server_api {{\n address = \"unix:rel/api.sock\"\n}}\n"
+        ))
+        .unwrap();
+        assert!(
+            matches!(c.source, KeySource::ServerApi { socket_path, .. } if socket_path == Path::new("rel/api.sock"))
+        );
     }
 
     #[test]
@@ -970,11 +1003,17 @@ mod tests {
         let e = err(&format!(
             "{base}server_api {{\n address = \"unix:///s\"\n poll_interval = \"huh\"\n}}\n"
         ));
-        assert!(e.starts_with("invalid poll_interval in the server_api configuration section: "), "{e}");
+        assert!(
+            e.starts_with("invalid poll_interval in the server_api configuration section: "),
+            "{e}"
+        );
         let e = err(&format!(
             "{base}workload_api {{\n socket_path = \"/w\"\n trust_domain = \"d.test\"\n poll_interval = \"huh\"\n}}\n"
         ));
-        assert!(e.starts_with("invalid poll_interval in the workload_api configuration section: "), "{e}");
+        assert!(
+            e.starts_with("invalid poll_interval in the workload_api configuration section: "),
+            "{e}"
+        );
         let c = Config::parse(&format!(
             "{base}server_api {{\n address = \"unix:///s\"\n poll_interval = \"0s\"\n}}\n"
         ))
@@ -991,11 +1030,15 @@ mod tests {
     fn workload_api_needs_socket_path_and_trust_domain() {
         let base = format!("domains = [\"d.test\"]\n{ACME}");
         assert_eq!(
-            err(&format!("{base}workload_api {{\n socket_path = \"/w\"\n}}\n")),
+            err(&format!(
+                "{base}workload_api {{\n socket_path = \"/w\"\n}}\n"
+            )),
             "trust_domain must be configured in the workload_api configuration section"
         );
         assert_eq!(
-            err(&format!("{base}workload_api {{\n trust_domain = \"d.test\"\n}}\n")),
+            err(&format!(
+                "{base}workload_api {{\n trust_domain = \"d.test\"\n}}\n"
+            )),
             "socket_path must be configured in the workload_api configuration section"
         );
         let c = Config::parse(&format!(
@@ -1036,29 +1079,49 @@ mod tests {
                 live_path: "/l".into(),
             })
         );
-        assert!(err(&format!("{base}health_checks {{\n live_path = \"/ready\"\n}}\n")).starts_with("invalid live_path"));
-        assert!(err(&format!("{base}health_checks {{\n ready_path = \"ready\"\n}}\n")).starts_with("invalid ready_path"));
+        assert!(
+            err(&format!(
+                "{base}health_checks {{\n live_path = \"/ready\"\n}}\n"
+            ))
+            .starts_with("invalid live_path")
+        );
+        assert!(
+            err(&format!(
+                "{base}health_checks {{\n ready_path = \"ready\"\n}}\n"
+            ))
+            .starts_with("invalid ready_path")
+        );
     }
 
     #[test]
     fn jwt_issuer_must_be_an_absolute_url_with_a_host() {
         let base = format!("domains = [\"d.test\"]\n{ACME}{SERVER_API}");
         assert_eq!(
-            err(&format!("{base}jwt_issuer = \"domain.test/some/issuer/path/issuer1/\"\n")),
+            err(&format!(
+                "{base}jwt_issuer = \"domain.test/some/issuer/path/issuer1/\"\n"
+            )),
             "the jwt_issuer url must contain a scheme"
         );
         assert_eq!(
             err(&format!("{base}jwt_issuer = \"https:///path\"\n")),
             "the jwt_issuer url must contain a host"
         );
-        let e = err(&format!("{base}jwt_issuer = \"http://domain.test:someportnumber/some/path\"\n"));
-        assert!(e.starts_with("the jwt_issuer url could not be parsed"), "{e}");
+        let e = err(&format!(
+            "{base}jwt_issuer = \"http://domain.test:someportnumber/some/path\"\n"
+        ));
+        assert!(
+            e.starts_with("the jwt_issuer url could not be parsed"),
+            "{e}"
+        );
         let c = Config::parse(&format!(
             "{base}jwt_issuer = \"https://domain.test/some/issuer/path/issuer1/\"\n"
         ))
         .unwrap();
         let iss = c.jwt_issuer.unwrap();
-        assert_eq!((iss.scheme.as_str(), iss.host.as_str(), iss.path.as_str()), ("https", "domain.test", "/some/issuer/path/issuer1/"));
+        assert_eq!(
+            (iss.scheme.as_str(), iss.host.as_str(), iss.path.as_str()),
+            ("https", "domain.test", "/some/issuer/path/issuer1/")
+        );
         let c = Config::parse(&format!("{base}jwt_issuer = \"\"\n")).unwrap();
         assert!(c.jwt_issuer.is_none());
     }
@@ -1067,7 +1130,10 @@ mod tests {
     fn jwks_uri_must_be_an_absolute_url() {
         let base = format!("domains = [\"d.test\"]\n{ACME}{SERVER_API}");
         let e = err(&format!("{base}jwks_uri = \"/keys\"\n"));
-        assert!(e.starts_with("the jwks_uri setting could not be parsed"), "{e}");
+        assert!(
+            e.starts_with("the jwks_uri setting could not be parsed"),
+            "{e}"
+        );
         let c = Config::parse(&format!("{base}jwks_uri = \"https://lb.test/keys\"\n")).unwrap();
         assert_eq!(c.jwks_uri.as_deref(), Some("https://lb.test/keys"));
     }
@@ -1093,8 +1159,14 @@ mod tests {
         let base = format!("domains = [\"d.test\"]\n{ACME}{SERVER_API}");
         assert!(err(&format!("{base}log_level = \"loud\"\n")).starts_with("invalid log_level"));
         assert!(err(&format!("{base}log_format = \"xml\"\n")).starts_with("invalid log_format"));
-        let c = Config::parse(&format!("{base}log_format = \"JSON\"\nlog_level = \"DEBUG\"\n")).unwrap();
-        assert_eq!((c.log_format.as_str(), c.log_level.as_str()), ("json", "DEBUG"));
+        let c = Config::parse(&format!(
+            "{base}log_format = \"JSON\"\nlog_level = \"DEBUG\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.log_format.as_str(), c.log_level.as_str()),
+            ("json", "DEBUG")
+        );
     }
 
     #[test]

@@ -74,7 +74,10 @@ fn strip_port(host: &str) -> &str {
 }
 
 fn check_name(name: &str) -> Result<(), DomainError> {
-    if name.chars().any(|c| !c.is_ascii() || c.is_ascii_uppercase()) {
+    if name
+        .chars()
+        .any(|c| !c.is_ascii() || c.is_ascii_uppercase())
+    {
         return Err(DomainError::NotPunycode(name.to_owned()));
     }
     let labels = name.strip_suffix('.').unwrap_or(name);
@@ -115,7 +118,9 @@ mod tests {
     fn unlisted_hosts_are_refused_with_spires_message() {
         let p = policy(&["oidc.example.org"]);
         assert_eq!(
-            p.check_host("evil.example.org:443").unwrap_err().to_string(),
+            p.check_host("evil.example.org:443")
+                .unwrap_err()
+                .to_string(),
             "domain \"evil.example.org\" is not allowed"
         );
         assert_eq!(
@@ -135,7 +140,10 @@ mod tests {
             p.check_host("ex_ample.org").unwrap_err(),
             DomainError::Invalid("ex_ample.org".into())
         );
-        assert!(matches!(p.check_host("[::1]:80"), Err(DomainError::Invalid(_))));
+        assert!(matches!(
+            p.check_host("[::1]:80"),
+            Err(DomainError::Invalid(_))
+        ));
         assert!(matches!(p.check_host(""), Err(DomainError::Invalid(_))));
     }
 }

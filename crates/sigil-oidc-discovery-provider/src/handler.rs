@@ -164,10 +164,7 @@ fn urls(d: &Discovery, scheme: &str, host: &str) -> (String, String) {
 }
 
 async fn well_known(State(d): State<Arc<Discovery>>, req: Request<Body>) -> Response<Body> {
-    let tls = req
-        .extensions()
-        .get::<ConnInfo>()
-        .is_some_and(|c| c.tls);
+    let tls = req.extensions().get::<ConnInfo>().is_some_and(|c| c.tls);
     let host = request_host(&req);
     let scheme = if d.allow_insecure_scheme
         && !tls
@@ -292,16 +289,27 @@ mod tests {
         for (k, v) in headers {
             b = b.header(*k, *v);
         }
-        router(d).oneshot(b.body(Body::empty()).unwrap()).await.unwrap()
+        router(d)
+            .oneshot(b.body(Body::empty()).unwrap())
+            .await
+            .unwrap()
     }
 
     async fn body(r: Response<Body>) -> Vec<u8> {
-        axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap().to_vec()
+        axum::body::to_bytes(r.into_body(), 1 << 20)
+            .await
+            .unwrap()
+            .to_vec()
     }
 
     #[tokio::test]
     async fn discovery_document_has_spires_fields_and_https_urls() {
-        let r = get(discovery(&["oidc.test"]), WELL_KNOWN_PATH, &[("host", "oidc.test:8443")]).await;
+        let r = get(
+            discovery(&["oidc.test"]),
+            WELL_KNOWN_PATH,
+            &[("host", "oidc.test:8443")],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
@@ -353,7 +361,12 @@ mod tests {
 
     #[tokio::test]
     async fn host_not_in_domains_is_refused_with_400() {
-        let r = get(discovery(&["oidc.test"]), WELL_KNOWN_PATH, &[("host", "other.test")]).await;
+        let r = get(
+            discovery(&["oidc.test"]),
+            WELL_KNOWN_PATH,
+            &[("host", "other.test")],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
         assert_eq!(body(r).await, b"domain \"other.test\" is not allowed\n");
     }
@@ -364,7 +377,10 @@ mod tests {
         let r = get(
             d.clone(),
             WELL_KNOWN_PATH,
-            &[("host", "internal:8080"), ("x-forwarded-host", "public.test")],
+            &[
+                ("host", "internal:8080"),
+                ("x-forwarded-host", "public.test"),
+            ],
         )
         .await;
         assert_eq!(r.status(), StatusCode::OK);
@@ -373,7 +389,10 @@ mod tests {
         let r = get(
             d,
             WELL_KNOWN_PATH,
-            &[("host", "public.test"), ("forwarded", "for=1.2.3.4;host=evil.test")],
+            &[
+                ("host", "public.test"),
+                ("forwarded", "for=1.2.3.4;host=evil.test"),
+            ],
         )
         .await;
         assert_eq!(r.status(), StatusCode::BAD_REQUEST);
@@ -409,7 +428,8 @@ mod tests {
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
 
         // A new key: the old validators no longer match.
-        d.keys.publish(&[authority("k1", p256_spki()), authority("k2", p256_spki())]);
+        d.keys
+            .publish(&[authority("k1", p256_spki()), authority("k2", p256_spki())]);
         let r = get(d.clone(), KEYS_PATH, &[("if-none-match", &etag)]).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert_ne!(r.headers()[ETAG], etag.as_str());
@@ -420,7 +440,12 @@ mod tests {
         let d = discovery(&["oidc.test"]);
         let r = get(d.clone(), WELL_KNOWN_PATH, &[("host", "oidc.test")]).await;
         let etag = r.headers()[ETAG].to_str().unwrap().to_owned();
-        let r = get(d, WELL_KNOWN_PATH, &[("host", "oidc.test"), ("if-none-match", &etag)]).await;
+        let r = get(
+            d,
+            WELL_KNOWN_PATH,
+            &[("host", "oidc.test"), ("if-none-match", &etag)],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::NOT_MODIFIED);
     }
 
@@ -428,11 +453,7 @@ mod tests {
     async fn other_methods_and_paths_are_refused() {
         let d = discovery(&["oidc.test"]);
         let r = router(d.clone())
-            .oneshot(
-                Request::post(KEYS_PATH)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
+            .oneshot(Request::post(KEYS_PATH).body(Body::empty()).unwrap())
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);

@@ -199,7 +199,10 @@ pub(crate) mod tests {
     #[test]
     fn malformed_keys_are_left_out() {
         let store = KeyStore::new(false);
-        store.publish(&[authority("bad", vec![1, 2, 3]), authority("k1", p256_spki())]);
+        store.publish(&[
+            authority("bad", vec![1, 2, 3]),
+            authority("k1", p256_spki()),
+        ]);
         let jwks = store.current().unwrap();
         assert_eq!(jwks.key_count, 1);
     }

@@ -181,7 +181,9 @@ impl FileCertResolver {
                     "Serving certificate reloaded"
                 ),
                 Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "Failed to reload the serving certificate; keeping the previous one"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Failed to reload the serving certificate; keeping the previous one")
+                }
             }
         }
     }

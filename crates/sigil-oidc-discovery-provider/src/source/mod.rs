@@ -71,7 +71,9 @@ pub async fn run(source: KeySource, keys: KeyStore) {
         match tokio::time::timeout(timeout, poller.poll()).await {
             Ok(Ok(k)) => keys.publish(&k),
             Ok(Err(e)) => tracing::warn!(error = %e, "Failed to fetch the JWT keys"),
-            Err(_) => tracing::warn!(error = %PollError::Timeout(poller.call()), "Failed to fetch the JWT keys"),
+            Err(_) => {
+                tracing::warn!(error = %PollError::Timeout(poller.call()), "Failed to fetch the JWT keys")
+            }
         }
         tokio::time::sleep(interval).await;
     }
