@@ -191,30 +191,37 @@ fn server_api_block(td: &TrustDomain, poll: &str) -> String {
     )
 }
 
-/// Waits until `/keys` on `port` lists a key, and returns the document.
+/// Waits until `/keys` on `port` lists a key (`want`, if given), and
+/// returns the document; prints every log if it does not come.
 fn wait_for_keys(
     td: &mut TrustDomain,
     index: usize,
     port: u16,
     want: Option<&str>,
 ) -> serde_json::Value {
-    wait_for("provider serving keys", Duration::from_secs(30), || {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
         if !td.process_running(index) {
             td.dump_logs();
             panic!("the provider exited");
         }
-        let r = TcpStream::connect(("127.0.0.1", port))
-            .ok()
-            .map(|s| http_get(s, &format!("127.0.0.1:{port}"), "/keys", &[]))?;
-        if r.status != 200 {
-            return None;
+        if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+            let r = http_get(s, &format!("127.0.0.1:{port}"), "/keys", &[]);
+            if r.status == 200 {
+                let doc = r.json();
+                if want.is_none_or(|k| kids(&doc).iter().any(|x| x == k)) {
+                    return doc;
+                }
+            }
+            last = Some(r);
         }
-        let doc = r.json();
-        match want {
-            Some(k) if !kids(&doc).iter().any(|x| x == k) => None,
-            _ => Some(doc),
+        if std::time::Instant::now() > deadline {
+            td.dump_logs();
+            panic!("timed out waiting for keys {want:?} on /keys; last answer: {last:?}");
         }
-    })
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

@@ -37,14 +37,14 @@ pub enum PollError {
     /// The answer holds no bundle for the trust domain.
     #[error("no JWT bundle for trust domain {0:?} in the response")]
     NoBundle(String),
-    /// The bundle is not a valid SPIFFE bundle.
-    #[error("the bundle for {trust_domain:?} is invalid: {source}")]
+    /// The JWT bundle is not a JWKS of keys with key IDs.
+    #[error("the JWT bundle for {trust_domain:?} is invalid: {source}")]
     BadBundle {
         /// Whose bundle.
         trust_domain: String,
         /// Why.
         #[source]
-        source: sigil_spiffe::BundleError,
+        source: workload_api::JwtBundleError,
     },
 }
 

@@ -1,11 +1,18 @@
 //! The `workload_api` source: the first message of the Workload API's
 //! `FetchJWTBundles` stream on each poll, from which the configured trust
 //! domain's bundle is taken (keyed by trust domain name or its SPIFFE ID).
+//!
+//! A Workload API JWT bundle is a JWKS whose keys carry no `use` (go-spiffe's
+//! `jwtbundle` format, which SPIRE's and sigil's agents send): every key with
+//! a `kid` is a JWT authority, so it is read here rather than as a SPIFFE
+//! trust bundle document.
 
 use futures::StreamExt as _;
+use serde_json::Value;
 use sigil_proto::workload::JwtBundlesRequest;
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use sigil_spiffe::{Bundle, JwtAuthority, TrustDomain};
+use sigil_spiffe::jwk::JwkPublicKey;
+use sigil_spiffe::{JwtAuthority, TrustDomain};
 use tonic::transport::Channel;
 
 use super::{PollError, Poller};
@@ -66,10 +73,104 @@ impl Poller for WorkloadApi {
             .get(td.name())
             .or_else(|| msg.bundles.get(&td.id_string()))
             .ok_or_else(|| PollError::NoBundle(td.name().to_owned()))?;
-        let bundle = Bundle::parse_jwks(td, jwks).map_err(|source| PollError::BadBundle {
+        parse_jwt_bundle(jwks).map_err(|source| PollError::BadBundle {
             trust_domain: td.name().to_owned(),
             source,
-        })?;
-        Ok(bundle.jwt_authorities)
+        })
+    }
+}
+
+/// Why a Workload API JWT bundle could not be read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtBundleError {
+    /// Not JSON.
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// No `keys` array.
+    #[error("no \"keys\" array")]
+    NoKeys,
+    /// A `keys` entry is not an object.
+    #[error("key {0} is not an object")]
+    NotAnObject(usize),
+    /// A key has no `kid`.
+    #[error("key {0} has no kid")]
+    NoKid(usize),
+    /// A key is not a public key sigil reads.
+    #[error("key {kid:?}: {source}")]
+    Key {
+        /// Its key ID.
+        kid: String,
+        /// Why.
+        #[source]
+        source: sigil_spiffe::jwk::JwkError,
+    },
+}
+
+/// The JWT authorities of a Workload API JWT bundle (a JWKS; `kid` required
+/// on every key, `use` ignored).
+fn parse_jwt_bundle(json: &[u8]) -> Result<Vec<JwtAuthority>, JwtBundleError> {
+    let doc: Value = serde_json::from_slice(json)?;
+    let keys = doc
+        .get("keys")
+        .and_then(Value::as_array)
+        .ok_or(JwtBundleError::NoKeys)?;
+    keys.iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let k = k.as_object().ok_or(JwtBundleError::NotAnObject(i))?;
+            let kid = k
+                .get("kid")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .ok_or(JwtBundleError::NoKid(i))?;
+            let key = JwkPublicKey::from_jwk(k).map_err(|source| JwtBundleError::Key {
+                kid: kid.to_owned(),
+                source,
+            })?;
+            Ok(JwtAuthority {
+                key_id: kid.to_owned(),
+                public_key_der: key.to_spki_der(),
+                expires_at: None,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn jwt_bundle_keys_without_use_are_authorities() {
+        let der = crate::keys::tests::p256_spki();
+        let mut jwk = JwkPublicKey::from_spki_der(&der).unwrap().to_jwk();
+        jwk.insert("kid".into(), "k1".into());
+        let doc = serde_json::json!({ "keys": [jwk] });
+        let got = parse_jwt_bundle(&serde_json::to_vec(&doc).unwrap()).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].key_id, "k1");
+        assert_eq!(got[0].public_key_der, der);
+    }
+
+    #[test]
+    fn jwt_bundle_key_without_kid_or_keys_is_refused() {
+        let der = crate::keys::tests::p256_spki();
+        let jwk = JwkPublicKey::from_spki_der(&der).unwrap().to_jwk();
+        let doc = serde_json::json!({ "keys": [jwk] });
+        assert!(matches!(
+            parse_jwt_bundle(&serde_json::to_vec(&doc).unwrap()),
+            Err(JwtBundleError::NoKid(0))
+        ));
+        assert!(matches!(
+            parse_jwt_bundle(b"{}"),
+            Err(JwtBundleError::NoKeys)
+        ));
+        assert!(matches!(
+            parse_jwt_bundle(b"nope"),
+            Err(JwtBundleError::Json(_))
+        ));
     }
 }
