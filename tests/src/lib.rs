@@ -6,21 +6,11 @@
 use std::path::Path;
 
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// A channel to a Workload API socket.
 pub async fn workload_channel(path: &Path) -> Channel {
-    let path = path.to_path_buf();
-    Endpoint::try_from("http://localhost")
-        .expect("static URI")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
+    sigil_workload_client::unix_channel(path)
         .await
         .expect("connect to the Workload API socket")
 }
@@ -32,12 +22,7 @@ pub async fn workload_client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
 
 /// Wraps a message in a request carrying the `workload.spiffe.io: true` header.
 pub fn with_header<T>(msg: T) -> tonic::Request<T> {
-    let mut req = tonic::Request::new(msg);
-    req.metadata_mut().insert(
-        "workload.spiffe.io",
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    req
+    sigil_workload_client::with_header(msg)
 }
 
 /// The uid of this test process (entries select it with `unix:uid:<uid>`).

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::format::go_duration;
 
@@ -63,49 +63,32 @@ impl From<tonic::Status> for CliError {
 /// A gRPC channel to the Workload API (or anything else served) on the Unix
 /// socket at `socket_path`. Connects now, so a missing or dead socket is
 /// reported here, naming the path.
-pub async fn workload_channel(socket_path: &Path) -> Result<Channel, String> {
-    let path = socket_path.to_owned();
-    let endpoint = Endpoint::try_from("http://localhost")
-        .map_err(|e| format!("building the channel for {}: {e}", socket_path.display()))?;
-    endpoint
-        .connect_with_connector(tower::service_fn(move |_| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-            }
-        }))
+pub async fn workload_channel(socket_path: &Path) -> Result<Channel, CliError> {
+    sigil_workload_client::unix_channel(socket_path)
         .await
         .map_err(|e| {
-            format!(
+            CliError::Connect(format!(
                 "cannot connect to the agent at {}: {}",
                 socket_path.display(),
-                error_chain(&e)
-            )
+                error_chain(&e.source)
+            ))
         })
 }
 
 /// Adds the Workload API security header to a request.
 pub(crate) fn with_header<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.metadata_mut().insert(
-        crate::workload::SECURITY_HEADER,
-        tonic::metadata::MetadataValue::from_static("true"),
-    );
-    request
+    sigil_workload_client::with_header(message)
 }
 
 /// A Workload API client for `socket_path`.
 pub(crate) async fn connect(
     socket_path: &Path,
 ) -> Result<SpiffeWorkloadApiClient<Channel>, CliError> {
-    Ok(SpiffeWorkloadApiClient::new(
-        workload_channel(socket_path)
-            .await
-            .map_err(CliError::Connect)?,
+    Ok(
+        SpiffeWorkloadApiClient::new(workload_channel(socket_path).await?)
+            .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE),
     )
-    .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE)
-    .max_encoding_message_size(sigil_proto::MAX_MESSAGE_SIZE))
 }
 
 /// Runs `work` under `-timeout` (zero means no limit, as in SPIRE).

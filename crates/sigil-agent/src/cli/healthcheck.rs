@@ -65,7 +65,9 @@ async fn check(
         let _ = writeln!(out, "Checking agent health...");
     }
     let response = async {
-        let channel = workload_channel(&args.socket_path).await?;
+        let channel = workload_channel(&args.socket_path)
+            .await
+            .map_err(|e| e.to_string())?;
         HealthClient::new(channel)
             .check(HealthCheckRequest::default())
             .await

@@ -33,7 +33,7 @@ use crate::cache::{CacheHandle, Snapshot};
 use crate::uds::PeerInfo;
 
 /// The metadata key every Workload API request must carry with value `true`.
-pub const SECURITY_HEADER: &str = "workload.spiffe.io";
+pub const SECURITY_HEADER: &str = sigil_workload_client::SECURITY_HEADER;
 
 /// A server-streaming response.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;

@@ -31,7 +31,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 pub use agent::AgentCommand;
 pub use bundle::BundleCommand;
@@ -143,20 +143,9 @@ pub async fn run(cmd: AdminCommand) -> ExitCode {
 /// `rpc error: code = Unavailable desc = connection error: desc = "transport:
 /// Error while dialing: dial unix /path: connect: no such file or directory"`.
 pub async fn admin_channel(socket_path: &Path) -> Result<Channel, String> {
-    let path = socket_path.to_path_buf();
-    let endpoint =
-        Endpoint::try_from("http://localhost").map_err(|e| format!("invalid endpoint: {e}"))?;
-    let connector = tower::service_fn(move |_: http::Uri| {
-        let path = path.clone();
-        async move {
-            let stream = tokio::net::UnixStream::connect(path).await?;
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
-        }
-    });
-    endpoint
-        .connect_with_connector(connector)
+    sigil_workload_client::unix_channel(socket_path)
         .await
-        .map_err(|e| dial_error(socket_path, &e))
+        .map_err(|e| dial_error(socket_path, &e.source))
 }
 
 /// The `-output` flag: how a command prints its result.
