@@ -28,6 +28,9 @@ pub enum PollError {
         #[source]
         status: Box<tonic::Status>,
     },
+    /// The Workload API socket could not be dialed.
+    #[error(transparent)]
+    Connect(#[from] sigil_workload_client::ConnectError),
     /// The RPC did not answer in time.
     #[error("{0}: timed out")]
     Timeout(&'static str),
@@ -60,10 +63,7 @@ pub async fn run(source: KeySource, keys: KeyStore) {
             socket_path,
             trust_domain,
             ..
-        } => Box::new(workload_api::WorkloadApi::new(
-            connect(&socket_path),
-            trust_domain,
-        )),
+        } => Box::new(workload_api::WorkloadApi::new(socket_path, trust_domain)),
     };
     // A poll may take at most one interval, and never less than 5 seconds.
     let timeout = interval.max(Duration::from_secs(5));
@@ -88,7 +88,8 @@ trait Poller: Send {
     async fn poll(&mut self) -> Result<Vec<sigil_spiffe::JwtAuthority>, PollError>;
 }
 
-/// A lazily connecting channel to a Unix socket (reconnects by itself).
+/// A lazily connecting channel to the server's admin socket (reconnects by
+/// itself).
 fn connect(path: &Path) -> Channel {
     let path = path.to_owned();
     #[allow(clippy::expect_used)] // a constant, valid URI

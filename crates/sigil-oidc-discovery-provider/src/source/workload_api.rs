@@ -7,58 +7,47 @@
 //! a `kid` is a JWT authority, so it is read here rather than as a SPIFFE
 //! trust bundle document.
 
+use std::path::PathBuf;
+
 use futures::StreamExt as _;
 use serde_json::Value;
 use sigil_proto::workload::JwtBundlesRequest;
-use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_spiffe::jwk::JwkPublicKey;
 use sigil_spiffe::{JwtAuthority, TrustDomain};
-use tonic::transport::Channel;
+use sigil_workload_client::WorkloadClient;
 
 use super::{PollError, Poller};
 
 const CALL: &str = "SpiffeWorkloadAPI.FetchJWTBundles";
 
-/// Polls an agent's Workload API.
+/// Polls an agent's Workload API. Dials on the first poll and again after
+/// any failure, so the agent may start after the provider.
 #[derive(Debug)]
 pub struct WorkloadApi {
-    client: SpiffeWorkloadApiClient<Channel>,
+    socket_path: PathBuf,
+    client: Option<WorkloadClient>,
     trust_domain: TrustDomain,
 }
 
 impl WorkloadApi {
-    /// A poller on `channel` publishing `trust_domain`'s keys.
-    pub fn new(channel: Channel, trust_domain: TrustDomain) -> WorkloadApi {
+    /// A poller of the agent at `socket_path` publishing `trust_domain`'s keys.
+    pub fn new(socket_path: PathBuf, trust_domain: TrustDomain) -> WorkloadApi {
         WorkloadApi {
-            client: SpiffeWorkloadApiClient::new(channel)
-                .max_decoding_message_size(sigil_proto::MAX_MESSAGE_SIZE),
+            socket_path,
+            client: None,
             trust_domain,
         }
     }
-}
 
-fn rpc(status: tonic::Status) -> PollError {
-    PollError::Rpc {
-        call: CALL,
-        status: Box::new(status),
-    }
-}
-
-#[async_trait::async_trait]
-impl Poller for WorkloadApi {
-    fn call(&self) -> &'static str {
-        CALL
-    }
-
-    async fn poll(&mut self) -> Result<Vec<JwtAuthority>, PollError> {
-        let mut req = tonic::Request::new(JwtBundlesRequest {});
-        req.metadata_mut().insert(
-            "workload.spiffe.io",
-            tonic::metadata::MetadataValue::from_static("true"),
-        );
-        let mut stream = self
-            .client
-            .fetch_jwt_bundles(req)
+    async fn fetch(&mut self) -> Result<Vec<JwtAuthority>, PollError> {
+        let client = match &mut self.client {
+            Some(c) => c,
+            None => self
+                .client
+                .insert(sigil_workload_client::connect(&self.socket_path).await?),
+        };
+        let mut stream = client
+            .fetch_jwt_bundles(sigil_workload_client::with_header(JwtBundlesRequest {}))
             .await
             .map_err(rpc)?
             .into_inner();
@@ -77,6 +66,28 @@ impl Poller for WorkloadApi {
             trust_domain: td.name().to_owned(),
             source,
         })
+    }
+}
+
+fn rpc(status: tonic::Status) -> PollError {
+    PollError::Rpc {
+        call: CALL,
+        status: Box::new(status),
+    }
+}
+
+#[async_trait::async_trait]
+impl Poller for WorkloadApi {
+    fn call(&self) -> &'static str {
+        CALL
+    }
+
+    async fn poll(&mut self) -> Result<Vec<JwtAuthority>, PollError> {
+        let result = self.fetch().await;
+        if matches!(result, Err(PollError::Rpc { .. } | PollError::Connect(_))) {
+            self.client = None;
+        }
+        result
     }
 }
 
