@@ -209,7 +209,7 @@ impl AcmeManager {
                     AuthorizationStatus::Pending => {}
                     other => {
                         return Err(Error::Order {
-                            domain,
+                            domain: domain.clone(),
                             reason: format!("authorization is {other:?}"),
                         });
                     }
@@ -266,7 +266,7 @@ impl AcmeManager {
     async fn load_or_create_account(&self) -> Result<Account, Error> {
         let path = self.account_path();
         let http = || {
-            crate::http::Client::new(self.config.directory_roots.clone())
+            crate::client::Client::new(self.config.directory_roots.clone())
                 .map(|c| Account::builder_with_http(Box::new(c)))
                 .map_err(Error::Key)
         };

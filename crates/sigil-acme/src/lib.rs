@@ -26,7 +26,7 @@
 
 mod acme;
 mod files;
-mod http;
+mod client;
 mod roots;
 
 pub use acme::{ACME_TLS_ALPN, AcmeConfig, AcmeManager, LETS_ENCRYPT_DIRECTORY};

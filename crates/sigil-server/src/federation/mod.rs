@@ -438,11 +438,9 @@ mod tests {
         // so it differs from the bootstrapped one).
         let (_, r) = update_bundle(ds.as_ref(), &rel).await;
         let good = r.unwrap().expect("the fetched bundle is new and stored");
-        let stored = || async {
-            load_bundle(ds.as_ref(), &rel.trust_domain)
-                .await
-                .unwrap()
-                .unwrap()
+        let stored = || {
+            let (ds, td) = (ds.clone(), rel.trust_domain.clone());
+            async move { load_bundle(ds.as_ref(), &td).await.unwrap().unwrap() }
         };
         assert_eq!(stored().await.to_jwks(), good.to_jwks());
 
