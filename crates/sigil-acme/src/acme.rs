@@ -406,7 +406,16 @@ fn challenge_answer(domain: &str, digest: &[u8]) -> Result<Arc<CertifiedKey>, Er
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let cert = params.self_signed(&key)?;
     let key_der = PrivatePkcs8KeyDer::from(key.serialize_der());
-    certified_key(vec![cert.der().clone()], PrivateKeyDer::Pkcs8(key_der))
+    // Not `certified_key`: its key check parses the certificate with
+    // webpki, which refuses the critical acmeIdentifier extension.
+    let signing_key = sigil_crypto::tls::provider()
+        .key_provider
+        .load_private_key(PrivateKeyDer::Pkcs8(key_der))
+        .map_err(Error::Key)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing_key,
+    )))
 }
 
 fn served(key: Arc<CertifiedKey>) -> Result<Served, Error> {
