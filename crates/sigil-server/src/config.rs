@@ -887,16 +887,20 @@ plugins {
                 ..
             })
         ));
-        let e = with_federation(r#"bundle_endpoint { acme { domain_name = "example.org" } }"#)
-            .unwrap_err()
-            .to_string();
+        let e =
+            with_federation("bundle_endpoint {\n acme {\n domain_name = \"example.org\"\n }\n }")
+                .unwrap_err()
+                .to_string();
         assert_eq!(
             e,
             "\"email\" must be set in server.federation.bundle_endpoint.acme"
         );
         let e = with_federation(
             r#"bundle_endpoint {
-                acme { domain_name = "example.org" email = "a@b.c" }
+                acme {
+                    domain_name = "example.org"
+                    email = "a@b.c"
+                }
                 profile "https_spiffe" {}
             }"#,
         )
@@ -963,24 +967,25 @@ plugins {
             e.contains("'acme' or 'serving_cert_file' is required"),
             "{e}"
         );
-        let e = web(r#"acme { domain_name = "a.org" }
-               serving_cert_file { cert_file_path = "/c" key_file_path = "/k" }"#);
+        let e = web(
+            "acme {\n domain_name = \"a.org\"\n }\n serving_cert_file {\n cert_file_path = \"/c\"\n key_file_path = \"/k\"\n }",
+        );
         assert!(e.contains("mutually exclusive"), "{e}");
-        let e = web(r#"acme { email = "a@b.c" }"#);
+        let e = web("acme {\n email = \"a@b.c\"\n }");
         assert!(e.starts_with("\"domain_name\" must be set in "), "{e}");
-        let e = web(r#"acme { domain_name = "a.org" directory_url = "http://ca/dir" }"#);
+        let e = web("acme {\n domain_name = \"a.org\"\n directory_url = \"http://ca/dir\"\n }");
         assert!(
             e.contains("\"directory_url\"") && e.contains("https://"),
             "{e}"
         );
-        let e = web(r#"acme { domain_name = "a.org" colour = "blue" }"#);
+        let e = web("acme {\n domain_name = \"a.org\"\n colour = \"blue\"\n }");
         assert!(e.contains("unknown option \"colour\""), "{e}");
-        let e = web(r#"serving_cert_file { key_file_path = "/k" }"#);
+        let e = web("serving_cert_file {\n key_file_path = \"/k\"\n }");
         assert!(e.starts_with("\"cert_file_path\" must be set in "), "{e}");
-        let e = web(r#"serving_cert_file { cert_file_path = "/c" }"#);
+        let e = web("serving_cert_file {\n cert_file_path = \"/c\"\n }");
         assert!(e.starts_with("\"key_file_path\" must be set in "), "{e}");
         let e = web(
-            r#"serving_cert_file { cert_file_path = "/c" key_file_path = "/k" file_sync_interval = "often" }"#,
+            "serving_cert_file {\n cert_file_path = \"/c\"\n key_file_path = \"/k\"\n file_sync_interval = \"often\"\n }",
         );
         assert!(e.contains("\"file_sync_interval\""), "{e}");
     }
