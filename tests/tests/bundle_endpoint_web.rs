@@ -10,6 +10,8 @@
 //!   with TLS-ALPN-01 on the bundle endpoint's own port. pebble resolves the
 //!   domain through pebble-challtestsrv's DNS, which answers 127.0.0.1.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,7 +83,10 @@ fn start_server_with_env(td: &mut TrustDomain, env: &[(&str, &Path)]) -> usize {
     }
     let index = td.spawn_process("server", cmd);
     wait_for("server healthcheck", Duration::from_secs(30), || {
-        assert!(td.process_running(index), "sigil-server exited during startup");
+        assert!(
+            td.process_running(index),
+            "sigil-server exited during startup"
+        );
         (td.server_cli(&["healthcheck"]).code == 0).then_some(())
     });
     index
@@ -90,16 +95,23 @@ fn start_server_with_env(td: &mut TrustDomain, env: &[(&str, &Path)]) -> usize {
 /// The first certificate PEM block `bundle show` prints.
 fn own_bundle_pem(td: &TrustDomain) -> String {
     let out = td.server_cli(&["bundle", "show"]).ok().stdout;
-    let end = out.find("-----END CERTIFICATE-----").expect("a certificate") + 25;
+    let end = out
+        .find("-----END CERTIFICATE-----")
+        .expect("a certificate")
+        + 25;
     out[..end].to_owned()
 }
 
 /// Waits until `b`'s server holds `a.test`'s bundle with `pem` in it.
 fn wait_for_federated_bundle(b: &TrustDomain, pem: &str) {
-    wait_for("b.test to store a.test's bundle", Duration::from_secs(60), || {
-        let out = b.server_cli(&["bundle", "list", "-id", "spiffe://a.test"]);
-        (out.code == 0 && out.stdout.contains(pem)).then_some(())
-    });
+    wait_for(
+        "b.test to store a.test's bundle",
+        Duration::from_secs(60),
+        || {
+            let out = b.server_cli(&["bundle", "list", "-id", "spiffe://a.test"]);
+            (out.code == 0 && out.stdout.contains(pem)).then_some(())
+        },
+    );
 }
 
 /// The leaf certificate `127.0.0.1:port` presents for `sni`, not verified.
@@ -116,7 +128,9 @@ fn presented_leaf(port: u16, sni: &str) -> Option<CertificateDer<'static>> {
             .with_custom_certificate_verifier(Arc::new(AcceptAny))
             .with_no_client_auth();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
         let name = ServerName::try_from(sni.to_owned()).ok()?;
         let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
             .connect(name, tcp)
@@ -239,21 +253,32 @@ fn federating_server_fetches_over_https_web_with_a_serving_cert_file_and_follows
     let (cert_pem, key_pem, second) = ca.leaf();
     fs::write(&key_path, &key_pem).unwrap();
     fs::write(&cert_path, &cert_pem).unwrap();
-    wait_for("the rotated certificate to be served", Duration::from_secs(20), || {
-        (presented_leaf(port, "127.0.0.1") == Some(second.clone())).then_some(())
-    });
+    wait_for(
+        "the rotated certificate to be served",
+        Duration::from_secs(20),
+        || (presented_leaf(port, "127.0.0.1") == Some(second.clone())).then_some(()),
+    );
     let refreshed = b.server_cli(&["federation", "refresh", "-id", "spiffe://a.test"]);
-    assert_eq!(refreshed.code, 0, "refresh over the rotated certificate: {}", refreshed.all());
+    assert_eq!(
+        refreshed.code,
+        0,
+        "refresh over the rotated certificate: {}",
+        refreshed.all()
+    );
 
     // Broken files: logged, and the last good certificate stays.
     fs::write(&cert_path, "not a certificate").unwrap();
     let log = a.path().join("server.log");
-    wait_for("the load failure to be logged", Duration::from_secs(20), || {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("Failed to load certificate")
-            .then_some(())
-    });
+    wait_for(
+        "the load failure to be logged",
+        Duration::from_secs(20),
+        || {
+            fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("Failed to load certificate")
+                .then_some(())
+        },
+    );
     assert_eq!(presented_leaf(port, "127.0.0.1"), Some(second));
     assert!(a.server_running());
 }
@@ -289,7 +314,11 @@ fn federating_server_refuses_an_https_web_endpoint_it_has_no_root_for() {
     assert_ne!(out.code, 0);
     assert!(out.all().contains("TLS handshake"), "{}", out.all());
     let listed = b.server_cli(&["bundle", "list", "-id", "spiffe://a.test"]);
-    assert!(!listed.stdout.contains("BEGIN CERTIFICATE"), "{}", listed.all());
+    assert!(
+        !listed.stdout.contains("BEGIN CERTIFICATE"),
+        "{}",
+        listed.all()
+    );
 }
 
 // ---- acme, against pebble ----
@@ -411,9 +440,11 @@ fn federating_server_fetches_over_https_web_with_a_certificate_issued_by_pebble(
     fs::write(a.server_conf(), a_conf).unwrap();
     start_server_with_env(&mut a, &[("SSL_CERT_FILE", &pebble.roots_file)]);
 
-    let leaf = wait_for("a certificate issued by pebble", Duration::from_secs(90), || {
-        presented_leaf(port, "localhost").filter(|c| issuer_cn(c).contains("Pebble"))
-    });
+    let leaf = wait_for(
+        "a certificate issued by pebble",
+        Duration::from_secs(90),
+        || presented_leaf(port, "localhost").filter(|c| issuer_cn(c).contains("Pebble")),
+    );
     // The account and certificate are cached under data_dir/bundle-acme.
     let cache = a.path().join("server-data/bundle-acme");
     assert!(cache.join("localhost.crt").exists());

@@ -25,8 +25,8 @@
 #![forbid(unsafe_code)]
 
 mod acme;
-mod files;
 mod client;
+mod files;
 mod roots;
 
 pub use acme::{ACME_TLS_ALPN, AcmeConfig, AcmeManager, LETS_ENCRYPT_DIRECTORY};
