@@ -124,8 +124,7 @@ pub struct FederationConfig {
     pub federates_with: Vec<FederationRelationship>,
 }
 
-/// SPIRE's `server.federation.bundle_endpoint`, `https_spiffe` profile: the
-/// endpoint authenticates with the server's own X509-SVID.
+/// SPIRE's `server.federation.bundle_endpoint`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BundleEndpointConfig {
     /// `address`; default `0.0.0.0`.
@@ -134,6 +133,56 @@ pub struct BundleEndpointConfig {
     pub port: u16,
     /// `refresh_hint`, advertised as `spiffe_refresh_hint`; default 5m.
     pub refresh_hint: Duration,
+    /// `profile`: how the endpoint authenticates; `https_spiffe` when unset.
+    pub profile: EndpointServingProfile,
+}
+
+/// `server.federation.bundle_endpoint.profile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointServingProfile {
+    /// `https_spiffe`: the server's own X509-SVID.
+    HttpsSpiffe,
+    /// `https_web { acme { } }` (or the deprecated `bundle_endpoint { acme
+    /// { } }`): a certificate from an ACME CA.
+    Acme(BundleEndpointAcme),
+    /// `https_web { serving_cert_file { } }`: a certificate from files.
+    ServingCertFile(ServingCertFile),
+}
+
+impl EndpointServingProfile {
+    /// The profile's name as logged: `https_spiffe`, `https_web` (acme),
+    /// `https_web` (serving_cert_file).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EndpointServingProfile::HttpsSpiffe => "https_spiffe",
+            EndpointServingProfile::Acme(_) => "https_web (acme)",
+            EndpointServingProfile::ServingCertFile(_) => "https_web (serving_cert_file)",
+        }
+    }
+}
+
+/// `profile "https_web" { acme { } }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BundleEndpointAcme {
+    /// `domain_name` (required).
+    pub domain_name: String,
+    /// `directory_url`; default Let's Encrypt's.
+    pub directory_url: String,
+    /// `email`.
+    pub email: String,
+    /// `tos_accepted`; default false.
+    pub tos_accepted: bool,
+}
+
+/// `profile "https_web" { serving_cert_file { } }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServingCertFile {
+    /// `cert_file_path` (required): PEM chain, leaf first.
+    pub cert_file_path: PathBuf,
+    /// `key_file_path` (required): PEM private key.
+    pub key_file_path: PathBuf,
+    /// `file_sync_interval`; default 1h (SPIRE's).
+    pub file_sync_interval: Duration,
 }
 
 /// The refresh hint the bundle endpoint advertises unless configured.
@@ -414,23 +463,38 @@ fn parse_bundle_endpoint(mut b: Section) -> Result<BundleEndpointConfig, ConfigE
             );
         }
     }
+    let deprecated_acme = b.take_block("acme")?;
     let mut profiles = b.take_blocks("profile");
     if profiles.len() > 1 {
         return Err(b.invalid_value("profile", "exactly one bundle endpoint profile is expected"));
     }
-    match profiles.pop() {
-        None => tracing::warn!(
-            "Bundle endpoint is configured but has no profile set, using https_spiffe as default; \
-             please configure a profile explicitly"
-        ),
-        Some(p) => match p.labels.as_slice() {
-            [name] if name == "https_spiffe" => p.body.finish(&[])?,
-            [name] if name == "https_web" => {
-                return Err(ConfigError::Unsupported {
-                    path: b.path().to_owned(),
-                    key: "profile \"https_web\"".into(),
-                });
+    let profile = match (profiles.pop(), deprecated_acme) {
+        (Some(_), Some(_)) => {
+            return Err(b.invalid_value(
+                "acme",
+                "either bundle endpoint 'acme' or 'profile' can be set, but not both",
+            ));
+        }
+        (None, Some(acme)) => {
+            tracing::warn!(
+                "ACME configuration within the bundle_endpoint is deprecated. Please use ACME \
+                 configuration as part of the https_web profile instead."
+            );
+            EndpointServingProfile::Acme(parse_endpoint_acme(acme.body, true)?)
+        }
+        (None, None) => {
+            tracing::warn!(
+                "Bundle endpoint is configured but has no profile set, using https_spiffe as default; \
+                 please configure a profile explicitly"
+            );
+            EndpointServingProfile::HttpsSpiffe
+        }
+        (Some(p), None) => match p.labels.as_slice() {
+            [name] if name == "https_spiffe" => {
+                p.body.finish(&[])?;
+                EndpointServingProfile::HttpsSpiffe
             }
+            [name] if name == "https_web" => parse_https_web(p.body)?,
             _ => {
                 return Err(b.invalid_value(
                     "profile",
@@ -438,12 +502,93 @@ fn parse_bundle_endpoint(mut b: Section) -> Result<BundleEndpointConfig, ConfigE
                 ));
             }
         },
-    }
-    b.finish(&["acme"])?;
+    };
+    b.finish(&[])?;
     Ok(BundleEndpointConfig {
         address,
         port,
         refresh_hint: refresh_hint.unwrap_or(DEFAULT_REFRESH_HINT),
+        profile,
+    })
+}
+
+/// `profile "https_web" { }`: exactly one of `acme` and `serving_cert_file`.
+fn parse_https_web(mut w: Section) -> Result<EndpointServingProfile, ConfigError> {
+    let acme = w.take_block("acme")?;
+    let files = w.take_block("serving_cert_file")?;
+    let profile = match (acme, files) {
+        (Some(_), Some(_)) => {
+            return Err(w.invalid_value(
+                "acme",
+                "'acme' and 'serving_cert_file' are mutually exclusive; set one of them",
+            ));
+        }
+        (None, None) => {
+            return Err(w.invalid_value(
+                "https_web",
+                "malformed https_web profile configuration: 'acme' or 'serving_cert_file' is required",
+            ));
+        }
+        (Some(a), None) => EndpointServingProfile::Acme(parse_endpoint_acme(a.body, false)?),
+        (None, Some(mut f)) => {
+            let mut path = |key: &str| {
+                f.body
+                    .take_string(key)?
+                    .filter(|p| !p.is_empty())
+                    .map(PathBuf::from)
+                    .ok_or_else(|| f.body.missing(key))
+            };
+            let cert_file_path = path("cert_file_path")?;
+            let key_file_path = path("key_file_path")?;
+            // SPIRE turns 0 into its 1h default too.
+            let file_sync_interval = f
+                .body
+                .take_duration("file_sync_interval")?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(sigil_acme::DEFAULT_FILE_SYNC_INTERVAL);
+            f.body.finish(&[])?;
+            EndpointServingProfile::ServingCertFile(ServingCertFile {
+                cert_file_path,
+                key_file_path,
+                file_sync_interval,
+            })
+        }
+    };
+    w.finish(&[])?;
+    Ok(profile)
+}
+
+/// An `acme { }` block. SPIRE requires `email` only in the deprecated
+/// `bundle_endpoint { acme { } }` form.
+fn parse_endpoint_acme(
+    mut a: Section,
+    email_required: bool,
+) -> Result<BundleEndpointAcme, ConfigError> {
+    let domain_name = a
+        .take_string("domain_name")?
+        .filter(|d| !d.is_empty())
+        .ok_or_else(|| a.missing("domain_name"))?;
+    let email = a.take_string("email")?.unwrap_or_default();
+    if email_required && email.is_empty() {
+        return Err(a.missing("email"));
+    }
+    let directory_url = a
+        .take_string("directory_url")?
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| sigil_acme::LETS_ENCRYPT_DIRECTORY.to_owned());
+    if !directory_url.to_ascii_lowercase().starts_with("https://") {
+        return Err(a.invalid_value(
+            "directory_url",
+            format!("{directory_url:?} must be an https:// URL"),
+        ));
+    }
+    let tos_accepted = a.take_bool("tos_accepted")?.unwrap_or(false);
+    a.finish(&[])?;
+    Ok(BundleEndpointAcme {
+        domain_name,
+        directory_url,
+        email,
+        tos_accepted,
     })
 }
 
@@ -804,8 +949,8 @@ plugins {
     }
 
     #[test]
-    fn https_web_endpoint_and_acme_are_named_as_not_supported_yet() {
-        let e = with_federation(
+    fn https_web_acme_profile_loads_with_spire_defaults() {
+        let c = with_federation(
             r#"bundle_endpoint {
                 profile "https_web" {
                     acme {
@@ -815,26 +960,158 @@ plugins {
                 }
             }"#,
         )
-        .unwrap_err()
-        .to_string();
+        .unwrap();
+        let be = c.federation.bundle_endpoint.unwrap();
+        assert_eq!(
+            be.profile,
+            EndpointServingProfile::Acme(BundleEndpointAcme {
+                domain_name: "example.org".into(),
+                directory_url: "https://acme-v02.api.letsencrypt.org/directory".into(),
+                email: "some@mail.com".into(),
+                tos_accepted: false,
+            })
+        );
+        let c = with_federation(
+            r#"bundle_endpoint {
+                profile "https_web" {
+                    acme {
+                        domain_name = "example.org"
+                        directory_url = "https://127.0.0.1:14000/dir"
+                        tos_accepted = true
+                    }
+                }
+            }"#,
+        )
+        .unwrap();
+        let EndpointServingProfile::Acme(acme) = c.federation.bundle_endpoint.unwrap().profile
+        else {
+            panic!("acme profile expected");
+        };
+        assert_eq!(acme.directory_url, "https://127.0.0.1:14000/dir");
+        assert!(acme.tos_accepted);
+        assert_eq!(acme.email, "");
+    }
+
+    #[test]
+    fn deprecated_bundle_endpoint_acme_still_loads_and_needs_an_email() {
+        let c = with_federation(
+            r#"bundle_endpoint {
+                acme {
+                    domain_name = "example.org"
+                    email = "some@mail.com"
+                    tos_accepted = true
+                }
+            }"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            c.federation.bundle_endpoint.unwrap().profile,
+            EndpointServingProfile::Acme(BundleEndpointAcme {
+                tos_accepted: true,
+                ..
+            })
+        ));
+        let e =
+            with_federation("bundle_endpoint {\n acme {\n domain_name = \"example.org\"\n }\n }")
+                .unwrap_err()
+                .to_string();
         assert_eq!(
             e,
-            "option \"profile \\\"https_web\\\"\" in server.federation.bundle_endpoint is not supported by sigil yet"
+            "\"email\" must be set in server.federation.bundle_endpoint.acme"
         );
         let e = with_federation(
             r#"bundle_endpoint {
                 acme {
                     domain_name = "example.org"
-                    email = "some@mail.com"
+                    email = "a@b.c"
                 }
+                profile "https_spiffe" {}
             }"#,
         )
         .unwrap_err()
         .to_string();
-        assert_eq!(
-            e,
-            "option \"acme\" in server.federation.bundle_endpoint is not supported by sigil yet"
+        assert!(
+            e.contains("either bundle endpoint 'acme' or 'profile' can be set, but not both"),
+            "{e}"
         );
+    }
+
+    #[test]
+    fn https_web_serving_cert_file_loads_with_a_1h_default_sync_interval() {
+        let c = with_federation(
+            r#"bundle_endpoint {
+                profile "https_web" {
+                    serving_cert_file {
+                        cert_file_path = "/certs/cert.pem"
+                        key_file_path = "/certs/key.pem"
+                    }
+                }
+            }"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.federation.bundle_endpoint.unwrap().profile,
+            EndpointServingProfile::ServingCertFile(ServingCertFile {
+                cert_file_path: "/certs/cert.pem".into(),
+                key_file_path: "/certs/key.pem".into(),
+                file_sync_interval: Duration::from_secs(3600),
+            })
+        );
+        let c = with_federation(
+            r#"bundle_endpoint {
+                profile "https_web" {
+                    serving_cert_file {
+                        cert_file_path = "/c.pem"
+                        key_file_path = "/k.pem"
+                        file_sync_interval = "1m"
+                    }
+                }
+            }"#,
+        )
+        .unwrap();
+        let EndpointServingProfile::ServingCertFile(f) =
+            c.federation.bundle_endpoint.unwrap().profile
+        else {
+            panic!("serving_cert_file expected");
+        };
+        assert_eq!(f.file_sync_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn https_web_errors_name_the_missing_or_conflicting_option() {
+        let web = |body: &str| {
+            with_federation(&format!(
+                "bundle_endpoint {{\n profile \"https_web\" {{\n{body}\n}}\n}}"
+            ))
+            .unwrap_err()
+            .to_string()
+        };
+        let e = web("");
+        assert!(
+            e.contains("'acme' or 'serving_cert_file' is required"),
+            "{e}"
+        );
+        let e = web(
+            "acme {\n domain_name = \"a.org\"\n }\n serving_cert_file {\n cert_file_path = \"/c\"\n key_file_path = \"/k\"\n }",
+        );
+        assert!(e.contains("mutually exclusive"), "{e}");
+        let e = web("acme {\n email = \"a@b.c\"\n }");
+        assert!(e.starts_with("\"domain_name\" must be set in "), "{e}");
+        let e = web("acme {\n domain_name = \"a.org\"\n directory_url = \"http://ca/dir\"\n }");
+        assert!(
+            e.contains("\"directory_url\"") && e.contains("https://"),
+            "{e}"
+        );
+        let e = web("acme {\n domain_name = \"a.org\"\n colour = \"blue\"\n }");
+        assert!(e.contains("unknown option \"colour\""), "{e}");
+        let e = web("serving_cert_file {\n key_file_path = \"/k\"\n }");
+        assert!(e.starts_with("\"cert_file_path\" must be set in "), "{e}");
+        let e = web("serving_cert_file {\n cert_file_path = \"/c\"\n }");
+        assert!(e.starts_with("\"key_file_path\" must be set in "), "{e}");
+        let e = web(
+            "serving_cert_file {\n cert_file_path = \"/c\"\n key_file_path = \"/k\"\n file_sync_interval = \"often\"\n }",
+        );
+        assert!(e.contains("\"file_sync_interval\""), "{e}");
     }
 
     #[test]

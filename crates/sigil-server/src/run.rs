@@ -238,7 +238,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             let addr = listener.local_addr()?;
             federation::endpoint::spawn(
                 listener,
-                tls.clone(),
+                federation::serving::serving_cert(be, &cfg.data_dir, tls.clone())?,
                 ca.subscribe_bundle(),
                 be.refresh_hint,
             )
@@ -246,6 +246,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
             tracing::info!(
                 addr = %addr,
                 refresh_hint = ?be.refresh_hint,
+                profile = be.profile.name(),
                 "Serving bundle endpoint"
             );
             Some(addr)

@@ -6,17 +6,23 @@
 //!   hold for the endpoint SPIFFE ID's trust domain, and the leaf must name
 //!   exactly that ID; the DNS name is not checked (SPIFFE Federation 5.2).
 //! - `https_web`: the chain must verify against the Web PKI roots
-//!   (`webpki-roots`) for the URL's host name or IP address.
+//!   (`webpki-roots`, plus the PEM roots named by `SSL_CERT_FILE` and
+//!   `SSL_CERT_DIR`, see `sigil_acme::web_roots`) for the URL's host name or
+//!   IP address.
+//!
+//! A body larger than [`MAX_BUNDLE_BYTES`], one that is not a SPIFFE bundle
+//! document, or one whose X.509 authorities name another trust domain in
+//! their SPIFFE ID URI SAN is refused with a [`FetchError`] saying so; the
+//! caller then keeps the bundle it had.
 //!
 //! This module never touches the datastore; the caller chooses the roots.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use rustls::RootCertStore;
 use rustls_pki_types::ServerName;
 use sigil_crypto::tls::ServerIdPolicy;
 use sigil_spiffe::{Bundle, BundleError, SpiffeId, TrustDomain};
@@ -99,6 +105,25 @@ pub enum FetchError {
         url: String,
         /// The parser's reason.
         source: BundleError,
+    },
+    /// The body is larger than [`MAX_BUNDLE_BYTES`].
+    #[error("failed to fetch bundle: {url}: the body is larger than {MAX_BUNDLE_BYTES} bytes")]
+    TooLarge {
+        /// The URL.
+        url: String,
+    },
+    /// An X.509 authority of the fetched bundle carries the SPIFFE ID of
+    /// another trust domain: the endpoint serves someone else's bundle.
+    #[error(
+        "bundle from {url} is not for trust domain {expected:?}: its X.509 authority names {found}"
+    )]
+    WrongTrustDomain {
+        /// The URL.
+        url: String,
+        /// The trust domain we federate with.
+        expected: String,
+        /// The SPIFFE ID the authority carries.
+        found: String,
     },
     /// The whole fetch took longer than [`FETCH_TIMEOUT`].
     #[error("failed to fetch bundle: {url}: timed out after {FETCH_TIMEOUT:?}")]
@@ -199,23 +224,12 @@ pub fn tls_config(auth: &EndpointAuth) -> Result<Arc<rustls::ClientConfig>, Stri
             rustls::ClientConfig::builder_with_provider(sigil_crypto::tls::provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
-                .with_root_certificates(web_roots())
+                .with_root_certificates(sigil_acme::web_roots())
                 .with_no_client_auth()
         }
     };
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
     Ok(Arc::new(config))
-}
-
-fn web_roots() -> Arc<RootCertStore> {
-    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
-    ROOTS
-        .get_or_init(|| {
-            Arc::new(RootCertStore {
-                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-            })
-        })
-        .clone()
 }
 
 async fn fetch(
@@ -270,7 +284,13 @@ async fn fetch(
     let body = Limited::new(response.into_body(), MAX_BUNDLE_BYTES)
         .collect()
         .await
-        .map_err(|e| http_err(&format!("reading the body: {e}")))?
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                FetchError::TooLarge { url: url.into() }
+            } else {
+                http_err(&format!("reading the body: {e}"))
+            }
+        })?
         .to_bytes();
     conn.abort();
     if status != http::StatusCode::OK {
@@ -280,10 +300,32 @@ async fn fetch(
             body: String::from_utf8_lossy(shown).into_owned(),
         });
     }
-    Bundle::parse_jwks(trust_domain, &body).map_err(|source| FetchError::Decode {
+    let bundle = Bundle::parse_jwks(trust_domain, &body).map_err(|source| FetchError::Decode {
         url: url.into(),
         source,
-    })
+    })?;
+    if let Some(found) = foreign_authority(trust_domain, &bundle) {
+        return Err(FetchError::WrongTrustDomain {
+            url: url.into(),
+            expected: trust_domain.name().into(),
+            found: found.to_string(),
+        });
+    }
+    Ok(bundle)
+}
+
+/// The first SPIFFE ID of another trust domain found in a URI SAN of
+/// `bundle`'s X.509 authorities. SPIRE's and sigil's CAs carry
+/// `spiffe://<td>` there; authorities without a SPIFFE ID (an upstream
+/// root) say nothing and pass.
+fn foreign_authority(trust_domain: &TrustDomain, bundle: &Bundle) -> Option<SpiffeId> {
+    bundle
+        .x509_authorities
+        .iter()
+        .filter_map(|der| sigil_crypto::x509::cert_info(der).ok())
+        .flat_map(|info| info.uri_sans)
+        .filter_map(|uri| SpiffeId::parse(&uri).ok())
+        .find(|id| id.trust_domain() != *trust_domain)
 }
 
 /// rustls shows a verifier's own error with `Debug`; show it with
@@ -340,7 +382,7 @@ mod tests {
     fn web_profile_trusts_the_webpki_roots_and_speaks_http1() {
         let c = tls_config(&EndpointAuth::Web).unwrap();
         assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
-        assert!(!web_roots().is_empty());
+        assert!(!sigil_acme::web_roots().is_empty());
     }
 
     #[test]
@@ -362,5 +404,69 @@ mod tests {
             .unwrap_err();
         assert!(matches!(e, FetchError::Connect { .. }), "{e}");
         assert!(e.to_string().contains(&url), "{e}");
+    }
+
+    mod bad_endpoints {
+        use super::super::*;
+        use crate::federation::testendpoint::{TestEndpoint, bundle_doc, ca};
+
+        fn b_org() -> TrustDomain {
+            TrustDomain::new("b.org").unwrap()
+        }
+
+        #[tokio::test]
+        async fn a_good_endpoint_yields_its_bundle() {
+            let ep = TestEndpoint::start("b.org").await;
+            let b = fetch_bundle(&b_org(), &ep.url, &ep.auth()).await.unwrap();
+            assert_eq!(b.x509_authorities, vec![ep.root.clone()]);
+        }
+
+        #[tokio::test]
+        async fn a_garbage_body_is_a_decode_error_naming_the_url() {
+            let ep = TestEndpoint::start("b.org").await;
+            ep.set_body(b"<html>502 Bad Gateway</html>".to_vec());
+            let e = fetch_bundle(&b_org(), &ep.url, &ep.auth())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, FetchError::Decode { .. }), "{e}");
+            assert!(e.to_string().contains(&ep.url), "{e}");
+            ep.set_body(br#"{"keys": 7}"#.to_vec());
+            let e = fetch_bundle(&b_org(), &ep.url, &ep.auth())
+                .await
+                .unwrap_err();
+            assert!(e.to_string().contains("\"keys\""), "{e}");
+        }
+
+        #[tokio::test]
+        async fn an_oversized_body_is_refused_as_too_large() {
+            let ep = TestEndpoint::start("b.org").await;
+            let mut huge = br#"{"keys": [], "pad": ""#.to_vec();
+            huge.resize(MAX_BUNDLE_BYTES + 10, b'a');
+            huge.extend_from_slice(br#""}"#);
+            ep.set_body(huge);
+            let e = fetch_bundle(&b_org(), &ep.url, &ep.auth())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, FetchError::TooLarge { .. }), "{e}");
+            assert!(e.to_string().contains("larger than 4194304 bytes"), "{e}");
+        }
+
+        #[tokio::test]
+        async fn a_bundle_of_another_trust_domain_is_refused() {
+            let ep = TestEndpoint::start("b.org").await;
+            let (other_root, _) = ca("c.org");
+            ep.set_body(bundle_doc("c.org", &other_root));
+            let e = fetch_bundle(&b_org(), &ep.url, &ep.auth())
+                .await
+                .unwrap_err();
+            assert!(matches!(e, FetchError::WrongTrustDomain { .. }), "{e}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "bundle from {} is not for trust domain \"b.org\": its X.509 authority names spiffe://c.org",
+                    ep.url
+                )
+            );
+        }
     }
 }

@@ -1,11 +1,17 @@
-//! Our SPIFFE bundle endpoint (`https_spiffe` profile): `GET /` over
-//! HTTPS answers with the current bundle of our trust domain as a SPIFFE
-//! bundle document, `spiffe_refresh_hint` set to the configured hint.
+//! Our SPIFFE bundle endpoint: `GET /` over HTTPS answers with the current
+//! bundle of our trust domain as a SPIFFE bundle document,
+//! `spiffe_refresh_hint` set to the configured hint.
 //!
-//! The endpoint authenticates with the server's own X509-SVID
-//! (`spiffe://<td>/spire/server`), the same one the agent endpoint presents
-//! and rotated with it: each TLS config the agent endpoint publishes is
-//! turned into one without client authentication that offers HTTP/1.1.
+//! How it authenticates is the profile's business ([`ServingCert`]):
+//! - `https_spiffe`: the server's own X509-SVID (`spiffe://<td>/spire/server`),
+//!   the same one the agent endpoint presents and rotated with it: each TLS
+//!   config the agent endpoint publishes is turned into one without client
+//!   authentication that offers HTTP/1.1.
+//! - `https_web`: a Web PKI certificate from a resolver that always has the
+//!   current one (ACME or files, see [`super::serving`]). With ACME the
+//!   listener also offers `acme-tls/1`, and a connection that negotiated it
+//!   (the CA validating us) is closed after the handshake.
+//!
 //! Like SPIRE's, it answers `405` to other methods and `404` to other paths,
 //! and it never reads client certificates.
 
@@ -17,22 +23,48 @@ use std::time::Duration;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls::server::ResolvesServerCert;
 use sigil_spiffe::Bundle;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::client::ALPN_HTTP1;
 
+/// Where the endpoint's certificate comes from.
+pub enum ServingCert {
+    /// `https_spiffe`: the agent endpoint's TLS config stream (the server
+    /// SVID).
+    Spiffe(watch::Receiver<Arc<rustls::ServerConfig>>),
+    /// `https_web`: a resolver serving the current Web PKI certificate.
+    Web {
+        /// The resolver.
+        resolver: Arc<dyn ResolvesServerCert>,
+        /// Whether to answer ACME TLS-ALPN-01 validation (`acme-tls/1`).
+        acme: bool,
+    },
+}
+
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServingCert::Spiffe(_) => f.write_str("ServingCert::Spiffe"),
+            ServingCert::Web { acme, .. } => write!(f, "ServingCert::Web {{ acme: {acme} }}"),
+        }
+    }
+}
+
 /// Serves the bundle endpoint on `listener` until the task is dropped.
-/// `agent_tls` is the agent endpoint's TLS config stream (the server SVID);
 /// `bundles` is our trust domain's bundle as the CA publishes it.
 pub fn spawn(
     listener: TcpListener,
-    agent_tls: watch::Receiver<Arc<rustls::ServerConfig>>,
+    serving: ServingCert,
     bundles: watch::Receiver<Arc<Bundle>>,
     refresh_hint: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, rustls::Error> {
-    let tls = follow_tls(agent_tls)?;
+    let tls = match serving {
+        ServingCert::Spiffe(agent_tls) => follow_tls(agent_tls)?,
+        ServingCert::Web { resolver, acme } => watch::channel(Arc::new(web_tls(resolver, acme)?)).1,
+    };
     let hint = i64::try_from(refresh_hint.as_secs()).unwrap_or(i64::MAX);
     Ok(tokio::spawn(async move {
         loop {
@@ -68,6 +100,25 @@ pub fn endpoint_tls(agent: &rustls::ServerConfig) -> Result<rustls::ServerConfig
         .with_no_client_auth()
         .with_cert_resolver(agent.cert_resolver.clone());
     config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    Ok(config)
+}
+
+/// The `https_web` TLS config: `resolver`'s certificate, no client
+/// authentication, HTTP/1.1 (and `acme-tls/1` when `acme`).
+pub fn web_tls(
+    resolver: Arc<dyn ResolvesServerCert>,
+    acme: bool,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let mut config = rustls::ServerConfig::builder_with_provider(sigil_crypto::tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![ALPN_HTTP1.to_vec()];
+    if acme {
+        config
+            .alpn_protocols
+            .push(sigil_acme::ACME_TLS_ALPN.to_vec());
+    }
     Ok(config)
 }
 
@@ -112,6 +163,11 @@ async fn serve_connection(
             return;
         }
     };
+    if stream.get_ref().1.alpn_protocol() == Some(sigil_acme::ACME_TLS_ALPN) {
+        // An ACME CA checked our TLS-ALPN-01 answer; nothing follows.
+        tracing::debug!(%addr, "answered an ACME TLS-ALPN-01 validation");
+        return;
+    }
     let service = hyper::service::service_fn(move |req| {
         let bundle = bundles.borrow().clone();
         async move { Ok::<_, Infallible>(respond(&req, &bundle, hint)) }

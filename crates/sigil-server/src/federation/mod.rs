@@ -16,6 +16,9 @@
 
 pub mod client;
 pub mod endpoint;
+pub mod serving;
+#[cfg(test)]
+mod testendpoint;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -392,5 +395,81 @@ mod tests {
         );
         assert_eq!(next_refresh(Some(&bundle(None))), DEFAULT_REFRESH_INTERVAL);
         assert_eq!(next_refresh(None), MINIMUM_REFRESH_HINT);
+    }
+
+    /// A relationship with `b.org` over `https_spiffe`, with `b.org`'s
+    /// bundle bootstrapped in `ds`, as an operator would.
+    async fn federated_store(
+        ep: &testendpoint::TestEndpoint,
+    ) -> (
+        tempfile::TempDir,
+        Arc<dyn DataStore>,
+        FederationRelationship,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let ds = sigil_datastore::open("sqlite3", dir.path().join("ds.sqlite3").to_str().unwrap())
+            .await
+            .unwrap();
+        let td = TrustDomain::new("b.org").unwrap();
+        let mut first = Bundle::new(td.clone());
+        first.x509_authorities = vec![ep.root.clone()];
+        ds.set_bundle(StoredBundle {
+            trust_domain: td.clone(),
+            data: encode_bundle(&first).unwrap(),
+        })
+        .await
+        .unwrap();
+        let rel = FederationRelationship {
+            trust_domain: td,
+            bundle_endpoint_url: ep.url.clone(),
+            profile: BundleEndpointProfile::HttpsSpiffe {
+                endpoint_spiffe_id: sigil_spiffe::SpiffeId::parse("spiffe://b.org/spire/server")
+                    .unwrap(),
+            },
+        };
+        (dir, ds, rel)
+    }
+
+    #[tokio::test]
+    async fn bad_endpoint_answers_never_replace_the_last_good_bundle() {
+        let ep = testendpoint::TestEndpoint::start("b.org").await;
+        let (_dir, ds, rel) = federated_store(&ep).await;
+        // A good fetch stores the endpoint's bundle (it has a refresh hint,
+        // so it differs from the bootstrapped one).
+        let (_, r) = update_bundle(ds.as_ref(), &rel).await;
+        let good = r.unwrap().expect("the fetched bundle is new and stored");
+        let stored = || {
+            let (ds, td) = (ds.clone(), rel.trust_domain.clone());
+            async move { load_bundle(ds.as_ref(), &td).await.unwrap().unwrap() }
+        };
+        assert_eq!(stored().await.to_jwks(), good.to_jwks());
+
+        let (other_root, _) = testendpoint::ca("c.org");
+        let mut huge = vec![b' '; client::MAX_BUNDLE_BYTES + 1];
+        huge.extend_from_slice(b"{}");
+        for (what, body) in [
+            ("garbage", b"not json at all".to_vec()),
+            ("oversized", huge),
+            (
+                "wrong trust domain",
+                testendpoint::bundle_doc("c.org", &other_root),
+            ),
+        ] {
+            ep.set_body(body);
+            let (local, r) = update_bundle(ds.as_ref(), &rel).await;
+            let e = r.expect_err(what);
+            assert!(matches!(e, UpdateError::Fetch(_)), "{what}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with("failed to fetch federated bundle from endpoint: "),
+                "{what}: {e}"
+            );
+            assert_eq!(local.unwrap().to_jwks(), good.to_jwks(), "{what}");
+            assert_eq!(
+                stored().await.to_jwks(),
+                good.to_jwks(),
+                "{what} kept the last good bundle"
+            );
+        }
     }
 }
