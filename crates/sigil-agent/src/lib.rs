@@ -17,5 +17,6 @@ pub mod config;
 pub mod manager;
 pub mod plugin;
 pub mod run;
+pub mod sds;
 pub mod uds;
 pub mod workload;
