@@ -303,7 +303,9 @@ pub fn envoy_bin() -> Option<std::path::PathBuf> {
                 std::env::var("CI").as_deref() != Ok("true"),
                 "{ENVOY_BIN_ENV} must be set in CI (the path printed by .ci/install-envoy.sh)"
             );
-            eprintln!("skipping: {ENVOY_BIN_ENV} not set (install envoy with .ci/install-envoy.sh)");
+            eprintln!(
+                "skipping: {ENVOY_BIN_ENV} not set (install envoy with .ci/install-envoy.sh)"
+            );
             None
         }
     }

@@ -344,7 +344,13 @@ fn back_envoy(
     let listeners: String = listeners
         .iter()
         .map(|(name, port, validation)| {
-            mtls_listener(name, *port, "spiffe://example.org/back", validation, "backend")
+            mtls_listener(
+                name,
+                *port,
+                "spiffe://example.org/back",
+                validation,
+                "backend",
+            )
         })
         .collect();
     let clusters = format!(
@@ -440,7 +446,12 @@ fn envoy_proxies_get_mtls_secrets_over_sds_and_use_rotated_svids_without_restart
     let backend = start_backend();
     let back_port = free_port();
     let front_port = free_port();
-    let back = back_envoy(&bin, &td, &[("back", back_port, "spiffe://example.org")], backend);
+    let back = back_envoy(
+        &bin,
+        &td,
+        &[("back", back_port, "spiffe://example.org")],
+        backend,
+    );
     let _front = front_envoy(&bin, &td, front_port, back_port);
 
     // HTTP through both proxies: the hop between them is mTLS with
@@ -462,9 +473,11 @@ fn envoy_proxies_get_mtls_secrets_over_sds_and_use_rotated_svids_without_restart
     assert!(!out.stdout.contains(BODY));
 
     // Rotation: the served certificate changes while Envoy keeps running.
-    let first = wait_for("back Envoy's certificate in /certs", Duration::from_secs(10), || {
-        back.serials_of("spiffe://example.org/back").pop()
-    });
+    let first = wait_for(
+        "back Envoy's certificate in /certs",
+        Duration::from_secs(10),
+        || back.serials_of("spiffe://example.org/back").pop(),
+    );
     let served = wait_for("served certificate", Duration::from_secs(10), || {
         served_serial(back_port)
     });
@@ -526,10 +539,17 @@ fn all_bundles_lets_envoy_accept_a_peer_of_a_federated_trust_domain() {
     .ok();
     let token = td.join_token();
     td.start_agent(0, Some(&token));
-    register(&td, &token, "back", &["-federatesWith", "spiffe://other.org"]);
+    register(
+        &td,
+        &token,
+        "back",
+        &["-federatesWith", "spiffe://other.org"],
+    );
     wait_for("the SVID at the agent", Duration::from_secs(30), || {
         let out = td.agent_cli(0, &["api", "fetch", "x509"]);
-        out.stdout.contains("spiffe://example.org/back").then_some(())
+        out.stdout
+            .contains("spiffe://example.org/back")
+            .then_some(())
     });
 
     let backend = start_backend();
@@ -555,9 +575,11 @@ fn all_bundles_lets_envoy_accept_a_peer_of_a_federated_trust_domain() {
     );
     assert_eq!(out.stdout, BODY);
     // The listener trusting only our trust domain refuses the same peer.
-    wait_for("the own-trust-domain listener up", Duration::from_secs(30), || {
-        served_serial(own_port)
-    });
+    wait_for(
+        "the own-trust-domain listener up",
+        Duration::from_secs(30),
+        || served_serial(own_port),
+    );
     let out = curl(own_port, Some((&peer.0, &peer.1)));
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(!out.stdout.contains(BODY));

@@ -284,7 +284,10 @@ impl AgentConfig {
                 }
             },
         };
-        let sds = s.take_block("sds")?.map(|b| parse_sds(b.body)).transpose()?;
+        let sds = s
+            .take_block("sds")?
+            .map(|b| parse_sds(b.body))
+            .transpose()?;
         let disable_sds_api = s.take_bool("disable_sds_api")?.unwrap_or(false);
         let mut sync_interval = DEFAULT_SYNC_INTERVAL;
         let mut workload_rate_limits = WorkloadRateLimits::default();
@@ -582,7 +585,10 @@ fn parse_sds(mut block: Section) -> Result<SdsConfig, AgentConfigError> {
     for (key, field) in [
         ("default_svid_name", &mut sds.default_svid_name),
         ("default_bundle_name", &mut sds.default_bundle_name),
-        ("default_all_bundles_name", &mut sds.default_all_bundles_name),
+        (
+            "default_all_bundles_name",
+            &mut sds.default_all_bundles_name,
+        ),
     ] {
         if let Some(name) = block.take_string(key)?.filter(|n| !n.is_empty()) {
             *field = name;
@@ -740,7 +746,10 @@ plugins {
             "log_level = \"DEBUG\"",
             "sds {\n default_svid_nam = \"x\"\n}",
         );
-        assert_eq!(err(&text), "unknown option \"default_svid_nam\" in agent.sds");
+        assert_eq!(
+            err(&text),
+            "unknown option \"default_svid_nam\" in agent.sds"
+        );
     }
 
     #[test]

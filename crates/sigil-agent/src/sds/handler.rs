@@ -24,9 +24,7 @@ use super::stream::StreamState;
 use super::{SdsConfig, SdsError};
 use crate::attestor::WorkloadAttestor;
 use crate::cache::CacheHandle;
-use crate::workload::{
-    Method, ResponseStream, WorkloadError, WorkloadRateLimiter, attest_caller,
-};
+use crate::workload::{Method, ResponseStream, WorkloadError, WorkloadRateLimiter, attest_caller};
 
 /// Envoy SDS v3 over a [`CacheHandle`] and a workload attestor.
 ///
@@ -59,7 +57,10 @@ impl SecretDiscovery {
 
     /// Per-caller rate limits (`stream_secrets`, `fetch_secrets`), shared
     /// with the Workload API on the same socket.
-    pub(crate) fn with_rate_limiter(mut self, limiter: Arc<WorkloadRateLimiter>) -> SecretDiscovery {
+    pub(crate) fn with_rate_limiter(
+        mut self,
+        limiter: Arc<WorkloadRateLimiter>,
+    ) -> SecretDiscovery {
         self.limits = limiter;
         self
     }

@@ -16,7 +16,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::node::UserAgentVersionType;
-use envoy_types::pb::envoy::config::core::v3::{DataSource, Node, TypedExtensionConfig, data_source};
+use envoy_types::pb::envoy::config::core::v3::{
+    DataSource, Node, TypedExtensionConfig, data_source,
+};
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, Secret, SpiffeCertValidatorConfig, TlsCertificate, secret,
     spiffe_cert_validator_config,
@@ -193,6 +195,7 @@ fn validation_context(name: &str, bundles: &[&Bundle], spiffe: bool) -> Secret {
                 .map(|b| spiffe_cert_validator_config::TrustDomain {
                     name: b.trust_domain.name().to_owned(),
                     trust_bundle: Some(inline(certificates_pem(&b.x509_authorities))),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

@@ -42,10 +42,10 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 pub use compose::standard_jwks;
 pub use error::WorkloadError;
-pub(crate) use handler::{attest_caller, snapshot_updates};
-pub(crate) use ratelimit::{Method, WorkloadRateLimiter};
 pub use handler::{ResponseStream, SECURITY_HEADER, WorkloadApi};
+pub(crate) use handler::{attest_caller, snapshot_updates};
 pub use ratelimit::WorkloadRateLimits;
+pub(crate) use ratelimit::{Method, WorkloadRateLimiter};
 
 /// Serves the Workload API, Envoy SDS v3 (unless `sds` is `None`, SPIRE's
 /// `disable_sds_api`) and `grpc.health.v1` on a Unix socket at
