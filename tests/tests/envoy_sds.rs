@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use serde_json::{Value, json};
 use sigil_e2e::{envoy_bin, my_uid};
 use sigil_testkit::{CmdResult, Options, TrustDomain, free_port, wait_for};
 
@@ -31,18 +32,18 @@ struct Envoy {
 
 impl Envoy {
     fn start(bin: &Path, dir: &Path, name: &str, config: &str, admin_port: u16) -> Envoy {
-        let conf = dir.join(format!("{name}.yaml"));
+        let conf = dir.join(format!("{name}.json"));
         std::fs::write(&conf, config).unwrap();
         let log = dir.join(format!("{name}.log"));
+        let log_file = std::fs::File::create(&log).unwrap();
         let child = Command::new(bin)
             .arg("-c")
             .arg(&conf)
             .args(["--disable-hot-restart", "--concurrency", "1", "-l", "info"])
-            .arg("--log-path")
-            .arg(&log)
+            .args(["--component-log-level", "config:debug,secret:debug"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_file)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
         Envoy {
@@ -219,117 +220,110 @@ fn foreign_client(dir: &Path) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// The `sds_config` block of a secret: SDS v3 over the `sigil_agent`
-/// cluster.
-const SDS_CONFIG: &str = r#"
-                sds_config:
-                  resource_api_version: V3
-                  api_config_source:
-                    api_type: GRPC
-                    transport_api_version: V3
-                    grpc_services:
-                    - envoy_grpc:
-                        cluster_name: sigil_agent"#;
+/// A secret fetched over SDS v3 from the `sigil_agent` cluster.
+fn sds_secret(name: &str) -> Value {
+    json!({
+        "name": name,
+        "sds_config": {
+            "resource_api_version": "V3",
+            "api_config_source": {
+                "api_type": "GRPC",
+                "transport_api_version": "V3",
+                "grpc_services": [{ "envoy_grpc": { "cluster_name": "sigil_agent" } }]
+            }
+        }
+    })
+}
 
 /// The cluster reaching sigil-agent's Workload API socket over HTTP/2.
-fn agent_cluster(socket: &Path) -> String {
-    format!(
-        r#"
-  - name: sigil_agent
-    connect_timeout: 1s
-    type: STATIC
-    typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config:
-          http2_protocol_options: {{}}
-    load_assignment:
-      cluster_name: sigil_agent
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              pipe:
-                path: "{}""#,
-        socket.display()
-    )
+fn agent_cluster(socket: &Path) -> Value {
+    json!({
+        "name": "sigil_agent",
+        "connect_timeout": "1s",
+        "type": "STATIC",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": { "http2_protocol_options": {} }
+            }
+        },
+        "load_assignment": {
+            "cluster_name": "sigil_agent",
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "pipe": { "path": socket.to_str().unwrap() }
+            } } }] }]
+        }
+    })
 }
 
 /// An HTTP connection manager routing everything to `cluster`.
-fn http_filters(stat: &str, cluster: &str) -> String {
-    format!(
-        r#"
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: {stat}
-          route_config:
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-              - match: {{ prefix: "/" }}
-                route: {{ cluster: {cluster} }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"#
-    )
+fn http_filters(stat: &str, cluster: &str) -> Value {
+    json!([{
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+            "stat_prefix": stat,
+            "route_config": {
+                "virtual_hosts": [{
+                    "name": "all",
+                    "domains": ["*"],
+                    "routes": [{ "match": { "prefix": "/" }, "route": { "cluster": cluster } }]
+                }]
+            },
+            "http_filters": [{
+                "name": "envoy.filters.http.router",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                }
+            }]
+        }
+    }])
 }
 
-fn static_cluster(name: &str, port: u16, tls: &str) -> String {
-    format!(
-        r#"
-  - name: {name}
-    connect_timeout: 2s
-    type: STATIC
-    load_assignment:
-      cluster_name: {name}
-      endpoints:
-      - lb_endpoints:
-        - endpoint:
-            address:
-              socket_address: {{ address: 127.0.0.1, port_value: {port} }}{tls}"#
-    )
+fn static_cluster(name: &str, port: u16) -> Value {
+    json!({
+        "name": name,
+        "connect_timeout": "2s",
+        "type": "STATIC",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{ "lb_endpoints": [{ "endpoint": { "address": {
+                "socket_address": { "address": "127.0.0.1", "port_value": port }
+            } } }] }]
+        }
+    })
 }
 
 /// A downstream mTLS listener on `port` requiring a client certificate,
 /// with `cert` and `validation` fetched over SDS, routing to `cluster`.
-fn mtls_listener(name: &str, port: u16, cert: &str, validation: &str, cluster: &str) -> String {
-    format!(
-        r#"
-  - name: {name}
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
-    filter_chains:
-    - filters:{filters}
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            tls_certificate_sds_secret_configs:
-            - name: "{cert}"{SDS_CONFIG}
-            validation_context_sds_secret_config:
-                name: "{validation}"{SDS_CONFIG}"#,
-        filters = http_filters(name, cluster),
-    )
+fn mtls_listener(name: &str, port: u16, cert: &str, validation: &str, cluster: &str) -> Value {
+    json!({
+        "name": name,
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [{
+            "filters": http_filters(name, cluster),
+            "transport_socket": {
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                    "require_client_certificate": true,
+                    "common_tls_context": {
+                        "tls_certificate_sds_secret_configs": [sds_secret(cert)],
+                        "validation_context_sds_secret_config": sds_secret(validation)
+                    }
+                }
+            }
+        }]
+    })
 }
 
-fn bootstrap(node: &str, admin_port: u16, listeners: &str, clusters: &str) -> String {
-    format!(
-        r#"node:
-  id: {node}
-  cluster: sigil-test
-admin:
-  address:
-    socket_address: {{ address: 127.0.0.1, port_value: {admin_port} }}
-static_resources:
-  listeners:{listeners}
-  clusters:{clusters}
-"#
-    )
+fn bootstrap(node: &str, admin_port: u16, listeners: Vec<Value>, clusters: Vec<Value>) -> String {
+    json!({
+        "node": { "id": node, "cluster": "sigil-test" },
+        "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin_port } } },
+        "static_resources": { "listeners": listeners, "clusters": clusters }
+    })
+    .to_string()
 }
 
 /// The back Envoy: mTLS listeners (name, port, validation context name)
@@ -341,28 +335,21 @@ fn back_envoy(
     backend: u16,
 ) -> Envoy {
     let admin = free_port();
-    let listeners: String = listeners
+    let listeners = listeners
         .iter()
         .map(|(name, port, validation)| {
-            mtls_listener(
-                name,
-                *port,
-                "spiffe://example.org/back",
-                validation,
-                "backend",
-            )
+            mtls_listener(name, *port, "spiffe://example.org/back", validation, "backend")
         })
         .collect();
-    let clusters = format!(
-        "{}{}",
+    let clusters = vec![
         agent_cluster(&td.agent_socket(0)),
-        static_cluster("backend", backend, "")
-    );
+        static_cluster("backend", backend),
+    ];
     Envoy::start(
         bin,
         td.path(),
         "back",
-        &bootstrap("back", admin, &listeners, &clusters),
+        &bootstrap("back", admin, listeners, clusters),
         admin,
     )
 }
@@ -371,37 +358,28 @@ fn back_envoy(
 /// with Istio's names (`default` certificate, `ROOTCA` validation).
 fn front_envoy(bin: &Path, td: &TrustDomain, port: u16, back_port: u16) -> Envoy {
     let admin = free_port();
-    let listener = format!(
-        r#"
-  - name: front
-    address:
-      socket_address: {{ address: 127.0.0.1, port_value: {port} }}
-    filter_chains:
-    - filters:{filters}"#,
-        filters = http_filters("front", "back")
-    );
-    let tls = format!(
-        r#"
-    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config:
-        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-        common_tls_context:
-          tls_certificate_sds_secret_configs:
-          - name: default{SDS_CONFIG}
-          validation_context_sds_secret_config:
-              name: ROOTCA{SDS_CONFIG}"#
-    );
-    let clusters = format!(
-        "{}{}",
-        agent_cluster(&td.agent_socket(0)),
-        static_cluster("back", back_port, &tls)
-    );
+    let listener = json!({
+        "name": "front",
+        "address": { "socket_address": { "address": "127.0.0.1", "port_value": port } },
+        "filter_chains": [{ "filters": http_filters("front", "back") }]
+    });
+    let mut back = static_cluster("back", back_port);
+    back["transport_socket"] = json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context": {
+                "tls_certificate_sds_secret_configs": [sds_secret("default")],
+                "validation_context_sds_secret_config": sds_secret("ROOTCA")
+            }
+        }
+    });
+    let clusters = vec![agent_cluster(&td.agent_socket(0)), back];
     Envoy::start(
         bin,
         td.path(),
         "front",
-        &bootstrap("front", admin, &listener, &clusters),
+        &bootstrap("front", admin, vec![listener], clusters),
         admin,
     )
 }
