@@ -53,6 +53,11 @@ impl Envoy {
         }
     }
 
+    /// Whether the process is still the one started (not exited).
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// The admin `/certs` document.
     fn certs(&self) -> Option<serde_json::Value> {
         let url = format!("http://127.0.0.1:{}/certs", self.admin_port);
@@ -338,7 +343,13 @@ fn back_envoy(
     let listeners = listeners
         .iter()
         .map(|(name, port, validation)| {
-            mtls_listener(name, *port, "spiffe://example.org/back", validation, "backend")
+            mtls_listener(
+                name,
+                *port,
+                "spiffe://example.org/back",
+                validation,
+                "backend",
+            )
         })
         .collect();
     let clusters = vec![
@@ -424,7 +435,7 @@ fn envoy_proxies_get_mtls_secrets_over_sds_and_use_rotated_svids_without_restart
     let backend = start_backend();
     let back_port = free_port();
     let front_port = free_port();
-    let back = back_envoy(
+    let mut back = back_envoy(
         &bin,
         &td,
         &[("back", back_port, "spiffe://example.org")],
@@ -464,6 +475,10 @@ fn envoy_proxies_get_mtls_secrets_over_sds_and_use_rotated_svids_without_restart
         "a rotated certificate served by the back Envoy",
         Duration::from_secs(60),
         || served_serial(back_port).filter(|s| *s != served),
+    );
+    assert!(
+        back.running(),
+        "the back Envoy rotated without being restarted"
     );
     let held = back.serials_of("spiffe://example.org/back");
     assert!(
