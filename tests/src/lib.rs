@@ -269,3 +269,29 @@ plugins {{
         }
     }
 }
+
+/// The environment variable naming the envoy binary (printed by
+/// `.ci/install-envoy.sh`) that the SDS tests run.
+pub const ENVOY_BIN_ENV: &str = "SIGIL_TEST_ENVOY_BIN";
+
+/// The envoy binary from [`ENVOY_BIN_ENV`]; `None` (after printing a skip
+/// notice) when it is unset, except in CI (`CI=true`), where it is required.
+pub fn envoy_bin() -> Option<std::path::PathBuf> {
+    match std::env::var_os(ENVOY_BIN_ENV) {
+        Some(bin) if !bin.is_empty() => {
+            let bin = std::path::PathBuf::from(bin);
+            assert!(bin.is_file(), "{} does not exist", bin.display());
+            Some(bin)
+        }
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{ENVOY_BIN_ENV} must be set in CI (the path printed by .ci/install-envoy.sh)"
+            );
+            eprintln!(
+                "skipping: {ENVOY_BIN_ENV} not set (install envoy with .ci/install-envoy.sh)"
+            );
+            None
+        }
+    }
+}

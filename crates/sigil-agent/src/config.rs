@@ -23,6 +23,7 @@ use sigil_spiffe::{SpiffeId, TrustDomain};
 use sigil_plugin::catalog::CatalogError;
 
 use crate::catalog::{AgentContext, Catalog};
+use crate::sds::SdsConfig;
 use crate::workload::WorkloadRateLimits;
 
 /// Environment variable overriding the sync interval (a Go duration).
@@ -53,7 +54,6 @@ const UNSUPPORTED_AGENT: &[&str] = &[
     "allowed_foreign_jwt_claims",
     "availability_target",
     "broker",
-    "disable_sds_api",
     "disable_workload_api",
     "jwt_svid_cache_max_size",
     "log_file",
@@ -66,7 +66,6 @@ const UNSUPPORTED_AGENT: &[&str] = &[
     "rebootstrap_delay",
     "rebootstrap_mode",
     "retry_bootstrap",
-    "sds",
     "trust_bundle_spiffe_workload_api",
     "trust_bundle_unix_socket",
     "trust_bundle_url",
@@ -208,6 +207,10 @@ pub struct AgentConfig {
     pub telemetry: sigil_telemetry::TelemetryConfig,
     /// Top-level `health_checks { }`.
     pub health_checks: sigil_telemetry::HealthChecksConfig,
+    /// Envoy SDS resource names and validation form (`sds { ... }`).
+    pub sds: SdsConfig,
+    /// Serve no SDS on the Workload API socket (`disable_sds_api`).
+    pub disable_sds_api: bool,
 }
 
 impl AgentConfig {
@@ -283,6 +286,11 @@ impl AgentConfig {
                 }
             },
         };
+        let sds = s
+            .take_block("sds")?
+            .map(|b| parse_sds(b.body))
+            .transpose()?;
+        let disable_sds_api = s.take_bool("disable_sds_api")?.unwrap_or(false);
         let mut sync_interval = DEFAULT_SYNC_INTERVAL;
         let mut workload_rate_limits = WorkloadRateLimits::default();
         if let Some(block) = s.take_block("experimental")? {
@@ -404,6 +412,8 @@ impl AgentConfig {
             workload_rate_limits,
             telemetry,
             health_checks,
+            sds: sds.unwrap_or_default(),
+            disable_sds_api,
         })
     }
 
@@ -573,9 +583,30 @@ fn check_log_options(level: &str, format: &str) -> Result<(), AgentConfigError> 
     Ok(())
 }
 
-/// `agent.experimental.ratelimit` (SPIRE 1.15): calls a second per caller.
-/// SDS's `stream_secrets` and `fetch_secrets` are refused until sigil
-/// serves SDS.
+/// `agent.sds`: SPIRE's four options; an empty name keeps SPIRE's default.
+fn parse_sds(mut block: Section) -> Result<SdsConfig, AgentConfigError> {
+    let mut sds = SdsConfig::default();
+    for (key, field) in [
+        ("default_svid_name", &mut sds.default_svid_name),
+        ("default_bundle_name", &mut sds.default_bundle_name),
+        (
+            "default_all_bundles_name",
+            &mut sds.default_all_bundles_name,
+        ),
+    ] {
+        if let Some(name) = block.take_string(key)?.filter(|n| !n.is_empty()) {
+            *field = name;
+        }
+    }
+    if let Some(disable) = block.take_bool("disable_spiffe_cert_validation")? {
+        sds.disable_spiffe_cert_validation = disable;
+    }
+    block.finish(&[])?;
+    Ok(sds)
+}
+
+/// `agent.experimental.ratelimit` (SPIRE 1.15): calls (or stream opens) a
+/// second per caller, for the Workload API and SDS methods.
 fn parse_workload_rate_limits(mut rl: Section) -> Result<WorkloadRateLimits, AgentConfigError> {
     let mut take = |key: &str| -> Result<u32, AgentConfigError> {
         match rl.take_i64(key)? {
@@ -594,8 +625,10 @@ fn parse_workload_rate_limits(mut rl: Section) -> Result<WorkloadRateLimits, Age
         fetch_jwt_svid: take("fetch_jwt_svid")?,
         fetch_x509_bundles: take("fetch_x509_bundles")?,
         fetch_jwt_bundles: take("fetch_jwt_bundles")?,
+        stream_secrets: take("stream_secrets")?,
+        fetch_secrets: take("fetch_secrets")?,
     };
-    rl.finish(&["stream_secrets", "fetch_secrets"])?;
+    rl.finish(&[])?;
     Ok(limits)
 }
 
@@ -709,10 +742,45 @@ plugins {
     }
 
     #[test]
+    fn sds_block_and_disable_sds_api_read_spire_options_with_spire_defaults() {
+        let c = AgentConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert_eq!(c.sds, SdsConfig::default());
+        assert_eq!(c.sds.default_svid_name, "default");
+        assert_eq!(c.sds.default_bundle_name, "ROOTCA");
+        assert_eq!(c.sds.default_all_bundles_name, "ALL");
+        assert!(!c.sds.disable_spiffe_cert_validation);
+        assert!(!c.disable_sds_api);
+
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "sds {\n default_svid_name = \"svid\"\n default_bundle_name = \"\"\n default_all_bundles_name = \"every\"\n disable_spiffe_cert_validation = true\n}\ndisable_sds_api = true",
+        );
+        let c = AgentConfig::parse(&text).unwrap();
+        assert_eq!(
+            c.sds,
+            SdsConfig {
+                default_svid_name: "svid".into(),
+                default_bundle_name: "ROOTCA".into(),
+                default_all_bundles_name: "every".into(),
+                disable_spiffe_cert_validation: true,
+            }
+        );
+        assert!(c.disable_sds_api);
+
+        let text = SPIRE_EXAMPLE.replace(
+            "log_level = \"DEBUG\"",
+            "sds {\n default_svid_nam = \"x\"\n}",
+        );
+        assert_eq!(
+            err(&text),
+            "unknown option \"default_svid_nam\" in agent.sds"
+        );
+    }
+
+    #[test]
     fn unsupported_spire_options_say_so() {
         for (key, line) in [
             ("log_file", "log_file = \"/tmp/agent.log\""),
-            ("sds", "sds {\n default_svid_name = \"x\"\n}"),
             ("trust_bundle_url", "trust_bundle_url = \"https://x\""),
         ] {
             let bad = SPIRE_EXAMPLE.replace("log_level = \"DEBUG\"", line);
@@ -868,7 +936,7 @@ plugins {
     }
 
     #[test]
-    fn experimental_ratelimit_reads_spire_options_and_refuses_negatives_unknown_keys_and_sds() {
+    fn experimental_ratelimit_reads_spire_options_and_refuses_negatives_and_unknown_keys() {
         assert_eq!(
             AgentConfig::parse(SPIRE_EXAMPLE)
                 .unwrap()
@@ -882,7 +950,7 @@ plugins {
             )
         };
         let c = AgentConfig::parse(&with(
-            "fetch_x509_svid = 100\n fetch_jwt_svid = 500\n fetch_x509_bundles = 20\n fetch_jwt_bundles = 0",
+            "fetch_x509_svid = 100\n fetch_jwt_svid = 500\n fetch_x509_bundles = 20\n fetch_jwt_bundles = 0\n stream_secrets = 50\n fetch_secrets = 7",
         ))
         .unwrap();
         assert_eq!(
@@ -892,6 +960,8 @@ plugins {
                 fetch_jwt_svid: 500,
                 fetch_x509_bundles: 20,
                 fetch_jwt_bundles: 0,
+                stream_secrets: 50,
+                fetch_secrets: 7,
             }
         );
         assert_eq!(
@@ -903,8 +973,8 @@ plugins {
             "unknown option \"fetch_jwt_svids\" in agent.experimental.ratelimit"
         );
         assert_eq!(
-            err(&with("stream_secrets = 50")),
-            "option \"stream_secrets\" in agent.experimental.ratelimit is not supported by sigil yet"
+            err(&with("stream_secrets = -5")),
+            "experimental.ratelimit.stream_secrets must not be negative"
         );
     }
 

@@ -18,5 +18,6 @@ pub mod health;
 pub mod manager;
 pub mod plugin;
 pub mod run;
+pub mod sds;
 pub mod uds;
 pub mod workload;

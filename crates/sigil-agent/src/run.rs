@@ -221,6 +221,7 @@ pub async fn run(cfg: AgentConfig) -> anyhow::Result<()> {
         manager.cache_handle(),
         attestor.clone(),
         cfg.workload_rate_limits,
+        (!cfg.disable_sds_api).then(|| cfg.sds.clone()),
     );
     let mut fatal = manager.fatal();
     let banned = async move {

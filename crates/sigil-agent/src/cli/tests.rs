@@ -528,7 +528,7 @@ async fn healthcheck_is_healthy_once_the_agent_has_a_snapshot() {
     let server_socket = socket.clone();
     let attestor = crate::workload::testutil::FakeAttestor::with(&[]);
     let server = tokio::spawn(async move {
-        crate::workload::serve(&server_socket, cache, attestor, Default::default()).await
+        crate::workload::serve(&server_socket, cache, attestor, Default::default(), None).await
     });
     while !socket.exists() {
         tokio::time::sleep(Duration::from_millis(10)).await;

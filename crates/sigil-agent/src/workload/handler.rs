@@ -70,6 +70,12 @@ impl WorkloadApi {
         self
     }
 
+    /// Per-caller rate limits shared with another service on the socket.
+    pub(crate) fn with_rate_limiter(mut self, limiter: Arc<WorkloadRateLimiter>) -> WorkloadApi {
+        self.limits = limiter;
+        self
+    }
+
     /// Claims besides `sub`, `exp` and `aud` that `ValidateJWTSVID` returns
     /// for tokens of federated trust domains (SPIRE's
     /// `allowed_foreign_jwt_claims`).
@@ -110,22 +116,7 @@ impl WorkloadApi {
     /// Header check and attestation, the start of every call.
     async fn caller<T>(&self, request: &Request<T>) -> Result<Vec<Selector>, WorkloadError> {
         check_security_header(request)?;
-        let peer = request
-            .extensions()
-            .get::<PeerInfo>()
-            .ok_or(WorkloadError::NoPeerCredentials)?;
-        match self.attestor.attest(peer).await {
-            Ok(selectors) => Ok(selectors),
-            Err(e) => {
-                tracing::warn!(
-                    pid = peer.pid,
-                    uid = peer.uid,
-                    error = %e,
-                    "workload attestation failed"
-                );
-                Err(WorkloadError::Attestation(e))
-            }
-        }
+        attest_caller(self.attestor.as_ref(), request).await
     }
 
     fn snapshot(&self) -> Result<Arc<Snapshot>, WorkloadError> {
@@ -143,6 +134,30 @@ impl WorkloadApi {
         F: Fn(&Snapshot) -> Result<T, WorkloadError> + Send + 'static,
     {
         snapshot_updates(self.cache.snapshots.clone(), compose)
+    }
+}
+
+/// Attests the caller of `request` from the [`PeerInfo`] its connection
+/// carries. Shared with SDS, whose callers are attested the same way.
+pub(crate) async fn attest_caller<T>(
+    attestor: &dyn WorkloadAttestor,
+    request: &Request<T>,
+) -> Result<Vec<Selector>, WorkloadError> {
+    let peer = request
+        .extensions()
+        .get::<PeerInfo>()
+        .ok_or(WorkloadError::NoPeerCredentials)?;
+    match attestor.attest(peer).await {
+        Ok(selectors) => Ok(selectors),
+        Err(e) => {
+            tracing::warn!(
+                pid = peer.pid,
+                uid = peer.uid,
+                error = %e,
+                "workload attestation failed"
+            );
+            Err(WorkloadError::Attestation(e))
+        }
     }
 }
 

@@ -8,6 +8,8 @@
 //! `grpc.health.v1` service `spire-agent healthcheck` asks. It never talks to
 //! the server and never mints anything itself: X509-SVIDs come from the
 //! snapshot, JWT-SVIDs from the cache's [`JwtMinter`](crate::cache::JwtMinter).
+//! Envoy's SDS ([`crate::sds`]) shares the socket, the attestation and the
+//! rate limiter.
 
 pub(crate) mod compose;
 mod error;
@@ -40,11 +42,13 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 256;
 
 pub use compose::standard_jwks;
 pub use error::WorkloadError;
-pub(crate) use handler::snapshot_updates;
 pub use handler::{ResponseStream, SECURITY_HEADER, WorkloadApi};
+pub(crate) use handler::{attest_caller, snapshot_updates};
 pub use ratelimit::WorkloadRateLimits;
+pub(crate) use ratelimit::{Method, WorkloadRateLimiter};
 
-/// Serves the Workload API and `grpc.health.v1` on a Unix socket at
+/// Serves the Workload API, Envoy SDS v3 (unless `sds` is `None`, SPIRE's
+/// `disable_sds_api`) and `grpc.health.v1` on a Unix socket at
 /// `socket_path` until the returned future is dropped.
 ///
 /// The socket is bound with [`UdsIncoming`] (stale socket replaced, mode
@@ -57,6 +61,7 @@ pub async fn serve(
     cache: CacheHandle,
     attestor: std::sync::Arc<dyn crate::attestor::WorkloadAttestor>,
     limits: WorkloadRateLimits,
+    sds: Option<crate::sds::SdsConfig>,
 ) -> anyhow::Result<()> {
     let incoming = UdsIncoming::bind(socket_path)
         .with_context(|| format!("binding the Workload API socket {}", socket_path.display()))?
@@ -67,13 +72,20 @@ pub async fn serve(
         .set_service_status("", ServingStatus::NotServing)
         .await;
     let snapshots = cache.snapshots.clone();
-    let api = WorkloadApi::new(cache, attestor).with_rate_limits(limits);
-    tracing::info!(path = %socket_path.display(), "serving the Workload API");
+    let limiter = std::sync::Arc::new(WorkloadRateLimiter::new(limits));
+    let sds = sds.map(|config| {
+        crate::sds::SecretDiscovery::new(cache.clone(), attestor.clone(), config)
+            .with_rate_limiter(limiter.clone())
+            .into_service()
+    });
+    let api = WorkloadApi::new(cache, attestor).with_rate_limiter(limiter);
+    tracing::info!(path = %socket_path.display(), sds = sds.is_some(), "serving the Workload API");
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .layer(sigil_telemetry::rpc::RpcMetricsLayer)
         .add_service(health)
         .add_service(api.into_service())
+        .add_optional_service(sds)
         .serve_with_incoming(incoming);
     tokio::select! {
         result = server => result.with_context(|| {

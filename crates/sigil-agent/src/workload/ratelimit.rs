@@ -1,4 +1,4 @@
-//! Per-caller rate limits on the Workload API (SPIRE 1.15's
+//! Per-caller rate limits on the Workload API and SDS (SPIRE 1.15's
 //! `agent.experimental.ratelimit`).
 //!
 //! Each limited method has a token bucket per caller, the caller being its
@@ -36,6 +36,10 @@ pub struct WorkloadRateLimits {
     pub fetch_x509_bundles: u32,
     /// `fetch_jwt_bundles`.
     pub fetch_jwt_bundles: u32,
+    /// `stream_secrets` (SDS).
+    pub stream_secrets: u32,
+    /// `fetch_secrets` (SDS).
+    pub fetch_secrets: u32,
 }
 
 /// A limited Workload API method.
@@ -45,6 +49,8 @@ pub(crate) enum Method {
     FetchJwtSvid,
     FetchX509Bundles,
     FetchJwtBundles,
+    StreamSecrets,
+    FetchSecrets,
 }
 
 impl Method {
@@ -54,6 +60,10 @@ impl Method {
             Method::FetchJwtSvid => "/SpiffeWorkloadAPI/FetchJWTSVID",
             Method::FetchX509Bundles => "/SpiffeWorkloadAPI/FetchX509Bundles",
             Method::FetchJwtBundles => "/SpiffeWorkloadAPI/FetchJWTBundles",
+            Method::StreamSecrets => {
+                "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets"
+            }
+            Method::FetchSecrets => "/envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets",
         }
     }
 }
@@ -67,6 +77,8 @@ pub(crate) struct WorkloadRateLimiter {
     fetch_jwt_svid: Limiter,
     fetch_x509_bundles: Limiter,
     fetch_jwt_bundles: Limiter,
+    stream_secrets: Limiter,
+    fetch_secrets: Limiter,
 }
 
 impl WorkloadRateLimiter {
@@ -86,6 +98,8 @@ impl WorkloadRateLimiter {
             fetch_jwt_svid: on(Method::FetchJwtSvid, limits.fetch_jwt_svid),
             fetch_x509_bundles: on(Method::FetchX509Bundles, limits.fetch_x509_bundles),
             fetch_jwt_bundles: on(Method::FetchJwtBundles, limits.fetch_jwt_bundles),
+            stream_secrets: on(Method::StreamSecrets, limits.stream_secrets),
+            fetch_secrets: on(Method::FetchSecrets, limits.fetch_secrets),
         }
     }
 
@@ -100,6 +114,8 @@ impl WorkloadRateLimiter {
             Method::FetchJwtSvid => &self.fetch_jwt_svid,
             Method::FetchX509Bundles => &self.fetch_x509_bundles,
             Method::FetchJwtBundles => &self.fetch_jwt_bundles,
+            Method::StreamSecrets => &self.stream_secrets,
+            Method::FetchSecrets => &self.fetch_secrets,
         };
         let Some(limiter) = limiter else {
             return Ok(());

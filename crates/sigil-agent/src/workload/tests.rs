@@ -756,7 +756,7 @@ async fn serve_reports_health_once_a_snapshot_exists() {
     let server_socket = socket.clone();
     let attestor = super::testutil::FakeAttestor::with(&["unix:uid:1000"]);
     let server = tokio::spawn(async move {
-        super::serve(&server_socket, cache, attestor, Default::default()).await
+        super::serve(&server_socket, cache, attestor, Default::default(), None).await
     });
 
     let channel = loop {
