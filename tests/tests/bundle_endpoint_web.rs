@@ -13,30 +13,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls_pki_types::{CertificateDer, ServerName};
+use sigil_testkit::pebble::{pebble_dir, start as start_pebble};
 use sigil_testkit::{Options, TrustDomain, bin, free_port, wait_for};
-
-const PEBBLE_BIN_ENV: &str = "SIGIL_TEST_PEBBLE_BIN";
-
-/// The pebble build directory, or `None` with a skip notice (a failure in
-/// CI).
-fn pebble_dir() -> Option<PathBuf> {
-    match std::env::var(PEBBLE_BIN_ENV) {
-        Ok(dir) if !dir.is_empty() => Some(PathBuf::from(dir)),
-        _ => {
-            let in_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false");
-            assert!(!in_ci, "{PEBBLE_BIN_ENV} must be set in CI");
-            eprintln!("skipping: {PEBBLE_BIN_ENV} not set (see .ci/install-pebble.sh)");
-            None
-        }
-    }
-}
 
 /// A trust domain whose server serves its bundle on `port` with `profile`.
 fn serving_domain(name: &str, port: u16, profile: &str) -> TrustDomain {
@@ -322,96 +307,6 @@ fn federating_server_refuses_an_https_web_endpoint_it_has_no_root_for() {
 }
 
 // ---- acme, against pebble ----
-
-struct Pebble {
-    directory_url: String,
-    roots_file: PathBuf,
-}
-
-/// Starts pebble-challtestsrv (DNS answering 127.0.0.1 for every name) and
-/// pebble validating TLS-ALPN-01 on `tls_port`, as processes of `td`.
-fn start_pebble(td: &mut TrustDomain, dir: &Path, tls_port: u16) -> Pebble {
-    let (dns_port, acme_port, mgmt_port) = (free_port(), free_port(), free_port());
-    let mut dns = Command::new(dir.join("pebble-challtestsrv"));
-    dns.args([
-        "-dnsserver",
-        &format!("127.0.0.1:{dns_port}"),
-        "-defaultIPv4",
-        "127.0.0.1",
-        "-defaultIPv6",
-        "",
-        "-http01",
-        "",
-        "-https01",
-        "",
-        "-tlsalpn01",
-        "",
-        "-doh",
-        "",
-        "-management",
-        &format!("127.0.0.1:{}", free_port()),
-    ]);
-    td.spawn_process("challtestsrv", dns);
-
-    let config = td.path().join("pebble.json");
-    let certs = dir.join("certs");
-    fs::write(
-        &config,
-        serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{acme_port}"),
-            "managementListenAddress": format!("127.0.0.1:{mgmt_port}"),
-            "certificate": certs.join("localhost/cert.pem"),
-            "privateKey": certs.join("localhost/key.pem"),
-            "httpPort": free_port(),
-            "tlsPort": tls_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-        }})
-        .to_string(),
-    )
-    .unwrap();
-    let mut pebble = Command::new(dir.join("pebble"));
-    pebble
-        .arg("-config")
-        .arg(&config)
-        .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
-        .env("PEBBLE_VA_NOSLEEP", "1")
-        .env("PEBBLE_WFE_NONCEREJECT", "0");
-    let index = td.spawn_process("pebble", pebble);
-
-    // pebble's own HTTPS listeners use its test "minica" root.
-    let minica = fs::read_to_string(certs.join("pebble.minica.pem")).unwrap();
-    let agent = https_client(&minica);
-    let issuing_root = wait_for("pebble's issuing root", Duration::from_secs(30), || {
-        assert!(td.process_running(index), "pebble exited");
-        let mut resp = agent
-            .get(&format!("https://127.0.0.1:{mgmt_port}/roots/0"))
-            .call()
-            .ok()?;
-        (resp.status() == 200).then(|| resp.body_mut().read_to_string().unwrap())
-    });
-    let roots_file = td.path().join("pebble-roots.pem");
-    fs::write(&roots_file, format!("{minica}\n{issuing_root}")).unwrap();
-    Pebble {
-        directory_url: format!("https://localhost:{acme_port}/dir"),
-        roots_file,
-    }
-}
-
-fn https_client(ca_pem: &str) -> ureq::Agent {
-    let ca = ureq::tls::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
-    let tls = ureq::tls::TlsConfig::builder()
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&[ca]))
-        .unversioned_rustls_crypto_provider(sigil_crypto::tls::provider())
-        .build();
-    ureq::Agent::new_with_config(
-        ureq::Agent::config_builder()
-            .tls_config(tls)
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build(),
-    )
-}
 
 #[test]
 fn federating_server_fetches_over_https_web_with_a_certificate_issued_by_pebble() {

@@ -487,26 +487,66 @@ fn workload_api_source_publishes_the_agents_jwt_bundle() {
     }
 }
 
+/// The `acme` section against a real ACME CA (pebble): the provider
+/// listens on port 443 as SPIRE's does, pebble validates TLS-ALPN-01 there,
+/// and a client trusting only pebble's root reads the discovery document
+/// and the keys over HTTPS. Needs port 443 free and root (CI runs as root).
 #[test]
-fn acme_section_is_refused_at_startup_as_not_supported_yet() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("oidc.conf");
-    std::fs::write(
-        &path,
-        "domains = [\"oidc.example.org\"]\nacme {\n    email = \"admin@example.org\"\n    tos_accepted = true\n}\nserver_api {\n    address = \"unix:///nowhere/api.sock\"\n}\n",
-    )
-    .unwrap();
-    let out = Command::new(bin("sigil-oidc-discovery-provider"))
-        .arg("-config")
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("acme section is not supported by sigil yet"),
-        "{stderr}"
+fn acme_section_serves_https_with_a_certificate_issued_by_pebble() {
+    let Some(dir) = sigil_testkit::pebble::pebble_dir() else {
+        return;
+    };
+    let mut td = TrustDomain::new();
+    bring_up(&mut td);
+    let pebble = sigil_testkit::pebble::start(&mut td, &dir, 443);
+    let cache = td.path().join("oidc-acme");
+    let conf = format!(
+        "domains = [\"localhost\"]\nacme {{\n    cache_dir = \"{}\"\n    directory_url = \"{}\"\n    email = \"ops@example.org\"\n    tos_accepted = true\n}}\n{}",
+        cache.display(),
+        pebble.directory_url,
+        server_api_block(&td, "    poll_interval = \"1s\"\n")
     );
+    let path = td.path().join("oidc.conf");
+    std::fs::write(&path, conf).expect("write oidc.conf");
+    let mut cmd = Command::new(bin("sigil-oidc-discovery-provider"));
+    cmd.arg("-config")
+        .arg(&path)
+        .env("SSL_CERT_FILE", &pebble.roots_file);
+    let index = td.spawn_process("oidc", cmd);
+
+    let roots = std::fs::read_to_string(&pebble.roots_file).expect("roots");
+    let client = sigil_testkit::pebble::https_client(&roots);
+    let discovery: serde_json::Value = wait_for(
+        "the discovery document over HTTPS with pebble's certificate",
+        Duration::from_secs(90),
+        || {
+            if !td.process_running(index) {
+                td.dump_logs();
+                panic!("the provider exited");
+            }
+            let mut resp = client
+                .get("https://localhost:443/.well-known/openid-configuration")
+                .call()
+                .ok()?;
+            (resp.status() == 200)
+                .then(|| serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok())
+                .flatten()
+        },
+    );
+    assert_eq!(discovery["issuer"], "https://localhost");
+    assert_eq!(discovery["jwks_uri"], "https://localhost/keys");
+    let keys: serde_json::Value = wait_for("keys over HTTPS", Duration::from_secs(30), || {
+        let mut resp = client.get("https://localhost:443/keys").call().ok()?;
+        (resp.status() == 200)
+            .then(|| serde_json::from_str(&resp.body_mut().read_to_string().ok()?).ok())
+            .flatten()
+    });
+    assert!(
+        keys["keys"].as_array().is_some_and(|k| !k.is_empty()),
+        "{keys}"
+    );
+    // The account and certificate are cached for the next start.
+    assert!(cache.join("localhost.crt").exists());
 }
 
 #[test]

@@ -19,8 +19,9 @@ use crate::config::{Config, Listener};
 use crate::handler::{self, Discovery};
 use crate::keys::KeyStore;
 use crate::listen::{self, Bound, Limits, ListenError};
-use crate::tls::{FileCertResolver, TlsError};
+use crate::tls::{AcmeDomains, TlsError};
 use crate::{health, source};
+use sigil_acme::FileCertResolver;
 
 /// Requests handled at once; more wait their turn.
 pub const MAX_CONCURRENT_REQUESTS: usize = 256;
@@ -31,11 +32,6 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RunError {
-    /// The `acme` section is valid but sigil cannot obtain certificates yet.
-    #[error(
-        "the acme section is not supported by sigil yet; use serving_cert_file, insecure_addr or listen_socket_path"
-    )]
-    AcmeUnsupported,
     /// A listener could not be opened.
     #[error(transparent)]
     Listen(#[from] ListenError),
@@ -55,6 +51,9 @@ pub enum Endpoint {
     Unix(PathBuf),
     /// HTTPS on TCP, certificates from the resolver.
     Https(SocketAddr, Arc<dyn ResolvesServerCert>),
+    /// HTTPS on TCP port 443 (as SPIRE's provider), certificates from an
+    /// ACME CA, which validates over TLS-ALPN-01 on the same listener.
+    Acme(SocketAddr, Arc<AcmeDomains>),
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -63,24 +62,36 @@ impl std::fmt::Debug for Endpoint {
             Endpoint::Tcp(a) => write!(f, "Tcp({a})"),
             Endpoint::Unix(p) => write!(f, "Unix({})", p.display()),
             Endpoint::Https(a, _) => write!(f, "Https({a})"),
+            Endpoint::Acme(a, _) => write!(f, "Acme({a})"),
         }
     }
 }
 
+/// SPIRE's provider serves ACME certificates on this port, all addresses.
+pub const ACME_PORT: u16 = 443;
+
 /// The endpoint `listener` names. The only place that chooses where
 /// certificates come from: `serving_cert_file` starts its file watcher
-/// here; an ACME resolver plugs in at the `Acme` arm.
-pub fn endpoint(listener: &Listener) -> Result<Endpoint, RunError> {
+/// here, and `acme` its managers, one per name in `domains`.
+pub fn endpoint(listener: &Listener, domains: &[String]) -> Result<Endpoint, RunError> {
     match listener {
         Listener::Insecure(addr) => Ok(Endpoint::Tcp(*addr)),
         Listener::UnixSocket(path) => Ok(Endpoint::Unix(path.clone())),
         Listener::ServingCertFile(s) => {
-            let r = Arc::new(FileCertResolver::load(&s.cert_file_path, &s.key_file_path)?);
+            let r = FileCertResolver::new(&s.cert_file_path, &s.key_file_path)
+                .map_err(TlsError::from)?;
             tokio::spawn(r.clone().watch(s.file_sync_interval));
             let r: Arc<dyn ResolvesServerCert> = r;
             Ok(Endpoint::Https(s.addr, r))
         }
-        Listener::Acme(_) => Err(RunError::AcmeUnsupported),
+        Listener::Acme(acme) => {
+            let managers = AcmeDomains::new(acme, domains)?;
+            managers.start();
+            Ok(Endpoint::Acme(
+                SocketAddr::from(([0, 0, 0, 0], ACME_PORT)),
+                managers,
+            ))
+        }
     }
 }
 
@@ -105,7 +116,7 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
             "allow_insecure_scheme is enabled. JWKS keys will be served over HTTP. Only enable this when the network path to the provider is trusted end-to-end"
         );
     }
-    let endpoint = endpoint(&cfg.listener)?;
+    let endpoint = endpoint(&cfg.listener, cfg.domains.domains())?;
 
     let keys = KeyStore::new(cfg.set_key_use);
     let poll_interval = cfg.source.poll_interval();
@@ -121,9 +132,16 @@ pub async fn run(cfg: Config) -> Result<(), RunError> {
 
     let (bound, tls) = match endpoint {
         Endpoint::Https(addr, resolver) => {
-            let acceptor = TlsAcceptor::from(crate::tls::server_config(resolver)?);
+            let acceptor = TlsAcceptor::from(crate::tls::server_config(resolver, false)?);
             let b = Bound::tcp(addr).await?;
             tracing::info!(address = ?b.local_addr(), "Serving HTTPS");
+            (b, Some(acceptor))
+        }
+        Endpoint::Acme(addr, managers) => {
+            let resolver: Arc<dyn ResolvesServerCert> = managers;
+            let acceptor = TlsAcceptor::from(crate::tls::server_config(resolver, true)?);
+            let b = Bound::tcp(addr).await?;
+            tracing::info!(address = ?b.local_addr(), "Serving HTTPS with ACME certificates");
             (b, Some(acceptor))
         }
         Endpoint::Tcp(addr) => {

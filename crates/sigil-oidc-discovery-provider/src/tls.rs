@@ -1,74 +1,40 @@
-//! HTTPS for the provider: a rustls server configuration around any
-//! certificate resolver, and the `serving_cert_file` resolver, which re-reads
-//! the certificate and key files every `file_sync_interval` and swaps them in
-//! when they change (a failed reload keeps the previous pair, as SPIRE's).
-//!
-//! ACME plugs in here as another [`ResolvesServerCert`]; nothing else in the
-//! crate knows where certificates come from.
+//! HTTPS for the provider: the rustls server configuration around a
+//! certificate resolver, and the ACME resolver for the `acme` section.
+//! Where certificates come from (files re-read on change, or an ACME CA) is
+//! `sigil-acme`'s job; this module only fits its resolvers to SPIRE's
+//! provider configuration.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
+use sigil_acme::{ACME_TLS_ALPN, AcmeConfig, AcmeManager};
 
-/// Why a certificate and key pair could not be loaded.
+use crate::config::Acme;
+
+/// Why HTTPS could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("could not read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The certificate file has no PEM certificate.
-    #[error("no PEM certificate in {0}")]
-    NoCertificate(PathBuf),
-    /// The key file has no usable PEM private key.
-    #[error("no PEM private key in {path}: {reason}")]
-    NoKey {
-        /// The file.
-        path: PathBuf,
-        /// What the PEM reader said.
-        reason: String,
-    },
-    /// The key is of a type rustls cannot sign with.
-    #[error("unsupported private key in {path}: {source}")]
-    UnsupportedKey {
-        /// The file.
-        path: PathBuf,
-        /// rustls's error.
-        #[source]
-        source: rustls::Error,
-    },
-    /// The key does not match the certificate.
-    #[error("the key in {key} does not match the certificate in {cert}: {source}")]
-    Mismatch {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The key file.
-        key: PathBuf,
-        /// rustls's error.
-        #[source]
-        source: rustls::Error,
-    },
+    /// The serving certificate files, or the ACME cache, could not be used.
+    #[error(transparent)]
+    Certificate(#[from] sigil_acme::Error),
+    /// A temporary ACME cache directory could not be made (`cache_dir = ""`).
+    #[error("could not create a temporary ACME cache directory: {0}")]
+    TempCache(#[source] std::io::Error),
     /// rustls refused the protocol configuration.
     #[error("TLS configuration: {0}")]
     Config(#[source] rustls::Error),
 }
 
 /// A rustls server configuration (aws-lc-rs, TLS 1.2 and 1.3, HTTP/1.1)
-/// whose certificate comes from `resolver`.
+/// whose certificate comes from `resolver`; with `acme`, the TLS-ALPN-01
+/// protocol is offered too so the CA can validate on this listener.
 pub fn server_config(
     resolver: Arc<dyn ResolvesServerCert>,
+    acme: bool,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
@@ -77,178 +43,135 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if acme {
+        cfg.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+    }
     Ok(Arc::new(cfg))
 }
 
-/// Serves the certificate and key from two PEM files, reloaded on change.
+/// The `acme` section: one certificate per name in `domains` (SPIRE's
+/// autocert host whitelist), each obtained and renewed by its own
+/// [`AcmeManager`], served by the name the client asks for.
 #[derive(Debug)]
-pub struct FileCertResolver {
-    cert_path: PathBuf,
-    key_path: PathBuf,
-    current: RwLock<Loaded>,
+pub struct AcmeDomains {
+    managers: HashMap<String, Arc<AcmeManager>>,
+    /// With `cache_dir = ""` the account and certificates live in a
+    /// temporary directory removed at exit, so nothing survives a restart
+    /// (SPIRE keeps them in memory).
+    _temporary_cache: Option<tempfile::TempDir>,
 }
 
-#[derive(Debug, Clone)]
-struct Loaded {
-    key: Arc<CertifiedKey>,
-    digest: [u8; 32],
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-fn digest(cert: &[u8], key: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(cert);
-    h.update([0]);
-    h.update(key);
-    h.finalize().into()
-}
-
-fn parse(
-    cert_path: &Path,
-    key_path: &Path,
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<CertifiedKey>, TlsError> {
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(cert_path.to_owned()));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| TlsError::NoKey {
-        path: key_path.to_owned(),
-        reason: e.to_string(),
-    })?;
-    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|source| {
-        TlsError::UnsupportedKey {
-            path: key_path.to_owned(),
-            source,
-        }
-    })?;
-    let ck = CertifiedKey::new(certs, signer);
-    ck.keys_match().map_err(|source| TlsError::Mismatch {
-        cert: cert_path.to_owned(),
-        key: key_path.to_owned(),
-        source,
-    })?;
-    Ok(Arc::new(ck))
-}
-
-impl FileCertResolver {
-    /// Loads the pair now; an error here stops startup.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<FileCertResolver, TlsError> {
-        let (c, k) = (read(cert_path)?, read(key_path)?);
-        let key = parse(cert_path, key_path, &c, &k)?;
-        Ok(FileCertResolver {
-            cert_path: cert_path.to_owned(),
-            key_path: key_path.to_owned(),
-            current: RwLock::new(Loaded {
-                key,
-                digest: digest(&c, &k),
-            }),
-        })
-    }
-
-    /// Re-reads both files; swaps the pair in if they changed and parse.
-    /// Returns whether a new pair is now served.
-    pub fn reload(&self) -> Result<bool, TlsError> {
-        let (c, k) = (read(&self.cert_path)?, read(&self.key_path)?);
-        let d = digest(&c, &k);
-        if self.loaded().digest == d {
-            return Ok(false);
-        }
-        let key = parse(&self.cert_path, &self.key_path, &c, &k)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Loaded { key, digest: d };
-        Ok(true)
-    }
-
-    /// Reloads every `interval`, forever (run it as a task).
-    pub async fn watch(self: Arc<Self>, interval: Duration) {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            match self.reload() {
-                Ok(true) => tracing::info!(
-                    cert_file_path = %self.cert_path.display(),
-                    "Serving certificate reloaded"
-                ),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "Failed to reload the serving certificate; keeping the previous one")
-                }
+impl AcmeDomains {
+    /// Managers for every domain; nothing is obtained until [`Self::start`].
+    pub fn new(acme: &Acme, domains: &[String]) -> Result<Arc<AcmeDomains>, TlsError> {
+        let (cache_root, temporary) = match &acme.cache_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let t = tempfile::Builder::new()
+                    .prefix("sigil-oidc-acme")
+                    .tempdir()
+                    .map_err(TlsError::TempCache)?;
+                (t.path().to_owned(), Some(t))
             }
+        };
+        let mut managers = HashMap::new();
+        for domain in domains {
+            let mut config = AcmeConfig::new(
+                domain.clone(),
+                acme.email.clone(),
+                cache_dir_for(&cache_root, domain, domains.len()),
+            );
+            if let Some(url) = &acme.directory_url {
+                config.directory_url = url.clone();
+            }
+            config.tos_accepted = acme.tos_accepted;
+            managers.insert(domain.to_ascii_lowercase(), AcmeManager::new(config)?);
         }
+        Ok(Arc::new(AcmeDomains {
+            managers,
+            _temporary_cache: temporary,
+        }))
     }
 
-    fn loaded(&self) -> Loaded {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+    /// Starts obtaining and renewing every domain's certificate.
+    pub fn start(&self) {
+        for manager in self.managers.values() {
+            tokio::spawn(manager.clone().run());
+        }
     }
 }
 
-impl ResolvesServerCert for FileCertResolver {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.loaded().key)
+/// One domain keeps the cache directory itself; several get one
+/// subdirectory each, so their accounts and certificates never collide.
+fn cache_dir_for(root: &std::path::Path, domain: &str, count: usize) -> PathBuf {
+    if count == 1 {
+        root.to_owned()
+    } else {
+        root.join(domain.to_ascii_lowercase())
+    }
+}
+
+impl ResolvesServerCert for AcmeDomains {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?.to_ascii_lowercase();
+        self.managers.get(&name)?.resolve(hello)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
     use super::*;
 
-    fn write_pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let kp = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec![name.to_owned()])
-            .unwrap()
-            .self_signed(&kp)
-            .unwrap();
-        let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, kp.serialize_pem()).unwrap();
-        (c, k)
+    fn acme(cache_dir: Option<PathBuf>) -> Acme {
+        Acme {
+            cache_dir,
+            directory_url: Some("https://127.0.0.1:1/dir".into()),
+            email: "admin@d.test".into(),
+            tos_accepted: true,
+        }
     }
 
     #[test]
-    fn reload_swaps_in_changed_files_and_keeps_the_old_pair_on_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let (c, k) = write_pair(dir.path(), "one.test");
-        let r = FileCertResolver::load(&c, &k).unwrap();
-        let first = r.loaded().key;
-        assert!(!r.reload().unwrap());
-        write_pair(dir.path(), "two.test");
-        assert!(r.reload().unwrap());
-        let second = r.loaded().key;
-        assert_ne!(first.cert[0], second.cert[0]);
-        std::fs::write(&k, "not a key").unwrap();
-        assert!(matches!(r.reload(), Err(TlsError::NoKey { .. })));
-        assert_eq!(r.loaded().key.cert[0], second.cert[0]);
+    fn each_domain_gets_its_own_manager_and_cache_directory() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let domains = vec!["a.test".to_owned(), "B.test".to_owned()];
+        let d = AcmeDomains::new(&acme(Some(dir.path().join("cache"))), &domains).expect("new");
+        let mut names: Vec<&String> = d.managers.keys().collect();
+        names.sort();
+        assert_eq!(names, ["a.test", "b.test"]);
+        assert!(dir.path().join("cache/a.test").is_dir());
+        assert!(dir.path().join("cache/b.test").is_dir());
     }
 
     #[test]
-    fn missing_or_mismatched_files_are_refused_at_load() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            FileCertResolver::load(&dir.path().join("none"), &dir.path().join("none")),
-            Err(TlsError::Read { .. })
-        ));
-        let (c, _) = write_pair(dir.path(), "one.test");
-        let other = dir.path().join("other.pem");
-        std::fs::write(&other, rcgen::KeyPair::generate().unwrap().serialize_pem()).unwrap();
-        assert!(matches!(
-            FileCertResolver::load(&c, &other),
-            Err(TlsError::Mismatch { .. })
-        ));
+    fn one_domain_uses_the_cache_directory_itself() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = dir.path().join("cache");
+        AcmeDomains::new(&acme(Some(cache.clone())), &["a.test".to_owned()]).expect("new");
+        assert!(cache.is_dir());
+        assert!(!cache.join("a.test").exists());
+    }
+
+    #[test]
+    fn an_empty_cache_dir_uses_a_temporary_directory_removed_with_the_resolver() {
+        let d = AcmeDomains::new(&acme(None), &["a.test".to_owned()]).expect("new");
+        let path = d
+            ._temporary_cache
+            .as_ref()
+            .map(|t| t.path().to_owned())
+            .expect("temporary cache");
+        assert!(path.is_dir());
+        drop(d);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn acme_listeners_offer_the_tls_alpn_01_protocol_and_others_do_not() {
+        let d: Arc<dyn ResolvesServerCert> =
+            AcmeDomains::new(&acme(None), &["a.test".to_owned()]).expect("new");
+        let with = server_config(d.clone(), true).expect("config");
+        assert!(with.alpn_protocols.iter().any(|p| p == ACME_TLS_ALPN));
+        let without = server_config(d, false).expect("config");
+        assert_eq!(without.alpn_protocols, vec![b"http/1.1".to_vec()]);
     }
 }

@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod kube;
+pub mod pebble;
 
 use std::fs;
 use std::net::TcpListener;
