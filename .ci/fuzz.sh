@@ -11,7 +11,9 @@
 #
 # Env: SIGIL_CI_CACHE (default /var/tmp/sigil-ci-cache) is the cache root;
 #      SIGIL_FUZZ_SECONDS (default 12) is each target's run time;
-#      SIGIL_FUZZ_TARGETS (default: all) limits the run to some targets.
+#      SIGIL_FUZZ_TARGETS (default: all) limits the run to some targets;
+#      SIGIL_FUZZ_BUILD_ONLY=1 builds the targets and stops (.ci/run builds
+#      them while the Go-built test programs install).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -41,6 +43,9 @@ if ! "$CARGO_FUZZ" build "${FUZZ_FLAGS[@]}" >"$WORK/build.log" 2>&1; then
 fi
 tail -1 "$WORK/build.log"
 log "built in $(($(date +%s) - START))s"
+if [ "${SIGIL_FUZZ_BUILD_ONLY:-}" = 1 ]; then
+  exit 0
+fi
 
 if [ -n "${SIGIL_FUZZ_TARGETS:-}" ]; then
   read -r -a TARGETS <<<"$SIGIL_FUZZ_TARGETS"
