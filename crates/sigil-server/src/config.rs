@@ -664,6 +664,15 @@ fn parse_prune(s: &mut Section) -> Result<PruneConfig, ConfigError> {
         config.attested_nodes_expired_for = Some(d);
     }
     config.tofu_nodes = s.take_bool("prune_tofu_nodes")?.unwrap_or(false);
+    if let Some(n) = s.take_i64("prune_attested_nodes_batch_size")? {
+        config.attested_nodes_batch_size =
+            u32::try_from(n).ok().filter(|n| *n > 0).ok_or_else(|| {
+                s.invalid_value(
+                    "prune_attested_nodes_batch_size",
+                    "must be a positive number",
+                )
+            })?;
+    }
     if config.tofu_nodes && config.attested_nodes_expired_for.is_none() {
         return Err(s.invalid_value(
             "prune_tofu_nodes",
@@ -797,7 +806,7 @@ plugins {
 
         let c = ServerConfig::parse(&SPIRE_EXAMPLE.replace(
             "ca_ttl",
-            "prune_attested_nodes_expired_for = \"24h\"\n    prune_tofu_nodes = true\n    experimental {\n        prune_events_older_than = \"2h\"\n    }\n    ca_ttl",
+            "prune_attested_nodes_expired_for = \"24h\"\n    prune_tofu_nodes = true\n    prune_attested_nodes_batch_size = 50\n    experimental {\n        prune_events_older_than = \"2h\"\n    }\n    ca_ttl",
         ))
         .unwrap();
         assert_eq!(
@@ -806,6 +815,7 @@ plugins {
                 events_older_than: Duration::from_secs(7200),
                 attested_nodes_expired_for: Some(Duration::from_secs(24 * 3600)),
                 tofu_nodes: true,
+                attested_nodes_batch_size: 50,
             }
         );
     }
@@ -818,6 +828,9 @@ plugins {
                 .to_string()
         };
         assert!(with("prune_tofu_nodes = true").contains("prune_tofu_nodes"));
+        assert!(
+            with("prune_attested_nodes_batch_size = 0").contains("prune_attested_nodes_batch_size")
+        );
         assert!(
             with("prune_attested_nodes_expired_for = \"0s\"")
                 .contains("prune_attested_nodes_expired_for")

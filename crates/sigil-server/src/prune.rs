@@ -41,7 +41,12 @@ pub struct PruneConfig {
     pub attested_nodes_expired_for: Option<Duration>,
     /// `prune_tofu_nodes`: also prune agents that cannot re-attest.
     pub tofu_nodes: bool,
+    /// `prune_attested_nodes_batch_size`: agents deleted per transaction.
+    pub attested_nodes_batch_size: u32,
 }
+
+/// SPIRE's default for `prune_attested_nodes_batch_size`.
+pub const DEFAULT_ATTESTED_NODES_BATCH_SIZE: u32 = 1000;
 
 impl Default for PruneConfig {
     fn default() -> Self {
@@ -49,6 +54,7 @@ impl Default for PruneConfig {
             events_older_than: DEFAULT_EVENTS_OLDER_THAN,
             attested_nodes_expired_for: None,
             tofu_nodes: false,
+            attested_nodes_batch_size: DEFAULT_ATTESTED_NODES_BATCH_SIZE,
         }
     }
 }
@@ -122,10 +128,11 @@ impl Pruner {
             return Ok(0);
         };
         let cutoff = self.clock.unix_now().saturating_sub(secs(expired_for));
-        drain(self.batch, || async {
+        let batch = self.config.attested_nodes_batch_size.max(1);
+        drain(batch, || async {
             let pruned = self
                 .ds
-                .prune_attested_nodes(cutoff, self.config.tofu_nodes, self.batch)
+                .prune_attested_nodes(cutoff, self.config.tofu_nodes, batch)
                 .await?;
             for id in &pruned {
                 tracing::info!(agent_id = %id, "pruned agent whose SVID expired before the pruning age");
