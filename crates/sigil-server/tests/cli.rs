@@ -76,12 +76,12 @@ fn unknown_option_stops_startup_naming_it() {
 fn unsupported_spire_options_and_plugins_are_named() {
     let bad = GOOD.replace(
         "log_level = \"DEBUG\"",
-        "federation {\n bundle_endpoint {\n profile \"https_web\" {}\n }\n}",
+        "experimental {\n events_based_cache = true\n}",
     );
     let (code, out) = run(&["validate"], &bad);
     assert_ne!(code, 0);
     assert!(
-        out.contains("https_web") && out.contains("not supported"),
+        out.contains("events_based_cache") && out.contains("not supported"),
         "{out}"
     );
 
