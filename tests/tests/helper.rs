@@ -101,18 +101,7 @@ fn pem_blocks(text: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
-/// A plain HTTP/1.0 GET on 127.0.0.1: status code and body.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(tcp, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut response = String::new();
-    tcp.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_owned()))
-}
+use sigil_testkit::http::get_local as http_get;
 
 fn openssl_verify(certs: &Path) {
     let verify = Command::new("openssl")

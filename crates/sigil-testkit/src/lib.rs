@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 pub mod cgroup;
+pub mod http;
 pub mod kube;
 pub mod pebble;
 

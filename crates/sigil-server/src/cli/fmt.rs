@@ -6,29 +6,14 @@
 use sigil_proto::spire::api::types::{Selector, Spiffeid};
 use sigil_spiffe::SpiffeId;
 
-/// grpc-go's `codes.Code.String()`.
+/// grpc-go's `codes.Code.String()`: the name for the 17 codes, `Code(n)`
+/// for any other.
 pub(crate) fn code_name(code: i32) -> String {
-    let name = match code {
-        0 => "OK",
-        1 => "Canceled",
-        2 => "Unknown",
-        3 => "InvalidArgument",
-        4 => "DeadlineExceeded",
-        5 => "NotFound",
-        6 => "AlreadyExists",
-        7 => "PermissionDenied",
-        8 => "ResourceExhausted",
-        9 => "FailedPrecondition",
-        10 => "Aborted",
-        11 => "OutOfRange",
-        12 => "Unimplemented",
-        13 => "Internal",
-        14 => "Unavailable",
-        15 => "DataLoss",
-        16 => "Unauthenticated",
-        other => return format!("Code({other})"),
-    };
-    name.to_owned()
+    if (0..=16).contains(&code) {
+        sigil_telemetry::metrics::code_name(code).to_owned()
+    } else {
+        format!("Code({code})")
+    }
 }
 
 /// A gRPC error status as grpc-go prints it:
