@@ -39,6 +39,8 @@ pub struct AuthorizedEntry {
     pub store_svid: bool,
     /// Trust domains whose bundles workloads of this entry receive.
     pub federates_with: Vec<TrustDomain>,
+    /// When the server created the entry (unix seconds; 0 when not sent).
+    pub created_at: i64,
 }
 
 /// The outcome of node attestation.

@@ -430,6 +430,7 @@ pub fn entry_from_proto(e: types::Entry) -> Result<AuthorizedEntry, String> {
         jwt_svid_ttl: e.jwt_svid_ttl,
         store_svid: e.store_svid,
         federates_with,
+        created_at: e.created_at,
     })
 }
 

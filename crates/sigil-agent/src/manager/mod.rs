@@ -23,7 +23,7 @@ pub mod sync;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ use sigil_telemetry::metrics::{CallCounter, code_name};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use self::api::{AgentIdentity, ServerApi, ServerTrust};
+use self::api::{AgentIdentity, AuthorizedEntry, ServerApi, ServerTrust};
 use self::attest::{AgentSvid, Retry, retry_transient};
 use self::jwt::CachingJwtMinter;
 use self::store::{DataDir, StoreError};
@@ -635,6 +635,9 @@ impl Shared {
     /// [`ManagerError::MustReattest`] for [`Shared::tick`] to handle.
     async fn sync_and_publish(&self) -> Result<(), ManagerError> {
         let mut state = self.state.lock().await;
+        // Entry IDs held before this sync; `None` before the first one.
+        let known: Option<BTreeSet<String>> =
+            state.entries.as_ref().map(|e| e.keys().cloned().collect());
         // SPIRE's sync call counter; its `status` tells failed syncs apart.
         let call = CallCounter::start("manager_sync_fetch_entries_updates");
         let result = state
@@ -647,6 +650,14 @@ impl Shared {
         call.finish_result(&result, |s| code_name(s.code() as i32).to_owned());
         state.prune_expired(self.clock.unix_now());
         record_cache_metrics(&state, self.clock.unix_now());
+        if result.is_ok()
+            && let Some(age) = state
+                .entries
+                .as_ref()
+                .and_then(|e| newest_new_entry_age(known.as_ref(), e, self.clock.unix_now()))
+        {
+            metrics::gauge!("entry_propagation_seconds").set(age as f64);
+        }
 
         let roots = &state.bundle.x509_authorities;
         let creds = self.creds();
@@ -808,6 +819,26 @@ fn manager_error_status(e: &ManagerError) -> String {
         _ => tonic::Code::Internal,
     };
     code_name(code as i32).to_owned()
+}
+
+/// How long ago the newest entry this sync brought for the first time was
+/// created on the server: the time the last change took to reach this
+/// agent (whole seconds, from the server's clock to this one). `None` when
+/// the sync brought no new entry, or only entries without a creation time,
+/// and on the first sync (`known` is `None`: everything is new then, not a
+/// change).
+fn newest_new_entry_age(
+    known: Option<&BTreeSet<String>>,
+    entries: &BTreeMap<String, AuthorizedEntry>,
+    now: i64,
+) -> Option<i64> {
+    let known = known?;
+    entries
+        .iter()
+        .filter(|(id, e)| e.created_at > 0 && !known.contains(*id))
+        .map(|(_, e)| e.created_at)
+        .max()
+        .map(|created| now.saturating_sub(created).max(0))
 }
 
 /// The cache gauges, after every sync: SPIRE's SVID and record map sizes,

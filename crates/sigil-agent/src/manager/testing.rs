@@ -112,6 +112,7 @@ pub fn entry(id: &str, path: &str, selectors: &[&str]) -> AuthorizedEntry {
         jwt_svid_ttl: 0,
         store_svid: false,
         federates_with: Vec::new(),
+        created_at: 0,
     }
 }
 

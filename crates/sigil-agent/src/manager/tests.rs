@@ -577,3 +577,40 @@ async fn a_node_the_server_does_not_know_is_refused_at_first_attestation() {
         "{err}"
     );
 }
+
+#[test]
+fn propagation_is_the_age_of_the_newest_entry_this_sync_brought() {
+    let created = |id: &str, at: i64| {
+        (
+            id.to_owned(),
+            AuthorizedEntry {
+                created_at: at,
+                ..entry(id, &format!("/{id}"), &["unix:uid:1"])
+            },
+        )
+    };
+    let entries: BTreeMap<String, AuthorizedEntry> = [
+        created("old", 100),
+        created("new1", 990),
+        created("new2", 995),
+        created("unknown", 0),
+    ]
+    .into_iter()
+    .collect();
+    let known: BTreeSet<String> = ["old".to_owned()].into_iter().collect();
+
+    // The newest of the entries not held before: new2, 5 s before now.
+    assert_eq!(newest_new_entry_age(Some(&known), &entries, 1000), Some(5));
+    // The first sync brings everything; that is no change reaching the agent.
+    assert_eq!(newest_new_entry_age(None, &entries, 1000), None);
+    // Nothing new, or only entries without a creation time: nothing to report.
+    let all: BTreeSet<String> = entries.keys().cloned().collect();
+    assert_eq!(newest_new_entry_age(Some(&all), &entries, 1000), None);
+    let only_unknown: BTreeSet<String> = ["old", "new1", "new2"].map(String::from).into();
+    assert_eq!(
+        newest_new_entry_age(Some(&only_unknown), &entries, 1000),
+        None
+    );
+    // A server clock ahead of ours never gives a negative time.
+    assert_eq!(newest_new_entry_age(Some(&known), &entries, 900), Some(0));
+}
