@@ -322,13 +322,31 @@ fn mtls_listener(name: &str, port: u16, cert: &str, validation: &str, cluster: &
     })
 }
 
-fn bootstrap(node: &str, admin_port: u16, listeners: Vec<Value>, clusters: Vec<Value>) -> String {
-    json!({
+/// How the proxies fetch secrets: state of the world (`StreamSecrets`) or
+/// incremental (`DeltaSecrets`).
+#[derive(Clone, Copy)]
+enum Sds {
+    Grpc,
+    DeltaGrpc,
+}
+
+fn bootstrap(
+    node: &str,
+    admin_port: u16,
+    listeners: Vec<Value>,
+    clusters: Vec<Value>,
+    sds: Sds,
+) -> String {
+    let text = json!({
         "node": { "id": node, "cluster": "sigil-test" },
         "admin": { "address": { "socket_address": { "address": "127.0.0.1", "port_value": admin_port } } },
         "static_resources": { "listeners": listeners, "clusters": clusters }
     })
-    .to_string()
+    .to_string();
+    match sds {
+        Sds::Grpc => text,
+        Sds::DeltaGrpc => text.replace(r#""api_type":"GRPC""#, r#""api_type":"DELTA_GRPC""#),
+    }
 }
 
 /// The back Envoy: mTLS listeners (name, port, validation context name)
@@ -338,6 +356,7 @@ fn back_envoy(
     td: &TrustDomain,
     listeners: &[(&str, u16, &str)],
     backend: u16,
+    sds: Sds,
 ) -> Envoy {
     let admin = free_port();
     let listeners = listeners
@@ -360,14 +379,14 @@ fn back_envoy(
         bin,
         td.path(),
         "back",
-        &bootstrap("back", admin, listeners, clusters),
+        &bootstrap("back", admin, listeners, clusters, sds),
         admin,
     )
 }
 
 /// The front Envoy: plain HTTP on `port`, upstream mTLS to `back_port`
 /// with Istio's names (`default` certificate, `ROOTCA` validation).
-fn front_envoy(bin: &Path, td: &TrustDomain, port: u16, back_port: u16) -> Envoy {
+fn front_envoy(bin: &Path, td: &TrustDomain, port: u16, back_port: u16, sds: Sds) -> Envoy {
     let admin = free_port();
     let listener = json!({
         "name": "front",
@@ -390,7 +409,7 @@ fn front_envoy(bin: &Path, td: &TrustDomain, port: u16, back_port: u16) -> Envoy
         bin,
         td.path(),
         "front",
-        &bootstrap("front", admin, vec![listener], clusters),
+        &bootstrap("front", admin, vec![listener], clusters, sds),
         admin,
     )
 }
@@ -440,8 +459,9 @@ fn envoy_proxies_get_mtls_secrets_over_sds_and_use_rotated_svids_without_restart
         &td,
         &[("back", back_port, "spiffe://example.org")],
         backend,
+        Sds::Grpc,
     );
-    let _front = front_envoy(&bin, &td, front_port, back_port);
+    let _front = front_envoy(&bin, &td, front_port, back_port, Sds::Grpc);
 
     // HTTP through both proxies: the hop between them is mTLS with
     // certificates and CAs that came only from SDS.
@@ -556,6 +576,7 @@ fn all_bundles_lets_envoy_accept_a_peer_of_a_federated_trust_domain() {
             ("own", own_port, "spiffe://example.org"),
         ],
         backend,
+        Sds::Grpc,
     );
     let peer = (peer_dir.join("svid.pem"), peer_dir.join("key.pem"));
     let out = wait_for(
@@ -576,4 +597,42 @@ fn all_bundles_lets_envoy_accept_a_peer_of_a_federated_trust_domain() {
     let out = curl(own_port, Some((&peer.0, &peer.1)));
     assert_ne!(out.code, 0, "{}", out.stdout);
     assert!(!out.stdout.contains(BODY));
+}
+
+#[test]
+fn envoy_proxies_configured_for_delta_sds_get_their_secrets_incrementally() {
+    let Some(bin) = envoy_bin() else { return };
+    let mut td = TrustDomain::new();
+    td.start_server();
+    let token = td.join_token();
+    td.start_agent(0, Some(&token));
+    register(&td, &token, "front", &[]);
+    register(&td, &token, "back", &[]);
+    wait_for("both SVIDs at the agent", Duration::from_secs(30), || {
+        let out = td.agent_cli(0, &["api", "fetch", "x509"]);
+        (out.stdout.contains("spiffe://example.org/front")
+            && out.stdout.contains("spiffe://example.org/back"))
+        .then_some(())
+    });
+
+    let backend = start_backend();
+    let back_port = free_port();
+    let front_port = free_port();
+    let _back = back_envoy(
+        &bin,
+        &td,
+        &[("back", back_port, "spiffe://example.org")],
+        backend,
+        Sds::DeltaGrpc,
+    );
+    let _front = front_envoy(&bin, &td, front_port, back_port, Sds::DeltaGrpc);
+    let body = wait_for(
+        "HTTP through front and back Envoy over delta SDS",
+        Duration::from_secs(60),
+        || http_get(front_port),
+    );
+    assert_eq!(body, BODY);
+    let (evil_cert, evil_key) = foreign_client(td.path());
+    let out = curl(back_port, Some((&evil_cert, &evil_key)));
+    assert_ne!(out.code, 0, "a foreign client certificate: {}", out.stdout);
 }

@@ -24,9 +24,6 @@ pub enum SdsError {
     /// trust domains.
     #[error("unable to use \"SPIFFE validator\" on Envoy below 1.17")]
     AllBundlesNeedSpiffeValidator,
-    /// `DeltaSecrets`, which SPIRE does not serve either.
-    #[error("Method is not implemented")]
-    DeltaUnimplemented,
 }
 
 impl From<SdsError> for Status {
@@ -35,7 +32,6 @@ impl From<SdsError> for Status {
             SdsError::Workload(e) => e.into(),
             SdsError::NotAuthorized(_) => Status::invalid_argument(e.to_string()),
             SdsError::AllBundlesNeedSpiffeValidator => Status::internal(e.to_string()),
-            SdsError::DeltaUnimplemented => Status::unimplemented(e.to_string()),
         }
     }
 }

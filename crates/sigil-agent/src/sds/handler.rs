@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::delta::DeltaState;
 use super::resources::{self, WorkloadView};
 use super::stream::StreamState;
 use super::{SdsConfig, SdsError};
@@ -116,9 +117,20 @@ impl SecretDiscoveryService for SecretDiscovery {
 
     async fn delta_secrets(
         &self,
-        _request: Request<Streaming<DeltaDiscoveryRequest>>,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaSecretsStream>, Status> {
-        Err(SdsError::DeltaUnimplemented.into())
+        // SPIRE has no limit of its own for the delta form; it shares
+        // `stream_secrets`'.
+        let selectors = self.caller(&request, Method::StreamSecrets).await?;
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(run_stream(
+            DeltaState::new(self.config.clone()),
+            request.into_inner(),
+            self.cache.clone(),
+            selectors,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn fetch_secrets(
@@ -149,15 +161,55 @@ impl SecretDiscoveryService for SecretDiscovery {
     }
 }
 
+/// The state-of-the-world (`StreamSecrets`) and incremental
+/// (`DeltaSecrets`) protocols, as [`run_stream`] drives them.
+trait SecretStream: Send + 'static {
+    type Request: prost::Message + Default + Send + 'static;
+    type Response: Send + 'static;
+    fn on_request(&mut self, request: Self::Request) -> Result<Option<Self::Response>, SdsError>;
+    fn on_update(&mut self, view: WorkloadView) -> Result<Option<Self::Response>, SdsError>;
+}
+
+impl SecretStream for StreamState {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    fn on_request(
+        &mut self,
+        request: DiscoveryRequest,
+    ) -> Result<Option<DiscoveryResponse>, SdsError> {
+        StreamState::on_request(self, request)
+    }
+    fn on_update(&mut self, view: WorkloadView) -> Result<Option<DiscoveryResponse>, SdsError> {
+        StreamState::on_update(self, view)
+    }
+}
+
+impl SecretStream for DeltaState {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    fn on_request(
+        &mut self,
+        request: DeltaDiscoveryRequest,
+    ) -> Result<Option<DeltaDiscoveryResponse>, SdsError> {
+        DeltaState::on_request(self, request)
+    }
+    fn on_update(
+        &mut self,
+        view: WorkloadView,
+    ) -> Result<Option<DeltaDiscoveryResponse>, SdsError> {
+        DeltaState::on_update(self, view)
+    }
+}
+
 /// One stream's life: until the proxy hangs up, the agent stops, or a
 /// request cannot be answered (which ends the stream with that error, as
 /// in SPIRE).
-async fn run_stream(
-    mut state: StreamState,
-    mut requests: Streaming<DiscoveryRequest>,
+async fn run_stream<S: SecretStream>(
+    mut state: S,
+    mut requests: Streaming<S::Request>,
     cache: CacheHandle,
     selectors: Vec<Selector>,
-    tx: mpsc::Sender<Result<DiscoveryResponse, Status>>,
+    tx: mpsc::Sender<Result<S::Response, Status>>,
 ) {
     let mut snapshots = cache.snapshots;
     let current = snapshots.borrow_and_update().clone();
@@ -172,7 +224,7 @@ async fn run_stream(
                 Ok(None) => return,
                 Err(status) => {
                     if status.code() != tonic::Code::Cancelled {
-                        tracing::debug!(error = %status, "StreamSecrets request stream failed");
+                        tracing::debug!(error = %status, "SDS request stream failed");
                     }
                     return;
                 }

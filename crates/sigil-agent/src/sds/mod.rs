@@ -14,6 +14,7 @@
 //! mints anything: everything comes from the manager's
 //! [`Snapshot`](crate::cache::Snapshot).
 
+mod delta;
 mod error;
 mod handler;
 mod resources;

@@ -163,6 +163,6 @@ fn names_changed(old: &[String], new: &[String]) -> bool {
 }
 
 /// Four random bytes in hex, as SPIRE's nonces.
-fn next_nonce() -> String {
+pub(crate) fn next_nonce() -> String {
     hex::encode(rand::random::<[u8; 4]>())
 }

@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, Secret, SpiffeCertValidatorConfig, secret,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DiscoveryRequest, DiscoveryResponse,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
 };
 use envoy_types::pb::envoy::service::secret::v3::secret_discovery_service_client::SecretDiscoveryServiceClient;
 use envoy_types::pb::envoy::r#type::v3::SemanticVersion;
@@ -25,6 +25,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic::transport::Channel;
 
+use super::delta::DeltaState;
 use super::resources::{self, WorkloadView};
 use super::stream::StreamState;
 use super::{SdsConfig, SdsError, SecretDiscovery};
@@ -746,7 +747,7 @@ async fn stream_secrets_pushes_rotated_svids_and_ends_on_unknown_names() {
 }
 
 #[tokio::test]
-async fn delta_secrets_is_unimplemented_and_sds_calls_are_rate_limited() {
+async fn delta_secrets_serves_subscribed_secrets_and_sds_calls_are_rate_limited() {
     let sds = TestSds::start(WorkloadRateLimits {
         fetch_secrets: 1,
         ..Default::default()
@@ -754,12 +755,19 @@ async fn delta_secrets_is_unimplemented_and_sds_calls_are_rate_limited() {
     .await;
     sds.publish(sds.fixture.snapshot());
     let mut client = sds.client().await;
-    let (_tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(1);
-    let status = client
+    let (tx, rx) = mpsc::channel::<DeltaDiscoveryRequest>(4);
+    tx.send(delta(&["ROOTCA"], &[])).await.unwrap();
+    let mut responses = client
         .delta_secrets(ReceiverStream::new(rx))
         .await
-        .unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
+        .expect("opened")
+        .into_inner();
+    let first = tokio::time::timeout(TIMEOUT, responses.message())
+        .await
+        .expect("in time")
+        .expect("ok")
+        .expect("a response");
+    assert_eq!(delta_names(&first), ["ROOTCA"]);
 
     client
         .fetch_secrets(request(&["ROOTCA"], "", ""))
@@ -773,5 +781,106 @@ async fn delta_secrets_is_unimplemented_and_sds_calls_are_rate_limited() {
     assert_eq!(
         status.message(),
         "rate limit exceeded for /envoy.service.secret.v3.SecretDiscoveryService/FetchSecrets"
+    );
+}
+
+// ---- the delta state machine
+
+fn delta(subscribe: &[&str], unsubscribe: &[&str]) -> DeltaDiscoveryRequest {
+    DeltaDiscoveryRequest {
+        resource_names_subscribe: names(subscribe),
+        resource_names_unsubscribe: names(unsubscribe),
+        type_url: SECRET_TYPE.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn delta_names(response: &DeltaDiscoveryResponse) -> Vec<String> {
+    response.resources.iter().map(|r| r.name.clone()).collect()
+}
+
+#[test]
+fn delta_sends_each_subscribed_secret_once_and_only_changed_ones_after() {
+    let f = Fixture::new();
+    let mut state = DeltaState::new(Arc::default());
+    assert!(
+        state.on_update(f.view()).unwrap().is_none(),
+        "nothing subscribed"
+    );
+
+    let first = state
+        .on_request(delta(&["default", "ROOTCA"], &[]))
+        .unwrap()
+        .expect("both secrets");
+    let mut got = delta_names(&first);
+    got.sort();
+    assert_eq!(got, ["ROOTCA", "default"]);
+    assert_eq!(first.type_url, SECRET_TYPE);
+    assert!(first.resources.iter().all(|r| !r.version.is_empty()));
+
+    // An ACK (no subscription change) and the same view send nothing.
+    let ack = DeltaDiscoveryRequest {
+        response_nonce: first.nonce.clone(),
+        ..Default::default()
+    };
+    assert!(state.on_request(ack).unwrap().is_none());
+    assert!(state.on_update(f.view()).unwrap().is_none());
+
+    // A rotation sends the changed certificate only; the bundle is as held.
+    let second = state.on_update(rotated(&f)).unwrap().expect("rotated");
+    assert_eq!(delta_names(&second), ["default"]);
+    assert_ne!(second.nonce, first.nonce);
+}
+
+#[test]
+fn delta_nack_is_not_answered_and_unsubscribing_then_resubscribing_sends_again() {
+    let f = Fixture::new();
+    let mut state = DeltaState::new(Arc::default());
+    state.on_update(f.view()).unwrap();
+    state
+        .on_request(delta(&["ROOTCA"], &[]))
+        .unwrap()
+        .expect("sent");
+    let nack = DeltaDiscoveryRequest {
+        error_detail: Some(RpcStatus {
+            code: 3,
+            message: "bad secret".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    assert!(state.on_request(nack).unwrap().is_none(), "no resend loop");
+    assert!(state.on_request(delta(&[], &["ROOTCA"])).unwrap().is_none());
+    let again = state
+        .on_request(delta(&["ROOTCA"], &[]))
+        .unwrap()
+        .expect("resent");
+    assert_eq!(delta_names(&again), ["ROOTCA"]);
+}
+
+#[test]
+fn delta_skips_versions_the_proxy_already_holds_and_refuses_unknown_names() {
+    let f = Fixture::new();
+    let mut fresh = DeltaState::new(Arc::default());
+    fresh.on_update(f.view()).unwrap();
+    let sent = fresh
+        .on_request(delta(&["ROOTCA"], &[]))
+        .unwrap()
+        .expect("sent");
+    let version = sent.resources[0].version.clone();
+
+    // A reconnecting proxy that still holds that version gets nothing.
+    let mut state = DeltaState::new(Arc::default());
+    state.on_update(f.view()).unwrap();
+    let mut reconnect = delta(&["ROOTCA"], &[]);
+    reconnect
+        .initial_resource_versions
+        .insert("ROOTCA".into(), version);
+    assert!(state.on_request(reconnect).unwrap().is_none());
+
+    let err = state.on_request(delta(&["nope"], &[])).unwrap_err();
+    assert!(
+        matches!(err, SdsError::NotAuthorized(ref n) if n == &["nope"]),
+        "{err}"
     );
 }
