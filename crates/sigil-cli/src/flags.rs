@@ -72,3 +72,18 @@ mod tests {
         );
     }
 }
+
+/// A flag value Go's `strconv.ParseBool` would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid boolean value {0:?}")]
+pub struct InvalidBool(pub String);
+
+/// A Go boolean flag value (`-daemon-mode=false`): the spellings Go's
+/// `strconv.ParseBool` takes.
+pub fn parse_go_bool(s: &str) -> Result<bool, InvalidBool> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(InvalidBool(s.to_owned())),
+    }
+}

@@ -29,26 +29,13 @@ struct Cli {
         num_args = 0..=1,
         require_equals = true,
         default_missing_value = "true",
-        value_parser = parse_go_bool
+        value_parser = sigil_cli::flags::parse_go_bool
     )]
     daemon_mode: Option<bool>,
     /// One-shot mode: how long to wait for the agent and an identity
     /// before failing (a Go duration; sigil's addition).
-    #[arg(long = "fetch-timeout", value_name = "duration", default_value = "1m", value_parser = parse_timeout)]
+    #[arg(long = "fetch-timeout", value_name = "duration", default_value = "1m", value_parser = sigil_cli::parse_duration)]
     fetch_timeout: Duration,
-}
-
-/// Go's `strconv.ParseBool`, which `-daemon-mode=...` goes through.
-fn parse_go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("invalid boolean value {s:?}")),
-    }
-}
-
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    sigil_cli::parse_duration(s).map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {

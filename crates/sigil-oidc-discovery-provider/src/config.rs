@@ -353,21 +353,33 @@ struct RawAcme {
 struct RawServingCert {
     cert_file_path: Option<String>,
     key_file_path: Option<String>,
-    file_sync_interval: Option<Result<Duration, String>>,
+    file_sync_interval: Option<Result<Duration, BadDuration>>,
     addr: Option<String>,
+}
+
+/// A duration option that is set but unusable; reported when its section
+/// is checked, in SPIRE's order.
+#[derive(Debug, Clone, thiserror::Error)]
+enum BadDuration {
+    /// Not a Go duration.
+    #[error(transparent)]
+    Parse(#[from] sigil_cli::DurationError),
+    /// Not a string at all.
+    #[error("expected a duration string, found {0}")]
+    NotAString(hcl::Value),
 }
 
 #[derive(Debug, Default)]
 struct RawServerApi {
     address: Option<String>,
-    poll_interval: Option<Result<Duration, String>>,
+    poll_interval: Option<Result<Duration, BadDuration>>,
 }
 
 #[derive(Debug, Default)]
 struct RawWorkloadApi {
     socket_path: Option<String>,
     trust_domain: Option<String>,
-    poll_interval: Option<Result<Duration, String>>,
+    poll_interval: Option<Result<Duration, BadDuration>>,
 }
 
 #[derive(Debug, Default)]
@@ -381,14 +393,14 @@ struct RawHealth {
 fn take_duration(
     s: &mut Section,
     key: &str,
-) -> Result<Option<Result<Duration, String>>, ConfigError> {
+) -> Result<Option<Result<Duration, BadDuration>>, ConfigError> {
     Ok(match s.take_value(key) {
         None => None,
         Some(hcl::Value::String(v)) if v.is_empty() => None,
         Some(hcl::Value::String(v)) => {
-            Some(sigil_cli::parse_duration(&v).map_err(|e| e.to_string()))
+            Some(sigil_cli::parse_duration(&v).map_err(BadDuration::from))
         }
-        Some(other) => Some(Err(format!("expected a duration string, found {other}"))),
+        Some(other) => Some(Err(BadDuration::NotAString(other))),
     })
 }
 
@@ -720,7 +732,7 @@ impl RawConfig {
 
 /// A configured duration, or the default when unset or not positive.
 fn duration_or(
-    v: Option<Result<Duration, String>>,
+    v: Option<Result<Duration, BadDuration>>,
     default: Duration,
     key: &'static str,
     section: &'static str,
@@ -732,7 +744,7 @@ fn duration_or(
         Some(Err(reason)) => Err(ConfigError::Invalid {
             key,
             section,
-            reason,
+            reason: reason.to_string(),
         }),
     }
 }

@@ -11,7 +11,7 @@ use sigil_proto::workload::{
 
 use super::client::{CliError, connect, with_header, within};
 use super::format::{jwt_responses_json, struct_json, validate_response_json};
-use super::{DEFAULT_SOCKET_PATH, OutputFormat, parse_timeout};
+use super::{DEFAULT_SOCKET_PATH, OutputFormat};
 
 /// `api fetch jwt`.
 #[derive(clap::Args, Debug, Clone)]
@@ -26,7 +26,7 @@ pub struct FetchJwtArgs {
     #[arg(long = "socketPath", default_value = DEFAULT_SOCKET_PATH)]
     pub socket_path: PathBuf,
     /// Time to wait for a response
-    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "5s", value_parser = sigil_cli::parse_duration)]
     pub timeout: Duration,
     /// Desired output format (pretty, json); default: pretty. `-format` is
     /// the deprecated spelling.
@@ -47,7 +47,7 @@ pub struct ValidateJwtArgs {
     #[arg(long = "socketPath", default_value = DEFAULT_SOCKET_PATH)]
     pub socket_path: PathBuf,
     /// Time to wait for a response
-    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "5s", value_parser = sigil_cli::parse_duration)]
     pub timeout: Duration,
     /// Desired output format (pretty, json); default: pretty.
     #[arg(long = "output", value_enum, default_value_t = OutputFormat::Pretty)]

@@ -21,7 +21,6 @@ mod tests;
 
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Duration;
 
 pub use client::{CliError, workload_channel};
 pub use format::{go_duration, go_time};
@@ -136,9 +135,4 @@ fn finish(result: Result<(), CliError>, err: &mut (dyn Write + Send)) -> ExitCod
             ExitCode::FAILURE
         }
     }
-}
-
-/// Parses `-timeout` as a Go duration (`5s`, `500ms`, `1m`).
-fn parse_timeout(s: &str) -> Result<Duration, String> {
-    sigil_cli::parse_duration(s).map_err(|e| e.to_string())
 }

@@ -13,7 +13,7 @@ use sigil_proto::workload::{X509svidRequest, X509svidResponse};
 
 use super::client::{CliError, connect, with_header, within};
 use super::format::{go_duration, go_time, x509_response_json};
-use super::{DEFAULT_SOCKET_PATH, OutputFormat, parse_timeout};
+use super::{DEFAULT_SOCKET_PATH, OutputFormat};
 
 /// `api fetch x509`.
 #[derive(clap::Args, Debug, Clone)]
@@ -30,7 +30,7 @@ pub struct FetchX509Args {
           default_value = "false", default_missing_value = "true")]
     pub silent: bool,
     /// Time to wait for a response
-    #[arg(long, default_value = "5s", value_parser = parse_timeout)]
+    #[arg(long, default_value = "5s", value_parser = sigil_cli::parse_duration)]
     pub timeout: Duration,
     /// Desired output format (pretty, json); default: pretty.
     #[arg(long = "output", value_enum, default_value_t = OutputFormat::Pretty)]
