@@ -438,7 +438,7 @@ async fn after_max_connection_age_the_server_sends_goaway_in_flight_streams_fini
     assert_eq!(connections.load(Ordering::SeqCst), 1);
     // A long-lived stream on the first connection.
     let mut watch = syncpb::sync_client::SyncClient::new(ch.clone())
-        .watch_changes(syncpb::WatchChangesRequest {})
+        .watch_changes(syncpb::WatchChangesRequest::default())
         .await
         .expect("watch")
         .into_inner();

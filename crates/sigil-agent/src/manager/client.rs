@@ -342,7 +342,7 @@ impl ServerApi for TonicServerApi {
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let stream = client
-            .watch_changes(sync_pb::WatchChangesRequest {})
+            .watch_changes(sync_pb::WatchChangesRequest::default())
             .await?
             .into_inner();
         Ok(Box::pin(stream.map(|r| r.map(|_| ()))))

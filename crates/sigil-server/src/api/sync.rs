@@ -65,7 +65,7 @@ impl pb::sync_server::Sync for SyncService {
             let mut end = std::pin::pin!(end);
             loop {
                 tokio::select! {
-                    r = tx.send(Ok(pb::WatchChangesResponse { revision })) => if r.is_err() { return },
+                    r = tx.send(Ok(pb::WatchChangesResponse { revision, ..Default::default() })) => if r.is_err() { return },
                     () = &mut end => return,
                 }
                 tokio::select! {
