@@ -48,6 +48,11 @@ pub trait DataStore: Send + Sync {
     /// Fetches one entry.
     async fn get_entry(&self, id: &str) -> Result<Option<RegistrationEntry>>;
 
+    /// The entries among `ids` that exist, ordered by ID (missing IDs are
+    /// left out). The entry index uses it to re-read what the event feed
+    /// names, many at a time.
+    async fn get_entries(&self, ids: &[String]) -> Result<Vec<RegistrationEntry>>;
+
     /// Lists entries matching every set filter, ordered by ID, one page at a time.
     /// `InvalidArgument` for a selector or federates-with filter with an empty set.
     async fn list_entries(&self, req: &ListEntriesRequest) -> Result<ListEntriesResponse>;
@@ -95,6 +100,10 @@ pub trait DataStore: Send + Sync {
 
     /// Fetches one node, with its selectors.
     async fn get_attested_node(&self, spiffe_id: &SpiffeId) -> Result<Option<AttestedNode>>;
+
+    /// The nodes among `ids` that exist (with selectors), ordered by SPIFFE
+    /// ID; missing IDs are left out.
+    async fn get_attested_nodes(&self, ids: &[SpiffeId]) -> Result<Vec<AttestedNode>>;
 
     /// Replaces the fields chosen by `mask` and returns the stored node.
     /// `NotFound` when no such node.

@@ -56,6 +56,7 @@ conformance!(
     entry_list_pages_cover_everything_once_in_id_order,
     entry_count_agrees_with_list,
     entry_list_by_parents_and_selector_subset,
+    bulk_get_returns_existing_entries_and_nodes_in_order,
     entry_prune_removes_only_expired_entries,
     entry_prune_deletes_in_bounded_batches_soonest_expired_first,
     entry_events_written_for_each_change_only,
@@ -991,6 +992,50 @@ mod cases {
                 .expect("count"),
             7
         );
+    }
+
+    pub async fn bulk_get_returns_existing_entries_and_nodes_in_order(ds: Arc<dyn DataStore>) {
+        // More IDs than one IN list holds, so the chunking is exercised.
+        let mut ids = Vec::new();
+        for i in 0..1200 {
+            let name = format!("e{i:05}");
+            create_with_id(
+                &ds,
+                &name,
+                entry(&format!("spiffe://td/w{i}"), "spiffe://td/p", &["k:1"]),
+            )
+            .await;
+            ids.push(name);
+        }
+        let mut asked: Vec<String> = ids.iter().rev().cloned().collect();
+        asked.push("missing".into());
+        asked.push(ids[3].clone());
+        let got = ds.get_entries(&asked).await.expect("get entries");
+        let got_ids: Vec<_> = got.iter().map(|e| e.id.clone()).collect();
+        assert_eq!(got_ids, ids, "every existing entry once, in ID order");
+        assert_eq!(got[7].selectors, sels(&["k:1"]));
+        assert!(ds.get_entries(&[]).await.expect("empty").is_empty());
+
+        ds.create_attested_node(node("spiffe://td/spire/agent/b", &["s:1", "s:2"]))
+            .await
+            .expect("node b");
+        ds.create_attested_node(node("spiffe://td/spire/agent/a", &[]))
+            .await
+            .expect("node a");
+        let nodes = ds
+            .get_attested_nodes(&[
+                id("spiffe://td/spire/agent/b"),
+                id("spiffe://td/spire/agent/none"),
+                id("spiffe://td/spire/agent/a"),
+            ])
+            .await
+            .expect("get nodes");
+        let node_ids: Vec<_> = nodes.iter().map(|n| n.spiffe_id.to_string()).collect();
+        assert_eq!(
+            node_ids,
+            ["spiffe://td/spire/agent/a", "spiffe://td/spire/agent/b"]
+        );
+        assert_eq!(nodes[1].selectors, sels(&["s:1", "s:2"]));
     }
 
     pub async fn entry_list_by_parents_and_selector_subset(ds: Arc<dyn DataStore>) {

@@ -13,6 +13,7 @@ use sigil_spiffe::{SpiffeId, TrustDomain};
 
 use crate::api::limits::RateLimitConfig;
 use crate::endpoints::ConnectionBounds;
+use crate::index::{IndexConfig, IndexMode};
 use crate::podcert::{self, PodCertificatesConfig, SignerName};
 use crate::prune::PruneConfig;
 
@@ -21,7 +22,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "ca_key_type_wit",
     "default_wit_svid_ttl",
     "agent_ttl",
-    "cache_reload_interval",
     "log_file",
     "log_source_location",
     "profiling_enabled",
@@ -32,7 +32,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
     "socket_permissions",
     "use_legacy_downstream_x509_ca_ttl",
     "jwt_issuer_signing",
-    "max_attested_node_info_staleness",
     "admin_ids_exclude",
     "default_svid_ttl",
 ];
@@ -41,10 +40,6 @@ const UNSUPPORTED_SERVER: &[&str] = &[
 const UNSUPPORTED_EXPERIMENTAL: &[&str] = &[
     "agent_spiffe_id_as_selector",
     "auth_opa_policy_engine",
-    "cache_reload_interval",
-    "full_cache_reload_interval",
-    "events_based_cache",
-    "event_timeout",
     "sql_transaction_timeout",
     "require_pq_kem",
     "wit_key_type",
@@ -102,6 +97,11 @@ pub struct ServerConfig {
     /// `prune_attested_nodes_expired_for`, `prune_tofu_nodes` and
     /// `experimental.prune_events_older_than`.
     pub prune: PruneConfig,
+    /// The entry index: `cache_reload_interval`,
+    /// `max_attested_node_info_staleness` and `experimental {
+    /// events_based_cache, cache_reload_interval, full_cache_reload_interval,
+    /// event_timeout }`.
+    pub index: IndexConfig,
     /// Bounds of the agent (mTLS) endpoint. Not read from the file (SPIRE
     /// has no such options); tests shorten the connection age here.
     pub agent_endpoint_bounds: ConnectionBounds,
@@ -304,7 +304,7 @@ impl ServerConfig {
             }
             None => RateLimitConfig::default(),
         };
-        let prune = parse_prune(&mut s)?;
+        let (prune, index) = parse_prune_and_index(&mut s)?;
         s.finish(UNSUPPORTED_SERVER)?;
 
         if ca_ttl < default_x509_svid_ttl {
@@ -335,6 +335,7 @@ impl ServerConfig {
             audit_log_enabled,
             ratelimit,
             prune,
+            index,
             agent_endpoint_bounds: ConnectionBounds::agent_endpoint(),
             admin_socket_bounds: ConnectionBounds::admin_socket(),
             telemetry,
@@ -642,11 +643,29 @@ fn parse_federates_with(
     })
 }
 
-/// `prune_attested_nodes_expired_for`, `prune_tofu_nodes` and the
-/// `experimental { prune_events_older_than }` option (the only
-/// `experimental` option sigil reads; the rest are named as unsupported).
-fn parse_prune(s: &mut Section) -> Result<PruneConfig, ConfigError> {
+/// Pruning (`prune_attested_nodes_expired_for`, `prune_tofu_nodes`,
+/// `prune_attested_nodes_batch_size`, `experimental.prune_events_older_than`)
+/// and the entry index (`cache_reload_interval`,
+/// `max_attested_node_info_staleness`, `experimental { events_based_cache,
+/// cache_reload_interval, full_cache_reload_interval, event_timeout }`). The
+/// rest of `experimental` is named as unsupported.
+fn parse_prune_and_index(s: &mut Section) -> Result<(PruneConfig, IndexConfig), ConfigError> {
     let mut config = PruneConfig::default();
+    let mut index = IndexConfig::default();
+    let at_least = |sec: &Section, key: &str, d: Duration, min: Duration| {
+        if d < min {
+            Err(sec.invalid_value(key, format!("must be at least {min:?}")))
+        } else {
+            Ok(d)
+        }
+    };
+    let ms = Duration::from_millis;
+    if let Some(d) = s.take_duration("cache_reload_interval")? {
+        index.poll_interval = at_least(s, "cache_reload_interval", d, ms(10))?;
+    }
+    if let Some(d) = s.take_duration("max_attested_node_info_staleness")? {
+        index.node_staleness = d;
+    }
     if let Some(block) = s.take_block("experimental")? {
         let mut exp = block.body;
         if let Some(d) = exp.take_duration("prune_events_older_than")? {
@@ -654,6 +673,27 @@ fn parse_prune(s: &mut Section) -> Result<PruneConfig, ConfigError> {
                 return Err(exp.invalid_value("prune_events_older_than", "must be at least 1s"));
             }
             config.events_older_than = d;
+        }
+        if let Some(events) = exp.take_bool("events_based_cache")? {
+            index.mode = if events {
+                IndexMode::Events
+            } else {
+                IndexMode::FullReload
+            };
+        }
+        if let Some(d) = exp.take_duration("cache_reload_interval")? {
+            index.poll_interval = at_least(&exp, "cache_reload_interval", d, ms(10))?;
+        }
+        if let Some(d) = exp.take_duration("full_cache_reload_interval")? {
+            index.full_reload_interval = at_least(
+                &exp,
+                "full_cache_reload_interval",
+                d,
+                Duration::from_secs(1),
+            )?;
+        }
+        if let Some(d) = exp.take_duration("event_timeout")? {
+            index.event_timeout = at_least(&exp, "event_timeout", d, Duration::from_secs(1))?;
         }
         exp.finish(UNSUPPORTED_EXPERIMENTAL)?;
     }
@@ -679,7 +719,7 @@ fn parse_prune(s: &mut Section) -> Result<PruneConfig, ConfigError> {
             "has no effect without prune_attested_nodes_expired_for",
         ));
     }
-    Ok(config)
+    Ok((config, index))
 }
 
 fn key_type(s: &mut Section, key: &str) -> Result<Option<KeyType>, ConfigError> {
@@ -840,8 +880,41 @@ plugins {
                 .contains("prune_events_older_than")
         );
         assert_eq!(
-            with("experimental {\n events_based_cache = true\n }"),
-            "option \"events_based_cache\" in server.experimental is not supported by sigil yet"
+            with("experimental {\n auth_opa_policy_engine {}\n }"),
+            "option \"auth_opa_policy_engine\" in server.experimental is not supported by sigil yet"
+        );
+        assert!(
+            with("experimental {\n cache_reload_interval = \"1ms\"\n }")
+                .contains("cache_reload_interval")
+        );
+        assert!(with("experimental {\n event_timeout = \"0s\"\n }").contains("event_timeout"));
+    }
+
+    #[test]
+    fn entry_index_options_are_read_where_spire_puts_them() {
+        let c = ServerConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert_eq!(c.index, IndexConfig::default());
+        let c = ServerConfig::parse(&SPIRE_EXAMPLE.replace(
+            "ca_ttl",
+            "cache_reload_interval = \"3s\"\n    max_attested_node_info_staleness = \"30s\"\n    ca_ttl",
+        ))
+        .unwrap();
+        assert_eq!(c.index.poll_interval, Duration::from_secs(3));
+        assert_eq!(c.index.node_staleness, Duration::from_secs(30));
+        let c = ServerConfig::parse(&SPIRE_EXAMPLE.replace(
+            "ca_ttl",
+            "experimental {\n events_based_cache = false\n cache_reload_interval = \"7s\"\n full_cache_reload_interval = \"1h\"\n event_timeout = \"2m\"\n }\n    ca_ttl",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.index,
+            IndexConfig {
+                mode: IndexMode::FullReload,
+                poll_interval: Duration::from_secs(7),
+                full_reload_interval: Duration::from_secs(3600),
+                event_timeout: Duration::from_secs(120),
+                node_staleness: Duration::ZERO,
+            }
         );
     }
 

@@ -17,6 +17,7 @@ pub mod dev;
 pub mod endpoints;
 pub mod federation;
 pub mod health;
+pub mod index;
 pub mod k8s;
 pub mod plugin;
 pub mod podcert;

@@ -163,6 +163,10 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         );
     }
 
+    let index =
+        crate::index::EntryIndex::load(ds.clone(), cfg.server_id(), clock.clone(), cfg.index)
+            .await?;
+    index.spawn();
     let (changes, _) = watch::channel(0u64);
     let (server_svid_tx, server_svid) = watch::channel(Vec::new());
     let federation = FederationManager::new(
@@ -182,6 +186,7 @@ pub async fn start(cfg: ServerConfig) -> anyhow::Result<Running> {
         default_jwt_svid_ttl: cfg.default_jwt_svid_ttl,
         agent_svid_ttl: cfg.default_x509_svid_ttl,
         admin_ids: cfg.admin_ids.clone(),
+        index,
         changes,
         server_svid,
         federation,

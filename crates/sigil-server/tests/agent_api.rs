@@ -438,19 +438,15 @@ async fn node_alias_entries_authorize_agents_by_node_selectors() {
         "n1",
         vec![sel("k8s_psat:cluster:a"), sel("k8s_psat:zone:x")],
     );
-    let got = sigil_server::api::authorized::authorized_entries(&state, &agent)
-        .await
-        .unwrap();
+    // Written straight to the datastore: the index learns of it from the
+    // event feed.
+    state.index.refresh().await.unwrap();
+    let got = sigil_server::api::authorized::authorized_entries(&state, &agent);
     let ids: Vec<&str> = got.iter().map(|e| e.spiffe_id.as_str()).collect();
     assert_eq!(ids, ["spiffe://example.org/ns/web"], "{got:?}");
     assert_eq!(got[0].id, child.id);
     let lonely = node("n2", vec![sel("k8s_psat:zone:x")]);
-    assert!(
-        sigil_server::api::authorized::authorized_entries(&state, &lonely)
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(sigil_server::api::authorized::authorized_entries(&state, &lonely).is_empty());
 }
 
 /// A workload whose entry is marked `downstream` (a nested server) gets an

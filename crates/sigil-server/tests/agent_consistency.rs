@@ -107,6 +107,14 @@ impl DataStore for BanAfterRead {
         self.inner.list_entries_by_selector_subset(selectors).await
     }
 
+    async fn get_entries(&self, ids: &[String]) -> Result<Vec<RegistrationEntry>> {
+        self.inner.get_entries(ids).await
+    }
+
+    async fn get_attested_nodes(&self, ids: &[SpiffeId]) -> Result<Vec<AttestedNode>> {
+        self.inner.get_attested_nodes(ids).await
+    }
+
     async fn prune_entries(&self, expires_before: i64, limit: u32) -> Result<u64> {
         self.inner.prune_entries(expires_before, limit).await
     }
@@ -320,6 +328,7 @@ fn state_banning_after_read(server: &Server, target: &SpiffeId) -> Arc<ApiState>
         default_jwt_svid_ttl: s.default_jwt_svid_ttl,
         agent_svid_ttl: s.agent_svid_ttl,
         admin_ids: s.admin_ids.clone(),
+        index: s.index.clone(),
         changes: s.changes.clone(),
         server_svid: s.server_svid.clone(),
         federation: s.federation.clone(),

@@ -76,12 +76,12 @@ fn unknown_option_stops_startup_naming_it() {
 fn unsupported_spire_options_and_plugins_are_named() {
     let bad = GOOD.replace(
         "log_level = \"DEBUG\"",
-        "experimental {\n events_based_cache = true\n}",
+        "experimental {\n agent_spiffe_id_as_selector = true\n}",
     );
     let (code, out) = run(&["validate"], &bad);
     assert_ne!(code, 0);
     assert!(
-        out.contains("events_based_cache") && out.contains("not supported"),
+        out.contains("agent_spiffe_id_as_selector") && out.contains("not supported"),
         "{out}"
     );
 

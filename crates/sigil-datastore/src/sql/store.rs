@@ -115,6 +115,35 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
             .map(|entries| entries.into_iter().next())
     }
 
+    async fn get_entries(&self, ids: &[String]) -> Result<Vec<RegistrationEntry>> {
+        const WHAT: &str = "get registration entries";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_read(WHAT).await?;
+        let mut result = Ok(Vec::with_capacity(ids.len()));
+        for chunk in ids.chunks(PARENTS_PER_QUERY) {
+            let mut scope =
+                Stmt::new("SELECT e.entry_id FROM registered_entries e WHERE e.entry_id IN ");
+            scope.bind_list(chunk.iter().map(String::as_str));
+            match fetch_entries::<DB>(&mut tx, scope).await {
+                Ok(found) => {
+                    if let Ok(all) = result.as_mut() {
+                        all.extend(found);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut entries: Vec<RegistrationEntry> = finish::<DB, _>(tx, result, WHAT).await?;
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        entries.dedup_by(|a, b| a.id == b.id);
+        Ok(entries)
+    }
+
     async fn list_entries(&self, req: &ListEntriesRequest) -> Result<ListEntriesResponse> {
         const WHAT: &str = "list registration entries";
         let mut scope = Stmt::new("SELECT e.entry_id FROM registered_entries e WHERE 1 = 1");
@@ -242,6 +271,35 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
         finish::<DB, _>(tx, result, WHAT)
             .await
             .map(|nodes| nodes.into_iter().next())
+    }
+
+    async fn get_attested_nodes(&self, ids: &[SpiffeId]) -> Result<Vec<AttestedNode>> {
+        const WHAT: &str = "get attested nodes";
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin_read(WHAT).await?;
+        let mut result = Ok(Vec::with_capacity(ids.len()));
+        for chunk in ids.chunks(PARENTS_PER_QUERY) {
+            let mut scope =
+                Stmt::new("SELECT n.spiffe_id FROM attested_nodes n WHERE n.spiffe_id IN ");
+            scope.bind_list(chunk.iter().map(SpiffeId::as_str));
+            match fetch_nodes::<DB>(&mut tx, scope).await {
+                Ok(found) => {
+                    if let Ok(all) = result.as_mut() {
+                        all.extend(found);
+                    }
+                }
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let mut nodes: Vec<AttestedNode> = finish::<DB, _>(tx, result, WHAT).await?;
+        nodes.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
+        nodes.dedup_by(|a, b| a.spiffe_id == b.spiffe_id);
+        Ok(nodes)
     }
 
     async fn update_attested_node(

@@ -171,7 +171,7 @@ impl AgentService {
                 DataStoreError::FailedPrecondition(_) => attest_banned(),
                 other => ds_status(other),
             })?;
-        self.state.notify_changed();
+        self.state.entries_changed().await;
         tracing::info!(agent_id = %agent_id, node_attestor_type = attestor.name(), "Agent attestation request completed");
         Ok(pb::AttestAgentResponse {
             step: Some(pb::attest_agent_response::Step::Result(
@@ -343,7 +343,7 @@ impl pb::agent_server::Agent for AgentService {
         match self.state.ds.delete_attested_node(&id).await {
             Ok(_) => {
                 tracing::info!(agent_id = %id, "Agent deleted");
-                self.state.notify_changed();
+                self.state.entries_changed().await;
                 Ok(Response::new(()))
             }
             Err(sigil_datastore::DataStoreError::NotFound(_)) => {
@@ -386,7 +386,7 @@ impl pb::agent_server::Agent for AgentService {
                 other => ds_status(other),
             })?;
         tracing::info!(agent_id = %id, "Agent banned");
-        self.state.notify_changed();
+        self.state.entries_changed().await;
         Ok(Response::new(()))
     }
 
@@ -609,7 +609,7 @@ impl pb::agent_server::Agent for AgentService {
                             "failed to create join token registration entry: {e}"
                         ))
                     })?;
-                self.state.notify_changed();
+                self.state.entries_changed().await;
             }
         }
         Ok(Response::new(types::JoinToken {

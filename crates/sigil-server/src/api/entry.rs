@@ -300,7 +300,7 @@ impl pb::entry_server::Entry for EntryService {
             });
         }
         if changed {
-            self.state.notify_changed();
+            self.state.entries_changed().await;
         }
         Ok(Response::new(pb::BatchCreateEntryResponse { results }))
     }
@@ -331,7 +331,7 @@ impl pb::entry_server::Entry for EntryService {
             });
         }
         if changed {
-            self.state.notify_changed();
+            self.state.entries_changed().await;
         }
         Ok(Response::new(pb::BatchUpdateEntryResponse { results }))
     }
@@ -369,7 +369,7 @@ impl pb::entry_server::Entry for EntryService {
             });
         }
         if changed {
-            self.state.notify_changed();
+            self.state.entries_changed().await;
         }
         Ok(Response::new(pb::BatchDeleteEntryResponse { results }))
     }
@@ -381,7 +381,7 @@ impl pb::entry_server::Entry for EntryService {
         let caller = authenticate(&self.state, &request).await?;
         let agent = require_agent(&caller)?.clone();
         let mask = request.into_inner().output_mask;
-        let entries = authorized_entries(&self.state, &agent).await?;
+        let entries = authorized_entries(&self.state, &agent);
         Ok(Response::new(pb::GetAuthorizedEntriesResponse {
             entries: entries
                 .iter()
@@ -416,8 +416,8 @@ impl pb::entry_server::Entry for EntryService {
             return Err(Status::invalid_argument("revision number cannot be masked"));
         }
         let mask = first.output_mask;
-        let mut entries = authorized_entries(&self.state, &agent).await?;
-        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        // Ordered by entry ID.
+        let entries = authorized_entries(&self.state, &agent);
         let (tx, rx) = mpsc::channel(4);
         tokio::spawn(async move {
             if entries.len() <= SYNC_PAGE_SIZE {

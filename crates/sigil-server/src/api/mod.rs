@@ -52,7 +52,11 @@ pub struct ApiState {
     pub agent_svid_ttl: Duration,
     /// IDs allowed to administer over mTLS.
     pub admin_ids: Vec<SpiffeId>,
-    /// Bumped whenever entries or agents change, so agent syncs can wake.
+    /// Registration entries and agents in memory, fed by the event feed.
+    pub index: Arc<crate::index::EntryIndex>,
+    /// Bumped when something agents depend on changes that the index does
+    /// not carry (federated bundles): their change streams ask for a full
+    /// sync.
     pub changes: watch::Sender<u64>,
     /// The server's own X509-SVID chain (leaf first), as last issued.
     pub server_svid: watch::Receiver<Vec<Vec<u8>>>,
@@ -73,9 +77,19 @@ impl std::fmt::Debug for ApiState {
 }
 
 impl ApiState {
-    /// Signals that entries or agents changed.
+    /// Signals a change the index does not carry (federated bundles).
     pub fn notify_changed(&self) {
         self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Applies this server's own entry or agent change to the index at once
+    /// (other servers on the database see it at their next poll). The write
+    /// already succeeded, so a failure here is only logged: the index's
+    /// next poll picks the change up.
+    pub async fn entries_changed(&self) {
+        if let Err(e) = self.index.refresh().await {
+            tracing::warn!(error = %e, "Entry index not refreshed after a change; the next poll will catch up");
+        }
     }
 }
 
@@ -141,18 +155,11 @@ pub async fn authenticate<T>(state: &ApiState, req: &Request<T>) -> Result<Calle
             .map(Caller::Agent);
     }
     // An admin entry grants admin rights to workloads holding its SVID.
-    let admin_entries = state
-        .ds
-        .list_entries(&sigil_datastore::ListEntriesRequest {
-            by_spiffe_id: Some(id.clone()),
-            ..Default::default()
-        })
-        .await
-        .map_err(ds_status)?;
-    if admin_entries.entries.iter().any(|e| e.admin) {
+    let entries = state.index.entries_with_spiffe_id(&id);
+    if entries.iter().any(|e| e.admin) {
         return Ok(Caller::Admin(id));
     }
-    if admin_entries.entries.iter().any(|e| e.downstream) {
+    if entries.iter().any(|e| e.downstream) {
         return Ok(Caller::Downstream(id));
     }
     Ok(Caller::Other(id))
@@ -172,6 +179,16 @@ async fn authenticate_agent(
     id: SpiffeId,
     serial: &str,
 ) -> Result<AttestedNode, Status> {
+    // Within `max_attested_node_info_staleness`, an agent presenting its
+    // current SVID is admitted from the index's record; anything else
+    // (unknown, banned, a renewed SVID to promote) is judged on the
+    // datastore's.
+    if let Some(node) = state.index.fresh_node(&id)
+        && !node.cert_serial_number.is_empty()
+        && serial == node.cert_serial_number
+    {
+        return Ok((*node).clone());
+    }
     for _ in 0..PROMOTION_ATTEMPTS {
         let node = state
             .ds

@@ -10,7 +10,7 @@ use sigil_proto::spire::api::server::svid::v1 as pb;
 use sigil_proto::spire::api::types;
 use tonic::{Request, Response, Status};
 
-use super::authorized::{authorized_entries, authorized_entry};
+use super::authorized::authorized_entry;
 use super::convert::{id_to_proto, workload_id_from_proto};
 use super::limits::{Limit, MAX_X509_SVID_BATCH, check_batch};
 use super::{
@@ -189,10 +189,10 @@ impl pb::svid_server::Svid for SvidService {
         self.state.limits.check(Limit::Signing, &request, n).await?;
         check_batch(n, MAX_X509_SVID_BATCH, "X509-SVID parameters")?;
         let r = request.into_inner();
-        let entries = authorized_entries(&self.state, &agent).await?;
         let mut results = Vec::with_capacity(r.params.len());
         for p in r.params {
-            let result = match entries.iter().find(|e| e.id == p.entry_id) {
+            let entry = authorized_entry(&self.state, &agent, &p.entry_id);
+            let result = match entry.as_deref() {
                 None if p.entry_id.is_empty() => Err(Status::invalid_argument("missing entry ID")),
                 None => Err(Status::not_found("entry not found or not authorized")),
                 Some(entry) => self.new_x509(entry, &p.csr).await,
@@ -230,7 +230,6 @@ impl pb::svid_server::Svid for SvidService {
             return Err(Status::invalid_argument("missing entry ID"));
         }
         let entry = authorized_entry(&self.state, &agent, &r.entry_id)
-            .await?
             .ok_or_else(|| Status::not_found("entry not found or not authorized"))?;
         let (token, iat, exp) = self
             .state

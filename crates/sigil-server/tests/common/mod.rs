@@ -183,7 +183,18 @@ pub async fn attest(
     roots: Vec<Vec<u8>>,
     token: &str,
 ) -> Result<Agent, tonic::Status> {
-    let cfg = sigil_crypto::tls::client_config(roots, server_id(), None).unwrap();
+    attest_to(addr, roots, token, server_id()).await
+}
+
+/// Attests an agent with a join token to the server `server_id`.
+#[allow(dead_code)]
+pub async fn attest_to(
+    addr: std::net::SocketAddr,
+    roots: Vec<Vec<u8>>,
+    token: &str,
+    server_id: sigil_spiffe::SpiffeId,
+) -> Result<Agent, tonic::Status> {
+    let cfg = sigil_crypto::tls::client_config(roots, server_id, None).unwrap();
     let mut client = agentpb::agent_client::AgentClient::new(tls_channel(addr, cfg).await);
     let key = SoftwareKey::generate(KeyType::EcP256).unwrap();
     let csr = sigil_crypto::csr::create_csr(&key, None).unwrap();
