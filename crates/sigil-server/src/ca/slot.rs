@@ -184,9 +184,8 @@ impl<A: SlotAuthority> Slots<A> {
     /// Takes the prepared authority out of the next slot if it can still
     /// sign at `now`; an expired prepared one is dropped all the same.
     pub(crate) fn take_usable_prepared(&mut self, now: SystemTime) -> Option<A> {
-        if self.prepared().is_none() {
-            return None;
-        }
+        // Only a prepared authority leaves the slot; an old one stays.
+        self.prepared()?;
         self.next.take().filter(|n| n.not_after() > now)
     }
 
