@@ -17,6 +17,7 @@ pub mod api;
 pub mod attest;
 pub mod client;
 pub mod jwt;
+pub mod lru;
 pub mod store;
 pub mod sync;
 
@@ -43,7 +44,7 @@ use self::attest::{AgentSvid, Retry, retry_transient};
 use self::jwt::CachingJwtMinter;
 use self::store::{DataDir, StoreError};
 use self::sync::{SyncState, should_rotate};
-use crate::cache::{CacheHandle, JwtMinter, Snapshot};
+use crate::cache::{CacheHandle, JwtMinter, Snapshot, Subscriptions};
 use crate::config::{AgentConfig, BundleFormat, TrustBundleSource};
 
 /// How long the first sync after start may hold up [`Manager::start`] when
@@ -72,6 +73,11 @@ pub struct ManagerConfig {
     pub sync_interval: Duration,
     /// How long the first contact with the server is retried.
     pub bootstrap_timeout: Duration,
+    /// Most X509-SVIDs held beyond those of callers being served
+    /// (`x509_svid_cache_max_size`).
+    pub x509_svid_cache_max_size: usize,
+    /// Most JWT-SVIDs held (`jwt_svid_cache_max_size`).
+    pub jwt_svid_cache_max_size: usize,
 }
 
 impl ManagerConfig {
@@ -87,6 +93,8 @@ impl ManagerConfig {
             workload_key_type: cfg.workload_key_type,
             sync_interval: cfg.sync_interval,
             bootstrap_timeout: cfg.bootstrap_timeout,
+            x509_svid_cache_max_size: cfg.x509_svid_cache_max_size,
+            jwt_svid_cache_max_size: cfg.jwt_svid_cache_max_size,
         }
     }
 }
@@ -206,6 +214,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     data: DataDir,
     jwt: Arc<CachingJwtMinter>,
+    /// The callers being served X509-SVIDs (shared with the Workload API).
+    subscriptions: Arc<Subscriptions>,
     notify: Notify,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     /// Set when the agent must stop (it was banned).
@@ -374,9 +384,14 @@ impl Manager {
             }
         };
         let has_cached = !cached.is_empty();
-        let state = SyncState::new(td.clone(), bundle, federated, cached);
+        let subscriptions = Arc::new(Subscriptions::default());
+        let state = SyncState::new(td.clone(), bundle, federated, cached)
+            .with_svid_cache(cfg.x509_svid_cache_max_size, subscriptions.clone());
         let (snapshots, _) = watch::channel(Some(Arc::new(state.snapshot())));
-        let jwt = Arc::new(CachingJwtMinter::new(api.clone(), clock.clone()));
+        let jwt = Arc::new(
+            CachingJwtMinter::new(api.clone(), clock.clone())
+                .with_max_size(cfg.jwt_svid_cache_max_size),
+        );
 
         let shared = Arc::new(Shared {
             cfg,
@@ -385,6 +400,7 @@ impl Manager {
             clock,
             data,
             jwt: jwt.clone(),
+            subscriptions,
             notify: Notify::new(),
             fatal: watch::channel(None).0,
             snapshots,
@@ -417,10 +433,11 @@ impl Manager {
         };
         let sync = tokio::spawn(run_loop(shared.clone(), !first_ok));
         let watch = tokio::spawn(watch_loop(shared.clone()));
+        let signing = tokio::spawn(signing_loop(shared.clone()));
         Ok(Manager {
             shared,
             jwt,
-            tasks: Mutex::new(vec![sync, watch]),
+            tasks: Mutex::new(vec![sync, watch, signing]),
         })
     }
 
@@ -429,6 +446,7 @@ impl Manager {
         CacheHandle {
             snapshots: self.shared.snapshots.subscribe(),
             jwt: self.jwt.clone() as Arc<dyn JwtMinter>,
+            subscriptions: self.shared.subscriptions.clone(),
         }
     }
 
@@ -583,6 +601,33 @@ impl Shared {
             Err(e) => Err(e),
             Ok(()) => rotation,
         }
+    }
+
+    /// Signs the X509-SVIDs callers being served need and the agent does
+    /// not hold (beyond the cache size if need be), from the entries of the
+    /// last sync, then publishes.
+    async fn sign_on_demand(&self) {
+        let mut state = self.state.lock().await;
+        let mut outcome = sync::SyncOutcome::default();
+        let call = CallCounter::start("manager_sign_on_demand");
+        let result = state
+            .refresh_svids(
+                self.api.as_ref(),
+                self.clock.as_ref(),
+                self.cfg.workload_key_type,
+                false,
+                &mut outcome,
+            )
+            .await;
+        call.finish_result(&result, |s| code_name(s.code() as i32).to_owned());
+        if let Err(status) = &result {
+            tracing::warn!(code = ?status.code(), error = %status.message(), "Signing X509-SVIDs on demand failed");
+        } else if outcome.issued + outcome.evicted > 0 {
+            tracing::debug!(?outcome, "Signed X509-SVIDs on demand");
+        }
+        state.prune_expired(self.clock.unix_now());
+        record_cache_metrics(&state, self.clock.unix_now());
+        self.publish(&state).await;
     }
 
     /// Drops expired SVIDs and publishes, for ticks that cannot reach the
@@ -845,6 +890,7 @@ fn newest_new_entry_age(
 /// and sigil's age of the oldest X509-SVID held (how far rotation lags).
 fn record_cache_metrics(state: &SyncState, now: i64) {
     metrics::gauge!("lru_cache_svid_map_size").set(state.svids.len() as f64);
+    metrics::gauge!("lru_cache_subscribers").set(state.subscriptions.active().len() as f64);
     if let Some(entries) = &state.entries {
         metrics::gauge!("lru_cache_record_map_size").set(entries.len() as f64);
     }
@@ -879,6 +925,15 @@ async fn run_loop(shared: Arc<Shared>, sync_first: bool) {
                 tracing::warn!(error = %e, retry_in = ?delay, "Synchronize failed");
             }
         }
+    }
+}
+
+/// Signs on demand whenever a caller needs an SVID the agent does not
+/// hold. Requests made while one is being served are served together.
+async fn signing_loop(shared: Arc<Shared>) {
+    loop {
+        shared.subscriptions.signing_requested().await;
+        shared.sign_on_demand().await;
     }
 }
 

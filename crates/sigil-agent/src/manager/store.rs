@@ -70,8 +70,8 @@ pub enum StoreError {
 /// A workload SVID with what the manager needs to decide when to renew it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedSvid {
-    /// What workloads get.
-    pub record: X509SvidRecord,
+    /// What workloads get, shared with the published snapshots.
+    pub record: std::sync::Arc<X509SvidRecord>,
     /// Leaf `notBefore`, unix seconds.
     pub issued_at: i64,
     /// Revision of the entry it was issued for.
@@ -380,7 +380,7 @@ impl StoredSvid {
             .map(|t| TrustDomain::new(t).map_err(|e| format!("federates_with: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(CachedSvid {
-            record: X509SvidRecord {
+            record: std::sync::Arc::new(X509SvidRecord {
                 entry_id: self.entry_id,
                 spiffe_id,
                 selectors,
@@ -389,7 +389,7 @@ impl StoredSvid {
                 key_pkcs8,
                 expires_at: self.expires_at,
                 federates_with,
-            },
+            }),
             issued_at: self.issued_at,
             revision_number: self.revision_number,
             dns_names: self.dns_names,
@@ -441,7 +441,8 @@ mod tests {
         let dd = DataDir::new(dir.path());
         let now = sigil_plugin::clock::unix(std::time::SystemTime::now());
         let mut live = ca.cached_svid("e1", "/web", now - 10, now + 3600);
-        live.record.federates_with = vec![TrustDomain::new("partner.org").unwrap()];
+        std::sync::Arc::make_mut(&mut live.record).federates_with =
+            vec![TrustDomain::new("partner.org").unwrap()];
         let partner = TestCa::new("partner.org");
         let mut federated = Bundle::new(partner.td.clone());
         federated.x509_authorities.push(partner.cert.clone());

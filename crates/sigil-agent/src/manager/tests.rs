@@ -10,6 +10,7 @@ use sigil_plugin::keymanager::{DiskKeyManager, KeyManager, MemoryKeyManager};
 
 use super::testing::{FakePopAgent, FakeServer, TestCa, entry, federated_entry};
 use super::*;
+use sigil_spiffe::Selector;
 
 fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerConfig {
     ManagerConfig {
@@ -22,6 +23,8 @@ fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerC
         // Long: tests drive syncs themselves unless they trigger one.
         sync_interval: Duration::from_secs(3600),
         bootstrap_timeout: Duration::from_secs(1),
+        x509_svid_cache_max_size: crate::config::DEFAULT_SVID_CACHE_MAX_SIZE,
+        jwt_svid_cache_max_size: crate::config::DEFAULT_SVID_CACHE_MAX_SIZE,
     }
 }
 
@@ -613,4 +616,95 @@ fn propagation_is_the_age_of_the_newest_entry_this_sync_brought() {
     );
     // A server clock ahead of ours never gives a negative time.
     assert_eq!(newest_new_entry_age(Some(&known), &entries, 900), Some(0));
+}
+
+#[tokio::test]
+async fn a_caller_beyond_the_cache_size_gets_its_svid_signed_on_demand_and_kept_while_served() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(
+        (0..5)
+            .map(|i| {
+                entry(
+                    &format!("e{i}"),
+                    &format!("/w{i}"),
+                    &[&format!("unix:uid:{i}")],
+                )
+            })
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.x509_svid_cache_max_size = 2;
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let held = |m: &Manager| -> Vec<String> {
+        m.snapshot()
+            .unwrap()
+            .svids
+            .iter()
+            .map(|s| s.entry_id.clone())
+            .collect()
+    };
+    // Signed ahead of callers up to the cache size, in entry ID order.
+    assert_eq!(held(&m), ["e0", "e1"]);
+    assert_eq!(m.snapshot().unwrap().unsigned.len(), 3);
+    assert_eq!(server.x509_issued(), 2);
+
+    let caller = [Selector::parse("unix:uid:4").unwrap()];
+    let cache = m.cache_handle();
+    let subscription = tokio::time::timeout(Duration::from_secs(10), cache.subscribe(&caller))
+        .await
+        .expect("signed on demand well before the timeout");
+    let snap = m.snapshot().unwrap();
+    assert_eq!(
+        snap.svids_for(&caller)
+            .iter()
+            .map(|s| s.entry_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e4"]
+    );
+    // The least recently used SVID made room: still two held.
+    assert_eq!(held(&m), ["e0", "e4"]);
+
+    // Syncs keep the served caller's SVID and the cache size.
+    m.sync_now().await.unwrap();
+    assert_eq!(held(&m), ["e0", "e4"]);
+
+    // Another caller: e1 signed again; e4 is still served, so e0 goes.
+    let other = [Selector::parse("unix:uid:1").unwrap()];
+    let _second = cache.subscribe(&other).await;
+    assert_eq!(held(&m), ["e1", "e4"]);
+
+    // Once e4's caller is gone, it is an SVID like the others.
+    drop(subscription);
+    m.sync_now().await.unwrap();
+    assert_eq!(held(&m).len(), 2);
+    assert!(held(&m).contains(&"e1".to_owned()));
+}
+
+#[tokio::test]
+async fn callers_served_at_once_are_all_kept_beyond_the_cache_size() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(
+        (0..4)
+            .map(|i| entry(&format!("e{i}"), &format!("/w{i}"), &["unix:uid:7"]))
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.x509_svid_cache_max_size = 1;
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    assert_eq!(m.snapshot().unwrap().svids.len(), 1);
+    let caller = [Selector::parse("unix:uid:7").unwrap()];
+    let _served = m.cache_handle().subscribe(&caller).await;
+    assert_eq!(m.snapshot().unwrap().svids_for(&caller).len(), 4);
+    m.sync_now().await.unwrap();
+    assert_eq!(
+        m.snapshot().unwrap().svids.len(),
+        4,
+        "a served workload is never denied"
+    );
 }

@@ -750,6 +750,7 @@ async fn serve_reports_health_once_a_snapshot_exists() {
     let cache = crate::cache::CacheHandle {
         snapshots: rx,
         jwt: minter,
+        subscriptions: Default::default(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("public/api.sock");
@@ -777,7 +778,8 @@ async fn serve_reports_health_once_a_snapshot_exists() {
     tx.send_replace(Some(Arc::new(Snapshot {
         bundle: Arc::new(ca.bundle()),
         federated_bundles: vec![],
-        svids: vec![ca.svid("e1", "/web", &["unix:uid:1000"])],
+        svids: vec![Arc::new(ca.svid("e1", "/web", &["unix:uid:1000"]))],
+        unsigned: vec![],
     })));
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
@@ -822,7 +824,8 @@ fn duplicate_hints_keep_the_first_entry_only() {
     let snapshot = Snapshot {
         bundle: Arc::new(ca.bundle()),
         federated_bundles: vec![],
-        svids: vec![a, b, c],
+        svids: vec![Arc::new(a), Arc::new(b), Arc::new(c)],
+        unsigned: vec![],
     };
     let ids: Vec<&str> = compose::identities(&snapshot, &[selector("unix:uid:1")])
         .iter()
