@@ -24,9 +24,9 @@ pub mod sync;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,7 +44,7 @@ use self::attest::{AgentSvid, Retry, retry_transient};
 use self::jwt::CachingJwtMinter;
 use self::store::{DataDir, StoreError};
 use self::sync::{SyncState, should_rotate};
-use crate::cache::{CacheHandle, JwtMinter, Snapshot, Subscriptions};
+use crate::cache::{CacheHandle, JwtMinter, Snapshot, Subscriptions, X509SvidRecord};
 use crate::config::{AgentConfig, BundleFormat, TrustBundleSource};
 
 /// How long the first sync after start may hold up [`Manager::start`] when
@@ -61,7 +61,7 @@ pub struct ManagerConfig {
     pub trust_domain: TrustDomain,
     /// `host:port` of the server, for messages.
     pub server: String,
-    /// Where `agent_svid.der`, `bundle.der` and `svid_cache.json` live.
+    /// Where `agent_svid.der`, `bundle.der` and `svid_cache/` live.
     pub data_dir: PathBuf,
     /// How the server is authenticated before the agent has a bundle.
     pub trust_bundle: TrustBundleSource,
@@ -223,12 +223,24 @@ struct Shared {
     /// The agent SVID and the roots the server is verified against.
     creds: Mutex<Creds>,
     state: tokio::sync::Mutex<SyncState>,
-    /// Whether `svid_cache.json` was written by this process yet.
-    persisted: AtomicBool,
+    /// What `svid_cache/` holds, as far as this process knows.
+    persisted: tokio::sync::Mutex<Persisted>,
     /// Unix seconds of the last successful sync; 0 before the first.
     last_sync: AtomicI64,
     /// How many times the agent attested again since start.
     reattestations: std::sync::atomic::AtomicU64,
+}
+
+/// What the SVID cache directory holds: publishing writes only what
+/// differs (records are compared by pointer: a changed SVID is a new one).
+#[derive(Debug, Default)]
+struct Persisted {
+    /// The bundles last written; `None` before the first write, which also
+    /// removes whatever SVID files the agent no longer holds.
+    bundles: Option<(Arc<Bundle>, Vec<Arc<Bundle>>)>,
+    svids: HashMap<String, Arc<X509SvidRecord>>,
+    /// The cache was read from the single-file format of earlier versions.
+    legacy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -358,8 +370,17 @@ impl Manager {
             }),
         )?;
 
+        let mut persisted = Persisted::default();
         let (federated, cached) = match data.load_svid_cache(&td, clock.unix_now()) {
             Ok(loaded) => {
+                persisted.legacy = loaded.legacy;
+                if !loaded.legacy {
+                    persisted.svids = loaded
+                        .svids
+                        .iter()
+                        .map(|s| (s.record.entry_id.clone(), s.record.clone()))
+                        .collect();
+                }
                 // The stored full bundle carries JWT authorities too; prefer it
                 // while its X.509 authorities agree with bundle.der.
                 if let Some(b) = loaded.bundle
@@ -410,7 +431,7 @@ impl Manager {
                 reattestable,
             }),
             state: tokio::sync::Mutex::new(state),
-            persisted: AtomicBool::new(false),
+            persisted: tokio::sync::Mutex::new(persisted),
             last_sync: AtomicI64::new(0),
             reattestations: std::sync::atomic::AtomicU64::new(0),
         });
@@ -825,28 +846,115 @@ impl Shared {
         });
         // The first snapshot is persisted even if unchanged, so the stored
         // bundle carries the JWT authorities from the start.
-        if !changed && self.persisted.swap(true, Ordering::SeqCst) {
+        let mut persisted = self.persisted.lock().await;
+        if !changed && persisted.bundles.is_some() {
             return;
         }
-        self.persisted.store(true, Ordering::SeqCst);
+        let federated: Vec<Arc<Bundle>> = state.federated.values().cloned().collect();
+        let bundles = (state.bundle.clone(), federated);
+        let first = persisted.bundles.is_none();
+        let write_bundles = persisted.bundles.as_ref() != Some(&bundles);
+        let writes: Vec<store::CachedSvid> = state
+            .svids
+            .values()
+            .filter(|s| {
+                persisted
+                    .svids
+                    .get(&s.record.entry_id)
+                    .is_none_or(|r| !Arc::ptr_eq(r, &s.record))
+            })
+            .cloned()
+            .collect();
+        let removals: Vec<String> = persisted
+            .svids
+            .keys()
+            .filter(|id| !state.svids.contains_key(*id))
+            .cloned()
+            .collect();
+        let held: Vec<String> = if first {
+            state.svids.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let legacy = persisted.legacy;
         let data = self.data.clone();
         let td = state.td.clone();
-        let bundle = state.bundle.clone();
-        let federated: Vec<_> = state.federated.values().cloned().collect();
-        let svids: Vec<_> = state.svids.values().cloned().collect();
+        let to_write = bundles.clone();
         let written = tokio::task::spawn_blocking(move || {
-            data.store_svid_cache(
-                &td,
-                Some(&bundle),
-                &federated.iter().map(|b| &**b).collect::<Vec<_>>(),
-                &svids.iter().collect::<Vec<_>>(),
-            )
+            let mut report = PersistReport::default();
+            if write_bundles {
+                let federated: Vec<&Bundle> = to_write.1.iter().map(|b| &**b).collect();
+                report.bundles = data.store_svid_cache_bundles(&td, Some(&to_write.0), &federated);
+            }
+            for svid in writes {
+                match data.store_svid(&svid) {
+                    Ok(()) => report.written.push(svid.record),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            for id in removals {
+                match data.remove_svid(&id) {
+                    Ok(()) => report.removed.push(id),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            if first {
+                let keep = held.iter().map(String::as_str).collect();
+                if let Err(e) = data.remove_svids_except(&keep) {
+                    report.errors.push(e);
+                }
+            }
+            if legacy && report.errors.is_empty() && report.bundles.is_ok() {
+                report.legacy_removed = data.remove_legacy_svid_cache().is_ok();
+            }
+            report
         })
         .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "Could not store the SVID cache"),
-            Err(e) => tracing::warn!(error = %e, "Could not store the SVID cache"),
+        let report = match written {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not store the SVID cache");
+                return;
+            }
+        };
+        match report.bundles {
+            Ok(()) => persisted.bundles = Some(bundles),
+            Err(e) => tracing::warn!(error = %e, "Could not store the SVID cache bundles"),
+        }
+        for record in report.written {
+            persisted.svids.insert(record.entry_id.clone(), record);
+        }
+        for id in report.removed {
+            persisted.svids.remove(&id);
+        }
+        for e in report.errors {
+            tracing::warn!(error = %e, "Could not store the SVID cache");
+        }
+        if report.legacy_removed {
+            persisted.legacy = false;
+            tracing::info!("SVID cache moved to svid_cache/; removed svid_cache.json");
+        }
+    }
+}
+
+/// What one write of the SVID cache did.
+#[derive(Debug)]
+struct PersistReport {
+    bundles: Result<(), StoreError>,
+    written: Vec<Arc<X509SvidRecord>>,
+    removed: Vec<String>,
+    errors: Vec<StoreError>,
+    legacy_removed: bool,
+}
+
+impl Default for PersistReport {
+    fn default() -> Self {
+        PersistReport {
+            bundles: Ok(()),
+            written: Vec::new(),
+            removed: Vec::new(),
+            errors: Vec::new(),
+            legacy_removed: false,
         }
     }
 }
