@@ -24,6 +24,7 @@ fn gauge(port: u16, name: &str) -> Option<f64> {
     }
     body.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
         let (metric, value) = l.rsplit_once(' ')?;
+        let metric = metric.split_once('{').map_or(metric, |(m, _)| m);
         (metric == name).then(|| value.parse().ok())?
     })
 }
