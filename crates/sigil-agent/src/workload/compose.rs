@@ -102,11 +102,9 @@ pub(crate) struct JwtIdentity<'a> {
     pub(crate) hint: &'a str,
 }
 
-/// The entries a caller with `selectors` may have JWT-SVIDs for: those
-/// with an X509-SVID and those without one (beyond the cache size), in
-/// entry ID order, one per non-empty hint (the lowest entry ID), as
-/// [`identities`] does.
-pub(crate) fn jwt_identities<'a>(
+/// Every entry a caller with `selectors` matches: those with an X509-SVID
+/// and those without one (beyond the cache size), in entry ID order.
+pub(crate) fn matching_entries<'a>(
     snapshot: &'a Snapshot,
     selectors: &[Selector],
 ) -> Vec<JwtIdentity<'a>> {
@@ -130,6 +128,17 @@ pub(crate) fn jwt_identities<'a>(
         )
         .collect();
     all.sort_by(|a, b| a.entry_id.cmp(b.entry_id));
+    all
+}
+
+/// The entries a caller with `selectors` may have JWT-SVIDs for
+/// ([`matching_entries`]), one per non-empty hint (the lowest entry ID), as
+/// [`identities`] does.
+pub(crate) fn jwt_identities<'a>(
+    snapshot: &'a Snapshot,
+    selectors: &[Selector],
+) -> Vec<JwtIdentity<'a>> {
+    let mut all = matching_entries(snapshot, selectors);
     let mut hints = HashSet::new();
     all.retain(|i| i.hint.is_empty() || hints.insert(i.hint));
     all

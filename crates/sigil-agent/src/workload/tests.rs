@@ -835,6 +835,39 @@ fn duplicate_hints_keep_the_first_entry_only() {
 }
 
 #[test]
+fn entries_without_an_x509_svid_still_have_jwt_identities() {
+    let ca = TestCa::new("example.org");
+    let signed = ca.svid("b", "/signed", &["unix:uid:1"]);
+    let unsigned = |id: &str, path: &str, hint: &str| {
+        Arc::new(crate::cache::EntryRecord {
+            entry_id: id.into(),
+            spiffe_id: sigil_spiffe::SpiffeId::parse(&format!("spiffe://example.org{path}"))
+                .unwrap(),
+            selectors: vec![selector("unix:uid:1")],
+            hint: hint.into(),
+            federates_with: vec![],
+        })
+    };
+    let snapshot = Snapshot {
+        bundle: Arc::new(ca.bundle()),
+        federated_bundles: vec![],
+        svids: vec![Arc::new(signed)],
+        unsigned: vec![unsigned("a", "/unsigned", ""), unsigned("c", "/dup", "")],
+    };
+    let ids: Vec<&str> = compose::jwt_identities(&snapshot, &[selector("unix:uid:1")])
+        .iter()
+        .map(|s| s.entry_id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    // X509-SVIDs are only those held.
+    assert_eq!(
+        compose::identities(&snapshot, &[selector("unix:uid:1")]).len(),
+        1
+    );
+    assert!(compose::jwt_identities(&snapshot, &[selector("unix:uid:2")]).is_empty());
+}
+
+#[test]
 fn standard_jwks_has_only_jwt_keys_without_use_or_spiffe_members() {
     let ca = TestCa::new("example.org");
     let mut bundle = ca.bundle();
