@@ -591,10 +591,11 @@ fn node_recorded(td: &TrustDomain, node: &str) -> bool {
     out.code == 0 && out.stdout.contains(node)
 }
 
-/// Kills the agent again and again while it writes `svid_cache.json` (many
-/// SVIDs, so the write takes a moment; the kill lands as soon as the
-/// temporary file appears, or at a random point): it always restarts,
-/// serves every SVID, and leaves no temporary files piling up.
+/// Kills the agent again and again while it writes its SVID cache
+/// (`svid_cache/`, one file per SVID; many SVIDs, so the writes take a
+/// moment; the kill lands as soon as a temporary file appears, or at a
+/// random point): it always restarts, serves every SVID, and leaves no
+/// temporary files piling up.
 #[test]
 fn agent_killed_while_writing_its_cache_restarts_and_serves() {
     const ENTRIES: usize = 150;
@@ -624,7 +625,7 @@ fn agent_killed_while_writing_its_cache_restarts_and_serves() {
     wait_serves_all(&td, &ids);
 
     let data_dir = td.path().join("agent0-data");
-    let cache = data_dir.join("svid_cache.json");
+    let cache = data_dir.join("svid_cache");
     let mut extra = 0;
     for round in 0..10 {
         td.kill_agent(0);
@@ -657,13 +658,19 @@ fn agent_killed_while_writing_its_cache_restarts_and_serves() {
         .collect();
     eprintln!("after the kills: {left:?}");
     // Whatever state the kills left, the agent starts and serves everything.
-    let cache_readable = std::fs::read(&cache)
-        .ok()
-        .is_some_and(|b| serde_json::from_slice::<Value>(&b).is_ok());
-    assert!(
-        cache_readable,
-        "the cache file is whole (written atomically)"
-    );
+    let files: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| !p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(!files.is_empty(), "the cache was written");
+    for f in &files {
+        let whole = std::fs::read(f)
+            .ok()
+            .is_some_and(|b| serde_json::from_slice::<Value>(&b).is_ok());
+        assert!(whole, "{} is whole (written atomically)", f.display());
+    }
     td.start_agent(0, None);
     let mut all = ids.clone();
     all.extend((0..extra).map(|i| format!("spiffe://example.org/workload/extra{i}")));
@@ -675,14 +682,18 @@ fn agent_killed_while_writing_its_cache_restarts_and_serves() {
     );
 }
 
+/// Temporary files in `dir` and in its `svid_cache/`.
 fn temp_files(dir: &Path) -> usize {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-                .count()
-        })
-        .unwrap_or(0)
+    let count = |d: &Path| {
+        std::fs::read_dir(d)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    count(dir) + count(&dir.join("svid_cache"))
 }
 
 fn wait_serves_all(td: &TrustDomain, ids: &[String]) {

@@ -7,12 +7,50 @@
 //! SVIDs that match a caller's selectors, and push a new message whenever
 //! the snapshot changes. JWT-SVIDs are minted on demand through
 //! [`JwtMinter`] and cached by the manager.
+//!
+//! The agent holds X509-SVIDs for a bounded number of entries (SPIRE's
+//! `x509_svid_cache_max_size`): the snapshot also lists the authorized
+//! entries it holds none for ([`Snapshot::unsigned`]). A server that hands
+//! out X509-SVIDs first takes a [`Subscription`] through
+//! [`CacheHandle::subscribe`]: while it lives, the caller's entries are
+//! always signed and never evicted, and subscribing waits (at most
+//! [`SIGN_ON_DEMAND_TIMEOUT`]) for the manager to sign the ones missing.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sigil_spiffe::{Bundle, Selector, SpiffeId, TrustDomain};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+
+/// How long a caller waits for the X509-SVIDs of its entries to be signed
+/// on demand before it is served what the agent holds (SPIRE waits for the
+/// caller's own deadline; a bound keeps a refused entry from holding a
+/// call forever).
+pub const SIGN_ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// An authorized entry, as far as serving workloads is concerned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryRecord {
+    /// The entry ID.
+    pub entry_id: String,
+    /// Its SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// Its selectors (a workload must have all of them).
+    pub selectors: Vec<Selector>,
+    /// Its hint.
+    pub hint: String,
+    /// The trust domains it federates with.
+    pub federates_with: Vec<TrustDomain>,
+}
+
+impl EntryRecord {
+    /// True when every selector of the entry is among `workload`'s.
+    pub fn matches(&self, workload: &[Selector]) -> bool {
+        self.selectors.iter().all(|s| workload.contains(s))
+    }
+}
 
 /// An X509-SVID the agent holds for one registration entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +90,31 @@ pub struct Snapshot {
     /// ordered by trust domain. Never holds our own trust domain.
     pub federated_bundles: Vec<Arc<Bundle>>,
     /// One X509-SVID per authorized entry that has one, ordered by entry ID.
-    pub svids: Vec<X509SvidRecord>,
+    /// Shared with the manager's cache: publishing copies no key or chain.
+    pub svids: Vec<Arc<X509SvidRecord>>,
+    /// The authorized entries the agent holds no X509-SVID for (beyond
+    /// the cache size, or not signed yet), ordered by entry ID.
+    pub unsigned: Vec<Arc<EntryRecord>>,
 }
 
 impl Snapshot {
     /// The SVIDs a workload with `selectors` may have, in stable order.
     pub fn svids_for(&self, selectors: &[Selector]) -> Vec<&X509SvidRecord> {
-        self.svids.iter().filter(|s| s.matches(selectors)).collect()
+        self.svids
+            .iter()
+            .filter(|s| s.matches(selectors))
+            .map(|s| &**s)
+            .collect()
+    }
+
+    /// The entries a workload with `selectors` matches that have no
+    /// X509-SVID yet.
+    pub fn unsigned_for(&self, selectors: &[Selector]) -> Vec<&EntryRecord> {
+        self.unsigned
+            .iter()
+            .filter(|e| e.matches(selectors))
+            .map(|e| &**e)
+            .collect()
     }
 
     /// The federated bundles a holder of `svids` gets: those of the trust
@@ -121,6 +177,154 @@ pub struct CacheHandle {
     pub snapshots: watch::Receiver<Option<Arc<Snapshot>>>,
     /// JWT-SVID source.
     pub jwt: Arc<dyn JwtMinter>,
+    /// The callers currently being served X509-SVIDs, shared with the
+    /// manager.
+    pub subscriptions: Arc<Subscriptions>,
+}
+
+impl CacheHandle {
+    /// Registers a caller with `selectors` as served (an open stream or a
+    /// fetch in progress) until the returned [`Subscription`] is dropped,
+    /// marks its entries as just used, and, when some of them have no
+    /// X509-SVID, asks the manager to sign them and waits until the
+    /// snapshot holds them (at most [`SIGN_ON_DEMAND_TIMEOUT`]).
+    pub async fn subscribe(&self, selectors: &[Selector]) -> Subscription {
+        self.subscribe_within(selectors, SIGN_ON_DEMAND_TIMEOUT)
+            .await
+    }
+
+    /// [`CacheHandle::subscribe`] with another bound on the wait.
+    pub async fn subscribe_within(&self, selectors: &[Selector], wait: Duration) -> Subscription {
+        let subscription = self.subscriptions.subscribe(selectors.to_vec());
+        let mut snapshots = self.snapshots.clone();
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut asked = false;
+        loop {
+            let missing = {
+                let current = snapshots.borrow_and_update();
+                let Some(snapshot) = current.as_deref() else {
+                    return subscription;
+                };
+                if !asked {
+                    self.subscriptions.touch(
+                        snapshot
+                            .svids_for(selectors)
+                            .iter()
+                            .map(|s| s.entry_id.as_str())
+                            .chain(
+                                snapshot
+                                    .unsigned_for(selectors)
+                                    .iter()
+                                    .map(|e| e.entry_id.as_str()),
+                            ),
+                    );
+                }
+                !snapshot.unsigned_for(selectors).is_empty()
+            };
+            if !missing {
+                return subscription;
+            }
+            if !asked {
+                self.subscriptions.request_signing();
+                asked = true;
+            }
+            match tokio::time::timeout_at(deadline, snapshots.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(
+                        ?selectors,
+                        "X509-SVIDs of the caller's entries not signed in time; serving what the agent holds"
+                    );
+                    return subscription;
+                }
+            }
+        }
+    }
+}
+
+/// The callers being served X509-SVIDs right now, and when each entry's
+/// SVID was last asked for: what the manager's LRU rules read.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    inner: Mutex<SubscriptionsInner>,
+    signing: Notify,
+}
+
+#[derive(Debug, Default)]
+struct SubscriptionsInner {
+    next_id: u64,
+    active: HashMap<u64, Vec<Selector>>,
+    /// A counter, not a clock: only the order of uses matters.
+    uses: u64,
+    last_use: HashMap<String, u64>,
+}
+
+impl Subscriptions {
+    /// Registers a caller with `selectors` until the guard is dropped.
+    pub fn subscribe(self: &Arc<Self>, selectors: Vec<Selector>) -> Subscription {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        inner.active.insert(id, selectors);
+        Subscription {
+            subscriptions: self.clone(),
+            id,
+        }
+    }
+
+    /// The selector sets of the callers being served now.
+    pub fn active(&self) -> Vec<Vec<Selector>> {
+        self.lock().active.values().cloned().collect()
+    }
+
+    /// Records a use of these entries' SVIDs, most recent last.
+    pub fn touch<'a>(&self, entry_ids: impl IntoIterator<Item = &'a str>) {
+        let mut inner = self.lock();
+        for id in entry_ids {
+            inner.uses += 1;
+            let tick = inner.uses;
+            inner.last_use.insert(id.to_owned(), tick);
+        }
+    }
+
+    /// When each entry's SVID was last used (a counter; larger is more
+    /// recent). Entries never used are absent.
+    pub fn last_use(&self) -> HashMap<String, u64> {
+        self.lock().last_use.clone()
+    }
+
+    /// Forgets the use of entries `keep` says no.
+    pub fn retain_uses(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().last_use.retain(|id, _| keep(id));
+    }
+
+    /// Asks the manager to sign the entries of the callers being served
+    /// that have no X509-SVID.
+    pub fn request_signing(&self) {
+        self.signing.notify_one();
+    }
+
+    /// Completes when signing was asked for.
+    pub async fn signing_requested(&self) {
+        self.signing.notified().await;
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SubscriptionsInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A caller being served; dropping it ends the registration.
+#[derive(Debug)]
+pub struct Subscription {
+    subscriptions: Arc<Subscriptions>,
+    id: u64,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.subscriptions.lock().active.remove(&self.id);
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +368,7 @@ mod tests {
                 .map(|t| Arc::new(Bundle::new(td(t))))
                 .collect(),
             svids: vec![],
+            unsigned: vec![],
         };
         let names = |bundles: Vec<&Arc<Bundle>>| -> Vec<String> {
             bundles

@@ -48,6 +48,10 @@ pub const DEFAULT_SOCKET_PATH: &str = "/tmp/spire-agent/public/api.sock";
 /// names it.
 pub const BUNDLE_FILE: &str = "bundle.der";
 
+/// SPIRE's default `x509_svid_cache_max_size` and `jwt_svid_cache_max_size`
+/// (also what 0, the unset value, means).
+pub const DEFAULT_SVID_CACHE_MAX_SIZE: usize = 1000;
+
 /// SPIRE `agent` options sigil knows but does not implement yet.
 const UNSUPPORTED_AGENT: &[&str] = &[
     "allow_unauthenticated_verifiers",
@@ -55,7 +59,6 @@ const UNSUPPORTED_AGENT: &[&str] = &[
     "availability_target",
     "broker",
     "disable_workload_api",
-    "jwt_svid_cache_max_size",
     "log_file",
     "log_selectors",
     "log_source_location",
@@ -69,7 +72,6 @@ const UNSUPPORTED_AGENT: &[&str] = &[
     "trust_bundle_spiffe_workload_api",
     "trust_bundle_unix_socket",
     "trust_bundle_url",
-    "x509_svid_cache_max_size",
 ];
 
 /// SPIRE `agent.experimental` options sigil does not implement yet.
@@ -191,6 +193,12 @@ pub struct AgentConfig {
     pub sync_interval: Duration,
     /// How long the first contact with the server is retried.
     pub bootstrap_timeout: Duration,
+    /// Most X509-SVIDs the agent holds beyond those of the workloads it is
+    /// serving (`x509_svid_cache_max_size`; 0 means the default 1000).
+    pub x509_svid_cache_max_size: usize,
+    /// Most JWT-SVIDs the agent holds (`jwt_svid_cache_max_size`; 0 means
+    /// the default 1000).
+    pub jwt_svid_cache_max_size: usize,
     /// Every declared (enabled) plugin, as written; [`AgentConfig::catalog`]
     /// builds them.
     pub plugins: Vec<PluginDecl>,
@@ -291,6 +299,8 @@ impl AgentConfig {
             .map(|b| parse_sds(b.body))
             .transpose()?;
         let disable_sds_api = s.take_bool("disable_sds_api")?.unwrap_or(false);
+        let x509_svid_cache_max_size = cache_size(&mut s, "x509_svid_cache_max_size")?;
+        let jwt_svid_cache_max_size = cache_size(&mut s, "jwt_svid_cache_max_size")?;
         let mut sync_interval = DEFAULT_SYNC_INTERVAL;
         let mut workload_rate_limits = WorkloadRateLimits::default();
         if let Some(block) = s.take_block("experimental")? {
@@ -406,6 +416,8 @@ impl AgentConfig {
             workload_key_type,
             sync_interval,
             bootstrap_timeout: DEFAULT_BOOTSTRAP_TIMEOUT,
+            x509_svid_cache_max_size,
+            jwt_svid_cache_max_size,
             plugins,
             admin_socket_path,
             authorized_delegates,
@@ -584,6 +596,18 @@ fn check_log_options(level: &str, format: &str) -> Result<(), AgentConfigError> 
 }
 
 /// `agent.sds`: SPIRE's four options; an empty name keeps SPIRE's default.
+/// An SVID cache size as SPIRE reads it: negative is an error, 0 (or
+/// unset) the default.
+fn cache_size(s: &mut Section, key: &str) -> Result<usize, AgentConfigError> {
+    match s.take_i64(key)? {
+        None | Some(0) => Ok(DEFAULT_SVID_CACHE_MAX_SIZE),
+        Some(n) if n < 0 => Err(AgentConfigError::Invalid(format!(
+            "{key} should not be negative"
+        ))),
+        Some(n) => usize::try_from(n).map_err(|_| s.invalid_value(key, "too large").into()),
+    }
+}
+
 fn parse_sds(mut block: Section) -> Result<SdsConfig, AgentConfigError> {
     let mut sds = SdsConfig::default();
     for (key, field) in [
@@ -881,6 +905,41 @@ plugins {
             "SVIDStore \"aws\" {}\n WorkloadAttestor \"unix\"",
         );
         assert!(err(&svid_store).contains("not supported by sigil yet"));
+    }
+
+    #[test]
+    fn svid_cache_sizes_default_to_1000_and_refuse_negatives_as_spire_does() {
+        let c = AgentConfig::parse(SPIRE_EXAMPLE).unwrap();
+        assert_eq!(c.x509_svid_cache_max_size, DEFAULT_SVID_CACHE_MAX_SIZE);
+        assert_eq!(c.jwt_svid_cache_max_size, DEFAULT_SVID_CACHE_MAX_SIZE);
+        let with = |line: &str| {
+            SPIRE_EXAMPLE.replace(
+                "log_level = \"DEBUG\"",
+                &format!("log_level = \"DEBUG\"\n {line}"),
+            )
+        };
+        let c = AgentConfig::parse(&with(
+            "x509_svid_cache_max_size = 100\n jwt_svid_cache_max_size = 7",
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.x509_svid_cache_max_size, c.jwt_svid_cache_max_size),
+            (100, 7)
+        );
+        let c = AgentConfig::parse(&with(
+            "x509_svid_cache_max_size = 0\n jwt_svid_cache_max_size = 0",
+        ))
+        .unwrap();
+        assert_eq!(c.x509_svid_cache_max_size, DEFAULT_SVID_CACHE_MAX_SIZE);
+        assert_eq!(c.jwt_svid_cache_max_size, DEFAULT_SVID_CACHE_MAX_SIZE);
+        assert_eq!(
+            err(&with("x509_svid_cache_max_size = -1")),
+            "x509_svid_cache_max_size should not be negative"
+        );
+        assert_eq!(
+            err(&with("jwt_svid_cache_max_size = -5")),
+            "jwt_svid_cache_max_size should not be negative"
+        );
     }
 
     #[test]

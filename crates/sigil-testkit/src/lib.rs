@@ -159,6 +159,9 @@ pub struct Options {
     pub server_top_config: String,
     /// Extra top-level blocks for the agents' configs.
     pub agent_top_config: String,
+    /// Extra lines inside the agents' `agent { }` block (e.g.
+    /// `x509_svid_cache_max_size = 100`).
+    pub agent_extra_config: String,
 }
 
 impl Default for Options {
@@ -180,6 +183,7 @@ impl Default for Options {
             server_extra_config: String::new(),
             server_top_config: String::new(),
             agent_top_config: String::new(),
+            agent_extra_config: String::new(),
         }
     }
 }
@@ -419,6 +423,7 @@ plugins {{
     data_dir = "{data}"
     trust_bundle_path = "{bundle}"
     log_level = "DEBUG"
+{agent_extra}
 }}
 
 plugins {{
@@ -434,6 +439,7 @@ plugins {{
 {top}
 "#,
             top = self.opts.agent_top_config,
+            agent_extra = self.opts.agent_extra_config,
             port = self.server_port,
             sock = self.agent_socket(n).display(),
             td = self.opts.trust_domain,

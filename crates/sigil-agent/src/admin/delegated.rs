@@ -147,7 +147,11 @@ impl DelegatedIdentity for DelegatedIdentityService {
             "Subscribing to cache changes"
         );
         let delegates = self.delegates.clone();
+        // The workload's SVIDs are signed on demand and kept while the
+        // delegate streams them, as for a workload of its own.
+        let subscription = self.cache.subscribe(&workload).await;
         let stream = snapshot_updates(self.cache.snapshots.clone(), move |snapshot| {
+            let _held = &subscription;
             check_delegate(snapshot, &caller, &delegates)?;
             Ok::<_, AdminError>(x509_svids_response(snapshot, &workload))
         })?;
@@ -182,11 +186,11 @@ impl DelegatedIdentity for DelegatedIdentityService {
         let workload = self.workload(&req.selectors, req.pid).await?;
         let snapshot = self.snapshot()?;
         let mut svids = Vec::new();
-        for record in snapshot.svids_for(&workload) {
+        for record in crate::workload::compose::matching_entries(&snapshot, &workload) {
             let jwt = self
                 .cache
                 .jwt
-                .jwt_svid(&record.entry_id, &req.audience)
+                .jwt_svid(record.entry_id, &req.audience)
                 .await
                 .map_err(|e| {
                     tracing::error!(spiffe_id = %record.spiffe_id, error = %e, "Could not fetch JWT-SVID");
@@ -198,10 +202,10 @@ impl DelegatedIdentity for DelegatedIdentityService {
                 .unwrap_or(0);
             svids.push(Jwtsvid {
                 token: jwt.token,
-                id: Some(api_id(&record.spiffe_id)),
+                id: Some(api_id(record.spiffe_id)),
                 expires_at: jwt.expires_at,
                 issued_at,
-                hint: record.hint.clone(),
+                hint: record.hint.to_owned(),
             });
         }
         if svids.is_empty() {
@@ -234,14 +238,16 @@ fn check_delegate(
     caller: &[Selector],
     delegates: &[SpiffeId],
 ) -> Result<(), AdminError> {
-    let identities = snapshot.svids_for(caller);
+    // The caller's entries, held X509-SVID or not (beyond the cache size),
+    // as SPIRE matches registration entries here.
+    let identities = crate::workload::compose::matching_entries(snapshot, caller);
     let Some(first) = identities.first() else {
         tracing::error!(delegate_selectors = ?caller, "No identity issued");
         return Err(AdminError::NoIdentity);
     };
     if let Some(delegate) = identities
         .iter()
-        .find(|svid| delegates.contains(&svid.spiffe_id))
+        .find(|identity| delegates.contains(identity.spiffe_id))
     {
         tracing::debug!(delegate_id = %delegate.spiffe_id, "Caller authorized as delegate");
         return Ok(());

@@ -131,6 +131,7 @@ impl TestAdmin {
         let cache = CacheHandle {
             snapshots: rx,
             jwt: minter.clone(),
+            subscriptions: Default::default(),
         };
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("admin.sock");
@@ -186,7 +187,8 @@ impl TestAdmin {
         self.snapshots.send_replace(Some(Arc::new(Snapshot {
             bundle: Arc::new(self.ca.bundle()),
             federated_bundles: fed.into_iter().map(Arc::new).collect(),
-            svids,
+            svids: svids.into_iter().map(Arc::new).collect(),
+            unsigned: vec![],
         })));
     }
 }
@@ -515,7 +517,8 @@ async fn real_unix_attestor_authorizes_the_caller_and_attests_a_pid() {
     admin.snapshots.send_replace(Some(Arc::new(Snapshot {
         bundle: Arc::new(admin.ca.bundle()),
         federated_bundles: vec![],
-        svids,
+        svids: svids.into_iter().map(Arc::new).collect(),
+        unsigned: vec![],
     })));
     let child = Child::spawn();
     let jwt = admin
@@ -795,6 +798,7 @@ async fn serve_binds_the_socket_owner_and_group_only() {
         CacheHandle {
             snapshots: admin.snapshots.subscribe(),
             jwt: admin.minter.clone(),
+            subscriptions: Default::default(),
         },
         admin.attestor.clone(),
         admin.status.clone(),

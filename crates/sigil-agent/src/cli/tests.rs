@@ -522,6 +522,7 @@ async fn healthcheck_is_healthy_once_the_agent_has_a_snapshot() {
             key: ca.jwt_key.clone(),
             entries: Default::default(),
         }),
+        subscriptions: Default::default(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("api.sock");
@@ -558,6 +559,7 @@ async fn healthcheck_is_healthy_once_the_agent_has_a_snapshot() {
         bundle: Arc::new(ca.bundle()),
         federated_bundles: vec![],
         svids: vec![],
+        unsigned: vec![],
     })));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -1,11 +1,13 @@
 //! JWT-SVIDs for workloads, minted by the server on demand and cached per
 //! (entry, audience set) until half their lifetime, like SPIRE's agent.
+//! The cache holds at most `jwt_svid_cache_max_size` tokens (a hard
+//! limit, as in SPIRE): the least recently used one goes first.
 //!
 //! When the server cannot be reached, a cached token that has not expired
 //! yet is still handed out (with a warning): it is valid, just older than
 //! the agent would like.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -17,15 +19,70 @@ use crate::cache::{JwtError, JwtMinter, JwtSvidRecord};
 
 type Key = (String, Vec<String>);
 
-/// At most this many tokens are cached (SPIRE caps its JWT-SVID cache at
-/// 1000 too). A workload asking with a new audience every time cannot grow
-/// the agent's memory without bound.
-pub const MAX_CACHED_JWT_SVIDS: usize = 1000;
+/// SPIRE's default `jwt_svid_cache_max_size`. A workload asking with a new
+/// audience every time cannot grow the agent's memory without bound.
+pub const DEFAULT_MAX_CACHED_JWT_SVIDS: usize = 1000;
 
 #[derive(Debug, Clone)]
 struct Cached {
     record: JwtSvidRecord,
     issued_at: i64,
+    /// When it was last handed out (a counter, larger is more recent).
+    used: u64,
+}
+
+/// Tokens with their order of use.
+#[derive(Debug, Default)]
+struct Lru {
+    tokens: HashMap<Key, Cached>,
+    by_use: BTreeMap<u64, Key>,
+    uses: u64,
+}
+
+impl Lru {
+    fn get(&mut self, key: &Key) -> Option<Cached> {
+        self.uses += 1;
+        let now = self.uses;
+        let c = self.tokens.get_mut(key)?;
+        self.by_use.remove(&c.used);
+        c.used = now;
+        self.by_use.insert(now, key.clone());
+        Some(c.clone())
+    }
+
+    /// Inserts, dropping the least recently used tokens beyond `max`.
+    fn insert(&mut self, key: Key, record: JwtSvidRecord, issued_at: i64, max: usize) {
+        self.uses += 1;
+        let used = self.uses;
+        if let Some(old) = self.tokens.insert(
+            key.clone(),
+            Cached {
+                record,
+                issued_at,
+                used,
+            },
+        ) {
+            self.by_use.remove(&old.used);
+        }
+        self.by_use.insert(used, key);
+        while self.tokens.len() > max {
+            let Some((_, oldest)) = self.by_use.pop_first() else {
+                break;
+            };
+            self.tokens.remove(&oldest);
+        }
+    }
+
+    fn retain(&mut self, keep: impl Fn(&Key, &Cached) -> bool) {
+        let by_use = &mut self.by_use;
+        self.tokens.retain(|k, c| {
+            let kept = keep(k, c);
+            if !kept {
+                by_use.remove(&c.used);
+            }
+            kept
+        });
+    }
 }
 
 /// The manager's [`JwtMinter`].
@@ -33,17 +90,26 @@ struct Cached {
 pub struct CachingJwtMinter {
     api: Arc<dyn ServerApi>,
     clock: Arc<dyn Clock>,
-    cache: Mutex<HashMap<Key, Cached>>,
+    max_size: usize,
+    cache: Mutex<Lru>,
 }
 
 impl CachingJwtMinter {
-    /// A minter asking `api`.
+    /// A minter asking `api`, caching [`DEFAULT_MAX_CACHED_JWT_SVIDS`]
+    /// tokens.
     pub fn new(api: Arc<dyn ServerApi>, clock: Arc<dyn Clock>) -> Self {
         CachingJwtMinter {
             api,
             clock,
-            cache: Mutex::new(HashMap::new()),
+            max_size: DEFAULT_MAX_CACHED_JWT_SVIDS,
+            cache: Mutex::new(Lru::default()),
         }
+    }
+
+    /// Caches at most `max_size` tokens (at least one).
+    pub fn with_max_size(mut self, max_size: usize) -> Self {
+        self.max_size = max_size.max(1);
+        self
     }
 
     /// Forgets tokens of entries not in `entry_ids` and tokens that expired.
@@ -55,7 +121,7 @@ impl CachingJwtMinter {
 
     /// Number of cached tokens.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().tokens.len()
     }
 
     /// True when nothing is cached.
@@ -63,7 +129,7 @@ impl CachingJwtMinter {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Cached>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -80,7 +146,7 @@ impl JwtMinter for CachingJwtMinter {
         normalized.dedup();
         let key = (entry_id.to_owned(), normalized);
         let now = self.clock.unix_now();
-        let cached = self.lock().get(&key).cloned();
+        let cached = self.lock().get(&key);
         if let Some(c) = &cached
             && !should_rotate(now, c.issued_at, c.record.expires_at)
         {
@@ -95,25 +161,11 @@ impl JwtMinter for CachingJwtMinter {
                     expires_at: issued.expires_at,
                 };
                 let mut cache = self.lock();
-                if cache.len() >= MAX_CACHED_JWT_SVIDS && !cache.contains_key(&key) {
-                    // Expired tokens go first; if none, the oldest one.
+                if cache.tokens.len() >= self.max_size && !cache.tokens.contains_key(&key) {
+                    // Expired tokens go before any valid one.
                     cache.retain(|_, c| c.record.expires_at > now);
-                    if cache.len() >= MAX_CACHED_JWT_SVIDS
-                        && let Some(oldest) = cache
-                            .iter()
-                            .min_by_key(|(_, c)| c.issued_at)
-                            .map(|(k, _)| k.clone())
-                    {
-                        cache.remove(&oldest);
-                    }
                 }
-                cache.insert(
-                    key,
-                    Cached {
-                        record: record.clone(),
-                        issued_at: issued.issued_at,
-                    },
-                );
+                cache.insert(key, record.clone(), issued.issued_at, self.max_size);
                 Ok(record)
             }
             Err(status) if is_transient(&status) => match cached {
@@ -172,10 +224,27 @@ mod tests {
     #[tokio::test]
     async fn cache_is_bounded_when_every_call_uses_a_new_audience() {
         let (_server, _clock, m) = minter();
-        for i in 0..MAX_CACHED_JWT_SVIDS + 25 {
+        for i in 0..DEFAULT_MAX_CACHED_JWT_SVIDS + 25 {
             m.jwt_svid("e1", &[format!("aud-{i}")]).await.unwrap();
         }
-        assert_eq!(m.len(), MAX_CACHED_JWT_SVIDS);
+        assert_eq!(m.len(), DEFAULT_MAX_CACHED_JWT_SVIDS);
+    }
+
+    #[tokio::test]
+    async fn a_full_cache_drops_the_least_recently_used_token() {
+        let (server, _clock, m) = minter();
+        let m = m.with_max_size(2);
+        let a = m.jwt_svid("e1", &["a".into()]).await.unwrap();
+        m.jwt_svid("e1", &["b".into()]).await.unwrap();
+        // "a" is used again, so "b" is now the least recently used.
+        assert_eq!(m.jwt_svid("e1", &["a".into()]).await.unwrap(), a);
+        m.jwt_svid("e1", &["c".into()]).await.unwrap();
+        assert_eq!(m.len(), 2);
+        assert_eq!(server.jwt_issued(), 3);
+        assert_eq!(m.jwt_svid("e1", &["a".into()]).await.unwrap(), a);
+        assert_eq!(server.jwt_issued(), 3, "a stayed cached");
+        m.jwt_svid("e1", &["b".into()]).await.unwrap();
+        assert_eq!(server.jwt_issued(), 4, "b was dropped and minted again");
     }
 
     #[tokio::test]

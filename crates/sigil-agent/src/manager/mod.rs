@@ -17,15 +17,16 @@ pub mod api;
 pub mod attest;
 pub mod client;
 pub mod jwt;
+pub mod lru;
 pub mod store;
 pub mod sync;
 
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +44,7 @@ use self::attest::{AgentSvid, Retry, retry_transient};
 use self::jwt::CachingJwtMinter;
 use self::store::{DataDir, StoreError};
 use self::sync::{SyncState, should_rotate};
-use crate::cache::{CacheHandle, JwtMinter, Snapshot};
+use crate::cache::{CacheHandle, JwtMinter, Snapshot, Subscriptions, X509SvidRecord};
 use crate::config::{AgentConfig, BundleFormat, TrustBundleSource};
 
 /// How long the first sync after start may hold up [`Manager::start`] when
@@ -60,7 +61,7 @@ pub struct ManagerConfig {
     pub trust_domain: TrustDomain,
     /// `host:port` of the server, for messages.
     pub server: String,
-    /// Where `agent_svid.der`, `bundle.der` and `svid_cache.json` live.
+    /// Where `agent_svid.der`, `bundle.der` and `svid_cache/` live.
     pub data_dir: PathBuf,
     /// How the server is authenticated before the agent has a bundle.
     pub trust_bundle: TrustBundleSource,
@@ -72,6 +73,11 @@ pub struct ManagerConfig {
     pub sync_interval: Duration,
     /// How long the first contact with the server is retried.
     pub bootstrap_timeout: Duration,
+    /// Most X509-SVIDs held beyond those of callers being served
+    /// (`x509_svid_cache_max_size`).
+    pub x509_svid_cache_max_size: usize,
+    /// Most JWT-SVIDs held (`jwt_svid_cache_max_size`).
+    pub jwt_svid_cache_max_size: usize,
 }
 
 impl ManagerConfig {
@@ -87,6 +93,8 @@ impl ManagerConfig {
             workload_key_type: cfg.workload_key_type,
             sync_interval: cfg.sync_interval,
             bootstrap_timeout: cfg.bootstrap_timeout,
+            x509_svid_cache_max_size: cfg.x509_svid_cache_max_size,
+            jwt_svid_cache_max_size: cfg.jwt_svid_cache_max_size,
         }
     }
 }
@@ -206,6 +214,8 @@ struct Shared {
     clock: Arc<dyn Clock>,
     data: DataDir,
     jwt: Arc<CachingJwtMinter>,
+    /// The callers being served X509-SVIDs (shared with the Workload API).
+    subscriptions: Arc<Subscriptions>,
     notify: Notify,
     snapshots: watch::Sender<Option<Arc<Snapshot>>>,
     /// Set when the agent must stop (it was banned).
@@ -213,12 +223,24 @@ struct Shared {
     /// The agent SVID and the roots the server is verified against.
     creds: Mutex<Creds>,
     state: tokio::sync::Mutex<SyncState>,
-    /// Whether `svid_cache.json` was written by this process yet.
-    persisted: AtomicBool,
+    /// What `svid_cache/` holds, as far as this process knows.
+    persisted: tokio::sync::Mutex<Persisted>,
     /// Unix seconds of the last successful sync; 0 before the first.
     last_sync: AtomicI64,
     /// How many times the agent attested again since start.
     reattestations: std::sync::atomic::AtomicU64,
+}
+
+/// What the SVID cache directory holds: publishing writes only what
+/// differs (records are compared by pointer: a changed SVID is a new one).
+#[derive(Debug, Default)]
+struct Persisted {
+    /// The bundles last written; `None` before the first write, which also
+    /// removes whatever SVID files the agent no longer holds.
+    bundles: Option<(Arc<Bundle>, Vec<Arc<Bundle>>)>,
+    svids: HashMap<String, Arc<X509SvidRecord>>,
+    /// The cache was read from the single-file format of earlier versions.
+    legacy: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -348,8 +370,17 @@ impl Manager {
             }),
         )?;
 
+        let mut persisted = Persisted::default();
         let (federated, cached) = match data.load_svid_cache(&td, clock.unix_now()) {
             Ok(loaded) => {
+                persisted.legacy = loaded.legacy;
+                if !loaded.legacy {
+                    persisted.svids = loaded
+                        .svids
+                        .iter()
+                        .map(|s| (s.record.entry_id.clone(), s.record.clone()))
+                        .collect();
+                }
                 // The stored full bundle carries JWT authorities too; prefer it
                 // while its X.509 authorities agree with bundle.der.
                 if let Some(b) = loaded.bundle
@@ -374,9 +405,14 @@ impl Manager {
             }
         };
         let has_cached = !cached.is_empty();
-        let state = SyncState::new(td.clone(), bundle, federated, cached);
+        let subscriptions = Arc::new(Subscriptions::default());
+        let state = SyncState::new(td.clone(), bundle, federated, cached)
+            .with_svid_cache(cfg.x509_svid_cache_max_size, subscriptions.clone());
         let (snapshots, _) = watch::channel(Some(Arc::new(state.snapshot())));
-        let jwt = Arc::new(CachingJwtMinter::new(api.clone(), clock.clone()));
+        let jwt = Arc::new(
+            CachingJwtMinter::new(api.clone(), clock.clone())
+                .with_max_size(cfg.jwt_svid_cache_max_size),
+        );
 
         let shared = Arc::new(Shared {
             cfg,
@@ -385,6 +421,7 @@ impl Manager {
             clock,
             data,
             jwt: jwt.clone(),
+            subscriptions,
             notify: Notify::new(),
             fatal: watch::channel(None).0,
             snapshots,
@@ -394,7 +431,7 @@ impl Manager {
                 reattestable,
             }),
             state: tokio::sync::Mutex::new(state),
-            persisted: AtomicBool::new(false),
+            persisted: tokio::sync::Mutex::new(persisted),
             last_sync: AtomicI64::new(0),
             reattestations: std::sync::atomic::AtomicU64::new(0),
         });
@@ -417,10 +454,11 @@ impl Manager {
         };
         let sync = tokio::spawn(run_loop(shared.clone(), !first_ok));
         let watch = tokio::spawn(watch_loop(shared.clone()));
+        let signing = tokio::spawn(signing_loop(shared.clone()));
         Ok(Manager {
             shared,
             jwt,
-            tasks: Mutex::new(vec![sync, watch]),
+            tasks: Mutex::new(vec![sync, watch, signing]),
         })
     }
 
@@ -429,6 +467,7 @@ impl Manager {
         CacheHandle {
             snapshots: self.shared.snapshots.subscribe(),
             jwt: self.jwt.clone() as Arc<dyn JwtMinter>,
+            subscriptions: self.shared.subscriptions.clone(),
         }
     }
 
@@ -583,6 +622,33 @@ impl Shared {
             Err(e) => Err(e),
             Ok(()) => rotation,
         }
+    }
+
+    /// Signs the X509-SVIDs callers being served need and the agent does
+    /// not hold (beyond the cache size if need be), from the entries of the
+    /// last sync, then publishes.
+    async fn sign_on_demand(&self) {
+        let mut state = self.state.lock().await;
+        let mut outcome = sync::SyncOutcome::default();
+        let call = CallCounter::start("manager_sign_on_demand");
+        let result = state
+            .refresh_svids(
+                self.api.as_ref(),
+                self.clock.as_ref(),
+                self.cfg.workload_key_type,
+                false,
+                &mut outcome,
+            )
+            .await;
+        call.finish_result(&result, |s| code_name(s.code() as i32).to_owned());
+        if let Err(status) = &result {
+            tracing::warn!(code = ?status.code(), error = %status.message(), "Signing X509-SVIDs on demand failed");
+        } else if outcome.issued + outcome.evicted > 0 {
+            tracing::debug!(?outcome, "Signed X509-SVIDs on demand");
+        }
+        state.prune_expired(self.clock.unix_now());
+        record_cache_metrics(&state, self.clock.unix_now());
+        self.publish(&state).await;
     }
 
     /// Drops expired SVIDs and publishes, for ticks that cannot reach the
@@ -780,28 +846,115 @@ impl Shared {
         });
         // The first snapshot is persisted even if unchanged, so the stored
         // bundle carries the JWT authorities from the start.
-        if !changed && self.persisted.swap(true, Ordering::SeqCst) {
+        let mut persisted = self.persisted.lock().await;
+        if !changed && persisted.bundles.is_some() {
             return;
         }
-        self.persisted.store(true, Ordering::SeqCst);
+        let federated: Vec<Arc<Bundle>> = state.federated.values().cloned().collect();
+        let bundles = (state.bundle.clone(), federated);
+        let first = persisted.bundles.is_none();
+        let write_bundles = persisted.bundles.as_ref() != Some(&bundles);
+        let writes: Vec<store::CachedSvid> = state
+            .svids
+            .values()
+            .filter(|s| {
+                persisted
+                    .svids
+                    .get(&s.record.entry_id)
+                    .is_none_or(|r| !Arc::ptr_eq(r, &s.record))
+            })
+            .cloned()
+            .collect();
+        let removals: Vec<String> = persisted
+            .svids
+            .keys()
+            .filter(|id| !state.svids.contains_key(*id))
+            .cloned()
+            .collect();
+        let held: Vec<String> = if first {
+            state.svids.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        let legacy = persisted.legacy;
         let data = self.data.clone();
         let td = state.td.clone();
-        let bundle = state.bundle.clone();
-        let federated: Vec<_> = state.federated.values().cloned().collect();
-        let svids: Vec<_> = state.svids.values().cloned().collect();
+        let to_write = bundles.clone();
         let written = tokio::task::spawn_blocking(move || {
-            data.store_svid_cache(
-                &td,
-                Some(&bundle),
-                &federated.iter().map(|b| &**b).collect::<Vec<_>>(),
-                &svids.iter().collect::<Vec<_>>(),
-            )
+            let mut report = PersistReport::default();
+            if write_bundles {
+                let federated: Vec<&Bundle> = to_write.1.iter().map(|b| &**b).collect();
+                report.bundles = data.store_svid_cache_bundles(&td, Some(&to_write.0), &federated);
+            }
+            for svid in writes {
+                match data.store_svid(&svid) {
+                    Ok(()) => report.written.push(svid.record),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            for id in removals {
+                match data.remove_svid(&id) {
+                    Ok(()) => report.removed.push(id),
+                    Err(e) => report.errors.push(e),
+                }
+            }
+            if first {
+                let keep = held.iter().map(String::as_str).collect();
+                if let Err(e) = data.remove_svids_except(&keep) {
+                    report.errors.push(e);
+                }
+            }
+            if legacy && report.errors.is_empty() && report.bundles.is_ok() {
+                report.legacy_removed = data.remove_legacy_svid_cache().is_ok();
+            }
+            report
         })
         .await;
-        match written {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "Could not store the SVID cache"),
-            Err(e) => tracing::warn!(error = %e, "Could not store the SVID cache"),
+        let report = match written {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not store the SVID cache");
+                return;
+            }
+        };
+        match report.bundles {
+            Ok(()) => persisted.bundles = Some(bundles),
+            Err(e) => tracing::warn!(error = %e, "Could not store the SVID cache bundles"),
+        }
+        for record in report.written {
+            persisted.svids.insert(record.entry_id.clone(), record);
+        }
+        for id in report.removed {
+            persisted.svids.remove(&id);
+        }
+        for e in report.errors {
+            tracing::warn!(error = %e, "Could not store the SVID cache");
+        }
+        if report.legacy_removed {
+            persisted.legacy = false;
+            tracing::info!("SVID cache moved to svid_cache/; removed svid_cache.json");
+        }
+    }
+}
+
+/// What one write of the SVID cache did.
+#[derive(Debug)]
+struct PersistReport {
+    bundles: Result<(), StoreError>,
+    written: Vec<Arc<X509SvidRecord>>,
+    removed: Vec<String>,
+    errors: Vec<StoreError>,
+    legacy_removed: bool,
+}
+
+impl Default for PersistReport {
+    fn default() -> Self {
+        PersistReport {
+            bundles: Ok(()),
+            written: Vec::new(),
+            removed: Vec::new(),
+            errors: Vec::new(),
+            legacy_removed: false,
         }
     }
 }
@@ -845,6 +998,7 @@ fn newest_new_entry_age(
 /// and sigil's age of the oldest X509-SVID held (how far rotation lags).
 fn record_cache_metrics(state: &SyncState, now: i64) {
     metrics::gauge!("lru_cache_svid_map_size").set(state.svids.len() as f64);
+    metrics::gauge!("lru_cache_subscribers").set(state.subscriptions.active().len() as f64);
     if let Some(entries) = &state.entries {
         metrics::gauge!("lru_cache_record_map_size").set(entries.len() as f64);
     }
@@ -879,6 +1033,15 @@ async fn run_loop(shared: Arc<Shared>, sync_first: bool) {
                 tracing::warn!(error = %e, retry_in = ?delay, "Synchronize failed");
             }
         }
+    }
+}
+
+/// Signs on demand whenever a caller needs an SVID the agent does not
+/// hold. Requests made while one is being served are served together.
+async fn signing_loop(shared: Arc<Shared>) {
+    loop {
+        shared.subscriptions.signing_requested().await;
+        shared.sign_on_demand().await;
     }
 }
 

@@ -14,6 +14,11 @@
 //! (`NotFound`) too, and one whose fetch fails otherwise is kept as it was,
 //! so a server hiccup never takes trust away from workloads.
 //!
+//! Which entries hold an SVID follows `x509_svid_cache_max_size` (see
+//! [`super::lru`]): the SVID step ([`SyncState::refresh_svids`]) runs at the
+//! end of each sync and, between syncs, when a caller needs an entry the
+//! agent holds no SVID for.
+//!
 //! This module owns [`SyncState`], the agent's current view. It never
 //! publishes or persists anything: the manager builds a [`Snapshot`] from
 //! the state after each attempt, successful or not, and publishes it only
@@ -29,7 +34,7 @@ use tonic::Status;
 
 use super::api::{AuthorizedEntry, ServerApi};
 use super::store::CachedSvid;
-use crate::cache::{Snapshot, X509SvidRecord};
+use crate::cache::{EntryRecord, Snapshot, Subscriptions, X509SvidRecord};
 
 /// Most CSRs sent in one `BatchNewX509SVID` call.
 pub const MAX_BATCH: usize = 500;
@@ -89,6 +94,11 @@ pub struct SyncState {
     pub svids: BTreeMap<String, CachedSvid>,
     /// Entries from the last successful fetch (`None` before the first).
     pub entries: Option<BTreeMap<String, AuthorizedEntry>>,
+    /// Most X509-SVIDs held beyond those of callers being served
+    /// (`x509_svid_cache_max_size`).
+    pub max_svids: usize,
+    /// The callers being served, shared with the Workload API.
+    pub subscriptions: Arc<Subscriptions>,
 }
 
 /// What one sync changed.
@@ -100,6 +110,8 @@ pub struct SyncOutcome {
     pub issued: usize,
     /// SVIDs dropped because their entries went away.
     pub dropped: usize,
+    /// SVIDs dropped because the cache was full (least recently used).
+    pub evicted: usize,
     /// SVIDs the server refused to issue (the old one, if any, is kept).
     pub failed: usize,
     /// Federated bundles were added, updated or dropped.
@@ -131,15 +143,41 @@ impl SyncState {
                 .map(|s| (s.record.entry_id.clone(), s))
                 .collect(),
             entries: None,
+            max_svids: usize::MAX,
+            subscriptions: Arc::default(),
         }
+    }
+
+    /// Bounds the SVID cache to `max_svids` beyond the entries of the
+    /// callers `subscriptions` lists.
+    pub fn with_svid_cache(mut self, max_svids: usize, subscriptions: Arc<Subscriptions>) -> Self {
+        self.max_svids = max_svids;
+        self.subscriptions = subscriptions;
+        self
     }
 
     /// What the Workload API should serve now.
     pub fn snapshot(&self) -> Snapshot {
+        let unsigned = self
+            .entries
+            .iter()
+            .flat_map(BTreeMap::values)
+            .filter(|e| !self.svids.contains_key(&e.id))
+            .map(|e| {
+                Arc::new(EntryRecord {
+                    entry_id: e.id.clone(),
+                    spiffe_id: e.spiffe_id.clone(),
+                    selectors: e.selectors.clone(),
+                    hint: e.hint.clone(),
+                    federates_with: e.federates_with.clone(),
+                })
+            })
+            .collect();
         Snapshot {
             bundle: self.bundle.clone(),
             federated_bundles: self.federated.values().cloned().collect(),
             svids: self.svids.values().map(|s| s.record.clone()).collect(),
+            unsigned,
         }
     }
 
@@ -198,26 +236,102 @@ impl SyncState {
 
         self.sync_federated(api, &entries, &mut outcome).await;
 
-        let now = clock.unix_now();
-        let mut stale: Vec<(&AuthorizedEntry, Renewal)> = Vec::new();
         for entry in entries.values() {
             if let Some(c) = self.svids.get_mut(&entry.id) {
                 // Not part of the certificate: follow the entry in place.
-                if c.record.selectors != entry.selectors {
-                    c.record.selectors = entry.selectors.clone();
-                }
-                if c.record.hint != entry.hint {
-                    c.record.hint = entry.hint.clone();
-                }
-                if c.record.federates_with != entry.federates_with {
-                    c.record.federates_with = entry.federates_with.clone();
+                if c.record.selectors != entry.selectors
+                    || c.record.hint != entry.hint
+                    || c.record.federates_with != entry.federates_with
+                {
+                    let record = Arc::make_mut(&mut c.record);
+                    record.selectors = entry.selectors.clone();
+                    record.hint = entry.hint.clone();
+                    record.federates_with = entry.federates_with.clone();
                 }
             }
-            if let Some(reason) = renewal_reason(entry, self.svids.get(&entry.id), now) {
-                stale.push((entry, reason));
+        }
+        self.entries = Some(entries);
+        self.refresh_svids(api, clock, key_type, true, &mut outcome)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The SVID step, on the entries of the last fetch: drops the least
+    /// recently used SVIDs beyond the cache size, then signs what is
+    /// missing or due (entries of callers being served always; others
+    /// while there is room, unless `fill` is false) and renews what is due.
+    /// Does nothing before the first fetch.
+    pub async fn refresh_svids(
+        &mut self,
+        api: &dyn ServerApi,
+        clock: &dyn Clock,
+        key_type: KeyType,
+        fill: bool,
+        outcome: &mut SyncOutcome,
+    ) -> Result<(), Status> {
+        let Some(entries) = self.entries.take() else {
+            return Ok(());
+        };
+        let result = self
+            .refresh_svids_of(&entries, api, clock, key_type, fill, outcome)
+            .await;
+        self.entries = Some(entries);
+        result
+    }
+
+    async fn refresh_svids_of(
+        &mut self,
+        entries: &BTreeMap<String, AuthorizedEntry>,
+        api: &dyn ServerApi,
+        clock: &dyn Clock,
+        key_type: KeyType,
+        fill: bool,
+        outcome: &mut SyncOutcome,
+    ) -> Result<(), Status> {
+        self.subscriptions
+            .retain_uses(|id| entries.contains_key(id));
+        let callers = self.subscriptions.active();
+        let subscribed: BTreeSet<&str> = entries
+            .values()
+            .filter(|e| {
+                callers
+                    .iter()
+                    .any(|sel| e.selectors.iter().all(|s| sel.contains(s)))
+            })
+            .map(|e| e.id.as_str())
+            .collect();
+        let authorized: BTreeSet<&str> = entries.keys().map(String::as_str).collect();
+        let cached: BTreeSet<&str> = self.svids.keys().map(String::as_str).collect();
+        let plan = super::lru::plan(
+            &authorized,
+            &cached,
+            &subscribed,
+            &self.subscriptions.last_use(),
+            self.max_svids,
+            fill,
+        );
+        for id in &plan.evict {
+            if let Some(s) = self.svids.remove(id) {
+                tracing::debug!(entry_id = %id, spiffe_id = %s.record.spiffe_id, "X509-SVID cache full; dropping the least recently used SVID");
+                outcome.evicted += 1;
             }
         }
 
+        let now = clock.unix_now();
+        let mut stale: Vec<(&AuthorizedEntry, Renewal)> = Vec::new();
+        for entry in entries.values() {
+            if self.svids.contains_key(&entry.id)
+                && let Some(reason) = renewal_reason(entry, self.svids.get(&entry.id), now)
+            {
+                stale.push((entry, reason));
+            }
+        }
+        stale.extend(
+            plan.create
+                .iter()
+                .filter_map(|id| entries.get(id))
+                .map(|e| (e, Renewal::Create)),
+        );
         for chunk in stale.chunks(MAX_BATCH) {
             let mut keys: Vec<(SoftwareKey, Vec<u8>)> = Vec::with_capacity(chunk.len());
             for (entry, reason) in chunk {
@@ -259,8 +373,7 @@ impl SyncState {
                 }
             }
         }
-        self.entries = Some(entries);
-        Ok(outcome)
+        Ok(())
     }
 
     /// Fetches the bundle of every trust domain `entries` federate with
@@ -343,7 +456,7 @@ fn accept_svid(
         ));
     }
     Ok(CachedSvid {
-        record: X509SvidRecord {
+        record: Arc::new(X509SvidRecord {
             entry_id: entry.id.clone(),
             spiffe_id: entry.spiffe_id.clone(),
             selectors: entry.selectors.clone(),
@@ -352,7 +465,7 @@ fn accept_svid(
             key_pkcs8: key.to_pkcs8_der(),
             expires_at: clock::unix(info.not_after),
             federates_with: entry.federates_with.clone(),
-        },
+        }),
         issued_at: clock::unix(info.not_before),
         revision_number: entry.revision_number,
         dns_names: entry.dns_names.clone(),

@@ -78,7 +78,7 @@ impl TestCa {
         let id = self.td.id_with_path(path).unwrap();
         let cert = self.sign(&id, key.public_key_der(), nb, na);
         CachedSvid {
-            record: X509SvidRecord {
+            record: std::sync::Arc::new(X509SvidRecord {
                 entry_id: entry_id.into(),
                 spiffe_id: id,
                 selectors: vec![Selector::parse("unix:uid:1").unwrap()],
@@ -87,7 +87,7 @@ impl TestCa {
                 key_pkcs8: key.to_pkcs8_der(),
                 expires_at: na,
                 federates_with: Vec::new(),
-            },
+            }),
             issued_at: nb,
             revision_number: 0,
             dns_names: Vec::new(),

@@ -10,6 +10,7 @@ use sigil_plugin::keymanager::{DiskKeyManager, KeyManager, MemoryKeyManager};
 
 use super::testing::{FakePopAgent, FakeServer, TestCa, entry, federated_entry};
 use super::*;
+use sigil_spiffe::Selector;
 
 fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerConfig {
     ManagerConfig {
@@ -22,6 +23,8 @@ fn config(server: &FakeServer, dir: &Path, trust: TrustBundleSource) -> ManagerC
         // Long: tests drive syncs themselves unless they trigger one.
         sync_interval: Duration::from_secs(3600),
         bootstrap_timeout: Duration::from_secs(1),
+        x509_svid_cache_max_size: crate::config::DEFAULT_SVID_CACHE_MAX_SIZE,
+        jwt_svid_cache_max_size: crate::config::DEFAULT_SVID_CACHE_MAX_SIZE,
     }
 }
 
@@ -74,7 +77,12 @@ async fn fresh_agent_attests_persists_and_serves_entries() {
     );
     assert!(dir.path().join(store::AGENT_SVID_FILE).is_file());
     assert!(dir.path().join(store::BUNDLE_FILE).is_file());
-    assert!(dir.path().join(store::SVID_CACHE_FILE).is_file());
+    assert!(
+        dir.path()
+            .join(store::SVID_CACHE_DIR)
+            .join(store::SVID_CACHE_BUNDLES_FILE)
+            .is_file()
+    );
     let snap = m.snapshot().unwrap();
     assert_eq!(snap.svids.len(), 1, "first sync ran before start returned");
     assert_eq!(snap.bundle.x509_authorities, vec![server.ca_cert()]);
@@ -178,7 +186,12 @@ async fn insecure_bootstrap_only_for_the_first_contact() {
     let cfg = config(&server, dir.path(), TrustBundleSource::InsecureBootstrap);
     let _m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
     // Nothing to serve yet, but the bundle is persisted already.
-    assert!(dir.path().join(store::SVID_CACHE_FILE).is_file());
+    assert!(
+        dir.path()
+            .join(store::SVID_CACHE_DIR)
+            .join(store::SVID_CACHE_BUNDLES_FILE)
+            .is_file()
+    );
     let creds = server.last_credentials().unwrap();
     assert!(!creds.insecure);
     assert_eq!(creds.roots, vec![server.ca_cert()]);
@@ -613,4 +626,218 @@ fn propagation_is_the_age_of_the_newest_entry_this_sync_brought() {
     );
     // A server clock ahead of ours never gives a negative time.
     assert_eq!(newest_new_entry_age(Some(&known), &entries, 900), Some(0));
+}
+
+#[tokio::test]
+async fn a_caller_beyond_the_cache_size_gets_its_svid_signed_on_demand_and_kept_while_served() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(
+        (0..5)
+            .map(|i| {
+                entry(
+                    &format!("e{i}"),
+                    &format!("/w{i}"),
+                    &[&format!("unix:uid:{i}")],
+                )
+            })
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.x509_svid_cache_max_size = 2;
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let held = |m: &Manager| -> Vec<String> {
+        m.snapshot()
+            .unwrap()
+            .svids
+            .iter()
+            .map(|s| s.entry_id.clone())
+            .collect()
+    };
+    // Signed ahead of callers up to the cache size, in entry ID order.
+    assert_eq!(held(&m), ["e0", "e1"]);
+    assert_eq!(m.snapshot().unwrap().unsigned.len(), 3);
+    assert_eq!(server.x509_issued(), 2);
+
+    let caller = [Selector::parse("unix:uid:4").unwrap()];
+    let cache = m.cache_handle();
+    let subscription = tokio::time::timeout(Duration::from_secs(10), cache.subscribe(&caller))
+        .await
+        .expect("signed on demand well before the timeout");
+    let snap = m.snapshot().unwrap();
+    assert_eq!(
+        snap.svids_for(&caller)
+            .iter()
+            .map(|s| s.entry_id.as_str())
+            .collect::<Vec<_>>(),
+        ["e4"]
+    );
+    // The least recently used SVID made room: still two held.
+    assert_eq!(held(&m), ["e0", "e4"]);
+
+    // Syncs keep the served caller's SVID and the cache size.
+    m.sync_now().await.unwrap();
+    assert_eq!(held(&m), ["e0", "e4"]);
+
+    // Another caller: e1 signed again; e4 is still served, so e0 goes.
+    let other = [Selector::parse("unix:uid:1").unwrap()];
+    let _second = cache.subscribe(&other).await;
+    assert_eq!(held(&m), ["e1", "e4"]);
+
+    // Once e4's caller is gone, it is an SVID like the others.
+    drop(subscription);
+    m.sync_now().await.unwrap();
+    assert_eq!(held(&m).len(), 2);
+    assert!(held(&m).contains(&"e1".to_owned()));
+}
+
+#[tokio::test]
+async fn callers_served_at_once_are_all_kept_beyond_the_cache_size() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(
+        (0..4)
+            .map(|i| entry(&format!("e{i}"), &format!("/w{i}"), &["unix:uid:7"]))
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.x509_svid_cache_max_size = 1;
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    assert_eq!(m.snapshot().unwrap().svids.len(), 1);
+    let caller = [Selector::parse("unix:uid:7").unwrap()];
+    let _served = m.cache_handle().subscribe(&caller).await;
+    assert_eq!(m.snapshot().unwrap().svids_for(&caller).len(), 4);
+    m.sync_now().await.unwrap();
+    assert_eq!(
+        m.snapshot().unwrap().svids.len(),
+        4,
+        "a served workload is never denied"
+    );
+}
+
+#[tokio::test]
+async fn the_svid_cache_on_disk_follows_the_svids_held_one_file_each() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(
+        (0..4)
+            .map(|i| {
+                entry(
+                    &format!("e{i}"),
+                    &format!("/w{i}"),
+                    &[&format!("unix:uid:{i}")],
+                )
+            })
+            .collect(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let mut cfg = config(&server, dir.path(), trust);
+    cfg.x509_svid_cache_max_size = 2;
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let data = store::DataDir::new(dir.path());
+    // Read the files as they are (loading the cache would also clean up
+    // the agent's in-flight temporary files).
+    let stored = || -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(data.svid_cache_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == store::SVID_FILE_EXTENSION)
+            })
+            .map(|e| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap();
+                v["entry_id"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        ids.sort();
+        ids
+    };
+    eventually(|| stored() == ["e0", "e1"]).await;
+    let _served = m
+        .cache_handle()
+        .subscribe(&[Selector::parse("unix:uid:3").unwrap()])
+        .await;
+    // Files are written right after the snapshot is published.
+    eventually(|| stored() == ["e0", "e3"]).await;
+}
+
+#[tokio::test]
+async fn a_single_file_cache_of_an_earlier_version_is_moved_to_the_cache_directory() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    let dir = tempfile::tempdir().unwrap();
+    let trust = bundle_file(&server, dir.path());
+    let m = start(
+        &server,
+        config(&server, dir.path(), trust.clone()),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
+    let held = m.snapshot().unwrap().svids[0].clone();
+    m.shutdown();
+    drop(m);
+    // What an earlier version left: svid_cache.json, no directory.
+    let data = store::DataDir::new(dir.path());
+    let loaded = data
+        .load_svid_cache(&server.td(), server.clock().unix_now())
+        .unwrap();
+    let legacy = serde_json::json!({
+        "version": 1,
+        "trust_domain": "example.org",
+        "svids": loaded.svids.iter().map(|s| serde_json::json!({
+            "entry_id": s.record.entry_id,
+            "spiffe_id": s.record.spiffe_id.to_string(),
+            "selectors": s.record.selectors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "chain": s.record.chain.iter().map(|c| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, c)).collect::<Vec<_>>(),
+            "key_pkcs8": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &s.record.key_pkcs8),
+            "expires_at": s.record.expires_at,
+            "issued_at": s.issued_at,
+            "revision_number": s.revision_number,
+        })).collect::<Vec<_>>(),
+    });
+    std::fs::remove_dir_all(data.svid_cache_dir()).unwrap();
+    std::fs::write(
+        dir.path().join(store::LEGACY_SVID_CACHE_FILE),
+        legacy.to_string(),
+    )
+    .unwrap();
+    server.set_reachable(false);
+    let m = start(
+        &server,
+        config(&server, dir.path(), trust),
+        disk_km(dir.path()),
+    )
+    .await
+    .unwrap();
+    // Served from the old file at once, with the server down.
+    assert_eq!(m.snapshot().unwrap().svids[0], held);
+    // Moved by the first publication, in the background.
+    eventually(|| !dir.path().join(store::LEGACY_SVID_CACHE_FILE).exists()).await;
+    let moved = data
+        .load_svid_cache(&server.td(), server.clock().unix_now())
+        .unwrap();
+    assert_eq!(moved.svids.len(), 1);
+    assert_eq!(moved.svids[0].record, held);
+}
+
+/// Waits (up to 10 s) until `f` holds.
+async fn eventually(mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition never held"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

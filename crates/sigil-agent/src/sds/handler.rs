@@ -138,6 +138,7 @@ impl SecretDiscoveryService for SecretDiscovery {
         request: Request<DiscoveryRequest>,
     ) -> Result<Response<DiscoveryResponse>, Status> {
         let selectors = self.caller(&request, Method::FetchSecrets).await?;
+        let _subscription = self.cache.subscribe(&selectors).await;
         let snapshot = self
             .cache
             .snapshots
@@ -211,6 +212,8 @@ async fn run_stream<S: SecretStream>(
     selectors: Vec<Selector>,
     tx: mpsc::Sender<Result<S::Response, Status>>,
 ) {
+    // An open stream keeps its workload's SVIDs signed and cached.
+    let _subscription = cache.subscribe(&selectors).await;
     let mut snapshots = cache.snapshots;
     let current = snapshots.borrow_and_update().clone();
     if let Some(snapshot) = current {

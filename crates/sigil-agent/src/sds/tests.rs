@@ -62,7 +62,8 @@ impl Fixture {
         Snapshot {
             bundle: Arc::new(self.ca.bundle()),
             federated_bundles: vec![Arc::new(self.other.bundle())],
-            svids: vec![self.web.clone(), self.api.clone()],
+            svids: vec![Arc::new(self.web.clone()), Arc::new(self.api.clone())],
+            unsigned: vec![],
         }
     }
 
@@ -288,7 +289,7 @@ fn all_bundles_is_one_spiffe_validator_with_our_and_federated_bundles_sorted() {
 fn federated_bundles_go_only_to_callers_whose_entries_federate() {
     let f = Fixture::new();
     let mut snapshot = f.snapshot();
-    snapshot.svids = vec![f.api.clone()];
+    snapshot.svids = vec![Arc::new(f.api.clone())];
     let view = WorkloadView::of(&snapshot, &[selector("unix:uid:1000")]);
     let all = resources::secrets(&SdsConfig::default(), &names(&["ALL"]), None, &view).unwrap();
     assert_eq!(
@@ -433,7 +434,10 @@ fn decoded(response: &DiscoveryResponse) -> Vec<Secret> {
 
 fn rotated(f: &Fixture) -> WorkloadView {
     let mut snapshot = f.snapshot();
-    snapshot.svids[0] = federating(f.ca.svid("e1", "/web", &["unix:uid:1000"]), &["other.org"]);
+    snapshot.svids[0] = Arc::new(federating(
+        f.ca.svid("e1", "/web", &["unix:uid:1000"]),
+        &["other.org"],
+    ));
     WorkloadView::of(&snapshot, &[selector("unix:uid:1000")])
 }
 
@@ -636,6 +640,7 @@ impl TestSds {
                 key: fixture.ca.jwt_key.clone(),
                 entries: Default::default(),
             }),
+            subscriptions: Default::default(),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
@@ -732,7 +737,7 @@ async fn stream_secrets_pushes_rotated_svids_and_ends_on_unknown_names() {
         .unwrap();
 
     let mut snapshot = sds.fixture.snapshot();
-    snapshot.svids[0] = sds.fixture.ca.svid("e1", "/web", &["unix:uid:1000"]);
+    snapshot.svids[0] = Arc::new(sds.fixture.ca.svid("e1", "/web", &["unix:uid:1000"]));
     sds.publish(snapshot);
     let second = next(&mut responses).await.unwrap().expect("pushed");
     assert_eq!(second.version_info, "2");

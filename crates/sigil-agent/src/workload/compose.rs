@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sigil_proto::workload::{JwtBundlesResponse, X509BundlesResponse, X509svid, X509svidResponse};
 use sigil_spiffe::jwk::JwkPublicKey;
-use sigil_spiffe::{Bundle, Selector};
+use sigil_spiffe::{Bundle, Selector, SpiffeId};
 
 use super::WorkloadError;
 use crate::cache::{Snapshot, X509SvidRecord};
@@ -92,6 +92,56 @@ pub(crate) fn identities<'a>(
             unique
         })
         .collect()
+}
+
+/// An identity a caller may have a JWT-SVID for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct JwtIdentity<'a> {
+    pub(crate) entry_id: &'a str,
+    pub(crate) spiffe_id: &'a SpiffeId,
+    pub(crate) hint: &'a str,
+}
+
+/// Every entry a caller with `selectors` matches: those with an X509-SVID
+/// and those without one (beyond the cache size), in entry ID order.
+pub(crate) fn matching_entries<'a>(
+    snapshot: &'a Snapshot,
+    selectors: &[Selector],
+) -> Vec<JwtIdentity<'a>> {
+    let mut all: Vec<JwtIdentity<'a>> = snapshot
+        .svids_for(selectors)
+        .into_iter()
+        .map(|s| JwtIdentity {
+            entry_id: &s.entry_id,
+            spiffe_id: &s.spiffe_id,
+            hint: &s.hint,
+        })
+        .chain(
+            snapshot
+                .unsigned_for(selectors)
+                .into_iter()
+                .map(|e| JwtIdentity {
+                    entry_id: &e.entry_id,
+                    spiffe_id: &e.spiffe_id,
+                    hint: &e.hint,
+                }),
+        )
+        .collect();
+    all.sort_by(|a, b| a.entry_id.cmp(b.entry_id));
+    all
+}
+
+/// The entries a caller with `selectors` may have JWT-SVIDs for
+/// ([`matching_entries`]), one per non-empty hint (the lowest entry ID), as
+/// [`identities`] does.
+pub(crate) fn jwt_identities<'a>(
+    snapshot: &'a Snapshot,
+    selectors: &[Selector],
+) -> Vec<JwtIdentity<'a>> {
+    let mut all = matching_entries(snapshot, selectors);
+    let mut hints = HashSet::new();
+    all.retain(|i| i.hint.is_empty() || hints.insert(i.hint));
+    all
 }
 
 /// The complete X509-SVID state for a caller; `NoIdentity` when it has none.

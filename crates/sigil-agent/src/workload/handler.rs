@@ -219,8 +219,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<X509svidRequest>,
     ) -> Result<Response<Self::FetchX509SVIDStream>, Status> {
         let selectors = self.limited_caller(&request, Method::FetchX509Svid).await?;
-        let stream =
-            self.updates(move |snapshot| compose::x509_svid_response(snapshot, &selectors))?;
+        // Held by the stream: its SVIDs stay signed and cached while open.
+        let subscription = self.cache.subscribe(&selectors).await;
+        let stream = self.updates(move |snapshot| {
+            let _held = &subscription;
+            compose::x509_svid_response(snapshot, &selectors)
+        })?;
         Ok(Response::new(stream))
     }
 
@@ -231,9 +235,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let selectors = self
             .limited_caller(&request, Method::FetchX509Bundles)
             .await?;
+        let subscription = self.cache.subscribe(&selectors).await;
         let allow = self.allow_unauthenticated_verifiers;
-        let stream = self
-            .updates(move |snapshot| compose::x509_bundles_response(snapshot, &selectors, allow))?;
+        let stream = self.updates(move |snapshot| {
+            let _held = &subscription;
+            compose::x509_bundles_response(snapshot, &selectors, allow)
+        })?;
         Ok(Response::new(stream))
     }
 
@@ -253,20 +260,22 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let selectors = self.limited_caller(&request, Method::FetchJwtSvid).await?;
         let snapshot = self.snapshot()?;
         let mut svids = Vec::new();
-        for record in compose::identities(&snapshot, &selectors) {
-            if wanted.as_ref().is_some_and(|w| *w != record.spiffe_id) {
+        // Entries without an X509-SVID (beyond the cache size) have
+        // JWT-SVIDs all the same.
+        for identity in compose::jwt_identities(&snapshot, &selectors) {
+            if wanted.as_ref().is_some_and(|w| w != identity.spiffe_id) {
                 continue;
             }
             let jwt = self
                 .cache
                 .jwt
-                .jwt_svid(&record.entry_id, &request.get_ref().audience)
+                .jwt_svid(identity.entry_id, &request.get_ref().audience)
                 .await
                 .map_err(WorkloadError::JwtFetch)?;
             svids.push(Jwtsvid {
-                spiffe_id: record.spiffe_id.to_string(),
+                spiffe_id: identity.spiffe_id.to_string(),
                 svid: jwt.token,
-                hint: record.hint.clone(),
+                hint: identity.hint.to_owned(),
             });
         }
         if svids.is_empty() {
@@ -282,9 +291,12 @@ impl SpiffeWorkloadApi for WorkloadApi {
         let selectors = self
             .limited_caller(&request, Method::FetchJwtBundles)
             .await?;
+        let subscription = self.cache.subscribe(&selectors).await;
         let allow = self.allow_unauthenticated_verifiers;
-        let stream = self
-            .updates(move |snapshot| compose::jwt_bundles_response(snapshot, &selectors, allow))?;
+        let stream = self.updates(move |snapshot| {
+            let _held = &subscription;
+            compose::jwt_bundles_response(snapshot, &selectors, allow)
+        })?;
         Ok(Response::new(stream))
     }
 

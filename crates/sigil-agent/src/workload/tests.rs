@@ -750,6 +750,7 @@ async fn serve_reports_health_once_a_snapshot_exists() {
     let cache = crate::cache::CacheHandle {
         snapshots: rx,
         jwt: minter,
+        subscriptions: Default::default(),
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("public/api.sock");
@@ -777,7 +778,8 @@ async fn serve_reports_health_once_a_snapshot_exists() {
     tx.send_replace(Some(Arc::new(Snapshot {
         bundle: Arc::new(ca.bundle()),
         federated_bundles: vec![],
-        svids: vec![ca.svid("e1", "/web", &["unix:uid:1000"])],
+        svids: vec![Arc::new(ca.svid("e1", "/web", &["unix:uid:1000"]))],
+        unsigned: vec![],
     })));
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     loop {
@@ -822,13 +824,47 @@ fn duplicate_hints_keep_the_first_entry_only() {
     let snapshot = Snapshot {
         bundle: Arc::new(ca.bundle()),
         federated_bundles: vec![],
-        svids: vec![a, b, c],
+        svids: vec![Arc::new(a), Arc::new(b), Arc::new(c)],
+        unsigned: vec![],
     };
     let ids: Vec<&str> = compose::identities(&snapshot, &[selector("unix:uid:1")])
         .iter()
         .map(|s| s.entry_id.as_str())
         .collect();
     assert_eq!(ids, ["a", "c"]);
+}
+
+#[test]
+fn entries_without_an_x509_svid_still_have_jwt_identities() {
+    let ca = TestCa::new("example.org");
+    let signed = ca.svid("b", "/signed", &["unix:uid:1"]);
+    let unsigned = |id: &str, path: &str, hint: &str| {
+        Arc::new(crate::cache::EntryRecord {
+            entry_id: id.into(),
+            spiffe_id: sigil_spiffe::SpiffeId::parse(&format!("spiffe://example.org{path}"))
+                .unwrap(),
+            selectors: vec![selector("unix:uid:1")],
+            hint: hint.into(),
+            federates_with: vec![],
+        })
+    };
+    let snapshot = Snapshot {
+        bundle: Arc::new(ca.bundle()),
+        federated_bundles: vec![],
+        svids: vec![Arc::new(signed)],
+        unsigned: vec![unsigned("a", "/unsigned", ""), unsigned("c", "/dup", "")],
+    };
+    let ids: Vec<&str> = compose::jwt_identities(&snapshot, &[selector("unix:uid:1")])
+        .iter()
+        .map(|s| s.entry_id)
+        .collect();
+    assert_eq!(ids, ["a", "b", "c"]);
+    // X509-SVIDs are only those held.
+    assert_eq!(
+        compose::identities(&snapshot, &[selector("unix:uid:1")]).len(),
+        1
+    );
+    assert!(compose::jwt_identities(&snapshot, &[selector("unix:uid:2")]).is_empty());
 }
 
 #[test]

@@ -219,6 +219,7 @@ impl TestAgent {
         let cache = CacheHandle {
             snapshots: rx,
             jwt: minter.clone(),
+            subscriptions: Default::default(),
         };
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("api.sock");
@@ -258,7 +259,8 @@ impl TestAgent {
         self.snapshots.send_replace(Some(Arc::new(Snapshot {
             bundle: Arc::new(self.ca.bundle()),
             federated_bundles: federated.into_iter().map(Arc::new).collect(),
-            svids,
+            svids: svids.into_iter().map(Arc::new).collect(),
+            unsigned: vec![],
         })));
     }
 }
