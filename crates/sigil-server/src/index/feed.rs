@@ -344,20 +344,15 @@ impl EntryIndex {
         let full = match self.cfg.mode {
             // With full reloads, a server's own writes wait for the next
             // reload, as in SPIRE.
-            IndexMode::FullReload => !on_write,
+            IndexMode::FullReload if on_write => return Ok(()),
+            IndexMode::FullReload => true,
             IndexMode::Events => {
                 cursor.last_read.elapsed() > self.cfg.event_timeout
                     || cursor.last_full.elapsed() > self.cfg.full_reload_interval
             }
         };
         if full {
-            if on_write {
-                return Ok(());
-            }
             return self.rebuild(&mut cursor).await;
-        }
-        if self.cfg.mode == IndexMode::FullReload {
-            return Ok(());
         }
         let entry_events = self.ds.list_entry_events_since(cursor.entry_event).await?;
         let node_events = self.ds.list_node_events_since(cursor.node_event).await?;
@@ -417,6 +412,13 @@ impl EntryIndex {
     }
 
     fn mark_read(&self, cursor: &mut Cursor) {
+        {
+            let state = self.read();
+            metrics::gauge!("entry_index_entries").set(state.graph.entry_count() as f64);
+            metrics::gauge!("entry_index_agents").set(state.graph.node_count() as f64);
+            metrics::gauge!("entry_index_subscriptions")
+                .set(state.subscribers.values().map(Vec::len).sum::<usize>() as f64);
+        }
         let now = Instant::now();
         cursor.last_read = now;
         *self
@@ -597,4 +599,166 @@ async fn read_all(
         graph.upsert_entry(e);
     }
     Ok((graph, entry_event, node_event))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use sigil_datastore::NodeMask;
+    use sigil_plugin::clock::ManualClock;
+
+    use super::*;
+
+    fn id(s: &str) -> SpiffeId {
+        SpiffeId::parse(s).expect("test id")
+    }
+
+    fn node(name: &str) -> AttestedNode {
+        AttestedNode {
+            spiffe_id: id(&format!("spiffe://td/spire/agent/{name}")),
+            attestation_data_type: "test".into(),
+            cert_serial_number: "01".into(),
+            cert_not_after: 0,
+            new_cert_serial_number: String::new(),
+            new_cert_not_after: 0,
+            can_reattest: false,
+            selectors: Vec::new(),
+        }
+    }
+
+    fn entry(spiffe_id: &str, parent: &str) -> RegistrationEntry {
+        RegistrationEntry {
+            id: String::new(),
+            spiffe_id: id(spiffe_id),
+            parent_id: id(parent),
+            selectors: vec![sigil_spiffe::Selector::parse("unix:uid:1").expect("selector")],
+            x509_svid_ttl: 0,
+            jwt_svid_ttl: 0,
+            dns_names: Vec::new(),
+            federates_with: Vec::new(),
+            admin: false,
+            downstream: false,
+            expires_at: 0,
+            hint: String::new(),
+            store_svid: false,
+            revision_number: 0,
+            created_at: 0,
+        }
+    }
+
+    async fn setup(cfg: IndexConfig) -> (Arc<dyn DataStore>, Arc<EntryIndex>, AttestedNode) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.keep().join("ds.sqlite3");
+        let ds = sigil_datastore::open("sqlite3", &path.display().to_string())
+            .await
+            .expect("datastore");
+        let agent = ds.create_attested_node(node("a")).await.expect("node");
+        let clock = Arc::new(ManualClock::new(SystemTime::now()));
+        let index = EntryIndex::load(ds.clone(), id("spiffe://td/spire/server"), clock, cfg)
+            .await
+            .expect("index");
+        (ds, index, agent)
+    }
+
+    #[tokio::test]
+    async fn node_records_are_used_for_authentication_only_within_the_staleness_bound() {
+        let (_, index, agent) = setup(IndexConfig::default()).await;
+        assert!(
+            index.fresh_node(&agent.spiffe_id).is_none(),
+            "0s: always the datastore"
+        );
+        let cfg = IndexConfig {
+            node_staleness: Duration::from_secs(3600),
+            ..IndexConfig::default()
+        };
+        let (ds, index, agent) = setup(cfg).await;
+        assert_eq!(index.fresh_node(&agent.spiffe_id).as_deref(), Some(&agent));
+        // A ban written and applied is what authentication sees next.
+        let mut banned = agent.clone();
+        banned.cert_serial_number.clear();
+        ds.update_attested_node(banned, &NodeMask::all())
+            .await
+            .expect("ban");
+        index.refresh().await.expect("refresh");
+        assert!(
+            index
+                .fresh_node(&agent.spiffe_id)
+                .is_some_and(|n| n.is_banned())
+        );
+        // An index that has not read the feed for longer than the bound is
+        // not trusted for node records.
+        *index.synced_at.lock().expect("lock") = Instant::now()
+            .checked_sub(Duration::from_secs(7200))
+            .expect("instant");
+        assert!(index.fresh_node(&agent.spiffe_id).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_subscription_receives_the_changes_of_its_agent_only() {
+        let (ds, index, agent) = setup(IndexConfig::default()).await;
+        let other = ds.create_attested_node(node("b")).await.expect("node b");
+        index.refresh().await.expect("refresh");
+        let mut mine = index.subscribe(&agent);
+        let mut theirs = index.subscribe(&other);
+        assert!(mine.initial.is_empty());
+        let created = ds
+            .create_entry(entry("spiffe://td/w", "spiffe://td/spire/agent/a"))
+            .await
+            .expect("entry");
+        index.refresh().await.expect("refresh");
+        let push = mine.changes.try_recv().expect("a push for agent a");
+        assert_eq!(push.upserted.len(), 1);
+        assert_eq!(push.upserted[0].id, created.id);
+        assert!(theirs.changes.try_recv().is_err(), "agent b is not woken");
+        ds.delete_entry(&created.id).await.expect("delete");
+        index.refresh().await.expect("refresh");
+        let push = mine.changes.try_recv().expect("a removal for agent a");
+        assert_eq!(&*push.removed[0], created.id.as_str());
+        assert_eq!(index.pushes(), 2);
+        drop(theirs);
+        assert_eq!(index.subscriptions(), 1);
+        // Deleting the agent ends its subscription.
+        ds.delete_attested_node(&agent.spiffe_id)
+            .await
+            .expect("delete node");
+        index.refresh().await.expect("refresh");
+        assert!(mine.changes.recv().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn with_full_reloads_changes_wait_for_the_next_reload() {
+        let cfg = IndexConfig {
+            mode: IndexMode::FullReload,
+            ..IndexConfig::default()
+        };
+        let (ds, index, agent) = setup(cfg).await;
+        ds.create_entry(entry("spiffe://td/w", "spiffe://td/spire/agent/a"))
+            .await
+            .expect("entry");
+        index.refresh().await.expect("refresh");
+        assert!(index.authorized(&agent).is_empty(), "not before the reload");
+        index.poll(false).await.expect("reload");
+        assert_eq!(index.authorized(&agent).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn after_an_outage_longer_than_event_timeout_the_index_rebuilds_in_full() {
+        let (ds, index, agent) = setup(IndexConfig::default()).await;
+        ds.create_entry(entry("spiffe://td/w", "spiffe://td/spire/agent/a"))
+            .await
+            .expect("entry");
+        // Simulate a long outage in which the events were pruned: the
+        // cursor is old and the feed no longer holds the change.
+        ds.prune_entry_events(i64::MAX, 1000).await.expect("prune");
+        index.cursor.lock().await.last_read = Instant::now()
+            .checked_sub(Duration::from_secs(3600))
+            .expect("instant");
+        index.refresh().await.expect("refresh");
+        assert_eq!(
+            index.authorized(&agent).len(),
+            1,
+            "the full read found what the pruned feed no longer names"
+        );
+    }
 }
