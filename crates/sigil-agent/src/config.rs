@@ -78,7 +78,6 @@ const UNSUPPORTED_AGENT: &[&str] = &[
 const UNSUPPORTED_EXPERIMENTAL: &[&str] = &[
     "named_pipe_name",
     "admin_named_pipe_name",
-    "use_sync_authorized_entries",
     "require_pq_kem",
     "jwt_svid_cache_hit_timeout",
 ];
@@ -312,6 +311,15 @@ impl AgentConfig {
                         .into());
                 }
                 sync_interval = d;
+            }
+            // SPIRE's default; the agent has no other way to fetch entries.
+            if exp.take_bool("use_sync_authorized_entries")? == Some(false) {
+                return Err(exp
+                    .invalid_value(
+                        "use_sync_authorized_entries",
+                        "false is not supported: sigil-agent always syncs entries with SyncAuthorizedEntries",
+                    )
+                    .into());
             }
             if let Some(rl) = exp.take_block("ratelimit")? {
                 workload_rate_limits = parse_workload_rate_limits(rl.body)?;
@@ -988,9 +996,12 @@ plugins {
             "log_level = \"DEBUG\"",
             "experimental {\n use_sync_authorized_entries = true\n}",
         );
-        assert_eq!(
-            err(&text),
-            "option \"use_sync_authorized_entries\" in agent.experimental is not supported by sigil yet"
+        AgentConfig::parse(&text).unwrap();
+        let text = text.replace("= true", "= false");
+        assert!(
+            err(&text).contains("use_sync_authorized_entries"),
+            "{}",
+            err(&text)
         );
     }
 

@@ -76,8 +76,97 @@ pub struct IssuedJwt {
     pub hint: String,
 }
 
-/// Change notifications from the server (see [`ServerApi::watch_changes`]).
-pub type ChangeStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<(), Status>> + Send>>;
+/// Where an entry stands on the server, as `SyncAuthorizedEntries` lists
+/// it in sparse mode: enough to tell whether the copy the agent holds is
+/// current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryRevision {
+    /// Bumped by the server on every change of the entry.
+    pub revision_number: i64,
+    /// When the server created the entry (unix seconds; 0 when not sent).
+    /// An entry deleted and created again under the same ID starts over at
+    /// revision 0, so the revision alone cannot tell the two apart.
+    pub created_at: i64,
+}
+
+impl EntryRevision {
+    /// Whether `held` is an out-of-date copy of the entry at `self`. A
+    /// server that sends no creation time (0) is compared by revision only.
+    pub fn is_newer_than(&self, held: &EntryRevision) -> bool {
+        held.revision_number != self.revision_number
+            || (self.created_at != 0 && held.created_at != self.created_at)
+    }
+}
+
+impl AuthorizedEntry {
+    /// The entry's revision.
+    pub fn revision(&self) -> EntryRevision {
+        EntryRevision {
+            revision_number: self.revision_number,
+            created_at: self.created_at,
+        }
+    }
+}
+
+/// One response of `Entry.SyncAuthorizedEntries`, converted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryPage {
+    /// Sparse mode: `(entry ID, revision)` of authorized entries.
+    pub revisions: Vec<(String, EntryRevision)>,
+    /// Full entries (malformed ones were already dropped with a warning).
+    pub entries: Vec<AuthorizedEntry>,
+    /// Another page of the same answer follows.
+    pub more: bool,
+}
+
+/// An open `Entry.SyncAuthorizedEntries` stream whose initial request
+/// (with the agent's output mask) has been sent. The diff logic driving it
+/// lives in [`super::sync`]; implementations only move messages.
+#[async_trait]
+pub trait EntrySyncStream: Send {
+    /// Asks for the full entries with these IDs (sparse mode).
+    async fn request(&mut self, ids: Vec<String>) -> Result<(), Status>;
+
+    /// The next response. A stream the server ended early is an error.
+    async fn next_page(&mut self) -> Result<EntryPage, Status>;
+}
+
+/// One push from the server (sigil's `Sync.WatchChanges`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Change {
+    /// Entry changes, when the server sends them (asked for with
+    /// `entry_changes`); `None` from servers that only signal.
+    pub entries: Option<EntryChanges>,
+    /// Our trust domain's bundle, when it changed.
+    pub bundle: Option<Bundle>,
+    /// Something not carried here changed (a federated bundle): run a full
+    /// sync.
+    pub resync: bool,
+}
+
+impl Change {
+    /// A message carrying nothing: an older server's "sync now".
+    pub fn is_bare_signal(&self) -> bool {
+        self.entries.is_none() && self.bundle.is_none() && !self.resync
+    }
+}
+
+/// Entry changes for this agent, one page of a group (see `sync.proto`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EntryChanges {
+    /// This group replaces every entry held.
+    pub reset: bool,
+    /// Entries added or changed, whole.
+    pub upserted: Vec<AuthorizedEntry>,
+    /// IDs of entries no longer authorized.
+    pub removed: Vec<String>,
+    /// Another page of the same group follows.
+    pub more: bool,
+}
+
+/// Pushes from the server (see [`ServerApi::watch_changes`]).
+pub type ChangeStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Change, Status>> + Send>>;
 
 /// How the client authenticates the server.
 pub use sigil_crypto::tls::ServerTrust;
@@ -124,8 +213,8 @@ pub trait ServerApi: Send + Sync + std::fmt::Debug {
     /// must not be ours. `NotFound` when the server has none.
     async fn get_federated_bundle(&self, td: &TrustDomain) -> Result<Bundle, Status>;
 
-    /// `Entry.GetAuthorizedEntries`.
-    async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status>;
+    /// Opens `Entry.SyncAuthorizedEntries` and sends its initial request.
+    async fn sync_authorized_entries(&self) -> Result<Box<dyn EntrySyncStream>, Status>;
 
     /// `SVID.BatchNewX509SVID` for `(entry ID, CSR)` pairs; one result per
     /// pair, in order.
@@ -138,7 +227,9 @@ pub trait ServerApi: Send + Sync + std::fmt::Debug {
     async fn new_jwt_svid(&self, entry_id: &str, audience: &[String]) -> Result<IssuedJwt, Status>;
 
     /// A stream with one item per change the server announces (sigil's
-    /// push extension). Servers without it answer `Unimplemented`.
+    /// push extension), asking for entry changes; servers that predate them
+    /// send bare signals. Servers without the extension (SPIRE) answer
+    /// `Unimplemented`.
     async fn watch_changes(&self) -> Result<ChangeStream, Status> {
         Err(Status::unimplemented("the server does not push changes"))
     }

@@ -24,6 +24,7 @@ use rustls_pki_types::ServerName;
 use sigil_crypto::CryptoError;
 use sigil_plugin::nodeattestor::AgentNodeAttestor;
 use sigil_proto::MAX_MESSAGE_SIZE;
+use sigil_proto::sigil::api::server::sync::v1 as sync_pb;
 use sigil_proto::spire::api::server::agent::v1 as agent_pb;
 use sigil_proto::spire::api::server::bundle::v1 as bundle_pb;
 use sigil_proto::spire::api::server::entry::v1 as entry_pb;
@@ -35,7 +36,8 @@ use tonic::Status;
 use tonic::transport::{Channel, Endpoint};
 
 use super::api::{
-    AgentIdentity, Attested, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust,
+    AgentIdentity, Attested, AuthorizedEntry, Change, EntryChanges, EntryPage, EntryRevision,
+    EntrySyncStream, IssuedJwt, IssuedX509, ServerApi, ServerTrust,
 };
 
 /// How long establishing a connection (TCP + TLS) may take.
@@ -249,25 +251,24 @@ impl ServerApi for TonicServerApi {
         bundle_from_proto(td, bundle).map_err(Status::internal)
     }
 
-    async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {
+    async fn sync_authorized_entries(&self) -> Result<Box<dyn EntrySyncStream>, Status> {
         let mut client = entry_pb::entry_client::EntryClient::new(self.channel()?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
-        let response = client
-            .get_authorized_entries(entry_pb::GetAuthorizedEntriesRequest { output_mask: None })
+        // The agent asks for one batch of IDs at a time and reads the
+        // answer before the next, so one request waits at most.
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tx.send(entry_pb::SyncAuthorizedEntriesRequest {
+            output_mask: Some(entry_output_mask()),
+            ids: Vec::new(),
+        })
+        .await
+        .map_err(|_| Status::internal("entry sync request stream closed"))?;
+        let responses = client
+            .sync_authorized_entries(tokio_stream::wrappers::ReceiverStream::new(rx))
             .await?
             .into_inner();
-        let mut out = Vec::with_capacity(response.entries.len());
-        for entry in response.entries {
-            let id = entry.id.clone();
-            match entry_from_proto(entry) {
-                Ok(e) => out.push(e),
-                Err(reason) => {
-                    tracing::warn!(entry_id = %id, error = %reason, "Ignoring malformed authorized entry");
-                }
-            }
-        }
-        Ok(out)
+        Ok(Box::new(TonicEntrySync { tx, responses }))
     }
 
     async fn batch_new_x509_svid(
@@ -337,15 +338,131 @@ impl ServerApi for TonicServerApi {
     }
     async fn watch_changes(&self) -> Result<super::api::ChangeStream, Status> {
         use futures::StreamExt;
-        use sigil_proto::sigil::api::server::sync::v1 as sync_pb;
         let mut client = sync_pb::sync_client::SyncClient::new(self.channel()?)
             .max_decoding_message_size(MAX_MESSAGE_SIZE)
             .max_encoding_message_size(MAX_MESSAGE_SIZE);
         let stream = client
-            .watch_changes(sync_pb::WatchChangesRequest::default())
+            .watch_changes(sync_pb::WatchChangesRequest {
+                entry_changes: true,
+            })
             .await?
             .into_inner();
-        Ok(Box::pin(stream.map(|r| r.map(|_| ()))))
+        let td = self.trust_domain.clone();
+        Ok(Box::pin(
+            stream.map(move |r| r.map(|msg| change_from_proto(&td, msg))),
+        ))
+    }
+}
+
+/// How long the agent waits for one `SyncAuthorizedEntries` response.
+const ENTRY_PAGE_TIMEOUT: Duration = REQUEST_TIMEOUT;
+
+/// The fields of an entry the agent uses (SPIRE's agent asks for the same
+/// ones, plus DNS names and TTLs, which sigil's agent compares to decide
+/// whether an SVID must be re-issued).
+fn entry_output_mask() -> types::EntryMask {
+    types::EntryMask {
+        spiffe_id: true,
+        selectors: true,
+        x509_svid_ttl: true,
+        federates_with: true,
+        admin: true,
+        downstream: true,
+        dns_names: true,
+        revision_number: true,
+        store_svid: true,
+        jwt_svid_ttl: true,
+        hint: true,
+        created_at: true,
+        ..Default::default()
+    }
+}
+
+/// [`EntrySyncStream`] over a gRPC bidirectional stream.
+struct TonicEntrySync {
+    tx: tokio::sync::mpsc::Sender<entry_pb::SyncAuthorizedEntriesRequest>,
+    responses: tonic::Streaming<entry_pb::SyncAuthorizedEntriesResponse>,
+}
+
+#[async_trait]
+impl EntrySyncStream for TonicEntrySync {
+    async fn request(&mut self, ids: Vec<String>) -> Result<(), Status> {
+        self.tx
+            .send(entry_pb::SyncAuthorizedEntriesRequest {
+                output_mask: None,
+                ids,
+            })
+            .await
+            .map_err(|_| Status::unavailable("the server closed the entry sync stream"))
+    }
+
+    async fn next_page(&mut self) -> Result<EntryPage, Status> {
+        let msg = tokio::time::timeout(ENTRY_PAGE_TIMEOUT, self.responses.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no SyncAuthorizedEntries response in time"))??
+            .ok_or_else(|| {
+                Status::unavailable("the server ended SyncAuthorizedEntries before the last page")
+            })?;
+        Ok(EntryPage {
+            revisions: msg
+                .entry_revisions
+                .into_iter()
+                .filter_map(|r| {
+                    if r.id.is_empty() || r.revision_number < 0 {
+                        tracing::warn!(entry_id = %r.id, revision_number = r.revision_number, "Ignoring malformed entry revision");
+                        return None;
+                    }
+                    Some((
+                        r.id,
+                        EntryRevision {
+                            revision_number: r.revision_number,
+                            created_at: r.created_at,
+                        },
+                    ))
+                })
+                .collect(),
+            entries: entries_from_proto(msg.entries),
+            more: msg.more,
+        })
+    }
+}
+
+/// Converts entries, dropping (with a warning) the malformed ones.
+fn entries_from_proto(entries: Vec<types::Entry>) -> Vec<AuthorizedEntry> {
+    let mut out = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let id = entry.id.clone();
+        match entry_from_proto(entry) {
+            Ok(e) => out.push(e),
+            Err(reason) => {
+                tracing::warn!(entry_id = %id, error = %reason, "Ignoring malformed authorized entry");
+            }
+        }
+    }
+    out
+}
+
+/// Converts one `WatchChanges` message. A bundle the agent cannot use is
+/// left out and turned into a resync, so the full sync fetches it again.
+fn change_from_proto(td: &TrustDomain, msg: sync_pb::WatchChangesResponse) -> Change {
+    let mut resync = msg.resync;
+    let bundle = msg.bundle.and_then(|b| match bundle_from_proto(td, b) {
+        Ok(b) => Some(b),
+        Err(reason) => {
+            tracing::warn!(error = %reason, "Ignoring an unusable pushed bundle; syncing instead");
+            resync = true;
+            None
+        }
+    });
+    Change {
+        entries: msg.entries.map(|e| EntryChanges {
+            reset: e.reset,
+            upserted: entries_from_proto(e.upserted),
+            removed: e.removed,
+            more: e.more,
+        }),
+        bundle,
+        resync,
     }
 }
 

@@ -39,11 +39,11 @@ use sigil_telemetry::metrics::{CallCounter, code_name};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
-use self::api::{AgentIdentity, AuthorizedEntry, ServerApi, ServerTrust};
+use self::api::{AgentIdentity, AuthorizedEntry, Change, EntryChanges, ServerApi, ServerTrust};
 use self::attest::{AgentSvid, Retry, retry_transient};
 use self::jwt::CachingJwtMinter;
 use self::store::{DataDir, StoreError};
-use self::sync::{SyncState, should_rotate};
+use self::sync::{Pushed, SyncState, should_rotate};
 use crate::cache::{CacheHandle, JwtMinter, Snapshot, Subscriptions, X509SvidRecord};
 use crate::config::{AgentConfig, BundleFormat, TrustBundleSource};
 
@@ -700,20 +700,81 @@ impl Shared {
     /// that calls for re-attestation is returned as
     /// [`ManagerError::MustReattest`] for [`Shared::tick`] to handle.
     async fn sync_and_publish(&self) -> Result<(), ManagerError> {
+        self.run_step(Step::Full).await
+    }
+
+    /// Takes one message of the server's change stream. Entry changes and
+    /// bundles are applied to the state, and once a group of entry changes
+    /// is complete the SVID part of a sync runs, without fetching entries
+    /// or the bundle; a bare signal (older servers), a `resync` (a
+    /// federated bundle changed) or changes the agent cannot apply ask the
+    /// sync loop for a full sync.
+    async fn push(&self, change: Change) {
+        if change.is_bare_signal() || change.resync {
+            self.notify.notify_one();
+        }
+        if change.entries.is_none() && change.bundle.is_none() {
+            return;
+        }
+        let step = Step::Push {
+            entries: change.entries,
+            bundle: change.bundle,
+        };
+        if let Err(e) = self.run_step(step).await {
+            tracing::warn!(error = %e, "Applying pushed changes failed; syncing");
+            self.notify.notify_one();
+        }
+    }
+
+    /// A full sync, or the application of pushed changes; then publishes
+    /// and persists what changed (see [`Shared::sync_and_publish`]).
+    async fn run_step(&self, step: Step) -> Result<(), ManagerError> {
         let mut state = self.state.lock().await;
-        // Entry IDs held before this sync; `None` before the first one.
+        // Entry IDs held before this step; `None` before the first sync.
         let known: Option<BTreeSet<String>> =
             state.entries.as_ref().map(|e| e.keys().cloned().collect());
-        // SPIRE's sync call counter; its `status` tells failed syncs apart.
-        let call = CallCounter::start("manager_sync_fetch_entries_updates");
-        let result = state
-            .sync(
-                self.api.as_ref(),
-                self.clock.as_ref(),
-                self.cfg.workload_key_type,
-            )
-            .await;
-        call.finish_result(&result, |s| code_name(s.code() as i32).to_owned());
+        let full = matches!(step, Step::Full);
+        let result = match step {
+            Step::Full => {
+                // SPIRE's sync call counter; its `status` tells failed syncs apart.
+                let call = CallCounter::start("manager_sync_fetch_entries_updates");
+                let result = state
+                    .sync(
+                        self.api.as_ref(),
+                        self.clock.as_ref(),
+                        self.cfg.workload_key_type,
+                    )
+                    .await;
+                call.finish_result(&result, |s| code_name(s.code() as i32).to_owned());
+                result
+            }
+            Step::Push { entries, bundle } => {
+                let mut apply = false;
+                if let Some(bundle) = bundle {
+                    match state.push_bundle(bundle) {
+                        Ok(changed) => apply |= changed,
+                        Err(e) => tracing::warn!(error = %e.message(), "Ignoring pushed bundle"),
+                    }
+                }
+                if let Some(page) = entries {
+                    match state.push_entry_changes(page) {
+                        Pushed::Applied => apply = true,
+                        Pushed::Pending => {}
+                        Pushed::NeedsSync => self.notify.notify_one(),
+                    }
+                }
+                if !apply {
+                    return Ok(());
+                }
+                state
+                    .refresh(
+                        self.api.as_ref(),
+                        self.clock.as_ref(),
+                        self.cfg.workload_key_type,
+                    )
+                    .await
+            }
+        };
         state.prune_expired(self.clock.unix_now());
         record_cache_metrics(&state, self.clock.unix_now());
         if result.is_ok()
@@ -738,7 +799,7 @@ impl Shared {
         }
 
         self.publish(&state).await;
-        if result.is_ok() {
+        if result.is_ok() && full {
             self.last_sync
                 .store(self.clock.unix_now(), Ordering::SeqCst);
         }
@@ -959,6 +1020,18 @@ impl Default for PersistReport {
     }
 }
 
+/// What [`Shared::run_step`] does.
+#[derive(Debug)]
+enum Step {
+    /// A full sync with the server.
+    Full,
+    /// Applies a pushed bundle and a page of pushed entry changes.
+    Push {
+        entries: Option<EntryChanges>,
+        bundle: Option<Bundle>,
+    },
+}
+
 /// The status label of a failed manager call: the server's gRPC code when
 /// the server answered, else `Unavailable` (unreachable) or `Internal`.
 fn manager_error_status(e: &ManagerError) -> String {
@@ -1045,8 +1118,9 @@ async fn signing_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Holds sigil-server's change stream open and syncs on every message, so
-/// entry changes arrive at once rather than at the next poll. A server
+/// Holds sigil-server's change stream open and applies what it pushes
+/// (see [`Shared::push`]), so entry changes arrive at once rather than at
+/// the next poll, and without fetching the whole entry list. A server
 /// without the extension (SPIRE) answers `Unimplemented`: then polling is
 /// all there is, and this task ends.
 async fn watch_loop(shared: Arc<Shared>) {
@@ -1059,13 +1133,16 @@ async fn watch_loop(shared: Arc<Shared>) {
                 backoff = Duration::from_secs(1);
                 while let Some(msg) = changes.next().await {
                     match msg {
-                        Ok(()) => shared.notify.notify_one(),
+                        Ok(change) => shared.push(change).await,
                         Err(e) => {
                             tracing::debug!(error = %e, "Change stream ended");
                             break;
                         }
                     }
                 }
+                // A group cut off with the stream is never completed; the
+                // next stream starts with a full set.
+                shared.state.lock().await.discard_pending_changes();
             }
             Err(e) if e.code() == tonic::Code::Unimplemented => {
                 tracing::info!("Server does not push changes; relying on polling");

@@ -1,6 +1,17 @@
 //! One synchronization with the server, and the decisions behind it.
 //!
-//! A sync fetches the bundle and the authorized entries, forgets the SVIDs
+//! A sync fetches the bundle and the authorized entries, the latter with
+//! SPIRE's `SyncAuthorizedEntries` so that no response grows with the size
+//! of the set: a server with few entries sends them all at once; above a
+//! page it lists `(ID, revision, creation time)` in pages, and the agent
+//! asks only for the entries it lacks or holds out of date, in batches of
+//! at most a page ([`MAX_ENTRY_REQUEST`]), then forgets the ones not listed.
+//! Entry changes pushed by sigil-server ([`SyncState::push_entry_changes`])
+//! are applied to the same held set, after which [`SyncState::refresh`]
+//! runs the SVID part of a sync without asking the server for entries or
+//! the bundle.
+//!
+//! With its entries current, a sync forgets the SVIDs
 //! of entries no longer authorized, and asks for new X509-SVIDs (fresh key
 //! per SVID, CSRs in batches of at most [`MAX_BATCH`]) for every entry that
 //! has none, whose SVID reached half its lifetime, or whose entry changed in
@@ -24,7 +35,7 @@
 //! the state after each attempt, successful or not, and publishes it only
 //! when it differs from the last one.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use sigil_crypto::key::{KeyType, Signer, SoftwareKey};
@@ -32,12 +43,19 @@ use sigil_plugin::clock::{self, Clock};
 use sigil_spiffe::{Bundle, TrustDomain};
 use tonic::Status;
 
-use super::api::{AuthorizedEntry, ServerApi};
+use super::api::{AuthorizedEntry, EntryChanges, EntryRevision, ServerApi};
 use super::store::CachedSvid;
 use crate::cache::{EntryRecord, Snapshot, Subscriptions, X509SvidRecord};
 
 /// Most CSRs sent in one `BatchNewX509SVID` call.
 pub const MAX_BATCH: usize = 500;
+
+/// Most entry IDs asked for in one `SyncAuthorizedEntries` request. The
+/// agent asks for a page at a time, as SPIRE's agent does (the size of the
+/// server's first revision page), but never more than this, so one answer
+/// stays far below the gRPC message size limit whatever page size the
+/// server uses.
+pub const MAX_ENTRY_REQUEST: usize = 500;
 
 /// Why an entry needs a new X509-SVID.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,13 +110,45 @@ pub struct SyncState {
     pub federated: BTreeMap<TrustDomain, Arc<Bundle>>,
     /// SVIDs by entry ID.
     pub svids: BTreeMap<String, CachedSvid>,
-    /// Entries from the last successful fetch (`None` before the first).
+    /// Entries from the last successful fetch (`None` before the first),
+    /// SVIDStore entries left out.
     pub entries: Option<BTreeMap<String, AuthorizedEntry>>,
     /// Most X509-SVIDs held beyond those of callers being served
     /// (`x509_svid_cache_max_size`).
     pub max_svids: usize,
     /// The callers being served, shared with the Workload API.
     pub subscriptions: Arc<Subscriptions>,
+    /// Revisions of the authorized SVIDStore entries: they are for
+    /// SVIDStore plugins, not workloads, and are held only so that a sync
+    /// does not ask for them again.
+    pub store_entries: BTreeMap<String, EntryRevision>,
+    /// Pages of a pushed entry change group received so far.
+    pending: Vec<EntryChanges>,
+}
+
+/// What [`SyncState::push_entry_changes`] did with a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    /// More pages of the group follow; nothing applied yet.
+    Pending,
+    /// The group is complete and applied to the held entries.
+    Applied,
+    /// The group changes a set the agent does not hold (no sync yet):
+    /// nothing applied, a full sync is needed.
+    NeedsSync,
+}
+
+/// What one `SyncAuthorizedEntries` exchange brought.
+#[derive(Debug)]
+enum EntryFetch {
+    /// The server sent the whole set.
+    Full(Vec<AuthorizedEntry>),
+    /// Sparse mode: the IDs of every authorized entry, and the entries the
+    /// agent asked for.
+    Sparse {
+        listed: HashSet<String>,
+        fetched: Vec<AuthorizedEntry>,
+    },
 }
 
 /// What one sync changed.
@@ -145,6 +195,8 @@ impl SyncState {
             entries: None,
             max_svids: usize::MAX,
             subscriptions: Arc::default(),
+            store_entries: BTreeMap::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -154,6 +206,201 @@ impl SyncState {
         self.max_svids = max_svids;
         self.subscriptions = subscriptions;
         self
+    }
+
+    /// The revision of entry `id` as the agent holds it.
+    pub fn held_revision(&self, id: &str) -> Option<EntryRevision> {
+        self.entries
+            .as_ref()
+            .and_then(|e| e.get(id))
+            .map(AuthorizedEntry::revision)
+            .or_else(|| self.store_entries.get(id).copied())
+    }
+
+    /// Adds or replaces an entry held.
+    fn upsert_entry(&mut self, entry: AuthorizedEntry) {
+        let entries = self.entries.get_or_insert_with(BTreeMap::new);
+        if entry.store_svid {
+            entries.remove(&entry.id);
+            self.store_entries
+                .insert(entry.id.clone(), entry.revision());
+        } else {
+            self.store_entries.remove(&entry.id);
+            entries.insert(entry.id.clone(), entry);
+        }
+    }
+
+    /// Forgets an entry; true if it was held.
+    fn remove_entry(&mut self, id: &str) -> bool {
+        let workload = self
+            .entries
+            .as_mut()
+            .is_some_and(|e| e.remove(id).is_some());
+        self.store_entries.remove(id).is_some() || workload
+    }
+
+    /// Replaces every entry held with `entries`.
+    fn reset_entries(&mut self, entries: Vec<AuthorizedEntry>) {
+        self.entries = Some(BTreeMap::new());
+        self.store_entries.clear();
+        for e in entries {
+            self.upsert_entry(e);
+        }
+    }
+
+    /// Takes one page of a pushed entry change group (see `sync.proto`).
+    /// The group is applied when its last page arrives: a `reset` group
+    /// replaces the held set, others remove and upsert entries (removals of
+    /// entries not held are ignored). A page starting a new `reset` group
+    /// discards an unfinished one.
+    pub fn push_entry_changes(&mut self, page: EntryChanges) -> Pushed {
+        if page.reset {
+            self.pending.clear();
+        }
+        let more = page.more;
+        self.pending.push(page);
+        if more {
+            return Pushed::Pending;
+        }
+        let group = std::mem::take(&mut self.pending);
+        let reset = group.first().is_some_and(|p| p.reset);
+        if !reset && self.entries.is_none() {
+            return Pushed::NeedsSync;
+        }
+        if reset {
+            self.reset_entries(Vec::new());
+        }
+        for page in group {
+            for id in &page.removed {
+                self.remove_entry(id);
+            }
+            for e in page.upserted {
+                self.upsert_entry(e);
+            }
+        }
+        Pushed::Applied
+    }
+
+    /// Forgets a partly received pushed group (the stream broke).
+    pub fn discard_pending_changes(&mut self) {
+        self.pending.clear();
+    }
+
+    /// Takes a bundle the server pushed, as a sync takes the fetched one.
+    pub fn push_bundle(&mut self, bundle: Bundle) -> Result<bool, Status> {
+        self.set_bundle(bundle)
+    }
+
+    /// Replaces the bundle when `bundle` differs; true if it did.
+    fn set_bundle(&mut self, bundle: Bundle) -> Result<bool, Status> {
+        if bundle.x509_authorities.is_empty() {
+            return Err(Status::internal(
+                "the server returned a bundle without X.509 authorities; keeping the current one",
+            ));
+        }
+        if *self.bundle == bundle {
+            return Ok(false);
+        }
+        tracing::info!(trust_domain = %self.td, sequence_number = bundle.sequence_number, "Trust bundle updated");
+        self.bundle = Arc::new(bundle);
+        Ok(true)
+    }
+
+    /// Brings the held entries up to date with `SyncAuthorizedEntries`.
+    /// Nothing changes when the exchange fails part way.
+    async fn sync_entries(&mut self, api: &dyn ServerApi) -> Result<(), Status> {
+        match self.fetch_entries(api).await? {
+            EntryFetch::Full(entries) => self.reset_entries(entries),
+            EntryFetch::Sparse { listed, fetched } => {
+                let dropped: Vec<String> = self
+                    .entries
+                    .iter()
+                    .flat_map(|e| e.keys())
+                    .chain(self.store_entries.keys())
+                    .filter(|id| !listed.contains(*id))
+                    .cloned()
+                    .collect();
+                for id in &dropped {
+                    self.remove_entry(id);
+                }
+                self.entries.get_or_insert_with(BTreeMap::new);
+                let changed = fetched.len();
+                for e in fetched {
+                    self.upsert_entry(e);
+                }
+                tracing::debug!(
+                    listed = listed.len(),
+                    fetched = changed,
+                    dropped = dropped.len(),
+                    "Synced authorized entries"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// One `SyncAuthorizedEntries` exchange, as SPIRE's agent runs it: take
+    /// the full set if the server sends it; otherwise read every revision
+    /// page, then ask (sorted, a page at a time) for the entries the agent
+    /// lacks or holds at another revision or creation time.
+    async fn fetch_entries(&self, api: &dyn ServerApi) -> Result<EntryFetch, Status> {
+        let mut stream = api.sync_authorized_entries().await?;
+        let first = stream.next_page().await?;
+        if first.revisions.is_empty() {
+            let mut entries = first.entries;
+            let mut more = first.more;
+            while more {
+                let page = stream.next_page().await?;
+                if !page.revisions.is_empty() {
+                    return Err(unexpected("entry revisions after full entries"));
+                }
+                entries.extend(page.entries);
+                more = page.more;
+            }
+            return Ok(EntryFetch::Full(entries));
+        }
+
+        let batch = first.revisions.len().min(MAX_ENTRY_REQUEST);
+        let mut listed = HashSet::new();
+        let mut need = Vec::new();
+        let mut page = first;
+        loop {
+            for (id, revision) in page.revisions {
+                if self
+                    .held_revision(&id)
+                    .is_none_or(|held| revision.is_newer_than(&held))
+                {
+                    need.push(id.clone());
+                }
+                listed.insert(id);
+            }
+            if !page.more {
+                break;
+            }
+            page = stream.next_page().await?;
+            if !page.entries.is_empty() {
+                return Err(unexpected("full entries among entry revisions"));
+            }
+        }
+
+        // Sorted, as the server looks the IDs up in its sorted list.
+        need.sort_unstable();
+        need.dedup();
+        let mut fetched = Vec::with_capacity(need.len());
+        for ids in need.chunks(batch) {
+            stream.request(ids.to_vec()).await?;
+            loop {
+                let page = stream.next_page().await?;
+                if !page.revisions.is_empty() {
+                    return Err(unexpected("entry revisions among requested entries"));
+                }
+                fetched.extend(page.entries);
+                if !page.more {
+                    break;
+                }
+            }
+        }
+        Ok(EntryFetch::Sparse { listed, fetched })
     }
 
     /// What the Workload API should serve now.
@@ -202,55 +449,30 @@ impl SyncState {
         clock: &dyn Clock,
         key_type: KeyType,
     ) -> Result<SyncOutcome, Status> {
+        let mut outcome = SyncOutcome {
+            bundle_changed: self.set_bundle(api.get_bundle().await?)?,
+            ..SyncOutcome::default()
+        };
+        self.sync_entries(api).await?;
+        self.sync_federated(api, false, &mut outcome).await;
+        self.refresh_svids(api, clock, key_type, true, &mut outcome)
+            .await?;
+        Ok(outcome)
+    }
+
+    /// The SVID part of a sync, for entries pushed by the server: drops the
+    /// SVIDs of entries no longer held, issues the missing and stale ones,
+    /// and fetches the bundles of trust domains an entry newly federates
+    /// with (the server pushes a resync when a known one changes). Neither
+    /// the entries nor our bundle are fetched.
+    pub async fn refresh(
+        &mut self,
+        api: &dyn ServerApi,
+        clock: &dyn Clock,
+        key_type: KeyType,
+    ) -> Result<SyncOutcome, Status> {
         let mut outcome = SyncOutcome::default();
-
-        let bundle = api.get_bundle().await?;
-        if bundle.x509_authorities.is_empty() {
-            return Err(Status::internal(
-                "the server returned a bundle without X.509 authorities; keeping the current one",
-            ));
-        }
-        if *self.bundle != bundle {
-            tracing::info!(trust_domain = %self.td, sequence_number = bundle.sequence_number, "Trust bundle updated");
-            self.bundle = Arc::new(bundle);
-            outcome.bundle_changed = true;
-        }
-
-        let entries: BTreeMap<String, AuthorizedEntry> = api
-            .get_authorized_entries()
-            .await?
-            .into_iter()
-            // SVIDStore entries are for SVIDStore plugins, not workloads.
-            .filter(|e| !e.store_svid)
-            .map(|e| (e.id.clone(), e))
-            .collect();
-
-        self.svids.retain(|id, s| {
-            let keep = entries.contains_key(id);
-            if !keep {
-                tracing::info!(entry_id = %id, spiffe_id = %s.record.spiffe_id, "Entry no longer authorized; dropping its X509-SVID");
-                outcome.dropped += 1;
-            }
-            keep
-        });
-
-        self.sync_federated(api, &entries, &mut outcome).await;
-
-        for entry in entries.values() {
-            if let Some(c) = self.svids.get_mut(&entry.id) {
-                // Not part of the certificate: follow the entry in place.
-                if c.record.selectors != entry.selectors
-                    || c.record.hint != entry.hint
-                    || c.record.federates_with != entry.federates_with
-                {
-                    let record = Arc::make_mut(&mut c.record);
-                    record.selectors = entry.selectors.clone();
-                    record.hint = entry.hint.clone();
-                    record.federates_with = entry.federates_with.clone();
-                }
-            }
-        }
-        self.entries = Some(entries);
+        self.sync_federated(api, true, &mut outcome).await;
         self.refresh_svids(api, clock, key_type, true, &mut outcome)
             .await?;
         Ok(outcome)
@@ -288,6 +510,28 @@ impl SyncState {
         fill: bool,
         outcome: &mut SyncOutcome,
     ) -> Result<(), Status> {
+        self.svids.retain(|id, s| {
+            let keep = entries.contains_key(id);
+            if !keep {
+                tracing::info!(entry_id = %id, spiffe_id = %s.record.spiffe_id, "Entry no longer authorized; dropping its X509-SVID");
+                outcome.dropped += 1;
+            }
+            keep
+        });
+        for entry in entries.values() {
+            if let Some(c) = self.svids.get_mut(&entry.id) {
+                // Not part of the certificate: follow the entry in place.
+                if c.record.selectors != entry.selectors
+                    || c.record.hint != entry.hint
+                    || c.record.federates_with != entry.federates_with
+                {
+                    let record = Arc::make_mut(&mut c.record);
+                    record.selectors = entry.selectors.clone();
+                    record.hint = entry.hint.clone();
+                    record.federates_with = entry.federates_with.clone();
+                }
+            }
+        }
         self.subscriptions
             .retain_uses(|id| entries.contains_key(id));
         let callers = self.subscriptions.active();
@@ -376,18 +620,22 @@ impl SyncState {
         Ok(())
     }
 
-    /// Fetches the bundle of every trust domain `entries` federate with
-    /// (concurrently) and drops the ones no entry refers to.
+    /// Fetches the bundle of every trust domain the held entries federate
+    /// with (concurrently; with `only_missing`, only those the agent has no
+    /// bundle for) and drops the ones no entry refers to.
     async fn sync_federated(
         &mut self,
         api: &dyn ServerApi,
-        entries: &BTreeMap<String, AuthorizedEntry>,
+        only_missing: bool,
         outcome: &mut SyncOutcome,
     ) {
-        let wanted: BTreeSet<&TrustDomain> = entries
-            .values()
+        let wanted: BTreeSet<TrustDomain> = self
+            .entries
+            .iter()
+            .flat_map(|e| e.values())
             .flat_map(|e| &e.federates_with)
             .filter(|td| **td != self.td)
+            .cloned()
             .collect();
 
         let before = self.federated.len();
@@ -403,7 +651,8 @@ impl SyncState {
         let fetched = futures::future::join_all(
             wanted
                 .iter()
-                .map(|td| async move { (*td, api.get_federated_bundle(td).await) }),
+                .filter(|td| !only_missing || !self.federated.contains_key(*td))
+                .map(|td| async move { (td, api.get_federated_bundle(td).await) }),
         )
         .await;
         for (td, result) in fetched {
@@ -434,6 +683,11 @@ impl SyncState {
             }
         }
     }
+}
+
+/// A server answer that breaks the `SyncAuthorizedEntries` protocol.
+fn unexpected(what: &str) -> Status {
+    Status::internal(format!("unexpected SyncAuthorizedEntries response: {what}"))
 }
 
 /// Checks what the server issued for `entry` against the key we generated
@@ -478,6 +732,7 @@ mod tests {
     use super::*;
     use crate::manager::testing::{FakeServer, TestCa, entry, federated_entry};
     use sigil_plugin::clock::ManualClock;
+    use sigil_spiffe::SpiffeId;
     use std::time::Duration;
 
     fn start() -> (Arc<FakeServer>, Arc<ManualClock>, SyncState) {
@@ -869,5 +1124,312 @@ mod tests {
             Vec::new(),
         );
         assert_eq!(federated_tds(&state), ["partner.org"]);
+    }
+
+    fn ids(state: &SyncState) -> Vec<String> {
+        state
+            .entries
+            .as_ref()
+            .map(|e| e.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn numbered(n: usize) -> Vec<AuthorizedEntry> {
+        (0..n)
+            .map(|i| entry(&format!("e{i:02}"), &format!("/w/{i}"), &["unix:uid:1"]))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn entries_that_fit_in_a_page_arrive_whole_without_requests() {
+        let (server, clock, mut state) = start();
+        server.set_entries(numbered(3));
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(ids(&state), ["e00", "e01", "e02"]);
+        assert!(server.take_entry_requests().is_empty());
+        server.set_entries(numbered(2));
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(ids(&state), ["e00", "e01"]);
+        assert_eq!(out.dropped, 1);
+    }
+
+    #[tokio::test]
+    async fn sparse_sync_asks_only_for_new_and_changed_entries_a_page_at_a_time() {
+        let (server, clock, mut state) = start();
+        server.set_entry_page_size(10);
+        let mut entries = numbered(25);
+        server.set_entries(entries.clone());
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(out.issued, 25);
+        let asked = server.take_entry_requests();
+        assert_eq!(
+            asked.iter().map(Vec::len).collect::<Vec<_>>(),
+            [10, 10, 5],
+            "every entry is new, asked for a page at a time"
+        );
+        assert_eq!(asked.concat(), ids(&state), "sorted, each once");
+
+        // Nothing changed: revisions only.
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(out, SyncOutcome::default());
+        assert!(server.take_entry_requests().is_empty());
+
+        // A new revision, an entry deleted and created again under the same
+        // ID (same revision, new creation time), a new entry, a removed one.
+        entries[3].revision_number = 1;
+        entries[3].spiffe_id = SpiffeId::parse("spiffe://example.org/w/3b").unwrap();
+        entries[7].created_at = 1_700_000_000;
+        entries.push(entry("e30", "/w/30", &["unix:uid:1"]));
+        entries.remove(5);
+        server.set_entries(entries);
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(
+            server.take_entry_requests(),
+            [vec!["e03".to_owned(), "e07".into(), "e30".into()]]
+        );
+        assert_eq!((out.issued, out.dropped), (2, 1), "e03 re-issued, e30 new");
+        let held = state.entries.as_ref().unwrap();
+        assert_eq!(held.len(), 25);
+        assert!(!held.contains_key("e05"));
+        assert_eq!(held["e03"].spiffe_id.as_str(), "spiffe://example.org/w/3b");
+        assert_eq!(held["e07"].created_at, 1_700_000_000);
+        assert!(!state.svids.contains_key("e05"));
+    }
+
+    #[tokio::test]
+    async fn requests_stay_bounded_whatever_the_server_page_size() {
+        let (server, clock, mut state) = start();
+        server.set_entry_page_size(MAX_ENTRY_REQUEST * 2);
+        let entries: Vec<_> = (0..MAX_ENTRY_REQUEST * 2 + 3)
+            .map(|i| AuthorizedEntry {
+                // SVIDStore entries: no SVIDs to sign, only the fetch.
+                store_svid: true,
+                ..entry(&format!("e{i:04}"), &format!("/w/{i}"), &["unix:uid:1"])
+            })
+            .collect();
+        server.set_entries(entries);
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(
+            server
+                .take_entry_requests()
+                .iter()
+                .map(Vec::len)
+                .collect::<Vec<_>>(),
+            [MAX_ENTRY_REQUEST, MAX_ENTRY_REQUEST, 3]
+        );
+    }
+
+    #[tokio::test]
+    async fn store_svid_entries_get_no_svid_and_are_not_asked_for_again() {
+        let (server, clock, mut state) = start();
+        server.set_entry_page_size(2);
+        server.set_entries(vec![
+            entry("e1", "/web", &["unix:uid:1"]),
+            AuthorizedEntry {
+                store_svid: true,
+                ..entry("e2", "/stored", &["x:y"])
+            },
+            entry("e3", "/db", &["unix:uid:2"]),
+        ]);
+        let out = state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!(out.issued, 2);
+        assert_eq!(ids(&state), ["e1", "e3"]);
+        assert!(state.store_entries.contains_key("e2"));
+        server.take_entry_requests();
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(server.take_entry_requests().is_empty());
+    }
+
+    fn changes(
+        reset: bool,
+        upserted: Vec<AuthorizedEntry>,
+        removed: &[&str],
+        more: bool,
+    ) -> EntryChanges {
+        EntryChanges {
+            reset,
+            upserted,
+            removed: removed.iter().map(|s| (*s).to_owned()).collect(),
+            more,
+        }
+    }
+
+    #[test]
+    fn pushed_reset_group_replaces_the_held_set_once_its_last_page_arrives() {
+        let (_server, _clock, mut state) = start();
+        state.reset_entries(vec![entry("old", "/old", &["unix:uid:1"])]);
+        let page1 = changes(true, numbered(2), &[], true);
+        assert_eq!(state.push_entry_changes(page1), Pushed::Pending);
+        assert_eq!(ids(&state), ["old"], "nothing applied before the last page");
+        let page2 = changes(
+            false,
+            vec![entry("e09", "/w/9", &["unix:uid:1"])],
+            &[],
+            false,
+        );
+        assert_eq!(state.push_entry_changes(page2), Pushed::Applied);
+        assert_eq!(ids(&state), ["e00", "e01", "e09"]);
+    }
+
+    #[test]
+    fn pushed_changes_upsert_and_remove_and_ignore_unknown_removals() {
+        let (_server, _clock, mut state) = start();
+        state.reset_entries(numbered(3));
+        let mut changed = entry("e01", "/w/1b", &["unix:uid:1"]);
+        changed.revision_number = 4;
+        let page = changes(
+            false,
+            vec![changed, entry("e05", "/w/5", &["unix:uid:1"])],
+            &["e00", "never-held"],
+            false,
+        );
+        assert_eq!(state.push_entry_changes(page), Pushed::Applied);
+        assert_eq!(ids(&state), ["e01", "e02", "e05"]);
+        assert_eq!(state.held_revision("e01").unwrap().revision_number, 4);
+    }
+
+    #[test]
+    fn pushed_store_svid_entries_are_held_apart_and_can_switch_sides() {
+        let (_server, _clock, mut state) = start();
+        let stored = AuthorizedEntry {
+            store_svid: true,
+            ..entry("s1", "/stored", &["x:y"])
+        };
+        let page = changes(
+            true,
+            vec![stored.clone(), entry("e1", "/web", &["unix:uid:1"])],
+            &[],
+            false,
+        );
+        assert_eq!(state.push_entry_changes(page), Pushed::Applied);
+        assert_eq!(ids(&state), ["e1"]);
+        assert!(state.held_revision("s1").is_some());
+        let back = AuthorizedEntry {
+            store_svid: false,
+            revision_number: 1,
+            ..stored
+        };
+        state.push_entry_changes(changes(false, vec![back], &[], false));
+        assert_eq!(ids(&state), ["e1", "s1"]);
+        assert!(state.store_entries.is_empty());
+        state.push_entry_changes(changes(false, vec![], &["s1"], false));
+        assert_eq!(ids(&state), ["e1"]);
+    }
+
+    #[test]
+    fn changes_without_a_held_set_need_a_sync_and_a_new_reset_drops_an_unfinished_group() {
+        let (_server, _clock, mut state) = start();
+        let page = changes(false, numbered(1), &[], false);
+        assert_eq!(state.push_entry_changes(page), Pushed::NeedsSync);
+        assert!(state.entries.is_none());
+
+        assert_eq!(
+            state.push_entry_changes(changes(true, numbered(2), &[], true)),
+            Pushed::Pending
+        );
+        // The stream broke and a new one starts over.
+        let fresh = changes(
+            true,
+            vec![entry("e07", "/w/7", &["unix:uid:1"])],
+            &[],
+            false,
+        );
+        assert_eq!(state.push_entry_changes(fresh), Pushed::Applied);
+        assert_eq!(ids(&state), ["e07"]);
+
+        assert_eq!(
+            state.push_entry_changes(changes(false, numbered(2), &[], true)),
+            Pushed::Pending
+        );
+        state.discard_pending_changes();
+        state.push_entry_changes(changes(false, vec![], &[], false));
+        assert_eq!(ids(&state), ["e07"], "the discarded page was not applied");
+    }
+
+    #[tokio::test]
+    async fn refresh_signs_for_pushed_entries_without_fetching_entries_or_the_bundle() {
+        let (server, clock, mut state) = start();
+        server.set_entries(vec![
+            entry("e1", "/web", &["unix:uid:1"]),
+            entry("e2", "/db", &["unix:uid:2"]),
+        ]);
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        let (syncs, bundles) = (server.entry_syncs(), server.bundle_fetches());
+
+        // The server's side of the change (it signs only authorized entries).
+        let e3 = entry("e3", "/cache", &["unix:uid:3"]);
+        server.set_entries(vec![entry("e1", "/web", &["unix:uid:1"]), e3.clone()]);
+        state.push_entry_changes(changes(false, vec![e3], &["e2"], false));
+        let out = state
+            .refresh(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert_eq!((out.issued, out.dropped), (1, 1));
+        let snap = state.snapshot();
+        let held: Vec<_> = snap.svids.iter().map(|s| s.entry_id.as_str()).collect();
+        assert_eq!(held, ["e1", "e3"]);
+        assert_eq!(server.entry_syncs(), syncs);
+        assert_eq!(server.bundle_fetches(), bundles);
+    }
+
+    #[tokio::test]
+    async fn refresh_fetches_only_the_federated_bundles_it_lacks() {
+        let (server, clock, mut state) = start();
+        server.set_federated_bundle(foreign_bundle("partner.org"));
+        server.set_federated_bundle(foreign_bundle("third.org"));
+        server.set_entries(vec![federated_entry(
+            "e1",
+            "/web",
+            &["unix:uid:1"],
+            &["partner.org"],
+        )]);
+        state
+            .sync(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        let e2 = federated_entry("e2", "/db", &["unix:uid:2"], &["partner.org", "third.org"]);
+        server.set_entries(vec![
+            federated_entry("e1", "/web", &["unix:uid:1"], &["partner.org"]),
+            e2.clone(),
+        ]);
+        state.push_entry_changes(changes(false, vec![e2], &[], false));
+        let before = server.federated_fetches().len();
+        let out = state
+            .refresh(&*server, &*clock, KeyType::EcP256)
+            .await
+            .unwrap();
+        assert!(out.federated_changed);
+        assert_eq!(
+            server.federated_fetches()[before..],
+            [TrustDomain::new("third.org").unwrap()]
+        );
+        assert_eq!(federated_tds(&state), ["partner.org", "third.org"]);
     }
 }

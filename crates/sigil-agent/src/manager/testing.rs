@@ -2,7 +2,7 @@
 //! sigil-server for the calls the manager makes (single-use join tokens,
 //! authorized entries, batch issuance, refusals, outages).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -19,7 +19,8 @@ use tonic::Status;
 use sigil_plugin::nodeattestor::{AgentNodeAttestor, NodeAttestorError};
 
 use super::api::{
-    AgentIdentity, Attested, AuthorizedEntry, IssuedJwt, IssuedX509, ServerApi, ServerTrust,
+    AgentIdentity, Attested, AuthorizedEntry, Change, ChangeStream, EntryPage, EntrySyncStream,
+    IssuedJwt, IssuedX509, ServerApi, ServerTrust,
 };
 use super::store::CachedSvid;
 use crate::cache::X509SvidRecord;
@@ -159,6 +160,56 @@ pub struct FakeServer {
     reattestable: AtomicBool,
     /// The agent was evicted: syncs are refused until it attests again.
     evicted: AtomicBool,
+    /// `SyncAuthorizedEntries` page size (500, as SPIRE's server).
+    entry_page_size: AtomicUsize,
+    /// The ID batches agents asked for in sparse mode.
+    entry_requests: Arc<Mutex<Vec<Vec<String>>>>,
+    /// `SyncAuthorizedEntries` calls.
+    entry_syncs: AtomicUsize,
+    /// `GetBundle` calls.
+    bundle_fetches: AtomicUsize,
+    /// The change stream `watch_changes` hands out (once); without one the
+    /// fake answers `Unimplemented`, as SPIRE does.
+    watch: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<Result<Change, Status>>>>,
+}
+
+/// The fake's `SyncAuthorizedEntries`: SPIRE's server behaviour (all
+/// entries at once when they fit in a page, else revision pages, then the
+/// requested entries in pages), over a snapshot of the entries.
+struct FakeEntrySync {
+    entries: Vec<AuthorizedEntry>,
+    page_size: usize,
+    pages: VecDeque<EntryPage>,
+    requests: Arc<Mutex<Vec<Vec<String>>>>,
+}
+
+#[async_trait]
+impl EntrySyncStream for FakeEntrySync {
+    async fn request(&mut self, ids: Vec<String>) -> Result<(), Status> {
+        self.requests.lock().unwrap().push(ids.clone());
+        let wanted: Vec<_> = ids
+            .iter()
+            .filter_map(|id| self.entries.iter().find(|e| e.id == *id).cloned())
+            .collect();
+        let chunks: Vec<_> = wanted.chunks(self.page_size).collect();
+        if chunks.is_empty() {
+            self.pages.push_back(EntryPage::default());
+        }
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.pages.push_back(EntryPage {
+                revisions: Vec::new(),
+                entries: chunk.to_vec(),
+                more: i + 1 != chunks.len(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn next_page(&mut self) -> Result<EntryPage, Status> {
+        self.pages
+            .pop_front()
+            .ok_or_else(|| Status::unavailable("the fake server has nothing more to send"))
+    }
 }
 
 /// A re-attestable test node attestor: the payload is the node name and
@@ -214,6 +265,11 @@ impl FakeServer {
             pop_nodes: Mutex::new(HashSet::new()),
             reattestable: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
+            entry_page_size: AtomicUsize::new(500),
+            entry_requests: Arc::new(Mutex::new(Vec::new())),
+            entry_syncs: AtomicUsize::new(0),
+            bundle_fetches: AtomicUsize::new(0),
+            watch: Mutex::new(None),
         }
     }
 
@@ -240,6 +296,29 @@ impl FakeServer {
     }
     pub fn set_entries(&self, entries: Vec<AuthorizedEntry>) {
         *self.entries.lock().unwrap() = entries;
+    }
+    /// Sets the `SyncAuthorizedEntries` page size.
+    pub fn set_entry_page_size(&self, n: usize) {
+        self.entry_page_size.store(n, Ordering::SeqCst);
+    }
+    /// Takes the ID batches requested in sparse mode so far.
+    pub fn take_entry_requests(&self) -> Vec<Vec<String>> {
+        std::mem::take(&mut *self.entry_requests.lock().unwrap())
+    }
+    /// `SyncAuthorizedEntries` calls so far.
+    pub fn entry_syncs(&self) -> usize {
+        self.entry_syncs.load(Ordering::SeqCst)
+    }
+    /// `GetBundle` calls so far.
+    pub fn bundle_fetches(&self) -> usize {
+        self.bundle_fetches.load(Ordering::SeqCst)
+    }
+    /// Makes `watch_changes` answer with a stream fed through the returned
+    /// sender.
+    pub fn push_channel(&self) -> tokio::sync::mpsc::UnboundedSender<Result<Change, Status>> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        *self.watch.lock().unwrap() = Some(rx);
+        tx
     }
     pub fn refuse_entry(&self, id: &str) {
         self.refused.lock().unwrap().insert(id.into());
@@ -422,7 +501,18 @@ impl ServerApi for FakeServer {
 
     async fn get_bundle(&self) -> Result<Bundle, Status> {
         self.up()?;
+        self.bundle_fetches.fetch_add(1, Ordering::SeqCst);
         Ok(self.bundle())
+    }
+
+    async fn watch_changes(&self) -> Result<ChangeStream, Status> {
+        self.up()?;
+        match self.watch.lock().unwrap().take() {
+            Some(rx) => Ok(Box::pin(
+                tokio_stream::wrappers::UnboundedReceiverStream::new(rx),
+            )),
+            None => Err(Status::unimplemented("the server does not push changes")),
+        }
     }
 
     async fn get_federated_bundle(&self, td: &TrustDomain) -> Result<Bundle, Status> {
@@ -444,7 +534,7 @@ impl ServerApi for FakeServer {
             .ok_or_else(|| Status::not_found("bundle not found"))
     }
 
-    async fn get_authorized_entries(&self) -> Result<Vec<AuthorizedEntry>, Status> {
+    async fn sync_authorized_entries(&self) -> Result<Box<dyn EntrySyncStream>, Status> {
         self.up()?;
         if self.evicted.load(Ordering::SeqCst) {
             return Err(sigil_proto::status::permission_denied(
@@ -452,7 +542,32 @@ impl ServerApi for FakeServer {
                 "agent is not attested",
             ));
         }
-        Ok(self.entries.lock().unwrap().clone())
+        self.entry_syncs.fetch_add(1, Ordering::SeqCst);
+        let mut entries = self.entries.lock().unwrap().clone();
+        entries.sort_by(|a, b| a.id.cmp(&b.id));
+        let page_size = self.entry_page_size.load(Ordering::SeqCst);
+        let mut pages = VecDeque::new();
+        if entries.len() <= page_size {
+            pages.push_back(EntryPage {
+                entries: entries.clone(),
+                ..EntryPage::default()
+            });
+        } else {
+            let chunks: Vec<_> = entries.chunks(page_size).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                pages.push_back(EntryPage {
+                    revisions: chunk.iter().map(|e| (e.id.clone(), e.revision())).collect(),
+                    entries: Vec::new(),
+                    more: i + 1 != chunks.len(),
+                });
+            }
+        }
+        Ok(Box::new(FakeEntrySync {
+            entries,
+            page_size,
+            pages,
+            requests: self.entry_requests.clone(),
+        }))
     }
 
     async fn batch_new_x509_svid(

@@ -295,6 +295,89 @@ async fn trigger_sync_publishes_new_entries_without_waiting_for_the_interval() {
 }
 
 #[tokio::test]
+async fn pushed_entry_changes_are_served_without_fetching_entries() {
+    let server = Arc::new(FakeServer::new("example.org"));
+    server.add_token("tok");
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"])]);
+    let push = server.push_channel();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&server, dir.path(), bundle_file(&server, dir.path()));
+    let m = start(&server, cfg, disk_km(dir.path())).await.unwrap();
+    let mut handle = m.cache_handle();
+    handle.snapshots.borrow_and_update();
+    let syncs = server.entry_syncs();
+
+    // The server's first group: the whole set, over two pages.
+    let e2 = entry("e2", "/db", &["unix:uid:1000"]);
+    server.set_entries(vec![entry("e1", "/web", &["unix:uid:1000"]), e2.clone()]);
+    push.send(Ok(api::Change {
+        entries: Some(EntryChanges {
+            reset: true,
+            upserted: vec![entry("e1", "/web", &["unix:uid:1000"])],
+            removed: Vec::new(),
+            more: true,
+        }),
+        bundle: Some(server.bundle()),
+        resync: false,
+    }))
+    .unwrap();
+    push.send(Ok(api::Change {
+        entries: Some(EntryChanges {
+            upserted: vec![e2],
+            ..EntryChanges::default()
+        }),
+        ..api::Change::default()
+    }))
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle.snapshots.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    let ids = |h: &crate::cache::CacheHandle| -> Vec<String> {
+        h.snapshots
+            .borrow()
+            .as_ref()
+            .unwrap()
+            .svids
+            .iter()
+            .map(|s| s.entry_id.clone())
+            .collect()
+    };
+    assert_eq!(ids(&handle), ["e1", "e2"]);
+
+    // A later change: one removal.
+    server.set_entries(vec![entry("e2", "/db", &["unix:uid:1000"])]);
+    push.send(Ok(api::Change {
+        entries: Some(EntryChanges {
+            removed: vec!["e1".into()],
+            ..EntryChanges::default()
+        }),
+        ..api::Change::default()
+    }))
+    .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle.snapshots.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&handle), ["e2"]);
+    assert_eq!(
+        server.entry_syncs(),
+        syncs,
+        "no entry fetch after the first sync"
+    );
+
+    // A bare signal (an older server) syncs as before.
+    server.set_entries(vec![entry("e3", "/cache", &["unix:uid:1000"])]);
+    push.send(Ok(api::Change::default())).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), handle.snapshots.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ids(&handle), ["e3"]);
+    assert_eq!(server.entry_syncs(), syncs + 1);
+}
+
+#[tokio::test]
 async fn unchanged_syncs_publish_nothing() {
     let server = Arc::new(FakeServer::new("example.org"));
     server.add_token("tok");
