@@ -488,12 +488,11 @@ async fn watch_loop(
                 first = false;
                 continue;
             }
-            if shared.rollout_running.load(Ordering::Relaxed) {
-                if let Ok(mut w) = shared.wakeups.lock() {
-                    if let Some(c) = w.get_mut(idx) {
-                        *c += 1;
-                    }
-                }
+            if shared.rollout_running.load(Ordering::Relaxed)
+                && let Ok(mut w) = shared.wakeups.lock()
+                && let Some(c) = w.get_mut(idx)
+            {
+                *c += 1;
             }
             match msg.entries {
                 Some(ch) if !ch.upserted.is_empty() => {
@@ -831,7 +830,7 @@ fn hex(b: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
