@@ -6,13 +6,20 @@
 //! Usage:
 //!   sigil-bench load -socket PATH [-duration SECS] [-concurrency N]
 //!                    [-max-requests N] [-rpc jwt|jwt-unique|x509|both] [-audience AUD]
-//!   sigil-bench wait -socket PATH [-timeout SECS]
+//!   sigil-bench wait -socket PATH [-timeout SECS] [-spiffe-id ID]
+//!   sigil-bench fleet|sign|jwt|probe ...   (SPIRE agent API; see fleet.rs)
 //!
 //! `load` prints one line per RPC:
 //!   `rpc=jwt conc=16 ok=1234 err=0 secs=10.00 rps=123.4 p50_us=.. p90_us=.. p99_us=..`
-//! `wait` polls until the socket serves a first X509-SVID and prints
-//! `first_svid_ms=<n>` (time since `wait` started).
+//! `wait` polls until the socket serves a first X509-SVID (with `-spiffe-id`,
+//! one for that ID) and prints `first_svid_ms=<n>` (time since `wait`
+//! started).
 #![forbid(unsafe_code)]
+
+mod api;
+mod args;
+mod fleet;
+mod stats;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -23,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use sigil_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use sigil_proto::workload::{JwtsvidRequest, X509svidRequest};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Hard ceilings so a typo cannot turn the generator into a runaway.
 const MAX_DURATION_SECS: u64 = 600;
@@ -42,21 +49,30 @@ async fn main() -> ExitCode {
     }
 }
 
-#[derive(Debug)]
-enum BenchError {
+/// Why a benchmark run stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// Bad command line.
+    #[error("usage: {0}")]
     Usage(String),
+    /// A connection could not be made.
+    #[error("connect: {0}")]
     Connect(String),
+    /// A wait ran out.
+    #[error("timeout: {0}")]
     Timeout(String),
-}
-
-impl fmt::Display for BenchError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Usage(m) => write!(f, "usage: {m}"),
-            Self::Connect(m) => write!(f, "connect: {m}"),
-            Self::Timeout(m) => write!(f, "timeout: {m}"),
-        }
-    }
+    /// An RPC failed or answered something unusable.
+    #[error("{0}: {1}")]
+    Rpc(&'static str, String),
+    /// TLS configuration or key generation failed.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A worker task failed.
+    #[error("task: {0}")]
+    Task(String),
+    /// A file could not be read or written.
+    #[error("{0}: {1}")]
+    Io(String, std::io::Error),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +105,7 @@ struct Opts {
     rpcs: Vec<Rpc>,
     audience: String,
     timeout: Duration,
+    spiffe_id: Option<String>,
 }
 
 fn parse(args: &[String]) -> Result<Opts, BenchError> {
@@ -100,6 +117,7 @@ fn parse(args: &[String]) -> Result<Opts, BenchError> {
         rpcs: vec![Rpc::Jwt, Rpc::X509],
         audience: "bench".into(),
         timeout: Duration::from_secs(60),
+        spiffe_id: None,
     };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -122,6 +140,7 @@ fn parse(args: &[String]) -> Result<Opts, BenchError> {
             }
             "max-requests" => o.max_requests = num(val)?.max(1),
             "audience" => o.audience = val.clone(),
+            "spiffe-id" => o.spiffe_id = Some(val.clone()),
             "rpc" => {
                 o.rpcs = match val.as_str() {
                     "jwt" => vec![Rpc::Jwt],
@@ -144,6 +163,10 @@ async fn run(args: &[String]) -> Result<(), BenchError> {
     let (cmd, rest) = args
         .split_first()
         .ok_or_else(|| BenchError::Usage("sigil-bench load|wait -socket PATH ...".into()))?;
+    match cmd.as_str() {
+        "fleet" | "sign" | "jwt" | "probe" => return fleet::run(cmd, rest).await,
+        _ => {}
+    }
     let opts = parse(rest)?;
     match cmd.as_str() {
         "load" => {
@@ -162,22 +185,11 @@ async fn run(args: &[String]) -> Result<(), BenchError> {
     }
 }
 
-/// One Workload API connection over the Unix socket; the URI is a dummy,
-/// the connector ignores it.
+/// One Workload API connection over the Unix socket.
 async fn connect(socket: &Path) -> Result<SpiffeWorkloadApiClient<Channel>, BenchError> {
-    let path = socket.to_path_buf();
-    let channel = Endpoint::from_static("http://localhost")
-        .connect_with_connector(tower::service_fn(move |_| {
-            let p = path.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(p).await?,
-                ))
-            }
-        }))
-        .await
-        .map_err(|e| BenchError::Connect(format!("{}: {e}", socket.display())))?;
-    Ok(SpiffeWorkloadApiClient::new(channel))
+    Ok(SpiffeWorkloadApiClient::new(
+        api::uds_channel(socket).await?,
+    ))
 }
 
 fn with_header<T>(msg: T) -> tonic::Request<T> {
@@ -194,6 +206,16 @@ async fn call_once(
     client: &mut SpiffeWorkloadApiClient<Channel>,
     rpc: Rpc,
     audience: &str,
+) -> Result<(), String> {
+    call_once_for(client, rpc, audience, None).await
+}
+
+/// [`call_once`], requiring an X509-SVID for `want_id` when given.
+async fn call_once_for(
+    client: &mut SpiffeWorkloadApiClient<Channel>,
+    rpc: Rpc,
+    audience: &str,
+    want_id: Option<&str>,
 ) -> Result<(), String> {
     match rpc {
         Rpc::Jwt | Rpc::JwtUnique => {
@@ -219,6 +241,9 @@ async fn call_once(
                 .await
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?;
             match first {
+                Some(m) if want_id.is_some_and(|w| !m.svids.iter().any(|s| s.spiffe_id == w)) => {
+                    return Err("wanted SPIFFE ID not served yet".into());
+                }
                 Some(m) if !m.svids.is_empty() => {}
                 _ => return Err("stream ended without an X509-SVID".into()),
             }
@@ -357,10 +382,14 @@ async fn wait_first_svid(opts: &Opts) -> Result<u128, BenchError> {
     let mut last = String::from("socket never appeared");
     while start.elapsed() < opts.timeout {
         match connect(&opts.socket).await {
-            Ok(mut c) => match call_once(&mut c, Rpc::X509, &opts.audience).await {
-                Ok(()) => return Ok(start.elapsed().as_millis()),
-                Err(e) => last = e,
-            },
+            Ok(mut c) => {
+                match call_once_for(&mut c, Rpc::X509, &opts.audience, opts.spiffe_id.as_deref())
+                    .await
+                {
+                    Ok(()) => return Ok(start.elapsed().as_millis()),
+                    Err(e) => last = e,
+                }
+            }
             Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
