@@ -27,7 +27,7 @@ use sigil_proto::spire::api::types::federation_relationship::BundleEndpointProfi
 use sigil_spiffe::{Bundle, IdError, SpiffeId, TrustDomain};
 use tonic::{Code, Request, Response, Status};
 
-pub use self::go_url::{UrlError, UrlSyntaxError};
+pub use self::go_url::{GoUrlError, GoUrlSyntaxError};
 use super::bundle::{BundleProtoError, batch_status, bundle_from_proto, parse_trust_domain};
 use super::convert::bundle_to_proto;
 use super::{ApiState, authenticate, require_admin, status_ok};
@@ -102,7 +102,7 @@ pub enum RelationshipError {
 pub enum EndpointUrlError {
     /// Go's `url.Parse` would refuse it.
     #[error("failed to parse bundle endpoint URL: {0}")]
-    Parse(#[source] UrlError),
+    Parse(#[source] GoUrlError),
     /// The scheme is not https.
     #[error("bundle endpoint URL must use the https scheme")]
     NotHttps,
@@ -680,17 +680,17 @@ mod go_url {
     /// Go's `*url.Error` for a parse: the URL and what is wrong with it.
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
     #[error("parse {}: {source}", super::go_quote(.url))]
-    pub struct UrlError {
+    pub struct GoUrlError {
         /// The text parsed (without the fragment when the rest failed).
         pub url: String,
         /// What Go's parser reports.
-        pub source: UrlSyntaxError,
+        pub source: GoUrlSyntaxError,
     }
 
     /// The URL syntax errors of Go's `net/url`, with Go's texts.
     #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
     #[non_exhaustive]
-    pub enum UrlSyntaxError {
+    pub enum GoUrlSyntaxError {
         /// A byte below 0x20 or 0x7f.
         #[error("net/url: invalid control character in URL")]
         ControlCharacter,
@@ -718,17 +718,17 @@ mod go_url {
     }
 
     /// `url.Parse(raw)`; the error reads like Go's `*url.Error`.
-    pub(super) fn parse(raw: &str) -> Result<Parsed, UrlError> {
+    pub(super) fn parse(raw: &str) -> Result<Parsed, GoUrlError> {
         let (without_fragment, fragment) = match raw.split_once('#') {
             Some((u, f)) => (u, Some(f)),
             None => (raw, None),
         };
-        let parsed = parse_reference(without_fragment).map_err(|source| UrlError {
+        let parsed = parse_reference(without_fragment).map_err(|source| GoUrlError {
             url: without_fragment.to_owned(),
             source,
         })?;
         if let Some(f) = fragment {
-            unescape(f, false).map_err(|source| UrlError {
+            unescape(f, false).map_err(|source| GoUrlError {
                 url: raw.to_owned(),
                 source,
             })?;
@@ -736,9 +736,9 @@ mod go_url {
         Ok(parsed)
     }
 
-    fn parse_reference(raw: &str) -> Result<Parsed, UrlSyntaxError> {
+    fn parse_reference(raw: &str) -> Result<Parsed, GoUrlSyntaxError> {
         if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
-            return Err(UrlSyntaxError::ControlCharacter);
+            return Err(GoUrlSyntaxError::ControlCharacter);
         }
         let (scheme, rest) = split_scheme(raw)?;
         let mut parsed = Parsed {
@@ -754,7 +754,7 @@ mod go_url {
             }
             let first_segment = rest.split('/').next().unwrap_or("");
             if first_segment.contains(':') {
-                return Err(UrlSyntaxError::ColonInFirstSegment);
+                return Err(GoUrlSyntaxError::ColonInFirstSegment);
             }
         }
         let mut path = rest;
@@ -772,7 +772,7 @@ mod go_url {
             parsed.host = parse_host(host)?;
             if let Some(user) = user {
                 if !user.bytes().all(valid_userinfo_byte) {
-                    return Err(UrlSyntaxError::InvalidUserinfo);
+                    return Err(GoUrlSyntaxError::InvalidUserinfo);
                 }
                 parsed.has_user = true;
             }
@@ -782,12 +782,12 @@ mod go_url {
     }
 
     /// Go's `getScheme`.
-    fn split_scheme(raw: &str) -> Result<(&str, &str), UrlSyntaxError> {
+    fn split_scheme(raw: &str) -> Result<(&str, &str), GoUrlSyntaxError> {
         for (i, b) in raw.bytes().enumerate() {
             match b {
                 b'a'..=b'z' | b'A'..=b'Z' => {}
                 b'0'..=b'9' | b'+' | b'-' | b'.' if i > 0 => {}
-                b':' if i == 0 => return Err(UrlSyntaxError::MissingScheme),
+                b':' if i == 0 => return Err(GoUrlSyntaxError::MissingScheme),
                 b':' => return Ok((&raw[..i], &raw[i + 1..])),
                 _ => return Ok(("", raw)),
             }
@@ -797,10 +797,10 @@ mod go_url {
 
     /// Go's `parseHost`: an optional numeric port, then the host's own
     /// characters and escapes.
-    fn parse_host(host: &str) -> Result<String, UrlSyntaxError> {
+    fn parse_host(host: &str) -> Result<String, GoUrlSyntaxError> {
         let port = if host.starts_with('[') {
             let Some(i) = host.rfind(']') else {
-                return Err(UrlSyntaxError::MissingBracket);
+                return Err(GoUrlSyntaxError::MissingBracket);
             };
             &host[i + 1..]
         } else {
@@ -811,7 +811,7 @@ mod go_url {
                 .strip_prefix(':')
                 .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
         if !valid_port {
-            return Err(UrlSyntaxError::InvalidPort(port.to_owned()));
+            return Err(GoUrlSyntaxError::InvalidPort(port.to_owned()));
         }
         unescape(host, true)?;
         Ok(host.to_owned())
@@ -819,7 +819,7 @@ mod go_url {
 
     /// Go's `unescape` check, in host mode or not: percent escapes must be
     /// two hex digits, and a host may hold only the characters Go allows.
-    fn unescape(s: &str, host: bool) -> Result<(), UrlSyntaxError> {
+    fn unescape(s: &str, host: bool) -> Result<(), GoUrlSyntaxError> {
         let bytes = s.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -830,14 +830,14 @@ mod go_url {
                     .filter(|e| e[1].is_ascii_hexdigit() && e[2].is_ascii_hexdigit());
                 let Some(escape) = escape else {
                     let end = (i + 3).min(bytes.len());
-                    return Err(UrlSyntaxError::InvalidEscape(
+                    return Err(GoUrlSyntaxError::InvalidEscape(
                         String::from_utf8_lossy(&bytes[i..end]).into_owned(),
                     ));
                 };
                 // In a host only `%25` (or an escape of a byte >= 0x80) may
                 // appear.
                 if host && escape[1] < b'8' && escape != b"%25" {
-                    return Err(UrlSyntaxError::InvalidEscape(
+                    return Err(GoUrlSyntaxError::InvalidEscape(
                         String::from_utf8_lossy(escape).into_owned(),
                     ));
                 }
@@ -845,7 +845,7 @@ mod go_url {
                 continue;
             }
             if host && b < 0x80 && !valid_host_byte(b) {
-                return Err(UrlSyntaxError::InvalidHostCharacter(
+                return Err(GoUrlSyntaxError::InvalidHostCharacter(
                     char::from(b).to_string(),
                 ));
             }
