@@ -137,9 +137,9 @@ pub(crate) fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Arc<Certifi
             source,
         })
     };
-    let chain = parse_chain(&read(cert_path)?).map_err(|reason| Error::Pem {
+    let chain = parse_chain(&read(cert_path)?).map_err(|e| Error::Pem {
         path: cert_path.to_owned(),
-        reason,
+        reason: e.to_string(),
     })?;
     let key = PrivateKeyDer::from_pem_slice(&read(key_path)?).map_err(|e| Error::Pem {
         path: key_path.to_owned(),
@@ -148,12 +148,24 @@ pub(crate) fn load_pair(cert_path: &Path, key_path: &Path) -> Result<Arc<Certifi
     certified_key(chain, key)
 }
 
-pub(crate) fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+/// Why PEM text is not a certificate chain; its text is the `reason` of
+/// [`Error::Pem`] and [`Error::Order`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ChainError {
+    /// The PEM framing is broken.
+    #[error("malformed PEM: {0}")]
+    Malformed(rustls_pki_types::pem::Error),
+    /// No `CERTIFICATE` block.
+    #[error("no certificate in the file")]
+    Empty,
+}
+
+pub(crate) fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, ChainError> {
     let chain = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("malformed PEM: {e}"))?;
+        .map_err(ChainError::Malformed)?;
     if chain.is_empty() {
-        return Err("no certificate in the file".into());
+        return Err(ChainError::Empty);
     }
     Ok(chain)
 }

@@ -11,7 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value, json};
 use sigil_spiffe::SpiffeId;
-use sigil_spiffe::svid::jwt::JwtSignatureVerifier;
+use sigil_spiffe::svid::jwt::{JwtSignatureVerifier, SignatureError};
 
 use crate::CryptoError;
 use crate::key::{KeyType, Signer, ecdsa_der_to_fixed};
@@ -144,9 +144,8 @@ impl JwtSignatureVerifier for AwsLcJwtVerifier {
         public_key_der: &[u8],
         signing_input: &[u8],
         signature: &[u8],
-    ) -> Result<(), String> {
-        verify_jws_signature(alg, public_key_der, signing_input, signature)
-            .map_err(|e| e.to_string())
+    ) -> Result<(), SignatureError> {
+        verify_jws_signature(alg, public_key_der, signing_input, signature).map_err(Into::into)
     }
 }
 
@@ -311,7 +310,8 @@ mod tests {
         // The trait surface carries the same message as text.
         let msg = AwsLcJwtVerifier
             .verify("HS256", key.public_key_der(), input.as_bytes(), &sig)
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         assert!(msg.contains("HS256"), "{msg}");
     }
 

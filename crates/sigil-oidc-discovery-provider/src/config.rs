@@ -78,7 +78,7 @@ pub enum ConfigError {
     },
     /// `insecure_addr` is not a `host:port` address.
     #[error("invalid insecure_addr: {0}")]
-    InsecureAddr(String),
+    InsecureAddr(#[source] AddrError),
     /// `server_api.address` is not a `unix:` target.
     #[error("address must use the unix name system in the server_api configuration section")]
     NotUnix,
@@ -530,10 +530,10 @@ impl RawConfig {
                     section: SECTION,
                 })?;
                 let addr_text = s.addr.unwrap_or_else(|| DEFAULT_SERVING_ADDR.to_owned());
-                let addr = resolve_addr(&addr_text).map_err(|reason| ConfigError::Invalid {
+                let addr = resolve_addr(&addr_text).map_err(|e| ConfigError::Invalid {
                     key: "addr",
                     section: SECTION,
-                    reason,
+                    reason: e.to_string(),
                 })?;
                 let file_sync_interval = duration_or(
                     s.file_sync_interval,
@@ -749,24 +749,50 @@ fn duration_or(
     }
 }
 
+/// Why a listen address does not resolve; the texts are Go's (`net.Listen`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AddrError {
+    /// No `:port` part.
+    #[error("address {0}: missing port in address")]
+    MissingPort(String),
+    /// The port is not a number in 0..=65535.
+    #[error("address {0}: invalid port")]
+    InvalidPort(String),
+    /// The host name lookup failed.
+    #[error("lookup {host}: {source}")]
+    Lookup {
+        /// The host looked up.
+        host: String,
+        /// What the resolver reported.
+        source: std::io::Error,
+    },
+    /// The lookup returned no address.
+    #[error("lookup {0}: no such host")]
+    NoSuchHost(String),
+}
+
 /// A Go listen address (`host:port`, `:port`, `[v6]:port`) resolved to one
 /// socket address; an empty host means every interface.
-fn resolve_addr(addr: &str) -> Result<SocketAddr, String> {
+fn resolve_addr(addr: &str) -> Result<SocketAddr, AddrError> {
     let (host, port) = addr
         .rsplit_once(':')
-        .ok_or_else(|| format!("address {addr}: missing port in address"))?;
+        .ok_or_else(|| AddrError::MissingPort(addr.to_owned()))?;
     let port: u16 = port
         .parse()
-        .map_err(|_| format!("address {addr}: invalid port"))?;
+        .map_err(|_| AddrError::InvalidPort(addr.to_owned()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
         return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
     }
     (host, port)
         .to_socket_addrs()
-        .map_err(|e| format!("lookup {host}: {e}"))?
+        .map_err(|source| AddrError::Lookup {
+            host: host.to_owned(),
+            source,
+        })?
         .next()
-        .ok_or_else(|| format!("lookup {host}: no such host"))
+        .ok_or_else(|| AddrError::NoSuchHost(host.to_owned()))
 }
 
 /// The socket path of a gRPC `unix:` target (`unix:///abs` or `unix:path`).

@@ -344,10 +344,15 @@ impl ServerConfig {
     }
 
     /// Reads and parses a config file.
-    pub fn load(path: &std::path::Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("could not read config file {}: {e}", path.display()))?;
-        ServerConfig::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn load(path: &std::path::Path) -> Result<Self, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        ServerConfig::parse(&text).map_err(|source| LoadError::Parse {
+            path: path.to_owned(),
+            source,
+        })
     }
 
     /// The declared plugins of one type.
@@ -359,6 +364,28 @@ impl ServerConfig {
     pub fn server_id(&self) -> SpiffeId {
         server_id(&self.trust_domain)
     }
+}
+
+/// Why a config file could not be loaded; the text names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("could not read config file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid server config.
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong in it.
+        source: ConfigError,
+    },
 }
 
 /// `spiffe://<td>/spire/server`.

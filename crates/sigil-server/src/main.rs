@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use sigil_server::cli::AdminCommand;
-use sigil_server::config::ServerConfig;
+use sigil_server::config::{LoadError, ServerConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -73,19 +73,38 @@ fn main() -> ExitCode {
     })
 }
 
-fn load(args: &ConfigArgs) -> Result<ServerConfig, String> {
-    let text = std::fs::read_to_string(&args.config)
-        .map_err(|e| format!("could not read config file {}: {e}", args.config.display()))?;
+fn load(args: &ConfigArgs) -> Result<ServerConfig, LoadError> {
+    let text = std::fs::read_to_string(&args.config).map_err(|source| LoadError::Read {
+        path: args.config.clone(),
+        source,
+    })?;
     let text = if args.expand_env {
         sigil_cli::config::expand_env(&text)
     } else {
         text
     };
-    ServerConfig::parse(&text).map_err(|e| format!("{}: {e}", args.config.display()))
+    ServerConfig::parse(&text).map_err(|source| LoadError::Parse {
+        path: args.config.clone(),
+        source,
+    })
+}
+
+/// Why `validate` found the config unusable.
+#[derive(Debug, thiserror::Error)]
+enum ValidateFailure {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The config parsed but its plugins or options do not hold together.
+    #[error(transparent)]
+    Invalid(#[from] sigil_server::run::ValidateError),
 }
 
 fn validate(args: ConfigArgs) -> ExitCode {
-    match load(&args).and_then(|cfg| sigil_server::run::validate(&cfg).map_err(|e| e.to_string())) {
+    let checked = load(&args)
+        .map_err(ValidateFailure::from)
+        .and_then(|cfg| Ok(sigil_server::run::validate(&cfg)?));
+    match checked {
         Ok(()) => {
             println!("SPIRE server configuration file is valid.");
             ExitCode::SUCCESS

@@ -297,8 +297,10 @@ impl Bundle {
     pub fn from_pem_certs(trust_domain: &TrustDomain, pem: &[u8]) -> Result<Bundle, BundleError> {
         let mut bundle = Bundle::new(trust_domain.clone());
         for (index, der) in certificates_from_pem(pem)?.into_iter().enumerate() {
-            check_certificate(&der)
-                .map_err(|reason| BundleError::InvalidPemCertificate { index, reason })?;
+            check_certificate(&der).map_err(|e| BundleError::InvalidPemCertificate {
+                index,
+                reason: e.to_string(),
+            })?;
             if !bundle.x509_authorities.contains(&der) {
                 bundle.x509_authorities.push(der);
             }
@@ -527,16 +529,26 @@ fn parse_jwt_entry(
     }))
 }
 
+/// Why a PEM `CERTIFICATE` block's body is not exactly one certificate; its
+/// text becomes the `reason` of [`BundleError::InvalidPemCertificate`].
+#[derive(Debug, thiserror::Error)]
+enum CertificateDerError {
+    /// The DER parser rejected the bytes.
+    #[error("{0}")]
+    Parse(String),
+    /// A certificate parsed, but bytes follow it.
+    #[error("{0} trailing bytes after the certificate")]
+    TrailingBytes(usize),
+}
+
 /// `Ok` when `der` is exactly one DER X.509 certificate.
-fn check_certificate(der: &[u8]) -> Result<(), String> {
-    let (rest, _) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;
+fn check_certificate(der: &[u8]) -> Result<(), CertificateDerError> {
+    let (rest, _) =
+        X509Certificate::from_der(der).map_err(|e| CertificateDerError::Parse(e.to_string()))?;
     if rest.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "{} trailing bytes after the certificate",
-            rest.len()
-        ))
+        Err(CertificateDerError::TrailingBytes(rest.len()))
     }
 }
 

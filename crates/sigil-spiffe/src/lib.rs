@@ -23,5 +23,5 @@ mod testutil;
 pub use bundle::{Bundle, BundleError, JwtAuthority};
 pub use id::{IdError, SpiffeId, TrustDomain};
 pub use selector::{Selector, SelectorError};
-pub use svid::jwt::{JwtSignatureVerifier, JwtSvid, JwtSvidError};
+pub use svid::jwt::{JwtSignatureVerifier, JwtSvid, JwtSvidError, SignatureError};
 pub use svid::x509::X509SvidError;

@@ -95,7 +95,7 @@ pub(crate) fn connect_options(s: &str) -> Result<PgSettings, DataStoreError> {
     }
     let mut connect_timeout = None;
     let mut options = PgConnectOptions::new_without_pgpass();
-    for (key, value) in keyword_pairs(trimmed).map_err(bad)? {
+    for (key, value) in keyword_pairs(trimmed).map_err(|e| bad(e.to_string()))? {
         options = match key.as_str() {
             "host" => options.host(&value),
             "port" => options.port(
@@ -128,9 +128,21 @@ pub(crate) fn connect_options(s: &str) -> Result<PgSettings, DataStoreError> {
     })
 }
 
+/// Why a keyword/value connection string does not split into pairs; its text
+/// goes into [`DataStoreError::InvalidConfig`].
+#[derive(Debug, thiserror::Error)]
+enum KeywordSyntaxError {
+    /// A keyword not followed by `=`.
+    #[error("expected \"=\" after {0:?}")]
+    MissingEquals(String),
+    /// A single-quoted value with no closing quote.
+    #[error("unterminated quoted value for {0:?}")]
+    UnterminatedQuote(String),
+}
+
 /// Splits `k=v k2='quoted v'` into pairs (libpq quoting: single quotes,
 /// backslash escapes).
-fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
+fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, KeywordSyntaxError> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
@@ -152,7 +164,7 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
         }
         if chars.next() != Some('=') {
-            return Err(format!("expected \"=\" after {key:?}"));
+            return Err(KeywordSyntaxError::MissingEquals(key));
         }
         while chars.peek().is_some_and(|c| c.is_whitespace()) {
             chars.next();
@@ -162,7 +174,7 @@ fn keyword_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
             chars.next();
             loop {
                 match chars.next() {
-                    None => return Err(format!("unterminated quoted value for {key:?}")),
+                    None => return Err(KeywordSyntaxError::UnterminatedQuote(key)),
                     Some('\'') => break,
                     Some('\\') => {
                         if let Some(c) = chars.next() {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use sigil_crypto::CryptoError;
 use sigil_crypto::key::{KeyType, ecdsa_der_to_fixed};
 
 use super::KeyManager;
@@ -43,19 +44,13 @@ async fn generated_keys_have_requested_type_and_sign(km: Arc<dyn KeyManager>) {
 
 /// Verifies an X.509-style signature (`Signer::sign` output) with the public
 /// key, by way of the JWS verifier (ECDSA signatures converted to `r||s`).
-fn verify_signature(kt: KeyType, spki: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), String> {
+fn verify_signature(kt: KeyType, spki: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), CryptoError> {
     let (alg, sig) = match kt {
-        KeyType::EcP256 => (
-            "ES256",
-            ecdsa_der_to_fixed(sig, 32).map_err(|e| e.to_string())?,
-        ),
-        KeyType::EcP384 => (
-            "ES384",
-            ecdsa_der_to_fixed(sig, 48).map_err(|e| e.to_string())?,
-        ),
+        KeyType::EcP256 => ("ES256", ecdsa_der_to_fixed(sig, 32)?),
+        KeyType::EcP384 => ("ES384", ecdsa_der_to_fixed(sig, 48)?),
         _ => ("RS256", sig.to_vec()),
     };
-    sigil_crypto::jwt::verify_jws_signature(alg, spki, msg, &sig).map_err(|e| e.to_string())
+    sigil_crypto::jwt::verify_jws_signature(alg, spki, msg, &sig)
 }
 
 async fn get_key_returns_the_generated_key(km: Arc<dyn KeyManager>) {

@@ -11,10 +11,12 @@
 
 use std::sync::Arc;
 
+use sigil_datastore::DataStoreError;
 use sigil_datastore::{EntryMask, ListEntriesRequest, MatchMode, RegistrationEntry, StoredBundle};
 use sigil_proto::spire::api::server::bundle::v1 as pb;
 use sigil_proto::spire::api::types;
-use sigil_spiffe::{Bundle, JwtAuthority, TrustDomain};
+use sigil_spiffe::jwk::JwkError;
+use sigil_spiffe::{Bundle, IdError, JwtAuthority, TrustDomain};
 use tonic::{Code, Request, Response, Status};
 
 use super::convert::bundle_to_proto;
@@ -67,28 +69,60 @@ pub fn apply_bundle_mask(b: &mut types::Bundle, mask: Option<&types::BundleMask>
     }
 }
 
+/// Why a wire trust domain, authority or bundle is not acceptable. The texts
+/// are SPIRE's: they reach clients inside `InvalidArgument` statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleProtoError {
+    /// An empty trust domain argument.
+    #[error("trust domain is missing")]
+    MissingTrustDomain,
+    /// A trust domain argument that does not parse.
+    #[error(transparent)]
+    InvalidTrustDomain(#[from] IdError),
+    /// An X.509 authority that is not a DER certificate.
+    #[error("x509: malformed certificate: {0}")]
+    MalformedCertificate(String),
+    /// An X.509 authority with bytes after the certificate.
+    #[error("x509: malformed certificate: {0} trailing bytes")]
+    CertificateTrailingBytes(usize),
+    /// A JWT authority whose key is not a PKIX public key sigil can publish.
+    #[error("invalid public key: {0}")]
+    InvalidPublicKey(#[source] JwkError),
+    /// A JWT authority without a key ID.
+    #[error("missing key ID")]
+    MissingKeyId,
+    /// A bundle's X.509 authority is not acceptable.
+    #[error("unable to parse X.509 authority: {0}")]
+    X509Authority(Box<BundleProtoError>),
+    /// A bundle's JWT authority is not acceptable.
+    #[error("unable to parse JWT authority: {0}")]
+    JwtAuthority(Box<BundleProtoError>),
+    /// Two JWT authorities of one bundle share a key ID, which the bundle
+    /// format cannot hold.
+    #[error("unable to parse JWT authority: duplicate key ID {0:?}")]
+    DuplicateKeyId(String),
+}
+
 /// Parses a trust domain argument as go-spiffe does (a name or a SPIFFE ID).
-pub fn parse_trust_domain(s: &str) -> Result<TrustDomain, String> {
+pub fn parse_trust_domain(s: &str) -> Result<TrustDomain, BundleProtoError> {
     if s.is_empty() {
-        return Err("trust domain is missing".into());
+        return Err(BundleProtoError::MissingTrustDomain);
     }
-    TrustDomain::new(s).map_err(|e| e.to_string())
+    Ok(TrustDomain::new(s)?)
 }
 
 /// Wire X.509 authorities: each must be one DER certificate.
 pub fn x509_authorities_from_proto(
     certs: &[types::X509Certificate],
-) -> Result<Vec<Vec<u8>>, String> {
+) -> Result<Vec<Vec<u8>>, BundleProtoError> {
     certs
         .iter()
         .map(|c| {
             let (rest, _) = x509_parser::parse_x509_certificate(&c.asn1)
-                .map_err(|e| format!("x509: malformed certificate: {e}"))?;
+                .map_err(|e| BundleProtoError::MalformedCertificate(e.to_string()))?;
             if !rest.is_empty() {
-                return Err(format!(
-                    "x509: malformed certificate: {} trailing bytes",
-                    rest.len()
-                ));
+                return Err(BundleProtoError::CertificateTrailingBytes(rest.len()));
             }
             Ok(c.asn1.clone())
         })
@@ -96,13 +130,15 @@ pub fn x509_authorities_from_proto(
 }
 
 /// Wire JWT authorities: a PKIX public key sigil can publish, and a key ID.
-pub fn jwt_authorities_from_proto(keys: &[types::JwtKey]) -> Result<Vec<JwtAuthority>, String> {
+pub fn jwt_authorities_from_proto(
+    keys: &[types::JwtKey],
+) -> Result<Vec<JwtAuthority>, BundleProtoError> {
     keys.iter()
         .map(|k| {
             sigil_spiffe::jwk::JwkPublicKey::from_spki_der(&k.public_key)
-                .map_err(|e| format!("invalid public key: {e}"))?;
+                .map_err(BundleProtoError::InvalidPublicKey)?;
             if k.key_id.is_empty() {
-                return Err("missing key ID".into());
+                return Err(BundleProtoError::MissingKeyId);
             }
             Ok(JwtAuthority {
                 key_id: k.key_id.clone(),
@@ -114,11 +150,14 @@ pub fn jwt_authorities_from_proto(keys: &[types::JwtKey]) -> Result<Vec<JwtAutho
 }
 
 /// A federated bundle from the wire (SPIRE's `ProtoToBundle`).
-pub(crate) fn bundle_from_proto(td: &TrustDomain, b: &types::Bundle) -> Result<Bundle, String> {
+pub(crate) fn bundle_from_proto(
+    td: &TrustDomain,
+    b: &types::Bundle,
+) -> Result<Bundle, BundleProtoError> {
     let x509 = x509_authorities_from_proto(&b.x509_authorities)
-        .map_err(|e| format!("unable to parse X.509 authority: {e}"))?;
+        .map_err(|e| BundleProtoError::X509Authority(Box::new(e)))?;
     let jwt = jwt_authorities_from_proto(&b.jwt_authorities)
-        .map_err(|e| format!("unable to parse JWT authority: {e}"))?;
+        .map_err(|e| BundleProtoError::JwtAuthority(Box::new(e)))?;
     let mut bundle = Bundle::new(td.clone());
     for der in x509 {
         if !bundle.x509_authorities.contains(&der) {
@@ -127,17 +166,25 @@ pub(crate) fn bundle_from_proto(td: &TrustDomain, b: &types::Bundle) -> Result<B
     }
     for a in jwt {
         if bundle.find_jwt_authority(&a.key_id).is_some() {
-            // The bundle format cannot hold two keys under one ID.
-            return Err(format!(
-                "unable to parse JWT authority: duplicate key ID {:?}",
-                a.key_id
-            ));
+            return Err(BundleProtoError::DuplicateKeyId(a.key_id));
         }
         bundle.jwt_authorities.push(a);
     }
     bundle.refresh_hint_seconds = (b.refresh_hint != 0).then_some(b.refresh_hint);
     bundle.sequence_number = b.sequence_number;
     Ok(bundle)
+}
+
+/// Why a federated bundle could not be written; the text is the inner
+/// error's, which SPIRE appends to its own message.
+#[derive(Debug, thiserror::Error)]
+enum StoreBundleError {
+    /// The bundle does not encode.
+    #[error(transparent)]
+    Encode(CaError),
+    /// The datastore refused the write.
+    #[error(transparent)]
+    DataStore(DataStoreError),
 }
 
 fn invalid(msg: &str, err: impl std::fmt::Display) -> Status {
@@ -198,8 +245,8 @@ impl BundleService {
         }
     }
 
-    async fn store_federated(&self, b: &Bundle) -> Result<(), String> {
-        let data = encode_bundle(b).map_err(|e| e.to_string())?;
+    async fn store_federated(&self, b: &Bundle) -> Result<(), StoreBundleError> {
+        let data = encode_bundle(b).map_err(StoreBundleError::Encode)?;
         self.state
             .ds
             .set_bundle(StoredBundle {
@@ -207,7 +254,7 @@ impl BundleService {
                 data,
             })
             .await
-            .map_err(|e| e.to_string())
+            .map_err(StoreBundleError::DataStore)
     }
 
     /// One item of BatchCreate/Update/Set.
@@ -225,7 +272,7 @@ impl BundleService {
                     batch_status(
                         Code::InvalidArgument,
                         "trust domain argument is not valid",
-                        Some(&e),
+                        Some(&e.to_string()),
                     ),
                     None,
                 );
@@ -241,7 +288,11 @@ impl BundleService {
             Ok(v) => v,
             Err(e) => {
                 return (
-                    batch_status(Code::InvalidArgument, "failed to convert bundle", Some(&e)),
+                    batch_status(
+                        Code::InvalidArgument,
+                        "failed to convert bundle",
+                        Some(&e.to_string()),
+                    ),
                     None,
                 );
             }
@@ -291,7 +342,10 @@ impl BundleService {
                 Op::Update => "failed to update bundle",
                 Op::Set => "failed to set bundle",
             };
-            return (batch_status(Code::Internal, msg, Some(&e)), None);
+            return (
+                batch_status(Code::Internal, msg, Some(&e.to_string())),
+                None,
+            );
         }
         tracing::info!(trust_domain = %td, "federated bundle written");
         let mut out = bundle_to_proto(&stored);
@@ -307,7 +361,7 @@ impl BundleService {
                 return batch_status(
                     Code::InvalidArgument,
                     "trust domain argument is not valid",
-                    Some(&e),
+                    Some(&e.to_string()),
                 );
             }
         };
@@ -402,6 +456,11 @@ impl BundleService {
     }
 }
 
+/// A delete mode value outside the wire enum (SPIRE's message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unhandled delete mode \"{0}\"")]
+struct UnknownDeleteMode(i32);
+
 /// SPIRE's deletion modes for federated bundles still referenced by entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DeleteMode {
@@ -411,13 +470,13 @@ enum DeleteMode {
 }
 
 impl DeleteMode {
-    fn from_proto(mode: i32) -> Result<Self, String> {
+    fn from_proto(mode: i32) -> Result<Self, UnknownDeleteMode> {
         use pb::batch_delete_federated_bundle_request::Mode;
         match Mode::try_from(mode) {
             Ok(Mode::Restrict) => Ok(DeleteMode::Restrict),
             Ok(Mode::Delete) => Ok(DeleteMode::Delete),
             Ok(Mode::Dissociate) => Ok(DeleteMode::Dissociate),
-            Err(_) => Err(format!("unhandled delete mode \"{mode}\"")),
+            Err(_) => Err(UnknownDeleteMode(mode)),
         }
     }
 
@@ -730,7 +789,7 @@ mod tests {
     #[test]
     fn trust_domain_arguments_parse_like_go_spiffe() {
         assert_eq!(
-            parse_trust_domain("").unwrap_err(),
+            parse_trust_domain("").unwrap_err().to_string(),
             "trust domain is missing"
         );
         assert_eq!(
@@ -758,7 +817,9 @@ mod tests {
             ..ok.clone()
         };
         assert_eq!(
-            jwt_authorities_from_proto(&[no_kid]).unwrap_err(),
+            jwt_authorities_from_proto(&[no_kid])
+                .unwrap_err()
+                .to_string(),
             "missing key ID"
         );
         let bad_key = types::JwtKey {
@@ -769,6 +830,7 @@ mod tests {
         assert!(
             jwt_authorities_from_proto(&[bad_key])
                 .unwrap_err()
+                .to_string()
                 .starts_with("invalid public key")
         );
     }
@@ -776,7 +838,7 @@ mod tests {
     #[test]
     fn unknown_delete_modes_are_refused_like_spire() {
         assert_eq!(
-            DeleteMode::from_proto(9).unwrap_err(),
+            DeleteMode::from_proto(9).unwrap_err().to_string(),
             "unhandled delete mode \"9\""
         );
         assert_eq!(DeleteMode::from_proto(2).unwrap(), DeleteMode::Dissociate);

@@ -4,7 +4,7 @@
 
 use sigil_datastore::{AttestedNode, MatchMode, RegistrationEntry};
 use sigil_proto::spire::api::types as pb;
-use sigil_spiffe::{Selector, SpiffeId, TrustDomain};
+use sigil_spiffe::{IdError, Selector, SelectorError, SpiffeId, TrustDomain};
 
 /// Longest hint SPIRE accepts.
 pub const HINT_MAX_LEN: usize = 1024;
@@ -17,31 +17,169 @@ pub fn id_to_proto(id: &SpiffeId) -> pb::Spiffeid {
     }
 }
 
+/// Why a wire value is not a valid sigil value. The texts are SPIRE's: the
+/// handlers put them into `InvalidArgument` statuses that clients read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConvertError {
+    /// The SPIFFE ID field is absent.
+    #[error("request must specify SPIFFE ID")]
+    MissingId,
+    /// The SPIFFE ID's trust domain does not parse.
+    #[error("trust domain {name:?} is invalid: {source}")]
+    InvalidIdTrustDomain {
+        /// The wire trust domain.
+        name: String,
+        /// Why it does not parse.
+        source: IdError,
+    },
+    /// A non-empty path without a leading `/`.
+    #[error("path {0:?} must start with \"/\"")]
+    PathNotAbsolute(String),
+    /// The path breaks the SPIFFE ID rules.
+    #[error("path {path:?} is invalid: {source}")]
+    InvalidPath {
+        /// The wire path.
+        path: String,
+        /// The broken rule.
+        source: IdError,
+    },
+    /// The ID is outside the server's trust domain.
+    #[error("\"{id}\" is not a member of trust domain \"{td}\"")]
+    NotMember {
+        /// The ID.
+        id: SpiffeId,
+        /// The server's trust domain.
+        td: TrustDomain,
+    },
+    /// A member ID was required but the ID is the trust domain itself.
+    #[error("\"{id}\" is not a member of trust domain \"{td}\"; path is empty")]
+    MemberPathEmpty {
+        /// The ID.
+        id: SpiffeId,
+        /// The server's trust domain.
+        td: TrustDomain,
+    },
+    /// A workload ID was required but the ID is the trust domain itself.
+    #[error("\"{id}\" is not a workload in trust domain \"{td}\"; path is empty")]
+    WorkloadPathEmpty {
+        /// The ID.
+        id: SpiffeId,
+        /// The server's trust domain.
+        td: TrustDomain,
+    },
+    /// A workload ID under the reserved `/spire` namespace.
+    #[error(
+        "\"{id}\" is not a workload in trust domain \"{td}\"; path is in the reserved namespace"
+    )]
+    ReservedPath {
+        /// The ID.
+        id: SpiffeId,
+        /// The server's trust domain.
+        td: TrustDomain,
+    },
+    /// A selector with an empty type.
+    #[error("missing selector type")]
+    MissingSelectorType,
+    /// A selector type with a `:` in it.
+    #[error("selector type contains ':'")]
+    SelectorTypeColon,
+    /// A selector with an empty value.
+    #[error("missing selector value")]
+    MissingSelectorValue,
+    /// A selector the model rejects.
+    #[error(transparent)]
+    InvalidSelector(#[from] SelectorError),
+    /// A match behaviour value outside the wire enum.
+    #[error("unknown match behavior {0}")]
+    UnknownMatchBehavior(i32),
+    /// A DNS name with non-ASCII characters.
+    #[error("invalid DNS name {0:?}: name must be ASCII")]
+    DnsNotAscii(String),
+    /// A DNS name with a `*` that is not a leading `*.` label.
+    #[error("invalid DNS name {0:?}: wildcard must be the first label")]
+    DnsWildcardNotFirst(String),
+    /// A DNS name with more than one `*`.
+    #[error("invalid DNS name {0:?}: too many wildcards")]
+    DnsTooManyWildcards(String),
+    /// A DNS name with nothing but an optional wildcard.
+    #[error("invalid DNS name: empty domain")]
+    DnsEmpty,
+    /// A DNS name ending with `.`.
+    #[error("invalid DNS name {0:?}: domain ends with a dot")]
+    DnsTrailingDot(String),
+    /// A DNS name longer than 253 characters.
+    #[error("invalid DNS name {0:?}: too long")]
+    DnsTooLong(String),
+    /// A DNS name with an empty, over-long or malformed label.
+    #[error("invalid DNS name {name:?}: bad label {label:?}")]
+    DnsBadLabel {
+        /// The name.
+        name: String,
+        /// The offending label.
+        label: String,
+    },
+    /// The entry's parent ID is not valid.
+    #[error("invalid parent ID: {0}")]
+    EntryParentId(Box<ConvertError>),
+    /// The entry's SPIFFE ID is not valid.
+    #[error("invalid spiffe ID: {0}")]
+    EntrySpiffeId(Box<ConvertError>),
+    /// A federated trust domain of the entry does not parse.
+    #[error("invalid federated trust domain: {0}")]
+    EntryFederatesWith(IdError),
+    /// The entry has no selectors.
+    #[error("selector list is empty")]
+    EntryNoSelectors,
+    /// The entry's hint is longer than [`HINT_MAX_LEN`].
+    #[error("hint is too long, max length is {HINT_MAX_LEN} characters")]
+    EntryHintTooLong,
+    /// A negative X509-SVID TTL.
+    #[error("invalid X509-SVID TTL: must not be negative")]
+    EntryNegativeX509Ttl,
+    /// A negative JWT-SVID TTL.
+    #[error("invalid JWT-SVID TTL: must not be negative")]
+    EntryNegativeJwtTtl,
+}
+
+/// Lets a handler pass the error straight to `Status::invalid_argument` as
+/// its message (the gRPC status carries text, not a type).
+impl From<ConvertError> for String {
+    fn from(e: ConvertError) -> String {
+        e.to_string()
+    }
+}
+
 /// Parses a wire SPIFFE ID (`trust_domain` + `path`).
-pub fn id_from_proto(id: Option<&pb::Spiffeid>) -> Result<SpiffeId, String> {
-    let id = id.ok_or("request must specify SPIFFE ID")?;
-    let td = TrustDomain::new(&id.trust_domain)
-        .map_err(|e| format!("trust domain {:?} is invalid: {e}", id.trust_domain))?;
+pub fn id_from_proto(id: Option<&pb::Spiffeid>) -> Result<SpiffeId, ConvertError> {
+    let id = id.ok_or(ConvertError::MissingId)?;
+    let td = TrustDomain::new(&id.trust_domain).map_err(|source| {
+        ConvertError::InvalidIdTrustDomain {
+            name: id.trust_domain.clone(),
+            source,
+        }
+    })?;
     if !id.path.is_empty() && !id.path.starts_with('/') {
-        return Err(format!("path {:?} must start with \"/\"", id.path));
+        return Err(ConvertError::PathNotAbsolute(id.path.clone()));
     }
     td.id_with_path(&id.path)
-        .map_err(|e| format!("path {:?} is invalid: {e}", id.path))
+        .map_err(|source| ConvertError::InvalidPath {
+            path: id.path.clone(),
+            source,
+        })
 }
 
 /// A SPIFFE ID that must be a member of `td` with a non-empty path.
 pub fn member_id_from_proto(
     td: &TrustDomain,
     id: Option<&pb::Spiffeid>,
-) -> Result<SpiffeId, String> {
+) -> Result<SpiffeId, ConvertError> {
     let id = id_from_proto(id)?;
     if !id.is_member_of(td) {
-        return Err(format!("\"{id}\" is not a member of trust domain \"{td}\""));
+        return Err(ConvertError::NotMember { id, td: td.clone() });
     }
     if id.is_trust_domain_id() {
-        return Err(format!(
-            "\"{id}\" is not a member of trust domain \"{td}\"; path is empty"
-        ));
+        return Err(ConvertError::MemberPathEmpty { id, td: td.clone() });
     }
     Ok(id)
 }
@@ -51,20 +189,16 @@ pub fn member_id_from_proto(
 pub fn workload_id_from_proto(
     td: &TrustDomain,
     id: Option<&pb::Spiffeid>,
-) -> Result<SpiffeId, String> {
+) -> Result<SpiffeId, ConvertError> {
     let id = id_from_proto(id)?;
     if !id.is_member_of(td) {
-        return Err(format!("\"{id}\" is not a member of trust domain \"{td}\""));
+        return Err(ConvertError::NotMember { id, td: td.clone() });
     }
     if id.is_trust_domain_id() {
-        return Err(format!(
-            "\"{id}\" is not a workload in trust domain \"{td}\"; path is empty"
-        ));
+        return Err(ConvertError::WorkloadPathEmpty { id, td: td.clone() });
     }
     if is_reserved_path(id.path()) {
-        return Err(format!(
-            "\"{id}\" is not a workload in trust domain \"{td}\"; path is in the reserved namespace"
-        ));
+        return Err(ConvertError::ReservedPath { id, td: td.clone() });
     }
     Ok(id)
 }
@@ -75,19 +209,19 @@ pub fn is_reserved_path(path: &str) -> bool {
 }
 
 /// Parses wire selectors with SPIRE's rules.
-pub fn selectors_from_proto(sels: &[pb::Selector]) -> Result<Vec<Selector>, String> {
+pub fn selectors_from_proto(sels: &[pb::Selector]) -> Result<Vec<Selector>, ConvertError> {
     sels.iter()
         .map(|s| {
             if s.r#type.is_empty() {
-                return Err("missing selector type".to_owned());
+                return Err(ConvertError::MissingSelectorType);
             }
             if s.r#type.contains(':') {
-                return Err("selector type contains ':'".to_owned());
+                return Err(ConvertError::SelectorTypeColon);
             }
             if s.value.is_empty() {
-                return Err("missing selector value".to_owned());
+                return Err(ConvertError::MissingSelectorValue);
             }
-            Selector::new(&s.r#type, &s.value).map_err(|e| e.to_string())
+            Ok(Selector::new(&s.r#type, &s.value)?)
         })
         .collect()
 }
@@ -103,37 +237,37 @@ pub fn selectors_to_proto(sels: &[Selector]) -> Vec<pb::Selector> {
 }
 
 /// A match behaviour from the wire enum value.
-pub fn match_from_proto(m: i32) -> Result<MatchMode, String> {
+pub fn match_from_proto(m: i32) -> Result<MatchMode, ConvertError> {
     match pb::selector_match::MatchBehavior::try_from(m) {
         Ok(pb::selector_match::MatchBehavior::MatchExact) => Ok(MatchMode::Exact),
         Ok(pb::selector_match::MatchBehavior::MatchSubset) => Ok(MatchMode::Subset),
         Ok(pb::selector_match::MatchBehavior::MatchSuperset) => Ok(MatchMode::Superset),
         Ok(pb::selector_match::MatchBehavior::MatchAny) => Ok(MatchMode::Any),
-        Err(_) => Err(format!("unknown match behavior {m}")),
+        Err(_) => Err(ConvertError::UnknownMatchBehavior(m)),
     }
 }
 
 /// Checks a DNS name the way SPIRE does (ASCII labels, optional leading
 /// `*.` wildcard, no trailing dot).
-pub fn validate_dns_name(name: &str) -> Result<(), String> {
+pub fn validate_dns_name(name: &str) -> Result<(), ConvertError> {
     if !name.is_ascii() {
-        return Err(format!("invalid DNS name {name:?}: name must be ASCII"));
+        return Err(ConvertError::DnsNotAscii(name.to_owned()));
     }
     let body = match name.matches('*').count() {
         0 => name,
-        1 => name.strip_prefix("*.").ok_or_else(|| {
-            format!("invalid DNS name {name:?}: wildcard must be the first label")
-        })?,
-        _ => return Err(format!("invalid DNS name {name:?}: too many wildcards")),
+        1 => name
+            .strip_prefix("*.")
+            .ok_or_else(|| ConvertError::DnsWildcardNotFirst(name.to_owned()))?,
+        _ => return Err(ConvertError::DnsTooManyWildcards(name.to_owned())),
     };
     if body.trim().is_empty() {
-        return Err("invalid DNS name: empty domain".into());
+        return Err(ConvertError::DnsEmpty);
     }
     if body.ends_with('.') {
-        return Err(format!("invalid DNS name {name:?}: domain ends with a dot"));
+        return Err(ConvertError::DnsTrailingDot(name.to_owned()));
     }
     if body.len() > 253 {
-        return Err(format!("invalid DNS name {name:?}: too long"));
+        return Err(ConvertError::DnsTooLong(name.to_owned()));
     }
     for label in body.split('.') {
         let ok = !label.is_empty()
@@ -142,7 +276,10 @@ pub fn validate_dns_name(name: &str) -> Result<(), String> {
             && !label.ends_with('-')
             && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !ok {
-            return Err(format!("invalid DNS name {name:?}: bad label {label:?}"));
+            return Err(ConvertError::DnsBadLabel {
+                name: name.to_owned(),
+                label: label.to_owned(),
+            });
         }
     }
     Ok(())
@@ -154,19 +291,19 @@ pub fn entry_from_proto(
     td: &TrustDomain,
     e: &pb::Entry,
     mask: Option<&pb::EntryMask>,
-) -> Result<RegistrationEntry, String> {
+) -> Result<RegistrationEntry, ConvertError> {
     let all = all_entry_mask();
     let m = mask.unwrap_or(&all);
     let placeholder = td.id();
     let parent_id = if m.parent_id {
         member_id_from_proto(td, e.parent_id.as_ref())
-            .map_err(|e| format!("invalid parent ID: {e}"))?
+            .map_err(|e| ConvertError::EntryParentId(Box::new(e)))?
     } else {
         placeholder.clone()
     };
     let spiffe_id = if m.spiffe_id {
         workload_id_from_proto(td, e.spiffe_id.as_ref())
-            .map_err(|e| format!("invalid spiffe ID: {e}"))?
+            .map_err(|e| ConvertError::EntrySpiffeId(Box::new(e)))?
     } else {
         placeholder
     };
@@ -180,30 +317,25 @@ pub fn entry_from_proto(
     let mut federates_with = Vec::new();
     if m.federates_with {
         for t in &e.federates_with {
-            federates_with.push(
-                TrustDomain::new(t)
-                    .map_err(|err| format!("invalid federated trust domain: {err}"))?,
-            );
+            federates_with.push(TrustDomain::new(t).map_err(ConvertError::EntryFederatesWith)?);
         }
     }
     let selectors = if m.selectors {
         if e.selectors.is_empty() {
-            return Err("selector list is empty".into());
+            return Err(ConvertError::EntryNoSelectors);
         }
         selectors_from_proto(&e.selectors)?
     } else {
         Vec::new()
     };
     if m.hint && e.hint.len() > HINT_MAX_LEN {
-        return Err(format!(
-            "hint is too long, max length is {HINT_MAX_LEN} characters"
-        ));
+        return Err(ConvertError::EntryHintTooLong);
     }
     if m.x509_svid_ttl && e.x509_svid_ttl < 0 {
-        return Err("invalid X509-SVID TTL: must not be negative".into());
+        return Err(ConvertError::EntryNegativeX509Ttl);
     }
     if m.jwt_svid_ttl && e.jwt_svid_ttl < 0 {
-        return Err("invalid JWT-SVID TTL: must not be negative".into());
+        return Err(ConvertError::EntryNegativeJwtTtl);
     }
     Ok(RegistrationEntry {
         id: e.id.clone(),
@@ -446,7 +578,7 @@ mod tests {
         let mut e = entry();
         e.spiffe_id = pid("other.org", "/web");
         assert_eq!(
-            entry_from_proto(&td(), &e, None).unwrap_err(),
+            entry_from_proto(&td(), &e, None).unwrap_err().to_string(),
             "invalid spiffe ID: \"spiffe://other.org/web\" is not a member of trust domain \"example.org\""
         );
         let mut e = entry();
@@ -454,6 +586,7 @@ mod tests {
         assert!(
             entry_from_proto(&td(), &e, None)
                 .unwrap_err()
+                .to_string()
                 .contains("reserved namespace")
         );
         let mut e = entry();
@@ -461,24 +594,25 @@ mod tests {
         assert!(
             entry_from_proto(&td(), &e, None)
                 .unwrap_err()
+                .to_string()
                 .contains("empty segments")
         );
         let mut e = entry();
         e.selectors.clear();
         assert_eq!(
-            entry_from_proto(&td(), &e, None).unwrap_err(),
+            entry_from_proto(&td(), &e, None).unwrap_err().to_string(),
             "selector list is empty"
         );
         let mut e = entry();
         e.selectors[0].r#type = "un:ix".into();
         assert_eq!(
-            entry_from_proto(&td(), &e, None).unwrap_err(),
+            entry_from_proto(&td(), &e, None).unwrap_err().to_string(),
             "selector type contains ':'"
         );
         let mut e = entry();
         e.selectors[0].value = String::new();
         assert_eq!(
-            entry_from_proto(&td(), &e, None).unwrap_err(),
+            entry_from_proto(&td(), &e, None).unwrap_err().to_string(),
             "missing selector value"
         );
         let mut e = entry();
@@ -486,6 +620,7 @@ mod tests {
         assert!(
             entry_from_proto(&td(), &e, None)
                 .unwrap_err()
+                .to_string()
                 .contains("invalid DNS name")
         );
         let mut e = entry();
@@ -493,12 +628,13 @@ mod tests {
         assert!(
             entry_from_proto(&td(), &e, None)
                 .unwrap_err()
+                .to_string()
                 .contains("hint is too long")
         );
         let mut e = entry();
         e.parent_id = None;
         assert_eq!(
-            entry_from_proto(&td(), &e, None).unwrap_err(),
+            entry_from_proto(&td(), &e, None).unwrap_err().to_string(),
             "invalid parent ID: request must specify SPIFFE ID"
         );
     }

@@ -24,13 +24,14 @@ use sigil_datastore::{
 use sigil_proto::spire::api::server::trustdomain::v1 as pb;
 use sigil_proto::spire::api::types;
 use sigil_proto::spire::api::types::federation_relationship::BundleEndpointProfile as ProtoProfile;
-use sigil_spiffe::{Bundle, SpiffeId, TrustDomain};
+use sigil_spiffe::{Bundle, IdError, SpiffeId, TrustDomain};
 use tonic::{Code, Request, Response, Status};
 
-use super::bundle::{batch_status, bundle_from_proto, parse_trust_domain};
+pub use self::go_url::{GoUrlError, GoUrlSyntaxError};
+use super::bundle::{BundleProtoError, batch_status, bundle_from_proto, parse_trust_domain};
 use super::convert::bundle_to_proto;
 use super::{ApiState, authenticate, require_admin, status_ok};
-use crate::ca::{decode_bundle, encode_bundle};
+use crate::ca::{CaError, decode_bundle, encode_bundle};
 
 /// The trust domain service.
 #[derive(Debug, Clone)]
@@ -56,40 +57,94 @@ pub struct IncomingRelationship {
     pub bundle: Option<Bundle>,
 }
 
+/// Why a wire federation relationship is not acceptable. The texts are
+/// SPIRE's reasons (without its outer `failed to convert federation
+/// relationship` prefix), which clients read in batch statuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelationshipError {
+    /// The relationship's trust domain does not parse.
+    #[error("failed to parse trust domain: {0}")]
+    TrustDomain(#[source] BundleProtoError),
+    /// The bundle endpoint URL is not acceptable.
+    #[error(transparent)]
+    EndpointUrl(#[from] EndpointUrlError),
+    /// The https_spiffe profile's endpoint ID does not parse.
+    #[error("failed to parse endpoint SPIFFE ID: {0}")]
+    EndpointSpiffeId(#[source] IdError),
+    /// No bundle endpoint profile.
+    #[error("unsupported bundle endpoint profile type: <nil>")]
+    MissingProfile,
+    /// The given bundle's trust domain does not parse.
+    #[error("failed to parse bundle: invalid trust domain: {0}")]
+    BundleTrustDomain(#[source] BundleProtoError),
+    /// The given bundle is not acceptable.
+    #[error("failed to parse bundle: {0}")]
+    Bundle(#[source] BundleProtoError),
+    /// The given bundle is of another trust domain than the relationship.
+    #[error(
+        "trust domain bundle ({}) must match the trust domain of the federation \
+         relationship ({})",
+        go_quote(.bundle),
+        go_quote(.relationship)
+    )]
+    BundleMismatch {
+        /// The bundle's trust domain, as given.
+        bundle: String,
+        /// The relationship's trust domain.
+        relationship: String,
+    },
+}
+
+/// Why a bundle endpoint URL is not acceptable (SPIRE's texts).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointUrlError {
+    /// Go's `url.Parse` would refuse it.
+    #[error("failed to parse bundle endpoint URL: {0}")]
+    Parse(#[source] GoUrlError),
+    /// The scheme is not https.
+    #[error("bundle endpoint URL must use the https scheme")]
+    NotHttps,
+    /// No host.
+    #[error("bundle endpoint URL must specify the host")]
+    NoHost,
+    /// User info in the authority.
+    #[error("bundle endpoint URL must not contain user info")]
+    UserInfo,
+}
+
 /// Validates a wire relationship in SPIRE's order: trust domain, bundle
 /// endpoint URL, profile, then the bundle (which must be of the same trust
 /// domain). The error is the reason, without SPIRE's outer
 /// `failed to convert federation relationship` prefix.
 pub fn relationship_from_proto(
     f: &types::FederationRelationship,
-) -> Result<IncomingRelationship, String> {
-    let trust_domain = parse_trust_domain(&f.trust_domain)
-        .map_err(|e| format!("failed to parse trust domain: {e}"))?;
+) -> Result<IncomingRelationship, RelationshipError> {
+    let trust_domain =
+        parse_trust_domain(&f.trust_domain).map_err(RelationshipError::TrustDomain)?;
     let bundle_endpoint_url = check_bundle_endpoint_url(&f.bundle_endpoint_url)?;
     let profile = match &f.bundle_endpoint_profile {
         Some(ProtoProfile::HttpsSpiffe(p)) => {
             let endpoint_spiffe_id = SpiffeId::parse(&p.endpoint_spiffe_id)
-                .map_err(|e| format!("failed to parse endpoint SPIFFE ID: {e}"))?;
+                .map_err(RelationshipError::EndpointSpiffeId)?;
             BundleEndpointProfile::HttpsSpiffe { endpoint_spiffe_id }
         }
         Some(ProtoProfile::HttpsWeb(_)) => BundleEndpointProfile::HttpsWeb,
         // Go prints the type of a nil interface as `<nil>`.
-        None => return Err("unsupported bundle endpoint profile type: <nil>".into()),
+        None => return Err(RelationshipError::MissingProfile),
     };
     let bundle = match &f.trust_domain_bundle {
         None => None,
         Some(b) => {
             let bundle_td = parse_trust_domain(&b.trust_domain)
-                .map_err(|e| format!("failed to parse bundle: invalid trust domain: {e}"))?;
-            let bundle = bundle_from_proto(&bundle_td, b)
-                .map_err(|e| format!("failed to parse bundle: {e}"))?;
+                .map_err(RelationshipError::BundleTrustDomain)?;
+            let bundle = bundle_from_proto(&bundle_td, b).map_err(RelationshipError::Bundle)?;
             if bundle_td != trust_domain {
-                return Err(format!(
-                    "trust domain bundle ({}) must match the trust domain of the federation \
-                     relationship ({})",
-                    go_quote(&b.trust_domain),
-                    go_quote(trust_domain.name())
-                ));
+                return Err(RelationshipError::BundleMismatch {
+                    bundle: b.trust_domain.clone(),
+                    relationship: trust_domain.name().to_owned(),
+                });
             }
             Some(bundle)
         }
@@ -144,17 +199,16 @@ const ALL_FIELDS: types::FederationRelationshipMask = types::FederationRelations
 /// Checks a bundle endpoint URL as SPIRE does (Go's `url.Parse`, then an
 /// https scheme, a host and no user info) and returns it as Go's `URL.String`
 /// would for it: as given, with the scheme lowercased.
-pub fn check_bundle_endpoint_url(raw: &str) -> Result<String, String> {
-    let parsed =
-        go_url::parse(raw).map_err(|e| format!("failed to parse bundle endpoint URL: {e}"))?;
+pub fn check_bundle_endpoint_url(raw: &str) -> Result<String, EndpointUrlError> {
+    let parsed = go_url::parse(raw).map_err(EndpointUrlError::Parse)?;
     if parsed.scheme != "https" {
-        return Err("bundle endpoint URL must use the https scheme".into());
+        return Err(EndpointUrlError::NotHttps);
     }
     if parsed.host.is_empty() {
-        return Err("bundle endpoint URL must specify the host".into());
+        return Err(EndpointUrlError::NoHost);
     }
     if parsed.has_user {
-        return Err("bundle endpoint URL must not contain user info".into());
+        return Err(EndpointUrlError::UserInfo);
     }
     Ok(format!("{}{}", parsed.scheme, &raw[parsed.scheme.len()..]))
 }
@@ -184,19 +238,37 @@ fn rpc_error(code: Code, msg: &str, reason: Option<&str>) -> Status {
     }
 }
 
+/// Why a relationship's bundle record could not be read or written; the
+/// text is the reason SPIRE appends to its own message.
+#[derive(Debug, thiserror::Error)]
+enum BundleRecordError {
+    /// The datastore read failed.
+    #[error("unable to fetch bundle: {}", ds_reason(.0))]
+    Fetch(DataStoreError),
+    /// The stored record does not decode.
+    #[error("unable to fetch bundle: {0}")]
+    Decode(CaError),
+    /// The bundle does not encode.
+    #[error("unable to set bundle: {0}")]
+    Encode(CaError),
+    /// The datastore write failed.
+    #[error("unable to set bundle: {}", ds_reason(.0))]
+    Store(DataStoreError),
+}
+
 impl TrustDomainService {
     /// The stored bundle of `td`, when there is one.
-    async fn stored_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, String> {
+    async fn stored_bundle(&self, td: &TrustDomain) -> Result<Option<Bundle>, BundleRecordError> {
         let stored = self
             .state
             .ds
             .get_bundle(td)
             .await
-            .map_err(|e| format!("unable to fetch bundle: {}", ds_reason(&e)))?;
+            .map_err(BundleRecordError::Fetch)?;
         stored
             .map(|s| decode_bundle(td, &s.data))
             .transpose()
-            .map_err(|e| format!("unable to fetch bundle: {e}"))
+            .map_err(BundleRecordError::Decode)
     }
 
     /// The stored bundle of `rel`'s trust domain when the output wants it.
@@ -204,15 +276,15 @@ impl TrustDomainService {
         &self,
         rel: &FederationRelationship,
         mask: Option<&types::FederationRelationshipMask>,
-    ) -> Result<Option<Bundle>, String> {
+    ) -> Result<Option<Bundle>, BundleRecordError> {
         if mask.is_some_and(|m| !m.trust_domain_bundle) {
             return Ok(None);
         }
         self.stored_bundle(&rel.trust_domain).await
     }
 
-    async fn store_bundle(&self, b: &Bundle) -> Result<(), String> {
-        let data = encode_bundle(b).map_err(|e| format!("unable to set bundle: {e}"))?;
+    async fn store_bundle(&self, b: &Bundle) -> Result<(), BundleRecordError> {
+        let data = encode_bundle(b).map_err(BundleRecordError::Encode)?;
         self.state
             .ds
             .set_bundle(StoredBundle {
@@ -220,7 +292,7 @@ impl TrustDomainService {
                 data,
             })
             .await
-            .map_err(|e| format!("unable to set bundle: {}", ds_reason(&e)))
+            .map_err(BundleRecordError::Store)
     }
 
     /// An https_spiffe endpoint is authenticated with the bundle of its
@@ -263,7 +335,7 @@ impl TrustDomainService {
                 let status = batch_status(
                     Code::InvalidArgument,
                     "failed to convert federation relationship",
-                    Some(&e),
+                    Some(&e.to_string()),
                 );
                 return (status, None);
             }
@@ -307,7 +379,10 @@ impl TrustDomainService {
                 tracing::error!(trust_domain = %rel.trust_domain, error = %undo,
                     "could not remove a federation relationship whose bundle failed to store");
             }
-            return (batch_status(Code::Internal, FAILED, Some(&e)), None);
+            return (
+                batch_status(Code::Internal, FAILED, Some(&e.to_string())),
+                None,
+            );
         }
         self.warn_if_endpoint_bundle_missing(&created, incoming.bundle.is_some())
             .await;
@@ -331,7 +406,7 @@ impl TrustDomainService {
                 let status = batch_status(
                     Code::InvalidArgument,
                     "failed to convert federation relationship",
-                    Some(&e),
+                    Some(&e.to_string()),
                 );
                 return (status, None);
             }
@@ -360,11 +435,19 @@ impl TrustDomainService {
             && let Some(b) = &incoming.bundle
             && let Err(e) = self.store_bundle(b).await
         {
-            return (batch_status(Code::Internal, FAILED, Some(&e)), None);
+            return (
+                batch_status(Code::Internal, FAILED, Some(&e.to_string())),
+                None,
+            );
         }
         let bundle = match self.stored_bundle(&updated.trust_domain).await {
             Ok(b) => b,
-            Err(e) => return (batch_status(Code::Internal, FAILED, Some(&e)), None),
+            Err(e) => {
+                return (
+                    batch_status(Code::Internal, FAILED, Some(&e.to_string())),
+                    None,
+                );
+            }
         };
         self.warn_if_endpoint_bundle_missing(&updated, bundle.is_some())
             .await;
@@ -387,7 +470,7 @@ impl TrustDomainService {
                 let status = batch_status(
                     Code::InvalidArgument,
                     "failed to parse trust domain",
-                    Some(&e),
+                    Some(&e.to_string()),
                 );
                 return (status, name.to_owned());
             }
@@ -437,7 +520,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
             let bundle = self
                 .bundle_for_output(rel, req.output_mask.as_ref())
                 .await
-                .map_err(|e| rpc_error(Code::Internal, FAILED, Some(&e)))?;
+                .map_err(|e| rpc_error(Code::Internal, FAILED, Some(&e.to_string())))?;
             federation_relationships.push(relationship_to_proto(
                 rel,
                 bundle.as_ref(),
@@ -461,7 +544,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
             rpc_error(
                 Code::InvalidArgument,
                 "failed to parse trust domain",
-                Some(&e),
+                Some(&e.to_string()),
             )
         })?;
         const FAILED: &str = "failed to fetch federation relationship";
@@ -475,7 +558,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
         let bundle = self
             .bundle_for_output(&rel, req.output_mask.as_ref())
             .await
-            .map_err(|e| rpc_error(Code::Internal, FAILED, Some(&e)))?;
+            .map_err(|e| rpc_error(Code::Internal, FAILED, Some(&e.to_string())))?;
         Ok(Response::new(relationship_to_proto(
             &rel,
             bundle.as_ref(),
@@ -560,7 +643,7 @@ impl pb::trust_domain_server::TrustDomain for TrustDomainService {
             rpc_error(
                 Code::InvalidArgument,
                 "failed to parse trust domain",
-                Some(&e),
+                Some(&e.to_string()),
             )
         })?;
         match self.state.federation.refresh_bundle(&td).await {
@@ -594,23 +677,68 @@ mod go_url {
         pub(super) has_user: bool,
     }
 
+    /// Go's `*url.Error` for a parse: the URL and what is wrong with it.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[error("parse {}: {source}", super::go_quote(.url))]
+    pub struct GoUrlError {
+        /// The text parsed (without the fragment when the rest failed).
+        pub url: String,
+        /// What Go's parser reports.
+        pub source: GoUrlSyntaxError,
+    }
+
+    /// The URL syntax errors of Go's `net/url`, with Go's texts.
+    #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+    #[non_exhaustive]
+    pub enum GoUrlSyntaxError {
+        /// A byte below 0x20 or 0x7f.
+        #[error("net/url: invalid control character in URL")]
+        ControlCharacter,
+        /// A relative URL whose first segment holds `:`.
+        #[error("first path segment in URL cannot contain colon")]
+        ColonInFirstSegment,
+        /// User info with a character Go does not allow there.
+        #[error("net/url: invalid userinfo")]
+        InvalidUserinfo,
+        /// A URL starting with `:`.
+        #[error("missing protocol scheme")]
+        MissingScheme,
+        /// An IPv6 literal without its `]`.
+        #[error("missing ']' in host")]
+        MissingBracket,
+        /// A port that is not all digits.
+        #[error("invalid port {} after host", super::go_quote(.0))]
+        InvalidPort(String),
+        /// A `%` not followed by two hex digits, or one a host may not hold.
+        #[error("invalid URL escape {}", super::go_quote(.0))]
+        InvalidEscape(String),
+        /// A host character Go does not allow.
+        #[error("invalid character {} in host name", super::go_quote(.0))]
+        InvalidHostCharacter(String),
+    }
+
     /// `url.Parse(raw)`; the error reads like Go's `*url.Error`.
-    pub(super) fn parse(raw: &str) -> Result<Parsed, String> {
+    pub(super) fn parse(raw: &str) -> Result<Parsed, GoUrlError> {
         let (without_fragment, fragment) = match raw.split_once('#') {
             Some((u, f)) => (u, Some(f)),
             None => (raw, None),
         };
-        let parsed = parse_reference(without_fragment)
-            .map_err(|e| format!("parse {}: {e}", super::go_quote(without_fragment)))?;
+        let parsed = parse_reference(without_fragment).map_err(|source| GoUrlError {
+            url: without_fragment.to_owned(),
+            source,
+        })?;
         if let Some(f) = fragment {
-            unescape(f, false).map_err(|e| format!("parse {}: {e}", super::go_quote(raw)))?;
+            unescape(f, false).map_err(|source| GoUrlError {
+                url: raw.to_owned(),
+                source,
+            })?;
         }
         Ok(parsed)
     }
 
-    fn parse_reference(raw: &str) -> Result<Parsed, String> {
+    fn parse_reference(raw: &str) -> Result<Parsed, GoUrlSyntaxError> {
         if raw.bytes().any(|b| b < 0x20 || b == 0x7f) {
-            return Err("net/url: invalid control character in URL".into());
+            return Err(GoUrlSyntaxError::ControlCharacter);
         }
         let (scheme, rest) = split_scheme(raw)?;
         let mut parsed = Parsed {
@@ -626,7 +754,7 @@ mod go_url {
             }
             let first_segment = rest.split('/').next().unwrap_or("");
             if first_segment.contains(':') {
-                return Err("first path segment in URL cannot contain colon".into());
+                return Err(GoUrlSyntaxError::ColonInFirstSegment);
             }
         }
         let mut path = rest;
@@ -644,7 +772,7 @@ mod go_url {
             parsed.host = parse_host(host)?;
             if let Some(user) = user {
                 if !user.bytes().all(valid_userinfo_byte) {
-                    return Err("net/url: invalid userinfo".into());
+                    return Err(GoUrlSyntaxError::InvalidUserinfo);
                 }
                 parsed.has_user = true;
             }
@@ -654,12 +782,12 @@ mod go_url {
     }
 
     /// Go's `getScheme`.
-    fn split_scheme(raw: &str) -> Result<(&str, &str), String> {
+    fn split_scheme(raw: &str) -> Result<(&str, &str), GoUrlSyntaxError> {
         for (i, b) in raw.bytes().enumerate() {
             match b {
                 b'a'..=b'z' | b'A'..=b'Z' => {}
                 b'0'..=b'9' | b'+' | b'-' | b'.' if i > 0 => {}
-                b':' if i == 0 => return Err("missing protocol scheme".into()),
+                b':' if i == 0 => return Err(GoUrlSyntaxError::MissingScheme),
                 b':' => return Ok((&raw[..i], &raw[i + 1..])),
                 _ => return Ok(("", raw)),
             }
@@ -669,10 +797,10 @@ mod go_url {
 
     /// Go's `parseHost`: an optional numeric port, then the host's own
     /// characters and escapes.
-    fn parse_host(host: &str) -> Result<String, String> {
+    fn parse_host(host: &str) -> Result<String, GoUrlSyntaxError> {
         let port = if host.starts_with('[') {
             let Some(i) = host.rfind(']') else {
-                return Err("missing ']' in host".into());
+                return Err(GoUrlSyntaxError::MissingBracket);
             };
             &host[i + 1..]
         } else {
@@ -683,7 +811,7 @@ mod go_url {
                 .strip_prefix(':')
                 .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()));
         if !valid_port {
-            return Err(format!("invalid port {} after host", super::go_quote(port)));
+            return Err(GoUrlSyntaxError::InvalidPort(port.to_owned()));
         }
         unescape(host, true)?;
         Ok(host.to_owned())
@@ -691,7 +819,7 @@ mod go_url {
 
     /// Go's `unescape` check, in host mode or not: percent escapes must be
     /// two hex digits, and a host may hold only the characters Go allows.
-    fn unescape(s: &str, host: bool) -> Result<(), String> {
+    fn unescape(s: &str, host: bool) -> Result<(), GoUrlSyntaxError> {
         let bytes = s.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -702,26 +830,23 @@ mod go_url {
                     .filter(|e| e[1].is_ascii_hexdigit() && e[2].is_ascii_hexdigit());
                 let Some(escape) = escape else {
                     let end = (i + 3).min(bytes.len());
-                    return Err(format!(
-                        "invalid URL escape {}",
-                        super::go_quote(&String::from_utf8_lossy(&bytes[i..end]))
+                    return Err(GoUrlSyntaxError::InvalidEscape(
+                        String::from_utf8_lossy(&bytes[i..end]).into_owned(),
                     ));
                 };
                 // In a host only `%25` (or an escape of a byte >= 0x80) may
                 // appear.
                 if host && escape[1] < b'8' && escape != b"%25" {
-                    return Err(format!(
-                        "invalid URL escape {}",
-                        super::go_quote(&String::from_utf8_lossy(escape))
+                    return Err(GoUrlSyntaxError::InvalidEscape(
+                        String::from_utf8_lossy(escape).into_owned(),
                     ));
                 }
                 i += 3;
                 continue;
             }
             if host && b < 0x80 && !valid_host_byte(b) {
-                return Err(format!(
-                    "invalid character {} in host name",
-                    super::go_quote(&char::from(b).to_string())
+                return Err(GoUrlSyntaxError::InvalidHostCharacter(
+                    char::from(b).to_string(),
                 ));
             }
             i += 1;
@@ -796,7 +921,7 @@ mod tests {
     }
 
     fn convert_err(f: &types::FederationRelationship) -> String {
-        relationship_from_proto(f).unwrap_err()
+        relationship_from_proto(f).unwrap_err().to_string()
     }
 
     #[test]
@@ -808,7 +933,7 @@ mod tests {
             "https://example.org:8443/b?x#y"
         );
         assert_eq!(ok("https://[::1]:8443/"), "https://[::1]:8443/");
-        let err = |u: &str| check_bundle_endpoint_url(u).unwrap_err();
+        let err = |u: &str| check_bundle_endpoint_url(u).unwrap_err().to_string();
         assert_eq!(err(""), "bundle endpoint URL must use the https scheme");
         assert_eq!(
             err("http://example.org"),

@@ -92,7 +92,7 @@ pub struct AgentIdArgs {
 pub struct AgentPurgeArgs {
     /// Amount of time that has passed since the agent's SVID has expired. It
     /// is used to determine which agents to purge.
-    #[arg(long = "expiredFor", default_value = "720h", value_parser = parse_go_duration)]
+    #[arg(long = "expiredFor", default_value = "720h", value_parser = sigil_cli::parse_duration)]
     pub expired_for: Duration,
     /// Indicates that the command will not perform any action, but will
     /// print the agents that would be purged.
@@ -379,7 +379,7 @@ pub(crate) fn agent_id(args: &AgentIdArgs) -> Result<Spiffeid, CliError> {
     if args.spiffe_id.is_empty() {
         return Err(CliError::Invalid("a SPIFFE ID is required".into()));
     }
-    fmt::id_to_proto(&args.spiffe_id).map_err(CliError::Invalid)
+    fmt::id_to_proto(&args.spiffe_id).map_err(|e| CliError::Invalid(e.to_string()))
 }
 
 /// `Found N attested agents:` and each agent, or `No attested agents found`.
@@ -455,11 +455,6 @@ pub(crate) fn print_agent(a: &Agent) -> String {
     out
 }
 
-/// A Go duration flag value (`720h`, `90m`).
-fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    sigil_cli::parse_duration(s).map_err(|e| e.to_string())
-}
-
 /// SPIRE's three-state flag: `true`, `false`, anything else means "all".
 fn tri_state(s: &str) -> Option<bool> {
     match s {
@@ -471,33 +466,40 @@ fn tri_state(s: &str) -> Option<bool> {
 
 /// Checks `2006-01-02 15:04:05 -0700 -07`: a date, a time, a numeric zone
 /// offset and the offset's hours again.
-fn check_expires_before(s: &str) -> Result<(), String> {
+fn check_expires_before(s: &str) -> Result<(), LayoutMismatch> {
+    let mismatch = |text: &str, layout: &'static str| LayoutMismatch {
+        text: text.to_owned(),
+        layout,
+    };
     let parts: Vec<&str> = s.split(' ').collect();
     let [date, clock, offset, offset_hours] = parts.as_slice() else {
-        return Err(format!("cannot parse {} as the layout", fmt::go_quote(s)));
+        return Err(mismatch(s, "the layout"));
     };
-    check_date(date)
-        .ok_or_else(|| format!("cannot parse {} as \"2006-01-02\"", fmt::go_quote(date)))?;
-    check_clock(clock)
-        .ok_or_else(|| format!("cannot parse {} as \"15:04:05\"", fmt::go_quote(clock)))?;
+    check_date(date).ok_or_else(|| mismatch(date, "\"2006-01-02\""))?;
+    check_clock(clock).ok_or_else(|| mismatch(clock, "\"15:04:05\""))?;
     let signed_digits = |v: &str, n: usize| {
         v.len() == n + 1
             && (v.starts_with('+') || v.starts_with('-'))
             && v[1..].bytes().all(|b| b.is_ascii_digit())
     };
     if !signed_digits(offset, 4) {
-        return Err(format!(
-            "cannot parse {} as \"-0700\"",
-            fmt::go_quote(offset)
-        ));
+        return Err(mismatch(offset, "\"-0700\""));
     }
     if !signed_digits(offset_hours, 2) {
-        return Err(format!(
-            "cannot parse {} as \"-07\"",
-            fmt::go_quote(offset_hours)
-        ));
+        return Err(mismatch(offset_hours, "\"-07\""));
     }
     Ok(())
+}
+
+/// Part of an `-expiresBefore` value that does not match its piece of the
+/// layout (Go's `time.Parse` wording).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse {} as {layout}", fmt::go_quote(.text))]
+struct LayoutMismatch {
+    /// The text that failed.
+    text: String,
+    /// The layout piece, quoted as Go quotes it (or `the layout`).
+    layout: &'static str,
 }
 
 /// `YYYY-MM-DD`, a real calendar date.

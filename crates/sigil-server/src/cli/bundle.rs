@@ -484,25 +484,40 @@ fn missing_result() -> Outcome {
 
 /// Every `CERTIFICATE` block's DER, in order, as SPIRE's `pemutil` reads
 /// them: at least one block, no other block types, each a certificate.
-fn pem_certificates(data: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let blocks = pem::parse_many(data).map_err(|e| e.to_string())?;
+fn pem_certificates(data: &[u8]) -> Result<Vec<Vec<u8>>, PemCertificatesError> {
+    let blocks = pem::parse_many(data).map_err(PemCertificatesError::Pem)?;
     if blocks.is_empty() {
-        return Err("no PEM blocks".into());
+        return Err(PemCertificatesError::NoBlocks);
     }
     blocks
         .into_iter()
         .map(|b| {
             if b.tag() != "CERTIFICATE" {
-                return Err(format!(
-                    "expected block type \"CERTIFICATE\"; got {}",
-                    fmt::go_quote(b.tag())
-                ));
+                return Err(PemCertificatesError::NotCertificate(b.tag().to_owned()));
             }
             X509Certificate::from_der(b.contents())
-                .map_err(|e| format!("x509: malformed certificate: {e}"))?;
+                .map_err(|e| PemCertificatesError::MalformedCertificate(e.to_string()))?;
             Ok(b.into_contents())
         })
         .collect()
+}
+
+/// Why PEM bundle data is not a list of certificates (SPIRE's `pemutil`
+/// texts).
+#[derive(Debug, thiserror::Error)]
+enum PemCertificatesError {
+    /// The PEM framing is broken.
+    #[error("{0}")]
+    Pem(pem::PemError),
+    /// No PEM block at all.
+    #[error("no PEM blocks")]
+    NoBlocks,
+    /// A block of another type.
+    #[error("expected block type \"CERTIFICATE\"; got {}", fmt::go_quote(.0))]
+    NotCertificate(String),
+    /// A block that is not a DER certificate.
+    #[error("x509: malformed certificate: {0}")]
+    MalformedCertificate(String),
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use sigil_proto::spire::api::types::{
     Entry, FederatesWithMatch, Selector, SelectorMatch, Spiffeid, Status, entry,
     federates_with_match, selector_match,
 };
-use sigil_spiffe::TrustDomain;
+use sigil_spiffe::{IdError, TrustDomain};
 use tonic::transport::Channel;
 
 use super::{
@@ -400,7 +400,8 @@ pub(crate) async fn run(cmd: EntryCommand) -> Result<Outcome, CliError> {
 /// flags or from the `-data` file.
 pub(crate) fn create_entries(args: &EntryCreateArgs) -> Result<Vec<Entry>, CliError> {
     if !args.data.is_empty() {
-        return parse_entries_json(&read_input(&args.data)?).map_err(CliError::Invalid);
+        return parse_entries_json(&read_input(&args.data)?)
+            .map_err(|e| CliError::Invalid(e.to_string()));
     }
     let invalid = |m: &str| Err(CliError::Invalid(m.to_owned()));
     if args.selector.is_empty() {
@@ -422,14 +423,15 @@ pub(crate) fn create_entries(args: &EntryCreateArgs) -> Result<Vec<Entry>, CliEr
         return invalid("a positive JWT-SVID TTL is required");
     }
 
-    let spiffe_id = fmt::id_to_proto(&args.spiffe_id).map_err(CliError::Invalid)?;
+    let spiffe_id =
+        fmt::id_to_proto(&args.spiffe_id).map_err(|e| CliError::Invalid(e.to_string()))?;
     let parent_id = if args.node {
         Spiffeid {
             trust_domain: spiffe_id.trust_domain.clone(),
             path: SERVER_ID_PATH.to_owned(),
         }
     } else {
-        fmt::id_to_proto(&args.parent_id).map_err(CliError::Invalid)?
+        fmt::id_to_proto(&args.parent_id).map_err(|e| CliError::Invalid(e.to_string()))?
     };
     let x509_svid_ttl = ttl_i32(args.x509_svid_ttl, "X509 SVID TTL")?;
     let jwt_svid_ttl = ttl_i32(args.jwt_svid_ttl, "JWT SVID TTL")?;
@@ -461,7 +463,8 @@ pub(crate) fn create_entries(args: &EntryCreateArgs) -> Result<Vec<Entry>, CliEr
 /// Validates `entry update` flags and builds the replacement entries.
 pub(crate) fn update_entries(args: &EntryUpdateArgs) -> Result<Vec<Entry>, CliError> {
     if !args.data.is_empty() {
-        return parse_entries_json(&read_input(&args.data)?).map_err(CliError::Invalid);
+        return parse_entries_json(&read_input(&args.data)?)
+            .map_err(|e| CliError::Invalid(e.to_string()));
     }
     let invalid = |m: &str| Err(CliError::Invalid(m.to_owned()));
     if args.entry_id.is_empty() {
@@ -483,8 +486,10 @@ pub(crate) fn update_entries(args: &EntryUpdateArgs) -> Result<Vec<Entry>, CliEr
         return invalid("a positive JWT-SVID TTL is required");
     }
 
-    let parent_id = fmt::id_to_proto(&args.parent_id).map_err(CliError::Invalid)?;
-    let spiffe_id = fmt::id_to_proto(&args.spiffe_id).map_err(CliError::Invalid)?;
+    let parent_id =
+        fmt::id_to_proto(&args.parent_id).map_err(|e| CliError::Invalid(e.to_string()))?;
+    let spiffe_id =
+        fmt::id_to_proto(&args.spiffe_id).map_err(|e| CliError::Invalid(e.to_string()))?;
     let x509_svid_ttl = ttl_i32(args.x509_svid_ttl, "X509 SVID TTL")?;
     let jwt_svid_ttl = ttl_i32(args.jwt_svid_ttl, "JWT SVID TTL")?;
     let selectors = parse_selectors(&args.selector, None)?;
@@ -590,16 +595,33 @@ pub(crate) fn delete_ids(args: &EntryDeleteArgs) -> Result<Vec<String>, CliError
 
 /// Reads SPIRE's registration JSON (`{"entries": [{"spiffe_id": ...}]}`, the
 /// `-data` format) into API entries, checking IDs as SPIRE does.
-pub(crate) fn parse_entries_json(data: &[u8]) -> Result<Vec<Entry>, String> {
-    let file: EntriesFile = serde_json::from_slice(data).map_err(|e| e.to_string())?;
+pub(crate) fn parse_entries_json(data: &[u8]) -> Result<Vec<Entry>, EntriesJsonError> {
+    let file: EntriesFile = serde_json::from_slice(data).map_err(EntriesJsonError::Json)?;
     file.entries
         .unwrap_or_default()
         .into_iter()
-        .map(|e| {
-            e.ok_or_else(|| "missing registration entry".to_owned())?
-                .into_entry()
-        })
+        .map(|e| e.ok_or(EntriesJsonError::MissingEntry)?.into_entry())
         .collect()
+}
+
+/// Why a `-data` registration file cannot be used (SPIRE's texts).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum EntriesJsonError {
+    /// Not JSON of the expected shape.
+    #[error("{0}")]
+    Json(serde_json::Error),
+    /// A `null` in the entry list.
+    #[error("missing registration entry")]
+    MissingEntry,
+    /// An entry's `spiffe_id` does not parse.
+    #[error("invalid SPIFFE ID: {0}")]
+    SpiffeId(IdError),
+    /// An entry's `parent_id` does not parse.
+    #[error("invalid parent ID: {0}")]
+    ParentId(IdError),
+    /// An entry's federated trust domain does not parse.
+    #[error("invalid federated trust domain: {0}")]
+    FederatesWith(IdError),
 }
 
 /// Which `Batch*EntryResponse` is being printed.
@@ -980,7 +1002,7 @@ fn parse_selectors(raw: &[String], context: Option<&str>) -> Result<Vec<Selector
             fmt::parse_selector(s).map_err(|e| {
                 CliError::Invalid(match context {
                     Some(c) => format!("{c}: {e}"),
-                    None => e,
+                    None => e.to_string(),
                 })
             })
         })
@@ -1051,11 +1073,9 @@ struct AdditionalAttributesJson {
 }
 
 impl EntryJson {
-    fn into_entry(self) -> Result<Entry, String> {
-        let spiffe_id =
-            fmt::id_to_proto(&self.spiffe_id).map_err(|e| format!("invalid SPIFFE ID: {e}"))?;
-        let parent_id =
-            fmt::id_to_proto(&self.parent_id).map_err(|e| format!("invalid parent ID: {e}"))?;
+    fn into_entry(self) -> Result<Entry, EntriesJsonError> {
+        let spiffe_id = fmt::id_to_proto(&self.spiffe_id).map_err(EntriesJsonError::SpiffeId)?;
+        let parent_id = fmt::id_to_proto(&self.parent_id).map_err(EntriesJsonError::ParentId)?;
         let federates_with = self
             .federates_with
             .unwrap_or_default()
@@ -1063,7 +1083,7 @@ impl EntryJson {
             .map(|td| {
                 TrustDomain::new(td)
                     .map(|td| td.name().to_owned())
-                    .map_err(|e| format!("invalid federated trust domain: {e}"))
+                    .map_err(EntriesJsonError::FederatesWith)
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Entry {
@@ -1732,7 +1752,8 @@ Selector                : unix:uid:1
         let err = parse_entries_json(
             br#"{"entries":[{"spiffe_id":"x","parent_id":"spiffe://e.org/p"}]}"#,
         )
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("invalid SPIFFE ID: "), "{err}");
     }
 

@@ -20,7 +20,7 @@ use sigil_proto::spire::api::types::{
     Bundle, FederationRelationship, HttpsWebProfile, HttpsspiffeProfile, JwtKey, Status,
     X509Certificate,
 };
-use sigil_spiffe::{SpiffeId, TrustDomain};
+use sigil_spiffe::{IdError, SpiffeId, TrustDomain};
 use tonic::Code;
 
 use super::bundle::{FORMAT_PEM, FORMAT_SPIFFE};
@@ -308,99 +308,199 @@ pub(crate) fn relationships_from_args(
             ));
         }
         let data = read_input(&args.data)?;
-        return parse_relationships_json(&data).map_err(CliError::Invalid);
+        return parse_relationships_json(&data).map_err(|e| CliError::Invalid(e.to_string()));
     }
-    Ok(vec![config_to_proto(&config).map_err(CliError::Invalid)?])
+    Ok(vec![
+        config_to_proto(&config).map_err(|e| CliError::Invalid(e.to_string()))?,
+    ])
 }
 
 /// Reads a `-data` document (`{"federationRelationships": [...]}`) as Go's
 /// `encoding/json` would (keys match case-insensitively) and converts each
 /// item.
-pub(crate) fn parse_relationships_json(data: &[u8]) -> Result<Vec<FederationRelationship>, String> {
-    let doc: Value =
-        serde_json::from_slice(data).map_err(|e| format!("failed to parse JSON: {e}"))?;
+pub(crate) fn parse_relationships_json(
+    data: &[u8],
+) -> Result<Vec<FederationRelationship>, RelationshipsDataError> {
+    let doc: Value = serde_json::from_slice(data).map_err(RelationshipsDataError::Json)?;
     let items = match &doc {
         Value::Null => return Ok(Vec::new()),
         Value::Object(o) => match field(o, "federationRelationships") {
             None | Some(Value::Null) => return Ok(Vec::new()),
             Some(Value::Array(items)) => items,
-            Some(other) => {
-                return Err(format!(
-                    "failed to parse JSON: json: cannot unmarshal {} into Go struct field \
-                     federationRelationships.federationRelationships of type \
-                     []*federation.federationRelationshipConfig",
-                    json_kind(other)
-                ));
-            }
+            Some(other) => return Err(RelationshipsDataError::ListNotArray(json_kind(other))),
         },
-        other => {
-            return Err(format!(
-                "failed to parse JSON: json: cannot unmarshal {} into Go value of type \
-                 federation.federationRelationships",
-                json_kind(other)
-            ));
-        }
+        other => return Err(RelationshipsDataError::NotObject(json_kind(other))),
     };
     let configs = items
         .iter()
         .map(config_from_json)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("failed to parse JSON: {e}"))?;
+        .map_err(RelationshipsDataError::Item)?;
     configs
         .iter()
         .enumerate()
-        .map(|(i, c)| config_to_proto(c).map_err(|e| format!("could not parse item {i}: {e}")))
+        .map(|(index, c)| {
+            config_to_proto(c).map_err(|source| RelationshipsDataError::Config { index, source })
+        })
         .collect()
+}
+
+/// Why a `-data` relationships document cannot be used; the texts are
+/// SPIRE's (Go's `encoding/json` ones inside).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelationshipsDataError {
+    /// Not JSON.
+    #[error("failed to parse JSON: {0}")]
+    Json(serde_json::Error),
+    /// `federationRelationships` is not an array; the JSON kind found.
+    #[error(
+        "failed to parse JSON: json: cannot unmarshal {0} into Go struct field \
+         federationRelationships.federationRelationships of type \
+         []*federation.federationRelationshipConfig"
+    )]
+    ListNotArray(&'static str),
+    /// The document is not an object; the JSON kind found.
+    #[error(
+        "failed to parse JSON: json: cannot unmarshal {0} into Go value of type \
+         federation.federationRelationships"
+    )]
+    NotObject(&'static str),
+    /// An item has the wrong JSON shape.
+    #[error("failed to parse JSON: {0}")]
+    Item(#[source] JsonShapeError),
+    /// An item's fields are not a valid relationship.
+    #[error("could not parse item {index}: {source}")]
+    Config {
+        /// Position in the list.
+        index: usize,
+        /// What is wrong with it.
+        source: RelationshipConfigError,
+    },
+}
+
+/// A `-data` item or field of another JSON kind than Go expects.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum JsonShapeError {
+    /// The item is not an object; the JSON kind found.
+    #[error(
+        "json: cannot unmarshal {0} into Go struct field \
+         federationRelationships.federationRelationships of type \
+         federation.federationRelationshipConfig"
+    )]
+    ItemNotObject(&'static str),
+    /// A field that must be a string is not.
+    #[error(
+        "json: cannot unmarshal {kind} into Go struct field \
+         federationRelationshipConfig.federationRelationships.{name} of type string"
+    )]
+    FieldNotString {
+        /// The JSON kind found.
+        kind: &'static str,
+        /// The field.
+        name: String,
+    },
+}
+
+/// Why a relationship's fields (flags or a `-data` item) are not valid
+/// (SPIRE's texts).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelationshipConfigError {
+    /// No trust domain.
+    #[error("trust domain is required")]
+    MissingTrustDomain,
+    /// No bundle endpoint URL.
+    #[error("bundle endpoint URL is required")]
+    MissingEndpointUrl,
+    /// https_spiffe without an endpoint SPIFFE ID.
+    #[error("endpoint SPIFFE ID is required if 'https_spiffe' endpoint profile is set")]
+    MissingEndpointSpiffeId,
+    /// The endpoint SPIFFE ID does not parse.
+    #[error("cannot parse bundle endpoint SPIFFE ID: {0}")]
+    EndpointSpiffeId(#[source] IdError),
+    /// A profile other than https_web and https_spiffe.
+    #[error("unknown bundle endpoint profile type: {}", fmt::go_quote(.0))]
+    UnknownProfile(String),
+    /// The `-trustDomainBundlePath` file could not be read.
+    #[error("cannot read bundle file: open {path}: {}", fmt::go_errno_text(.source))]
+    ReadBundleFile {
+        /// The path given.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The bundle file does not parse.
+    #[error("cannot parse bundle file: {0}")]
+    BundleFile(#[source] BundleDataError),
+    /// The item's embedded bundle does not parse.
+    #[error("cannot parse bundle raw message: {0}")]
+    BundleRaw(#[source] BundleDataError),
+}
+
+/// Why bundle data is not a bundle (SPIRE's `util.ParseBundle` texts).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BundleDataError {
+    /// The PEM text is not certificate blocks; the reason in `pemutil`'s
+    /// words.
+    #[error("unable to parse bundle data: {0}")]
+    Pem(String),
+    /// A PEM block that is not exactly one certificate.
+    #[error("unable to parse bundle data: x509: malformed certificate")]
+    MalformedCertificate,
+    /// The trust domain does not parse.
+    #[error(transparent)]
+    TrustDomain(#[from] IdError),
+    /// The SPIFFE bundle document does not parse.
+    #[error("unable to parse to spiffe bundle: {0}")]
+    Jwks(#[source] sigil_spiffe::bundle::BundleError),
+    /// An embedded PEM bundle that is not a JSON string; the kind found.
+    #[error("failed to unmarshal json: json: cannot unmarshal {0} into Go value of type string")]
+    RawNotString(&'static str),
+    /// A bundle format other than pem and spiffe.
+    #[error("bundle format {} is unsupported", fmt::go_quote(.0))]
+    UnsupportedFormat(String),
 }
 
 /// Checks one relationship's fields and builds its API form, reading its
 /// bundle when one is given (SPIRE's `jsonToProto`).
-pub(crate) fn config_to_proto(c: &RelationshipConfig) -> Result<FederationRelationship, String> {
+pub(crate) fn config_to_proto(
+    c: &RelationshipConfig,
+) -> Result<FederationRelationship, RelationshipConfigError> {
     if c.trust_domain.is_empty() {
-        return Err("trust domain is required".into());
+        return Err(RelationshipConfigError::MissingTrustDomain);
     }
     if c.bundle_endpoint_url.is_empty() {
-        return Err("bundle endpoint URL is required".into());
+        return Err(RelationshipConfigError::MissingEndpointUrl);
     }
     let mut bundle_trust_domain = c.trust_domain.clone();
     let profile = match c.bundle_endpoint_profile.as_str() {
         PROFILE_HTTPS_WEB => BundleEndpointProfile::HttpsWeb(HttpsWebProfile {}),
         PROFILE_HTTPS_SPIFFE => {
             if c.endpoint_spiffe_id.is_empty() {
-                return Err(
-                    "endpoint SPIFFE ID is required if 'https_spiffe' endpoint profile is set"
-                        .into(),
-                );
+                return Err(RelationshipConfigError::MissingEndpointSpiffeId);
             }
             let id = SpiffeId::parse(&c.endpoint_spiffe_id)
-                .map_err(|e| format!("cannot parse bundle endpoint SPIFFE ID: {e}"))?;
+                .map_err(RelationshipConfigError::EndpointSpiffeId)?;
             // SPIRE reads the bundle as the endpoint's trust domain's.
             bundle_trust_domain = id.trust_domain_name().to_owned();
             BundleEndpointProfile::HttpsSpiffe(HttpsspiffeProfile {
                 endpoint_spiffe_id: c.endpoint_spiffe_id.clone(),
             })
         }
-        other => {
-            return Err(format!(
-                "unknown bundle endpoint profile type: {}",
-                fmt::go_quote(other)
-            ));
-        }
+        other => return Err(RelationshipConfigError::UnknownProfile(other.to_owned())),
     };
     let trust_domain_bundle = if !c.trust_domain_bundle_path.is_empty() {
-        let data = std::fs::read(&c.trust_domain_bundle_path).map_err(|e| {
-            format!(
-                "cannot read bundle file: open {}: {}",
-                c.trust_domain_bundle_path,
-                fmt::go_errno_text(&e)
-            )
+        let data = std::fs::read(&c.trust_domain_bundle_path).map_err(|source| {
+            RelationshipConfigError::ReadBundleFile {
+                path: c.trust_domain_bundle_path.clone(),
+                source,
+            }
         })?;
         let b = parse_bundle(&data, &c.trust_domain_bundle_format, &bundle_trust_domain)
-            .map_err(|e| format!("cannot parse bundle file: {e}"))?;
+            .map_err(RelationshipConfigError::BundleFile)?;
         Some(b)
     } else if let Some(raw) = &c.trust_domain_bundle {
         let b = bundle_from_raw(raw, &c.trust_domain_bundle_format, &bundle_trust_domain)
-            .map_err(|e| format!("cannot parse bundle raw message: {e}"))?;
+            .map_err(RelationshipConfigError::BundleRaw)?;
         Some(b)
     } else {
         None
@@ -419,7 +519,7 @@ pub(crate) fn parse_bundle(
     data: &[u8],
     format: &str,
     trust_domain: &str,
-) -> Result<Bundle, String> {
+) -> Result<Bundle, BundleDataError> {
     if format == FORMAT_PEM {
         let ders = sigil_spiffe::bundle::certificates_from_pem(data).map_err(|e| {
             let reason = match e {
@@ -430,12 +530,12 @@ pub(crate) fn parse_bundle(
                 ),
                 other => other.to_string(),
             };
-            format!("unable to parse bundle data: {reason}")
+            BundleDataError::Pem(reason)
         })?;
         for der in &ders {
             match x509_parser::parse_x509_certificate(der) {
                 Ok(([], _)) => {}
-                _ => return Err("unable to parse bundle data: x509: malformed certificate".into()),
+                _ => return Err(BundleDataError::MalformedCertificate),
             }
         }
         return Ok(Bundle {
@@ -450,9 +550,8 @@ pub(crate) fn parse_bundle(
             ..Bundle::default()
         });
     }
-    let td = TrustDomain::new(trust_domain).map_err(|e| e.to_string())?;
-    let b = sigil_spiffe::Bundle::parse_jwks(&td, data)
-        .map_err(|e| format!("unable to parse to spiffe bundle: {e}"))?;
+    let td = TrustDomain::new(trust_domain)?;
+    let b = sigil_spiffe::Bundle::parse_jwks(&td, data).map_err(BundleDataError::Jwks)?;
     Ok(Bundle {
         trust_domain: b.trust_domain.name().to_owned(),
         x509_authorities: b
@@ -481,52 +580,37 @@ pub(crate) fn parse_bundle(
 
 /// A bundle embedded in a `-data` item: a JSON string of PEM, or the SPIFFE
 /// document itself.
-fn bundle_from_raw(raw: &Value, format: &str, trust_domain: &str) -> Result<Bundle, String> {
+fn bundle_from_raw(
+    raw: &Value,
+    format: &str,
+    trust_domain: &str,
+) -> Result<Bundle, BundleDataError> {
     let data = match format {
         FORMAT_PEM => match raw {
             Value::String(s) => s.clone().into_bytes(),
-            other => {
-                return Err(format!(
-                    "failed to unmarshal json: json: cannot unmarshal {} into Go value of type \
-                     string",
-                    json_kind(other)
-                ));
-            }
+            other => return Err(BundleDataError::RawNotString(json_kind(other))),
         },
         FORMAT_SPIFFE => raw.to_string().into_bytes(),
-        other => {
-            return Err(format!(
-                "bundle format {} is unsupported",
-                fmt::go_quote(other)
-            ));
-        }
+        other => return Err(BundleDataError::UnsupportedFormat(other.to_owned())),
     };
     parse_bundle(&data, format, trust_domain)
 }
 
 /// One `-data` item; Go leaves a field that is absent or null empty.
-fn config_from_json(item: &Value) -> Result<RelationshipConfig, String> {
+fn config_from_json(item: &Value) -> Result<RelationshipConfig, JsonShapeError> {
     let o = match item {
         Value::Null => return Ok(RelationshipConfig::default()),
         Value::Object(o) => o,
-        other => {
-            return Err(format!(
-                "json: cannot unmarshal {} into Go struct field \
-                 federationRelationships.federationRelationships of type \
-                 federation.federationRelationshipConfig",
-                json_kind(other)
-            ));
-        }
+        other => return Err(JsonShapeError::ItemNotObject(json_kind(other))),
     };
-    let text = |name: &str| -> Result<String, String> {
+    let text = |name: &str| -> Result<String, JsonShapeError> {
         match field(o, name) {
             None | Some(Value::Null) => Ok(String::new()),
             Some(Value::String(s)) => Ok(s.clone()),
-            Some(other) => Err(format!(
-                "json: cannot unmarshal {} into Go struct field \
-                 federationRelationshipConfig.federationRelationships.{name} of type string",
-                json_kind(other)
-            )),
+            Some(other) => Err(JsonShapeError::FieldNotString {
+                kind: json_kind(other),
+                name: name.to_owned(),
+            }),
         }
     };
     Ok(RelationshipConfig {
@@ -1074,7 +1158,11 @@ mod tests {
             "b.org"
         );
 
-        let err = |v: Value| parse_relationships_json(v.to_string().as_bytes()).unwrap_err();
+        let err = |v: Value| {
+            parse_relationships_json(v.to_string().as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
         assert_eq!(
             err(serde_json::json!({"federationRelationships": [
                 {"trustDomain": "a.org", "bundleEndpointURL": "https://a", "bundleEndpointProfile": "https_web"},
@@ -1098,6 +1186,7 @@ mod tests {
         assert!(
             parse_relationships_json(b"{")
                 .unwrap_err()
+                .to_string()
                 .starts_with("failed to parse JSON: ")
         );
         assert!(parse_relationships_json(b"{}").unwrap().is_empty());

@@ -4,7 +4,7 @@
 //! selector syntax, and SPIFFE IDs as the API carries them.
 
 use sigil_proto::spire::api::types::{Selector, Spiffeid};
-use sigil_spiffe::SpiffeId;
+use sigil_spiffe::{IdError, SpiffeId};
 
 /// grpc-go's `codes.Code.String()`: the name for the 17 codes, `Code(n)`
 /// for any other.
@@ -120,23 +120,25 @@ pub(crate) fn pluralize(msg: &str, singular: &str, plural: &str, n: usize) -> St
 
 /// SPIRE's `ParseSelector`: everything before the first `:` is the type,
 /// everything after it the value (which may hold more colons).
-pub(crate) fn parse_selector(s: &str) -> Result<Selector, String> {
+pub(crate) fn parse_selector(s: &str) -> Result<Selector, SelectorFormatError> {
     match s.split_once(':') {
         Some((kind, value)) => Ok(Selector {
             r#type: kind.to_owned(),
             value: value.to_owned(),
         }),
-        None => Err(format!(
-            "selector {} must be formatted as type:value",
-            go_quote(s)
-        )),
+        None => Err(SelectorFormatError(s.to_owned())),
     }
 }
 
+/// A `-selector` value without a `:` (SPIRE's message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("selector {} must be formatted as type:value", go_quote(.0))]
+pub(crate) struct SelectorFormatError(pub(crate) String);
+
 /// Parses a SPIFFE ID string into the API's `{trust_domain, path}` form; the
 /// error is the bare parse error, as SPIRE's CLI prints it.
-pub(crate) fn id_to_proto(s: &str) -> Result<Spiffeid, String> {
-    let id = SpiffeId::parse(s).map_err(|e| e.to_string())?;
+pub(crate) fn id_to_proto(s: &str) -> Result<Spiffeid, IdError> {
+    let id = SpiffeId::parse(s)?;
     Ok(Spiffeid {
         trust_domain: id.trust_domain_name().to_owned(),
         path: id.path().to_owned(),
@@ -175,7 +177,7 @@ mod tests {
         let s = parse_selector("a:").unwrap();
         assert_eq!((s.r#type.as_str(), s.value.as_str()), ("a", ""));
         assert_eq!(
-            parse_selector("foo").unwrap_err(),
+            parse_selector("foo").unwrap_err().to_string(),
             "selector \"foo\" must be formatted as type:value"
         );
     }

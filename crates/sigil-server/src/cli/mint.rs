@@ -37,7 +37,7 @@ pub struct X509MintArgs {
     #[arg(long = "spiffeID", default_value = "", hide_default_value = true)]
     pub spiffe_id: String,
     /// TTL of the X509-SVID
-    #[arg(long = "ttl", default_value = "0s", value_parser = parse_go_duration)]
+    #[arg(long = "ttl", default_value = "0s", value_parser = sigil_cli::parse_duration)]
     pub ttl: Duration,
     /// DNS name that will be included in SVID. Can be used more than once.
     #[arg(long = "dns", action = clap::ArgAction::Append)]
@@ -59,7 +59,7 @@ pub struct JwtMintArgs {
     #[arg(long = "spiffeID", default_value = "", hide_default_value = true)]
     pub spiffe_id: String,
     /// TTL of the JWT-SVID
-    #[arg(long = "ttl", default_value = "0s", value_parser = parse_go_duration)]
+    #[arg(long = "ttl", default_value = "0s", value_parser = sigil_cli::parse_duration)]
     pub ttl: Duration,
     /// Audience claim that will be included in the SVID. Can be used more
     /// than once.
@@ -204,7 +204,7 @@ pub(crate) fn jwt_request(args: &JwtMintArgs) -> Result<MintJwtsvidRequest, CliE
             "at least one audience must be specified".into(),
         ));
     }
-    let id = fmt::id_to_proto(&args.spiffe_id).map_err(CliError::Invalid)?;
+    let id = fmt::id_to_proto(&args.spiffe_id).map_err(|e| CliError::Invalid(e.to_string()))?;
     Ok(MintJwtsvidRequest {
         id: Some(id),
         audience: args.audience.clone(),
@@ -253,24 +253,44 @@ pub(crate) fn render_jwt(resp: &MintJwtsvidResponse, output: OutputFormat) -> Ou
 
 /// The `exp` claim of a compact JWS, read without verifying it (only to
 /// warn about a shortened lifetime).
-pub(crate) fn jwt_expiry(token: &str) -> Result<i64, String> {
+pub(crate) fn jwt_expiry(token: &str) -> Result<i64, JwtExpiryError> {
     let mut parts = token.split('.');
     let (Some(_), Some(payload), Some(_), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
-        return Err("go-jose/go-jose: compact JWS format must have three parts".into());
+        return Err(JwtExpiryError::NotCompact);
     };
     let bytes = URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
-        .map_err(|e| format!("illegal base64 data: {e}"))?;
-    let claims: Value = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
+        .map_err(JwtExpiryError::Base64)?;
+    let claims: Value = serde_json::from_slice(&bytes).map_err(JwtExpiryError::Json)?;
     match claims.get("exp") {
-        None | Some(Value::Null) => Err("no expiry claim".into()),
+        None | Some(Value::Null) => Err(JwtExpiryError::NoExpiry),
         Some(v) => v
             .as_f64()
             .map(|f| f as i64)
-            .ok_or_else(|| "go-jose/go-jose/jwt: expected number for exp".to_owned()),
+            .ok_or(JwtExpiryError::ExpiryNotNumber),
     }
+}
+
+/// Why a minted token's `exp` could not be read (go-jose's texts).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JwtExpiryError {
+    /// Not three dot-separated parts.
+    #[error("go-jose/go-jose: compact JWS format must have three parts")]
+    NotCompact,
+    /// The payload is not base64url.
+    #[error("illegal base64 data: {0}")]
+    Base64(base64::DecodeError),
+    /// The payload is not JSON.
+    #[error("{0}")]
+    Json(serde_json::Error),
+    /// No `exp` claim.
+    #[error("no expiry claim")]
+    NoExpiry,
+    /// An `exp` claim that is not a number.
+    #[error("go-jose/go-jose/jwt: expected number for exp")]
+    ExpiryNotNumber,
 }
 
 /// Whether a lifetime ending at `expires_at` (Unix seconds) is shorter
@@ -286,20 +306,40 @@ fn capped(expires_at: i64, ttl: Duration) -> bool {
 
 /// A CSR as Go's `x509.CreateCertificateRequest` makes it for SPIRE: empty
 /// subject, the DNS names, then the SPIFFE ID as URI SAN.
-fn csr(key: &rcgen::KeyPair, spiffe_id: &str, dns: &[String]) -> Result<Vec<u8>, String> {
+fn csr(key: &rcgen::KeyPair, spiffe_id: &str, dns: &[String]) -> Result<Vec<u8>, CsrError> {
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     let mut sans = Vec::with_capacity(dns.len() + 1);
     for name in dns {
-        let name = rcgen::string::Ia5String::try_from(name.as_str())
-            .map_err(|e| format!("DNS name {}: {e}", fmt::go_quote(name)))?;
+        let name = rcgen::string::Ia5String::try_from(name.as_str()).map_err(|source| {
+            CsrError::DnsName {
+                name: name.clone(),
+                source,
+            }
+        })?;
         sans.push(rcgen::SanType::DnsName(name));
     }
-    let uri = rcgen::string::Ia5String::try_from(spiffe_id).map_err(|e| e.to_string())?;
+    let uri = rcgen::string::Ia5String::try_from(spiffe_id)?;
     sans.push(rcgen::SanType::URI(uri));
     params.subject_alt_names = sans;
-    let csr = params.serialize_request(key).map_err(|e| e.to_string())?;
+    let csr = params.serialize_request(key)?;
     Ok(csr.der().to_vec())
+}
+
+/// Why `x509 mint` could not build its CSR.
+#[derive(Debug, thiserror::Error)]
+enum CsrError {
+    /// A `-dns` name that is not IA5 (ASCII) text.
+    #[error("DNS name {}: {source}", fmt::go_quote(.name))]
+    DnsName {
+        /// The name.
+        name: String,
+        /// rcgen's reason.
+        source: rcgen::Error,
+    },
+    /// The SPIFFE ID is not IA5 text, or rcgen could not sign the request.
+    #[error(transparent)]
+    Rcgen(#[from] rcgen::Error),
 }
 
 /// The chain, key and roots as PEM text.
@@ -347,10 +387,13 @@ fn write_x509(m: &MintedX509, dir: &Path) -> Outcome {
 
 /// Writes `data` to `path` with exactly `mode`, replacing what was there;
 /// the error reads like Go's (`open <path>: <reason>`).
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), WriteFileError> {
     use std::io::Write as _;
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let fail = |e: std::io::Error| format!("open {}: {}", path.display(), fmt::go_errno_text(&e));
+    let fail = |source: std::io::Error| WriteFileError {
+        path: path.to_owned(),
+        source,
+    };
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
@@ -363,9 +406,15 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), String> {
     file.write_all(data).map_err(fail)
 }
 
-/// A Go duration flag value (`1h`, `90s`).
-fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    sigil_cli::parse_duration(s).map_err(|e| e.to_string())
+/// A file `-write` could not write; the text reads like Go's
+/// (`open <path>: <errno text>`).
+#[derive(Debug, thiserror::Error)]
+#[error("open {}: {}", .path.display(), fmt::go_errno_text(.source))]
+struct WriteFileError {
+    /// The file.
+    path: PathBuf,
+    /// The I/O error.
+    source: std::io::Error,
 }
 
 /// Go's `time.Duration(n).String()` for `n` nanoseconds.
@@ -595,7 +644,9 @@ mod tests {
         assert_eq!(jwt_expiry(&format!("h.{payload}.s")).unwrap(), 1552410266);
         let payload = URL_SAFE_NO_PAD.encode(br#"{"sub":"x"}"#);
         assert_eq!(
-            jwt_expiry(&format!("h.{payload}.s")).unwrap_err(),
+            jwt_expiry(&format!("h.{payload}.s"))
+                .unwrap_err()
+                .to_string(),
             "no expiry claim"
         );
         assert!(jwt_expiry("not-a-jwt").is_err());

@@ -142,11 +142,42 @@ pub async fn run(cmd: AdminCommand) -> ExitCode {
 /// The error reads like grpc-go's (what SPIRE prints), naming the socket:
 /// `rpc error: code = Unavailable desc = connection error: desc = "transport:
 /// Error while dialing: dial unix /path: connect: no such file or directory"`.
-pub async fn admin_channel(socket_path: &Path) -> Result<Channel, String> {
+pub async fn admin_channel(socket_path: &Path) -> Result<Channel, DialError> {
     sigil_workload_client::unix_channel(socket_path)
         .await
-        .map_err(|e| dial_error(socket_path, &e.source))
+        .map_err(|e| DialError {
+            socket_path: socket_path.to_owned(),
+            reason: dial_reason(&e.source),
+        })
 }
+
+/// The admin socket could not be dialled. `Display` is grpc-go's wording,
+/// which SPIRE's CLI prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "rpc error: code = Unavailable desc = connection error: desc = {}",
+    fmt::go_quote(&format!(
+        "transport: Error while dialing: dial unix {}: connect: {}",
+        .socket_path.display(),
+        .reason
+    ))
+)]
+pub struct DialError {
+    /// The socket dialled.
+    pub socket_path: PathBuf,
+    /// The errno text (Go's spelling) or the transport's message.
+    pub reason: String,
+}
+
+/// An `-output` value other than SPIRE's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad formatter flag: unknown format option: {}", fmt::go_quote(.0))]
+pub struct UnknownOutputFormat(pub String);
+
+/// A boolean flag value Go's `strconv.ParseBool` would refuse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("parse error: invalid boolean value {}", fmt::go_quote(.0))]
+pub struct InvalidGoBool(pub String);
 
 /// The `-output` flag: how a command prints its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -236,27 +267,21 @@ impl Outcome {
 
 /// Parses `-output` as SPIRE does: `pretty` (or `prettyprint`) and `json`,
 /// any case.
-pub fn parse_output_format(s: &str) -> Result<OutputFormat, String> {
+pub fn parse_output_format(s: &str) -> Result<OutputFormat, UnknownOutputFormat> {
     match s.to_ascii_lowercase().as_str() {
         "json" => Ok(OutputFormat::Json),
         "pretty" | "prettyprint" => Ok(OutputFormat::Pretty),
-        _ => Err(format!(
-            "bad formatter flag: unknown format option: {}",
-            fmt::go_quote(s)
-        )),
+        _ => Err(UnknownOutputFormat(s.to_owned())),
     }
 }
 
 /// Parses a Go boolean flag value (`-admin=false`): the spellings Go's
 /// `strconv.ParseBool` takes.
-pub fn parse_go_bool(s: &str) -> Result<bool, String> {
+pub fn parse_go_bool(s: &str) -> Result<bool, InvalidGoBool> {
     match s {
         "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
         "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
-        _ => Err(format!(
-            "parse error: invalid boolean value {}",
-            fmt::go_quote(s)
-        )),
+        _ => Err(InvalidGoBool(s.to_owned())),
     }
 }
 
@@ -299,7 +324,9 @@ async fn connect(conn: &ConnArgs) -> Result<Channel, CliError> {
     let template = std::env::var(SOCKET_TEMPLATE_ENV).ok();
     let socket = std::env::var(SOCKET_ENV).ok();
     let path = resolve_socket_path(conn, template.as_deref(), socket.as_deref())?;
-    admin_channel(&path).await.map_err(CliError::Connect)
+    admin_channel(&path)
+        .await
+        .map_err(|e| CliError::Connect(e.to_string()))
 }
 
 fn context_prefix(context: &Option<String>) -> String {
@@ -309,9 +336,9 @@ fn context_prefix(context: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
-/// grpc-go's wording for a failed dial, built from the underlying I/O error
-/// when there is one.
-fn dial_error(socket_path: &Path, err: &(dyn std::error::Error + 'static)) -> String {
+/// The reason grpc-go gives for a failed dial: the underlying I/O error's
+/// errno text when there is one.
+fn dial_reason(err: &(dyn std::error::Error + 'static)) -> String {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
     let mut reason = None;
     while let Some(e) = source {
@@ -321,15 +348,7 @@ fn dial_error(socket_path: &Path, err: &(dyn std::error::Error + 'static)) -> St
         }
         source = e.source();
     }
-    let reason = reason.unwrap_or_else(|| err.to_string());
-    let desc = format!(
-        "transport: Error while dialing: dial unix {}: connect: {reason}",
-        socket_path.display()
-    );
-    format!(
-        "rpc error: code = Unavailable desc = connection error: desc = {}",
-        fmt::go_quote(&desc)
-    )
+    reason.unwrap_or_else(|| err.to_string())
 }
 
 #[cfg(test)]
@@ -389,7 +408,7 @@ mod tests {
             OutputFormat::Pretty
         );
         assert_eq!(
-            parse_output_format("yaml").unwrap_err(),
+            parse_output_format("yaml").unwrap_err().to_string(),
             "bad formatter flag: unknown format option: \"yaml\""
         );
     }
@@ -398,7 +417,7 @@ mod tests {
     async fn missing_socket_error_names_the_path_like_grpc_go() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nope.sock");
-        let err = admin_channel(&path).await.unwrap_err();
+        let err = admin_channel(&path).await.unwrap_err().to_string();
         assert_eq!(
             err,
             format!(

@@ -51,7 +51,7 @@ pub(crate) fn generate_request(
     let agent_id = if args.spiffe_id.is_empty() {
         None
     } else {
-        Some(fmt::id_to_proto(&args.spiffe_id).map_err(CliError::Invalid)?)
+        Some(fmt::id_to_proto(&args.spiffe_id).map_err(|e| CliError::Invalid(e.to_string()))?)
     };
     let ttl = i32::try_from(args.ttl).map_err(|_| {
         CliError::Invalid(format!(

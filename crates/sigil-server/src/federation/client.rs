@@ -49,20 +49,20 @@ pub enum EndpointAuth {
 #[non_exhaustive]
 pub enum FetchError {
     /// The URL is not `https://host[:port][/path]`.
-    #[error("invalid bundle endpoint URL {url:?}: {reason}")]
+    #[error("invalid bundle endpoint URL {url:?}: {source}")]
     InvalidUrl {
         /// The URL.
         url: String,
         /// What is wrong with it.
-        reason: String,
+        source: UrlError,
     },
     /// No TLS client could be built (for `https_spiffe`: no usable roots).
-    #[error("could not configure TLS for {url}: {reason}")]
+    #[error("could not configure TLS for {url}: {source}")]
     TlsConfig {
         /// The URL.
         url: String,
         /// Why.
-        reason: String,
+        source: TlsConfigError,
     },
     /// The TCP connection failed.
     #[error("failed to fetch bundle: connecting to {url}: {source}")]
@@ -155,6 +155,47 @@ pub async fn fetch_bundle(
     }
 }
 
+/// Why a bundle endpoint URL cannot be fetched from.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UrlError {
+    /// Not a URI at all.
+    #[error("{0}")]
+    Syntax(String),
+    /// A scheme other than https.
+    #[error("scheme {0:?} is not https")]
+    NotHttps(String),
+    /// No scheme.
+    #[error("the URL has no scheme; it must start with https://")]
+    NoScheme,
+    /// No host.
+    #[error("the URL has no host")]
+    NoHost,
+    /// User info in the authority.
+    #[error("the URL must not contain user info")]
+    UserInfo,
+    /// The host is neither a DNS name nor an IP address.
+    #[error("{host:?} is not a DNS name or IP address: {reason}")]
+    ServerName {
+        /// The host.
+        host: String,
+        /// What rustls reported.
+        reason: String,
+    },
+}
+
+/// Why no TLS client config could be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsConfigError {
+    /// The https_spiffe roots or policy are unusable.
+    #[error(transparent)]
+    Spiffe(#[from] sigil_crypto::CryptoError),
+    /// rustls refused the protocol versions.
+    #[error(transparent)]
+    Rustls(#[from] rustls::Error),
+}
+
 /// The parts of a bundle endpoint URL a fetch needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointUrl {
@@ -170,18 +211,18 @@ pub struct EndpointUrl {
 
 impl EndpointUrl {
     /// Parses an `https` URL.
-    pub fn parse(url: &str) -> Result<Self, String> {
+    pub fn parse(url: &str) -> Result<Self, UrlError> {
         let uri: http::Uri = url
             .parse()
-            .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+            .map_err(|e: http::uri::InvalidUri| UrlError::Syntax(e.to_string()))?;
         match uri.scheme_str() {
             Some(s) if s.eq_ignore_ascii_case("https") => {}
-            Some(s) => return Err(format!("scheme {s:?} is not https")),
-            None => return Err("the URL has no scheme; it must start with https://".into()),
+            Some(s) => return Err(UrlError::NotHttps(s.to_owned())),
+            None => return Err(UrlError::NoScheme),
         }
-        let authority = uri.authority().ok_or("the URL has no host")?;
+        let authority = uri.authority().ok_or(UrlError::NoHost)?;
         if authority.as_str().contains('@') {
-            return Err("the URL must not contain user info".into());
+            return Err(UrlError::UserInfo);
         }
         let host = authority.host();
         let host = host
@@ -189,7 +230,7 @@ impl EndpointUrl {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         if host.is_empty() {
-            return Err("the URL has no host".into());
+            return Err(UrlError::NoHost);
         }
         Ok(EndpointUrl {
             host: host.to_owned(),
@@ -205,25 +246,25 @@ impl EndpointUrl {
     }
 
     /// The name to verify (https_web) and send as SNI.
-    pub fn server_name(&self) -> Result<ServerName<'static>, String> {
-        ServerName::try_from(self.host.clone())
-            .map_err(|e| format!("{:?} is not a DNS name or IP address: {e}", self.host))
+    pub fn server_name(&self) -> Result<ServerName<'static>, UrlError> {
+        ServerName::try_from(self.host.clone()).map_err(|e| UrlError::ServerName {
+            host: self.host.clone(),
+            reason: e.to_string(),
+        })
     }
 }
 
 /// A client config for `auth`, offering HTTP/1.1 only.
-pub fn tls_config(auth: &EndpointAuth) -> Result<Arc<rustls::ClientConfig>, String> {
+pub fn tls_config(auth: &EndpointAuth) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     let mut config = match auth {
         EndpointAuth::Spiffe { id, roots } => sigil_crypto::tls::client_config_with_policy(
             roots.clone(),
             ServerIdPolicy::Exact(id.clone()),
             None,
-        )
-        .map_err(|e| e.to_string())?,
+        )?,
         EndpointAuth::Web => {
             rustls::ClientConfig::builder_with_provider(sigil_crypto::tls::provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
+                .with_safe_default_protocol_versions()?
                 .with_root_certificates(sigil_acme::web_roots())
                 .with_no_client_auth()
         }
@@ -237,15 +278,15 @@ async fn fetch(
     url: &str,
     auth: &EndpointAuth,
 ) -> Result<Bundle, FetchError> {
-    let invalid = |reason: String| FetchError::InvalidUrl {
+    let invalid = |source: UrlError| FetchError::InvalidUrl {
         url: url.into(),
-        reason,
+        source,
     };
     let endpoint = EndpointUrl::parse(url).map_err(invalid)?;
     let name = endpoint.server_name().map_err(invalid)?;
-    let config = tls_config(auth).map_err(|reason| FetchError::TlsConfig {
+    let config = tls_config(auth).map_err(|source| FetchError::TlsConfig {
         url: url.into(),
-        reason,
+        source,
     })?;
 
     let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
@@ -371,9 +412,13 @@ mod tests {
 
     #[test]
     fn endpoint_url_refuses_other_schemes_user_info_and_no_host() {
-        let e = EndpointUrl::parse("http://example.org").unwrap_err();
+        let e = EndpointUrl::parse("http://example.org")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "scheme \"http\" is not https");
-        let e = EndpointUrl::parse("https://user@example.org").unwrap_err();
+        let e = EndpointUrl::parse("https://user@example.org")
+            .unwrap_err()
+            .to_string();
         assert_eq!(e, "the URL must not contain user info");
         assert!(EndpointUrl::parse("example.org/x").is_err());
     }
@@ -388,7 +433,9 @@ mod tests {
     #[test]
     fn spiffe_profile_without_roots_is_a_config_error() {
         let id = SpiffeId::parse("spiffe://b.org/spire/server").unwrap();
-        let e = tls_config(&EndpointAuth::Spiffe { id, roots: vec![] }).unwrap_err();
+        let e = tls_config(&EndpointAuth::Spiffe { id, roots: vec![] })
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("trust roots"), "{e}");
     }
 

@@ -24,11 +24,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sigil_datastore::{BundleEndpointProfile, DataStore, FederationRelationship, StoredBundle};
+use sigil_datastore::{
+    BundleEndpointProfile, DataStore, DataStoreError, FederationRelationship, StoredBundle,
+};
 use sigil_spiffe::{Bundle, TrustDomain};
 use tokio::sync::{Mutex, Notify, watch};
 
-use crate::ca::{decode_bundle, encode_bundle};
+use crate::ca::{CaError, decode_bundle, encode_bundle};
 use client::{EndpointAuth, FetchError};
 
 /// The smallest refresh hint honoured (SPIRE's `MinimumRefreshHint`).
@@ -49,12 +51,12 @@ const ATTEMPTS_PER_REFRESH_HINT: u32 = 4;
 #[non_exhaustive]
 pub enum UpdateError {
     /// The bundle of the endpoint SPIFFE ID's trust domain could not be read.
-    #[error("failed to fetch local copy of bundle for {trust_domain:?}: {reason}")]
+    #[error("failed to fetch local copy of bundle for {trust_domain:?}: {source}")]
     EndpointBundle {
         /// The endpoint's trust domain.
         trust_domain: String,
         /// Why.
-        reason: String,
+        source: BundleRecordError,
     },
     /// `https_spiffe` with no bundle for the endpoint's trust domain to
     /// authenticate it with: an operator must bootstrap one first.
@@ -65,13 +67,25 @@ pub enum UpdateError {
     NoEndpointBundle(String),
     /// The stored bundle of the federated trust domain could not be read.
     #[error("failed to fetch local federated bundle: {0}")]
-    LocalBundle(String),
+    LocalBundle(#[source] BundleRecordError),
     /// Fetching from the endpoint failed.
     #[error("failed to fetch federated bundle from endpoint: {0}")]
     Fetch(#[source] FetchError),
     /// The fetched bundle could not be stored.
     #[error("failed to store fetched federated bundle: {0}")]
-    Store(String),
+    Store(#[source] BundleRecordError),
+}
+
+/// Why a stored bundle record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleRecordError {
+    /// The datastore call failed.
+    #[error(transparent)]
+    DataStore(#[from] DataStoreError),
+    /// The record does not decode, or the bundle does not encode.
+    #[error(transparent)]
+    Codec(#[from] CaError),
 }
 
 /// Keeps one updater task per federated trust domain.
@@ -143,12 +157,8 @@ impl FederationManager {
     /// config's.
     pub async fn relationships(
         &self,
-    ) -> Result<BTreeMap<TrustDomain, FederationRelationship>, String> {
-        let (stored, _) = self
-            .ds
-            .list_federation_relationships(0, "")
-            .await
-            .map_err(|e| e.to_string())?;
+    ) -> Result<BTreeMap<TrustDomain, FederationRelationship>, DataStoreError> {
+        let (stored, _) = self.ds.list_federation_relationships(0, "").await?;
         let mut all: BTreeMap<TrustDomain, FederationRelationship> = stored
             .into_iter()
             .map(|r| (r.trust_domain.clone(), r))
@@ -181,7 +191,7 @@ impl FederationManager {
         result.map(|_| true)
     }
 
-    async fn reload_relationships(&self) -> Result<(), String> {
+    async fn reload_relationships(&self) -> Result<(), DataStoreError> {
         let mut wanted = self.relationships().await?;
         let mut updaters = self.updaters.lock().await;
         updaters.retain(|td, updater| match wanted.remove(td) {
@@ -267,12 +277,12 @@ pub async fn update_bundle(
                         Err(UpdateError::NoEndpointBundle(endpoint_td.name().into())),
                     );
                 }
-                Err(reason) => {
+                Err(source) => {
                     return (
                         None,
                         Err(UpdateError::EndpointBundle {
                             trust_domain: endpoint_td.name().into(),
-                            reason,
+                            source,
                         }),
                     );
                 }
@@ -294,7 +304,7 @@ pub async fn update_bundle(
     {
         return (local, Ok(None));
     }
-    let stored = encode_bundle(&fetched).map_err(|e| e.to_string());
+    let stored = encode_bundle(&fetched).map_err(BundleRecordError::from);
     let stored = match stored {
         Ok(data) => ds
             .set_bundle(StoredBundle {
@@ -302,7 +312,7 @@ pub async fn update_bundle(
                 data,
             })
             .await
-            .map_err(|e| e.to_string()),
+            .map_err(BundleRecordError::from),
         Err(e) => Err(e),
     };
     match stored {
@@ -311,12 +321,13 @@ pub async fn update_bundle(
     }
 }
 
-async fn load_bundle(ds: &dyn DataStore, td: &TrustDomain) -> Result<Option<Bundle>, String> {
-    match ds.get_bundle(td).await.map_err(|e| e.to_string())? {
+async fn load_bundle(
+    ds: &dyn DataStore,
+    td: &TrustDomain,
+) -> Result<Option<Bundle>, BundleRecordError> {
+    match ds.get_bundle(td).await? {
         None => Ok(None),
-        Some(s) => decode_bundle(td, &s.data)
-            .map(Some)
-            .map_err(|e| e.to_string()),
+        Some(s) => Ok(Some(decode_bundle(td, &s.data)?)),
     }
 }
 

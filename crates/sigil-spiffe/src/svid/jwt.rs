@@ -24,8 +24,13 @@ pub trait JwtSignatureVerifier {
         public_key_der: &[u8],
         signing_input: &[u8],
         signature: &[u8],
-    ) -> Result<(), String>;
+    ) -> Result<(), SignatureError>;
 }
+
+/// Why a [`JwtSignatureVerifier`] rejected a signature: the verifier's own
+/// error, boxed because this crate cannot name the cryptographic crate's type;
+/// its message reaches [`JwtSvidError::InvalidSignature`] unchanged.
+pub type SignatureError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// The `alg` values a JWT-SVID may use (JWT-SVID section 2.1); any other,
 /// `none` and the HMAC family included, is rejected.
@@ -234,7 +239,7 @@ impl JwtSvid {
                 parsed.signing_input.as_bytes(),
                 &parsed.signature,
             )
-            .map_err(JwtSvidError::InvalidSignature)?;
+            .map_err(|e| JwtSvidError::InvalidSignature(e.to_string()))?;
         if svid.expiry <= now_unix {
             return Err(JwtSvidError::Expired {
                 expiry: svid.expiry,

@@ -21,7 +21,7 @@ impl JwtSignatureVerifier for FakeVerifier {
         public_key_der: &[u8],
         signing_input: &[u8],
         signature: &[u8],
-    ) -> Result<(), String> {
+    ) -> Result<(), SignatureError> {
         if signature == fake_signature(alg, public_key_der, signing_input) {
             Ok(())
         } else {
