@@ -121,23 +121,18 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_read(WHAT).await?;
-        let mut result = Ok(Vec::with_capacity(ids.len()));
-        for chunk in ids.chunks(PARENTS_PER_QUERY) {
-            let mut scope =
-                Stmt::new("SELECT e.entry_id FROM registered_entries e WHERE e.entry_id IN ");
-            scope.bind_list(chunk.iter().map(String::as_str));
-            match fetch_entries::<DB>(&mut tx, scope).await {
-                Ok(found) => {
-                    if let Ok(all) = result.as_mut() {
-                        all.extend(found);
-                    }
-                }
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+        let result = async {
+            let mut all = Vec::with_capacity(ids.len());
+            let scopes = in_list_scopes(
+                "SELECT e.entry_id FROM registered_entries e WHERE e.entry_id IN ",
+                ids.iter().map(String::as_str),
+            );
+            for scope in scopes {
+                all.extend(fetch_entries::<DB>(&mut tx, scope).await?);
             }
+            Ok(all)
         }
+        .await;
         let mut entries: Vec<RegistrationEntry> = finish::<DB, _>(tx, result, WHAT).await?;
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         entries.dedup_by(|a, b| a.id == b.id);
@@ -279,23 +274,18 @@ impl<DB: Backend> DataStore for SqlStore<DB> {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_read(WHAT).await?;
-        let mut result = Ok(Vec::with_capacity(ids.len()));
-        for chunk in ids.chunks(PARENTS_PER_QUERY) {
-            let mut scope =
-                Stmt::new("SELECT n.spiffe_id FROM attested_nodes n WHERE n.spiffe_id IN ");
-            scope.bind_list(chunk.iter().map(SpiffeId::as_str));
-            match fetch_nodes::<DB>(&mut tx, scope).await {
-                Ok(found) => {
-                    if let Ok(all) = result.as_mut() {
-                        all.extend(found);
-                    }
-                }
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
+        let result = async {
+            let mut all = Vec::with_capacity(ids.len());
+            let scopes = in_list_scopes(
+                "SELECT n.spiffe_id FROM attested_nodes n WHERE n.spiffe_id IN ",
+                ids.iter().map(SpiffeId::as_str),
+            );
+            for scope in scopes {
+                all.extend(fetch_nodes::<DB>(&mut tx, scope).await?);
             }
+            Ok(all)
         }
+        .await;
         let mut nodes: Vec<AttestedNode> = finish::<DB, _>(tx, result, WHAT).await?;
         nodes.sort_by(|a, b| a.spiffe_id.cmp(&b.spiffe_id));
         nodes.dedup_by(|a, b| a.spiffe_id == b.spiffe_id);
@@ -1467,6 +1457,18 @@ fn apply_entry_mask(
         merged.store_svid = update.store_svid;
     }
     merged
+}
+
+/// `<prefix>(?, ?, ...)` scopes over `ids`, [`PARENTS_PER_QUERY`] at a time.
+fn in_list_scopes<'a>(prefix: &str, ids: impl Iterator<Item = &'a str>) -> Vec<Stmt> {
+    let ids: Vec<&str> = ids.collect();
+    ids.chunks(PARENTS_PER_QUERY)
+        .map(|chunk| {
+            let mut scope = Stmt::new(prefix);
+            scope.bind_list(chunk.iter().copied());
+            scope
+        })
+        .collect()
 }
 
 fn entry_scope_by_id(id: &str) -> Stmt {
